@@ -1,0 +1,104 @@
+//! INFO: the server's state, in Redis's `field:value` sections.
+//!
+//! # Format
+//! `INFO [section ...]` → text; sections `server`, `clients`, `stats`,
+//! `persistence`, `keyspace` (`default`, `all` and `everything` give all of them).
+
+use std::fmt::Write;
+
+use super::{Ctx, Outcome, Spec};
+use crate::protocol::Args;
+
+pub const SPEC: Spec = Spec {
+    name: "info",
+    arity: -1,
+    flags: &["loading", "stale"],
+    summary: "Describes the server's state.",
+    run,
+};
+
+const SECTIONS: [&str; 5] = ["server", "clients", "persistence", "stats", "keyspace"];
+
+fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
+    let wanted: Vec<String> = args
+        .iter_from(1)
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| w == "all" || w == "default" || w == "everything");
+    let mut text = String::new();
+    for section in SECTIONS {
+        if all || wanted.iter().any(|w| w == section) {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            render(section, ctx, &mut text);
+        }
+    }
+    ctx.out.verbatim(&text);
+    Outcome::Continue
+}
+
+fn render(section: &str, ctx: &Ctx<'_>, t: &mut String) {
+    let s = &*ctx.stats;
+    let uptime = s.started.elapsed().as_secs();
+    // `write!` into a String cannot fail.
+    let _ = match section {
+        "server" => write!(
+            t,
+            "# Server\r\nuserbus_version:{}\r\n\
+             redis_version:7.0.0\r\n\
+             redis_mode:standalone\r\nos:{}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\n\
+             process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            usize::BITS,
+            std::process::id(),
+            s.tcp_port,
+            uptime / 86_400,
+        ),
+        "clients" => write!(
+            t,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
+            s.connected_clients, ctx.config.maxclients
+        ),
+        "persistence" => write!(
+            t,
+            "# Persistence\r\nloading:0\r\ndb:{}\r\ndurability:{}\r\nstorage_ok:{}\r\n\
+             commits:{}\r\nfailed_commits:{}\r\naof_enabled:1\r\n",
+            ctx.config.db.display(),
+            ctx.config.durability,
+            u8::from(ctx.store_view().healthy()),
+            s.commits,
+            s.failed_commits,
+        ),
+        "stats" => write!(
+            t,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             rejected_connections:{}\r\nunknown_commands:{}\r\nprotocol_errors:{}\r\n\
+             registrations:{}\r\nunregistrations:{}\r\nevents:{}\r\nhandler_panics:{}\r\n\
+             total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n",
+            s.connections_received,
+            s.commands,
+            s.rejected_connections,
+            s.unknown_commands,
+            s.protocol_errors,
+            s.registrations,
+            s.unregistrations,
+            s.events,
+            s.handler_panics,
+            s.net_input_bytes,
+            s.net_output_bytes,
+        ),
+        "keyspace" => {
+            let n = ctx.store_view().user_count();
+            write!(
+                t,
+                "# Keyspace\r\nusers:{n}\r\ndb0:keys={n},expires=0,avg_ttl=0\r\n"
+            )
+        }
+        _ => Ok(()),
+    };
+}

@@ -1,0 +1,254 @@
+//! Commands: the table of every command, argument checks shared by all, and the
+//! context a command runs in. One command (or one family of subcommands) a file.
+
+use crate::config::Config;
+use crate::conn::Session;
+use crate::events::Event;
+use crate::metrics::Stats;
+use crate::protocol::{Args, Reply};
+use crate::store::{StorageError, Store};
+
+mod auth;
+mod client;
+mod command;
+mod config;
+mod echo;
+mod hello;
+mod info;
+mod lookup;
+mod ping;
+mod quit;
+mod register;
+mod select;
+mod unregister;
+mod usercount;
+mod users;
+
+pub use client::describe as describe_client;
+
+/// What the reactor must do after a command ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Go on with the next request.
+    Continue,
+    /// Stop reading; close once the replies are flushed (QUIT).
+    Close,
+    /// The command needs a view of every connection (CLIENT LIST): the reactor
+    /// writes the reply itself, in place.
+    ClientList,
+    /// CLIENT INFO: like `ClientList`, for this connection only.
+    ClientInfo,
+}
+
+/// What a command may see and touch while it runs.
+pub struct Ctx<'a> {
+    /// The reply encoder over the connection's output.
+    pub out: Reply<'a>,
+    /// The client's settings.
+    pub session: &'a mut Session,
+    /// The database, inside the tick's transaction.
+    store: &'a mut Store,
+    /// Set when the command touched storage (its reply depends on the commit).
+    pub used_storage: &'a mut bool,
+    /// Events the tick produced, dispatched after its commit.
+    pub events: &'a mut Vec<Event>,
+    /// The server's settings.
+    pub config: &'a Config,
+    /// Counters and gauges for INFO.
+    pub stats: &'a mut Stats,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for one request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        out: Reply<'a>,
+        session: &'a mut Session,
+        store: &'a mut Store,
+        used_storage: &'a mut bool,
+        events: &'a mut Vec<Event>,
+        config: &'a Config,
+        stats: &'a mut Stats,
+    ) -> Self {
+        Ctx {
+            out,
+            session,
+            store,
+            used_storage,
+            events,
+            config,
+            stats,
+        }
+    }
+
+    /// The store; using it ties this request's reply to the tick's commit.
+    pub fn store(&mut self) -> &mut Store {
+        *self.used_storage = true;
+        self.store
+    }
+
+    /// The store for counters that do not depend on the commit (INFO).
+    pub fn store_view(&self) -> &Store {
+        self.store
+    }
+
+    /// Replies `-ERR storage: ...`.
+    pub fn storage_error(&mut self, e: &StorageError) {
+        self.out.error(&format!("ERR storage: {e}"));
+    }
+}
+
+/// A command's entry in the table.
+pub struct Spec {
+    /// Lowercase name.
+    pub name: &'static str,
+    /// Redis arity: `n` exactly n arguments (name included), `-n` at least n.
+    pub arity: i32,
+    /// Flags reported by COMMAND.
+    pub flags: &'static [&'static str],
+    /// One line for COMMAND DOCS.
+    pub summary: &'static str,
+    /// Runs it; arity is already checked.
+    pub run: fn(&Args<'_>, &mut Ctx<'_>) -> Outcome,
+}
+
+/// Every command, in the order COMMAND lists them.
+pub static COMMANDS: &[Spec] = &[
+    ping::SPEC,
+    echo::SPEC,
+    quit::SPEC,
+    hello::SPEC,
+    auth::SPEC,
+    select::SPEC,
+    command::SPEC,
+    client::SPEC,
+    config::SPEC,
+    info::SPEC,
+    register::SPEC,
+    unregister::SPEC,
+    lookup::SPEC,
+    users::SPEC,
+    usercount::SPEC,
+];
+
+/// Finds a command by name, ignoring case.
+pub fn find(name: &[u8]) -> Option<&'static Spec> {
+    COMMANDS
+        .iter()
+        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Runs one request and writes its reply.
+pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
+    let Some(name) = args.get(0) else {
+        return Outcome::Continue;
+    };
+    let Some(spec) = find(name) else {
+        ctx.stats.unknown_commands += 1;
+        unknown_command(args, ctx);
+        return Outcome::Continue;
+    };
+    let n = args.len() as i32;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        wrong_arity(spec.name, ctx);
+        return Outcome::Continue;
+    }
+    ctx.stats.commands += 1;
+    if ctx.session.last_cmd != spec.name {
+        ctx.session.last_cmd.clear();
+        ctx.session.last_cmd.push_str(spec.name);
+    }
+    (spec.run)(args, ctx)
+}
+
+/// `-ERR unknown command 'x', with args beginning with: 'a' 'b' `, as Redis words it.
+fn unknown_command(args: &Args<'_>, ctx: &mut Ctx<'_>) {
+    let name = String::from_utf8_lossy(args.get(0).unwrap_or_default());
+    let mut quoted = String::new();
+    for a in args.iter_from(1) {
+        if quoted.len() >= 128 {
+            break;
+        }
+        let room = 128 - quoted.len();
+        let a = String::from_utf8_lossy(&a[..a.len().min(room)]).into_owned();
+        quoted.push('\'');
+        quoted.push_str(&a);
+        quoted.push_str("' ");
+    }
+    let name: String = name.chars().take(128).collect();
+    ctx.out.error(&format!(
+        "ERR unknown command '{name}', with args beginning with: {quoted}"
+    ));
+}
+
+/// `-ERR wrong number of arguments for 'x' command`.
+pub fn wrong_arity(name: &str, ctx: &mut Ctx<'_>) {
+    ctx.out.error(&format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ));
+}
+
+/// `-ERR unknown subcommand 'x'. Try CMD HELP.`
+pub fn unknown_subcommand(cmd: &str, sub: &[u8], ctx: &mut Ctx<'_>) {
+    let sub = String::from_utf8_lossy(sub);
+    let sub: String = sub.chars().take(128).collect();
+    ctx.out.error(&format!(
+        "ERR unknown subcommand '{sub}'. Try {} HELP.",
+        cmd.to_ascii_uppercase()
+    ));
+}
+
+/// `-ERR syntax error`.
+pub fn syntax_error(ctx: &mut Ctx<'_>) {
+    ctx.out.error("ERR syntax error");
+}
+
+/// `-ERR value is not an integer or out of range`.
+pub fn not_an_integer(ctx: &mut Ctx<'_>) {
+    ctx.out.error("ERR value is not an integer or out of range");
+}
+
+/// Checks a user name: 1 to 64 bytes of UTF-8, no whitespace or control characters.
+/// Returns the error text for a bad one.
+pub fn check_name(name: &[u8]) -> Result<&str, &'static str> {
+    check_token(
+        name,
+        crate::config::MAX_NAME_BYTES,
+        "ERR invalid name: must be 1 to 64 bytes",
+        "ERR invalid name: must be valid UTF-8",
+        "ERR invalid name: must not contain whitespace or control characters",
+    )
+}
+
+/// Checks a field name with the same rules as user names.
+pub fn check_field_name(name: &[u8]) -> Result<&str, &'static str> {
+    check_token(
+        name,
+        crate::config::MAX_FIELD_NAME_BYTES,
+        "ERR invalid field name: must be 1 to 64 bytes",
+        "ERR invalid field name: must be valid UTF-8",
+        "ERR invalid field name: must not contain whitespace or control characters",
+    )
+}
+
+fn check_token<'b>(
+    raw: &'b [u8],
+    max: usize,
+    too_long: &'static str,
+    not_utf8: &'static str,
+    bad_char: &'static str,
+) -> Result<&'b str, &'static str> {
+    if raw.is_empty() || raw.len() > max {
+        return Err(too_long);
+    }
+    let s = std::str::from_utf8(raw).map_err(|_| not_utf8)?;
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad_char);
+    }
+    Ok(s)
+}
+
+/// Parses a bulk as an `i64` with Redis's strictness.
+pub fn int_arg(arg: &[u8]) -> Option<i64> {
+    crate::protocol::request::parse_int(arg)
+}

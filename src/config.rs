@@ -1,0 +1,202 @@
+//! Configuration: every setting and limit of the server, named, with units and
+//! defaults, in one place. `userbus serve` fills it from flags and `USERBUS_*`
+//! environment variables; an embedding program builds it directly.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Default RESP port.
+pub const DEFAULT_PORT: u16 = 7878;
+/// Default HTTP port.
+pub const DEFAULT_HTTP_PORT: u16 = 7879;
+/// Default database file.
+pub const DEFAULT_DB: &str = "./userbus.db";
+
+/// Largest bulk string a request may carry (Redis's `proto-max-bulk-len` is 512 MiB;
+/// nothing userbus stores comes near 1 MiB).
+pub const MAX_BULK_BYTES: usize = 1024 * 1024;
+/// Most elements a request array may declare.
+pub const MAX_MULTIBULK_LEN: usize = 1024 * 1024;
+/// Longest inline line, and longest `*`/`$` header line (Redis's PROTO_INLINE_MAX_SIZE).
+pub const MAX_INLINE_BYTES: usize = 64 * 1024;
+/// Most connections served at once.
+pub const MAX_CLIENTS: usize = 10_000;
+
+/// Longest user name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Most fields a user may have.
+pub const MAX_FIELDS: usize = 32;
+/// Longest field name, in bytes.
+pub const MAX_FIELD_NAME_BYTES: usize = 64;
+/// Longest field value, in bytes.
+pub const MAX_FIELD_VALUE_BYTES: usize = 4096;
+/// Largest `COUNT` a `USERS` page honours; larger requests get pages this size.
+pub const MAX_USERS_PAGE: usize = 10_000;
+
+/// Bytes read from one connection per tick before its requests run; the rest waits
+/// for the next tick so one fast sender cannot starve the others.
+pub const READ_BUDGET_BYTES: usize = 256 * 1024;
+/// Unsent reply bytes above which a connection's further requests wait (backpressure)
+/// until the peer reads.
+pub const MAX_PENDING_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+/// How long to stop accepting after `accept` fails for lack of descriptors.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Commits after which a passive checkpoint runs after the tick's flush, busy or not.
+pub const CHECKPOINT_COMMITS: u64 = 1000;
+/// Idle time after the last commit before a passive checkpoint runs.
+pub const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
+/// Longest time SQLite waits on a lock held by another process (the loop must not stall).
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5);
+/// How long shutdown waits for peers to read their last replies.
+pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How much a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: an acknowledged write survives power loss.
+    #[default]
+    Strict,
+    /// `synchronous=NORMAL`: survives a process crash; the last ticks may be lost on
+    /// power loss.
+    Normal,
+}
+
+impl FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "strict" => Ok(Durability::Strict),
+            "normal" => Ok(Durability::Normal),
+            _ => Err(format!(
+                "durability must be 'strict' or 'normal', not '{s}'"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Durability::Strict => "strict",
+            Durability::Normal => "normal",
+        })
+    }
+}
+
+/// Protocol limits a request parser enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string, in bytes.
+    pub max_bulk_bytes: usize,
+    /// Most elements in a request array.
+    pub max_multibulk_len: usize,
+    /// Longest inline line or header line, in bytes.
+    pub max_inline_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_bytes: MAX_BULK_BYTES,
+            max_multibulk_len: MAX_MULTIBULK_LEN,
+            max_inline_bytes: MAX_INLINE_BYTES,
+        }
+    }
+}
+
+/// Everything `userbus serve` can be told.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to listen on (RESP and HTTP).
+    #[arg(long, env = "USERBUS_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// RESP port (0 picks a free port).
+    #[arg(long, env = "USERBUS_PORT", default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+    /// HTTP port (0 disables the HTTP side).
+    #[arg(long, env = "USERBUS_HTTP_PORT", default_value_t = DEFAULT_HTTP_PORT)]
+    pub http_port: u16,
+    /// SQLite database file (created when missing).
+    #[arg(long, env = "USERBUS_DB", default_value = DEFAULT_DB)]
+    pub db: PathBuf,
+    /// strict: every acknowledged write survives power loss (fsync per commit);
+    /// normal: survives a process crash, the last commits may be lost on power loss.
+    #[arg(long, env = "USERBUS_DURABILITY", default_value = "strict")]
+    pub durability: Durability,
+    /// Most clients connected at once.
+    #[arg(long, env = "USERBUS_MAXCLIENTS", default_value_t = MAX_CLIENTS)]
+    pub maxclients: usize,
+    /// Largest bulk string in a request, in bytes.
+    #[arg(long, env = "USERBUS_MAX_BULK_BYTES", default_value_t = MAX_BULK_BYTES)]
+    pub max_bulk_bytes: usize,
+    /// Most elements in a request array.
+    #[arg(long, env = "USERBUS_MAX_MULTIBULK_LEN", default_value_t = MAX_MULTIBULK_LEN)]
+    pub max_multibulk_len: usize,
+    /// Longest inline command line, in bytes.
+    #[arg(long, env = "USERBUS_MAX_INLINE_BYTES", default_value_t = MAX_INLINE_BYTES)]
+    pub max_inline_bytes: usize,
+    /// Cap on the database size in SQLite pages (0 = no cap); writes past it fail with
+    /// a storage error instead of filling the disk.
+    #[arg(long, env = "USERBUS_MAX_DB_PAGES", default_value_t = 0)]
+    pub max_db_pages: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: DEFAULT_PORT,
+            http_port: DEFAULT_HTTP_PORT,
+            db: PathBuf::from(DEFAULT_DB),
+            durability: Durability::Strict,
+            maxclients: MAX_CLIENTS,
+            max_bulk_bytes: MAX_BULK_BYTES,
+            max_multibulk_len: MAX_MULTIBULK_LEN,
+            max_inline_bytes: MAX_INLINE_BYTES,
+            max_db_pages: 0,
+        }
+    }
+}
+
+impl Config {
+    /// The parser limits this configuration asks for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_bulk_bytes: self.max_bulk_bytes,
+            max_multibulk_len: self.max_multibulk_len,
+            max_inline_bytes: self.max_inline_bytes,
+        }
+    }
+
+    /// The settings `CONFIG GET` reports, as (name, value) pairs.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("bind", self.bind.to_string()),
+            ("port", self.port.to_string()),
+            ("http-port", self.http_port.to_string()),
+            ("db", self.db.display().to_string()),
+            ("durability", self.durability.to_string()),
+            ("maxclients", self.maxclients.to_string()),
+            ("proto-max-bulk-len", self.max_bulk_bytes.to_string()),
+            ("max-multibulk-len", self.max_multibulk_len.to_string()),
+            ("max-inline-bytes", self.max_inline_bytes.to_string()),
+            ("max-db-pages", self.max_db_pages.to_string()),
+            // Every acknowledged write is committed to SQLite before its reply, which
+            // is what redis-benchmark asks about with these two.
+            ("appendonly", "yes".to_string()),
+            (
+                "appendfsync",
+                match self.durability {
+                    Durability::Strict => "always",
+                    Durability::Normal => "everysec",
+                }
+                .to_string(),
+            ),
+            ("save", String::new()),
+            ("databases", "1".to_string()),
+        ]
+    }
+}

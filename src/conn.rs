@@ -1,0 +1,240 @@
+//! One client connection: its socket, input and output buffers, parse progress,
+//! session settings, and the readiness interest its state calls for.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::Interest;
+use mio::net::TcpStream;
+
+use crate::config::{Limits, MAX_PENDING_OUTPUT_BYTES, READ_BUDGET_BYTES};
+use crate::protocol::RequestParser;
+
+/// Bytes asked of the kernel per `read`.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Output already written that is worth moving out of the buffer's way.
+const COMPACT_OUTPUT_BYTES: usize = 64 * 1024;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving requests.
+    Open,
+    /// Reads no more requests; closes once its output is flushed (QUIT, protocol
+    /// error, peer half-close).
+    Closing,
+    /// Done: the reactor removes it at the end of the tick.
+    Closed,
+}
+
+/// Per-client settings that commands change.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The client's id (CLIENT ID), unique for the process.
+    pub id: u64,
+    /// Replies in RESP3 (after `HELLO 3`).
+    pub resp3: bool,
+    /// CLIENT SETNAME.
+    pub name: Option<String>,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: Option<String>,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: Option<String>,
+    /// When the connection was accepted.
+    pub since: Instant,
+    /// When the last request arrived.
+    pub last_active: Instant,
+    /// The last command run, lowercase (`client|list` for subcommands).
+    pub last_cmd: String,
+}
+
+/// What the current tick did on this connection, so its replies can be replaced if
+/// the tick's commit fails.
+#[derive(Debug, Clone, Copy)]
+pub struct TickMark {
+    /// Length of the output before the tick's first reply.
+    pub out_len: usize,
+    /// Requests run this tick.
+    pub requests: usize,
+    /// Whether any of them read or wrote storage.
+    pub used_storage: bool,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Our local address.
+    pub local: Option<SocketAddr>,
+    /// Bytes read and not yet consumed, from `rhead` on.
+    pub rbuf: Vec<u8>,
+    /// Start of the unconsumed input in `rbuf`.
+    pub rhead: usize,
+    /// Progress through the frame at `rhead`.
+    pub parser: RequestParser,
+    /// Replies not yet written, from `wpos` on.
+    pub wbuf: Vec<u8>,
+    /// Bytes of `wbuf` already written.
+    pub wpos: usize,
+    /// Life phase.
+    pub phase: Phase,
+    /// Client settings.
+    pub session: Session,
+    /// Interest registered with the poll.
+    pub registered: Interest,
+    /// In this tick's work list.
+    pub queued: bool,
+    /// Input may be waiting in the socket (a read stopped at its budget or was
+    /// skipped under backpressure): read again without waiting for an event.
+    pub more_input: bool,
+    /// What the current tick did here.
+    pub tick: Option<TickMark>,
+}
+
+/// How a read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// The socket would block: everything available was read.
+    Drained,
+    /// The per-tick budget ran out; more may be waiting.
+    Budget,
+    /// The peer closed its side.
+    Eof,
+}
+
+impl Conn {
+    /// A connection for an accepted socket.
+    pub fn new(stream: TcpStream, peer: SocketAddr, id: u64, limits: Limits) -> Self {
+        let now = Instant::now();
+        let local = stream.local_addr().ok();
+        Conn {
+            stream,
+            peer,
+            local,
+            rbuf: Vec::new(),
+            rhead: 0,
+            parser: RequestParser::new(limits),
+            wbuf: Vec::new(),
+            wpos: 0,
+            phase: Phase::Open,
+            session: Session {
+                id,
+                resp3: false,
+                name: None,
+                lib_name: None,
+                lib_ver: None,
+                since: now,
+                last_active: now,
+                last_cmd: "NULL".to_string(),
+            },
+            registered: Interest::READABLE,
+            queued: false,
+            more_input: false,
+            tick: None,
+        }
+    }
+
+    /// Reads until the socket would block, the peer closes, or the tick's budget is
+    /// spent. Returns how it ended and the bytes read.
+    pub fn read(&mut self) -> io::Result<(ReadEnd, usize)> {
+        // Drop consumed input first so the buffer holds at most one partial frame
+        // plus what this read brings.
+        if self.rhead > 0 {
+            self.rbuf.drain(..self.rhead);
+            self.rhead = 0;
+        }
+        let mut total = 0;
+        loop {
+            if total >= READ_BUDGET_BYTES {
+                return Ok((ReadEnd::Budget, total));
+            }
+            let len = self.rbuf.len();
+            self.rbuf.resize(len + READ_CHUNK_BYTES, 0);
+            let res = self.stream.read(&mut self.rbuf[len..]);
+            match res {
+                Ok(0) => {
+                    self.rbuf.truncate(len);
+                    return Ok((ReadEnd::Eof, total));
+                }
+                Ok(n) => {
+                    self.rbuf.truncate(len + n);
+                    total += n;
+                }
+                Err(e) => {
+                    self.rbuf.truncate(len);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok((ReadEnd::Drained, total)),
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes pending output until done or the socket would block. Returns the
+    /// bytes written.
+    pub fn flush(&mut self) -> io::Result<usize> {
+        let mut total = 0;
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.wpos += n;
+                    total += n;
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                },
+            }
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        } else if self.wpos >= COMPACT_OUTPUT_BYTES {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+        Ok(total)
+    }
+
+    /// Reply bytes not yet written.
+    pub fn pending_output(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// True when the peer must read before more requests run.
+    pub fn backpressured(&self) -> bool {
+        self.pending_output() > MAX_PENDING_OUTPUT_BYTES
+    }
+
+    /// True when buffered input may hold a request to run.
+    pub fn has_input(&self) -> bool {
+        self.rhead < self.rbuf.len()
+    }
+
+    /// The interest this connection's state calls for.
+    pub fn interest(&self) -> Interest {
+        if self.pending_output() > 0 {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    /// Starts the tick's bookkeeping on first use this tick.
+    pub fn mark_tick(&mut self) -> &mut TickMark {
+        let out_len = self.wbuf.len();
+        self.tick.get_or_insert(TickMark {
+            out_len,
+            requests: 0,
+            used_storage: false,
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! Events: what a committed user change looks like to the rest of the world, and
+//! the dispatch to the handler callbacks an embedding program registered.
+//!
+//! Events are collected during a tick and leave only after its commit, in commit
+//! (sequence) order. A panicking callback is logged and isolated.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The kind string of a registration event.
+pub const REGISTERED: &str = "user.registered";
+/// The kind string of an unregistration event.
+pub const UNREGISTERED: &str = "user.unregistered";
+
+/// What happened to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// `user.registered`
+    Registered,
+    /// `user.unregistered`
+    Unregistered,
+}
+
+impl EventKind {
+    /// The kind as it appears in the events table and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Registered => REGISTERED,
+            EventKind::Unregistered => UNREGISTERED,
+        }
+    }
+}
+
+/// One committed user change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Durable position in the event log; never repeats.
+    pub seq: i64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The user's id.
+    pub user_id: i64,
+    /// The user's name.
+    pub name: String,
+    /// The user's fields (at registration, or when it was removed).
+    pub fields: BTreeMap<String, String>,
+    /// When, in Unix milliseconds.
+    pub at_ms: i64,
+}
+
+impl Event {
+    /// The event's JSON payload:
+    /// `{"seq":1,"kind":"user.registered","id":1,"name":"alice","fields":{},"at":"..."}`.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "seq": self.seq,
+            "kind": self.kind.as_str(),
+            "id": self.user_id,
+            "name": self.name,
+            "fields": self.fields,
+            "at": crate::clock::rfc3339(self.at_ms),
+        })
+        .to_string()
+    }
+}
+
+/// A handler callback.
+pub type Handler = Box<dyn FnMut(&Event) + Send + 'static>;
+
+/// The callbacks registered per event kind.
+#[derive(Default)]
+pub struct Handlers {
+    registered: Vec<Handler>,
+    unregistered: Vec<Handler>,
+    any: Vec<Handler>,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handlers")
+            .field("registered", &self.registered.len())
+            .field("unregistered", &self.unregistered.len())
+            .field("any", &self.any.len())
+            .finish()
+    }
+}
+
+impl Handlers {
+    /// Adds a callback for `user.registered`.
+    pub fn on_registered(&mut self, h: Handler) {
+        self.registered.push(h);
+    }
+
+    /// Adds a callback for `user.unregistered`.
+    pub fn on_unregistered(&mut self, h: Handler) {
+        self.unregistered.push(h);
+    }
+
+    /// Adds a callback for every event.
+    pub fn on_event(&mut self, h: Handler) {
+        self.any.push(h);
+    }
+
+    /// True when no callback is registered.
+    pub fn is_empty(&self) -> bool {
+        self.registered.is_empty() && self.unregistered.is_empty() && self.any.is_empty()
+    }
+
+    /// Runs the callbacks for `event`; returns how many panicked.
+    pub fn dispatch(&mut self, event: &Event) -> usize {
+        let specific = match event.kind {
+            EventKind::Registered => &mut self.registered,
+            EventKind::Unregistered => &mut self.unregistered,
+        };
+        let mut panics = 0;
+        for h in specific.iter_mut().chain(self.any.iter_mut()) {
+            // The callback only sees a shared event; whatever state it keeps is its own,
+            // and it is called again after a panic only if its owner allows that.
+            if catch_unwind(AssertUnwindSafe(|| h(event))).is_err() {
+                panics += 1;
+                log::error!(
+                    "event handler panicked on {} seq={} (isolated; the server goes on)",
+                    event.kind.as_str(),
+                    event.seq
+                );
+            }
+        }
+        panics
+    }
+}

@@ -1,0 +1,38 @@
+//! userbus: an event-driven user registry on a single-threaded reactor.
+//!
+//! One thread, one hand-written `mio` poll loop: clients speak RESP (or inline
+//! lines) on TCP, users and their events persist in SQLite with one transaction per
+//! tick, and committed events reach the handler callbacks an embedding program
+//! registered.
+//!
+//! # Modules, from the bytes up
+//! - [`protocol`]: request parsing (RESP multibulk and inline) and reply encoding.
+//! - [`cmd`]: the command table; one command a file.
+//! - [`conn`]: one connection's buffers, parse progress and interest.
+//! - [`reactor`]: the poll loop, the tick, group commit, timers.
+//! - [`store`]: SQLite schema, statements and the tick's transaction.
+//! - [`events`]: the event type and handler dispatch.
+//! - [`server`]: the builder an embedding program uses.
+//! - [`config`]: every setting and limit; [`error`]: the error type;
+//!   [`metrics`]: counters; [`glob`]: Redis-style patterns; [`clock`]: time.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod cmd;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod events;
+pub mod glob;
+pub mod metrics;
+pub mod protocol;
+pub mod reactor;
+pub mod server;
+pub mod store;
+
+pub use config::{Config, Durability};
+pub use error::{Error, Result};
+pub use events::{Event, EventKind};
+pub use reactor::ShutdownHandle;
+pub use server::{Builder, Server};

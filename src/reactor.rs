@@ -1,0 +1,662 @@
+//! The reactor: one `mio` poll loop, the listener, the connections in a slab, and
+//! the tick.
+//!
+//! ```text
+//! poll (timeout = next timer)
+//!   accept until WouldBlock, read until WouldBlock (per-connection budget)
+//!   parse and run every complete request, in arrival order
+//! COMMIT (one transaction for the whole tick)
+//!   ok:   dispatch the tick's events to the handler callbacks
+//!   fail: every reply of the tick that touched storage becomes `-ERR storage: ...`
+//! flush every connection with output; WRITABLE interest only where a write blocked
+//! close what finished; run due timers (accept back-off, checkpoints)
+//! ```
+//! Nothing a tick did leaves the process before its commit. A failing client only
+//! ever closes itself: errors inside the loop are per connection.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::cmd::{self, Ctx, Outcome};
+use crate::config::{
+    ACCEPT_BACKOFF, CHECKPOINT_COMMITS, CHECKPOINT_IDLE, Config, SHUTDOWN_FLUSH_TIMEOUT,
+};
+use crate::conn::{Conn, Phase, ReadEnd};
+use crate::error::Result;
+use crate::events::{Event, Handlers};
+use crate::metrics::Stats;
+use crate::protocol::{Parsed, Reply};
+use crate::store::Store;
+
+/// The RESP listener.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Wakes the loop for a shutdown requested from another thread.
+const WAKER: Token = Token(usize::MAX - 2);
+/// The self-pipe SIGINT and SIGTERM write to.
+const SIGNALS: Token = Token(usize::MAX - 3);
+/// Connection keys stay below this so they never collide with the tokens above.
+const MAX_CONN_TOKEN: usize = usize::MAX - 16;
+
+/// Poll events fetched per wait.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// errno values that mean "out of descriptors or memory" on accept (Linux).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+const ENOBUFS: i32 = 105;
+const ENOMEM: i32 = 12;
+
+/// Asks a running reactor to shut down, from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    /// Stops accepting, finishes the tick, commits, flushes replies and returns
+    /// from `run`.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(e) = self.waker.wake() {
+            log::error!("cannot wake the reactor for shutdown: {e}");
+        }
+    }
+}
+
+/// The server's single-threaded event loop and everything it owns.
+pub struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    store: Store,
+    config: Config,
+    stats: Stats,
+    handlers: Handlers,
+    /// Connections to serve this tick.
+    work: Vec<usize>,
+    /// Connections to serve next tick without waiting for an event.
+    carry: Vec<usize>,
+    /// Connections whose output grew this tick.
+    touched: Vec<usize>,
+    /// Connections to remove at the end of the tick.
+    closing: Vec<usize>,
+    /// Events of the tick, dispatched after its commit.
+    tick_events: Vec<Event>,
+    next_client_id: u64,
+    accept_paused_until: Option<Instant>,
+    last_commit: Instant,
+    shutdown_flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    signals: Option<UnixStream>,
+    stopping: bool,
+}
+
+impl Reactor {
+    /// Binds the listener, opens the store and prepares the loop.
+    pub fn new(config: Config, handlers: Handlers, handle_signals: bool) -> Result<Reactor> {
+        let poll = Poll::new()?;
+        let addr = std::net::SocketAddr::new(config.bind, config.port);
+        let mut listener = TcpListener::bind(addr)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let store = Store::open(&config.db, config.durability, config.max_db_pages)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let signals = if handle_signals {
+            let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
+            rx.set_nonblocking(true)?;
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::low_level::pipe::register(sig, tx.try_clone()?)?;
+            }
+            let mut rx = UnixStream::from_std(rx);
+            poll.registry()
+                .register(&mut rx, SIGNALS, Interest::READABLE)?;
+            Some(rx)
+        } else {
+            None
+        };
+        let port = listener.local_addr()?.port();
+        Ok(Reactor {
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            store,
+            config,
+            stats: Stats::new(port),
+            handlers,
+            work: Vec::new(),
+            carry: Vec::new(),
+            touched: Vec::new(),
+            closing: Vec::new(),
+            tick_events: Vec::new(),
+            next_client_id: 1,
+            accept_paused_until: None,
+            last_commit: Instant::now(),
+            shutdown_flag: Arc::new(AtomicBool::new(false)),
+            waker,
+            signals,
+            stopping: false,
+        })
+    }
+
+    /// The bound RESP address.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    /// A handle that stops the loop from another thread.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.shutdown_flag.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// The settings the reactor runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs ticks until shutdown.
+    pub fn run(mut self) -> Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            self.work.append(&mut self.carry);
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {
+                        if self.shutdown_flag.load(Ordering::SeqCst) {
+                            self.begin_stop("shutdown requested");
+                        }
+                    }
+                    SIGNALS => {
+                        self.drain_signals();
+                        self.begin_stop("signal received");
+                    }
+                    Token(k) => self.ready(
+                        k,
+                        ev.is_writable(),
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ),
+                }
+            }
+            self.tick();
+            self.run_timers(events.is_empty());
+            if self.stopping {
+                self.finish();
+                return Ok(());
+            }
+        }
+    }
+
+    /// One connection's readiness: flush committed output now, queue reads for the
+    /// tick.
+    fn ready(&mut self, k: usize, writable: bool, readable: bool) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return; // an event for a key closed earlier: ignore it
+        };
+        if conn.phase == Phase::Closed {
+            return;
+        }
+        if writable && conn.pending_output() > 0 {
+            let was_blocked = conn.backpressured();
+            self.flush(k);
+            let Some(conn) = self.conns.get(k) else {
+                return;
+            };
+            if was_blocked && !conn.backpressured() {
+                self.queue(k);
+            }
+        }
+        if readable {
+            self.queue(k);
+        }
+    }
+
+    fn queue(&mut self, k: usize) {
+        if let Some(conn) = self.conns.get_mut(k)
+            && !conn.queued
+        {
+            conn.queued = true;
+            self.work.push(k);
+        }
+    }
+
+    /// Reads, parses and runs the requests of every queued connection, commits,
+    /// then flushes.
+    fn tick(&mut self) {
+        let mut work = std::mem::take(&mut self.work);
+        for &k in &work {
+            if let Some(conn) = self.conns.get_mut(k) {
+                conn.queued = false;
+            }
+            self.serve(k);
+        }
+        work.clear();
+        self.work = work;
+        self.commit();
+        let touched = std::mem::take(&mut self.touched);
+        for &k in &touched {
+            if let Some(conn) = self.conns.get_mut(k) {
+                conn.tick = None;
+            }
+            self.flush(k);
+        }
+        self.touched = touched;
+        self.touched.clear();
+        self.close_finished();
+    }
+
+    /// Reads what a connection sent and runs its complete requests.
+    fn serve(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if conn.phase != Phase::Open {
+            return;
+        }
+        let mut eof = false;
+        if conn.backpressured() {
+            // Come back when the peer has read (the writable event requeues it).
+            conn.more_input = true;
+        } else {
+            match conn.read() {
+                Ok((end, n)) => {
+                    self.stats.net_input_bytes += n as u64;
+                    conn.more_input = end == ReadEnd::Budget;
+                    eof = end == ReadEnd::Eof;
+                }
+                Err(e) => {
+                    log::debug!(
+                        "conn={} peer={} reason=read error: {e}",
+                        conn.session.id,
+                        conn.peer
+                    );
+                    conn.phase = Phase::Closed;
+                    self.closing.push(k);
+                    return;
+                }
+            }
+        }
+        self.run_requests(k);
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if eof && conn.phase == Phase::Open {
+            // The peer will send nothing more: answer what it sent, then close.
+            log::debug!(
+                "conn={} peer={} reason=peer closed",
+                conn.session.id,
+                conn.peer
+            );
+            conn.phase = Phase::Closing;
+            self.note_touched(k);
+        } else if conn.more_input && !conn.backpressured() && conn.phase == Phase::Open {
+            conn.queued = true;
+            self.carry.push(k);
+        }
+    }
+
+    fn note_touched(&mut self, k: usize) {
+        if let Some(conn) = self.conns.get_mut(k)
+            && conn.tick.is_none()
+        {
+            conn.mark_tick();
+            self.touched.push(k);
+        }
+    }
+
+    /// Parses and runs every complete request buffered on connection `k`.
+    fn run_requests(&mut self, k: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(k) else {
+                return;
+            };
+            if conn.phase != Phase::Open || !conn.has_input() {
+                return;
+            }
+            if conn.backpressured() {
+                conn.more_input = true;
+                return;
+            }
+            if conn.tick.is_none() {
+                conn.mark_tick();
+                self.touched.push(k);
+            }
+            let Conn {
+                rbuf,
+                rhead,
+                parser,
+                wbuf,
+                session,
+                tick,
+                phase,
+                peer,
+                ..
+            } = conn;
+            let input = &rbuf[*rhead..];
+            let outcome = match parser.parse(input) {
+                Ok(Parsed::Incomplete) => return,
+                Ok(Parsed::Empty { consumed }) => {
+                    *rhead += consumed;
+                    Outcome::Continue
+                }
+                Ok(Parsed::Request { consumed }) => {
+                    let args = parser.args(input);
+                    session.last_active = Instant::now();
+                    let mut used_storage = false;
+                    let resp3 = session.resp3;
+                    let mut ctx = Ctx::new(
+                        Reply::new(wbuf, resp3),
+                        session,
+                        &mut self.store,
+                        &mut used_storage,
+                        &mut self.tick_events,
+                        &self.config,
+                        &mut self.stats,
+                    );
+                    let outcome = cmd::execute(&args, &mut ctx);
+                    *rhead += consumed;
+                    if let Some(mark) = tick {
+                        mark.requests += 1;
+                        mark.used_storage |= used_storage;
+                    }
+                    outcome
+                }
+                Err(e) => {
+                    self.stats.protocol_errors += 1;
+                    log::debug!("conn={} peer={peer} reason=protocol error: {e}", session.id);
+                    Reply::new(wbuf, session.resp3).error(&format!("ERR Protocol error: {e}"));
+                    if let Some(mark) = tick {
+                        mark.requests += 1;
+                    }
+                    *phase = Phase::Closing;
+                    return;
+                }
+            };
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Close => {
+                    conn.phase = Phase::Closing;
+                    return;
+                }
+                Outcome::ClientList => self.client_list(k, false),
+                Outcome::ClientInfo => self.client_list(k, true),
+            }
+        }
+    }
+
+    /// Writes the CLIENT LIST (or CLIENT INFO) reply for connection `k`.
+    fn client_list(&mut self, k: usize, only_self: bool) {
+        let mut text = String::new();
+        for (key, c) in self.conns.iter() {
+            if (!only_self || key == k) && c.phase != Phase::Closed {
+                text.push_str(&cmd::describe_client(&c.session, Some(c.peer), c.local));
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(k) {
+            let resp3 = conn.session.resp3;
+            Reply::new(&mut conn.wbuf, resp3).verbatim(&text);
+        }
+    }
+
+    /// Ends the tick's transaction; on success the tick's events go out, on failure
+    /// every reply that depended on storage is replaced by the storage error.
+    fn commit(&mut self) {
+        let wrote = self.store.tick_has_writes();
+        let started = Instant::now();
+        match self.store.finish_tick() {
+            Ok(()) => {
+                self.stats.finish_tick(true);
+                if wrote {
+                    self.stats.commits += 1;
+                    self.last_commit = Instant::now();
+                    log::trace!("commit in {:?}", started.elapsed());
+                }
+                for event in self.tick_events.drain(..) {
+                    self.stats.events += 1;
+                    self.stats.handler_panics += self.handlers.dispatch(&event) as u64;
+                }
+            }
+            Err(e) => {
+                self.stats.failed_commits += 1;
+                self.stats.finish_tick(false);
+                self.tick_events.clear();
+                let reply = format!("ERR storage: {e}");
+                for &k in &self.touched {
+                    let Some(conn) = self.conns.get_mut(k) else {
+                        continue;
+                    };
+                    let Some(mark) = conn.tick else { continue };
+                    if !mark.used_storage {
+                        continue;
+                    }
+                    conn.wbuf.truncate(mark.out_len);
+                    let mut out = Reply::new(&mut conn.wbuf, conn.session.resp3);
+                    for _ in 0..mark.requests {
+                        out.error(&reply);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes what connection `k` has pending and updates its interest.
+    fn flush(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if conn.phase == Phase::Closed {
+            return;
+        }
+        match conn.flush() {
+            Ok(n) => self.stats.net_output_bytes += n as u64,
+            Err(e) => {
+                log::debug!(
+                    "conn={} peer={} reason=write error: {e}",
+                    conn.session.id,
+                    conn.peer
+                );
+                conn.phase = Phase::Closed;
+            }
+        }
+        if conn.phase == Phase::Closing && conn.pending_output() == 0 {
+            conn.phase = Phase::Closed;
+        }
+        if conn.phase == Phase::Closed {
+            self.closing.push(k);
+            return;
+        }
+        let want = conn.interest();
+        if want != conn.registered {
+            match self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(k), want)
+            {
+                Ok(()) => conn.registered = want,
+                Err(e) => {
+                    log::debug!("conn={} reason=reregister failed: {e}", conn.session.id);
+                    conn.phase = Phase::Closed;
+                    self.closing.push(k);
+                }
+            }
+        }
+    }
+
+    /// Removes the connections that finished this tick.
+    fn close_finished(&mut self) {
+        for k in self.closing.drain(..) {
+            if self.conns.get(k).is_some_and(|c| c.phase == Phase::Closed) {
+                let mut conn = self.conns.remove(k);
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+                self.stats.connected_clients -= 1;
+                log::debug!("conn={} peer={} closed", conn.session.id, conn.peer);
+            }
+        }
+    }
+
+    /// Accepts until the listener would block or descriptors run out.
+    fn accept(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    self.stats.connections_received += 1;
+                    if self.conns.len() >= self.config.maxclients
+                        || self.conns.vacant_key() >= MAX_CONN_TOKEN
+                    {
+                        self.stats.rejected_connections += 1;
+                        log::warn!("peer={peer} reason=max number of clients reached");
+                        // Best effort: a fresh socket's send buffer takes this at once.
+                        let _ = io::Write::write(
+                            &mut stream,
+                            b"-ERR max number of clients reached\r\n",
+                        );
+                        continue;
+                    }
+                    if let Err(e) = stream.set_nodelay(true) {
+                        log::debug!("peer={peer} reason=set TCP_NODELAY failed: {e}");
+                    }
+                    let k = self.conns.vacant_key();
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, Token(k), Interest::READABLE)
+                    {
+                        log::warn!("peer={peer} reason=register failed: {e}");
+                        continue;
+                    }
+                    let id = self.next_client_id;
+                    self.next_client_id += 1;
+                    self.conns
+                        .insert(Conn::new(stream, peer, id, self.config.limits()));
+                    self.stats.connected_clients += 1;
+                    log::debug!("conn={id} peer={peer} accepted");
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return,
+                    io::ErrorKind::Interrupted => {}
+                    _ => {
+                        if matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)) {
+                            log::warn!(
+                                "accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}"
+                            );
+                            self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                            return;
+                        }
+                        // The peer gave up before we got to it (ECONNABORTED and such).
+                        log::debug!("accept failed: {e}");
+                    }
+                },
+            }
+        }
+    }
+
+    /// How long the next poll may wait: until the nearest timer, or not at all
+    /// when connections have input left over from the last tick.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.carry.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = Instant::now();
+        let mut next: Option<Instant> = self.accept_paused_until;
+        if self.store.commits_since_checkpoint() > 0 {
+            let due = self.last_commit + CHECKPOINT_IDLE;
+            next = Some(next.map_or(due, |n| n.min(due)));
+        }
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Runs what is due: the end of an accept back-off, WAL checkpoints.
+    fn run_timers(&mut self, idle: bool) {
+        let now = Instant::now();
+        if let Some(until) = self.accept_paused_until
+            && now >= until
+        {
+            self.accept_paused_until = None;
+            self.accept();
+        }
+        let commits = self.store.commits_since_checkpoint();
+        if commits >= CHECKPOINT_COMMITS
+            || (commits > 0 && idle && now.duration_since(self.last_commit) >= CHECKPOINT_IDLE)
+        {
+            self.store.checkpoint();
+        }
+    }
+
+    fn drain_signals(&mut self) {
+        if let Some(rx) = &mut self.signals {
+            let mut buf = [0u8; 64];
+            while matches!(rx.read(&mut buf), Ok(n) if n > 0) {}
+        }
+    }
+
+    /// Stops accepting; the current tick still finishes and commits.
+    fn begin_stop(&mut self, why: &str) {
+        if self.stopping {
+            return;
+        }
+        log::info!("{why}: shutting down ({} clients)", self.conns.len());
+        self.stopping = true;
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+    }
+
+    /// Flushes the last replies (for a bounded time), closes every connection,
+    /// checkpoints.
+    fn finish(&mut self) {
+        let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        loop {
+            let pending: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.phase != Phase::Closed && c.pending_output() > 0)
+                .map(|(k, _)| k)
+                .collect();
+            let now = Instant::now();
+            if pending.is_empty() || now >= deadline {
+                break;
+            }
+            for k in pending {
+                self.flush(k);
+            }
+            self.close_finished();
+            if let Err(e) = self.poll.poll(&mut events, Some(deadline - now))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                break;
+            }
+        }
+        for mut conn in self.conns.drain() {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+        self.stats.connected_clients = 0;
+        self.store.checkpoint();
+        log::info!("stopped");
+    }
+}

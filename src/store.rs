@@ -1,0 +1,401 @@
+//! Storage: one SQLite connection, the schema, cached statements and the tick's
+//! transaction.
+//!
+//! The first write of a tick opens a transaction; the reactor commits it once, after
+//! every request of the tick ran (group commit). A failed write rolls the whole tick
+//! back at once and the store remembers why, so every later storage request of the
+//! same tick fails the same way and the reactor can replace the tick's replies.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+
+use crate::config::{Durability, SQLITE_BUSY_TIMEOUT};
+use crate::error::{Error, Result};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE users (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT    NOT NULL UNIQUE,
+    fields     TEXT    NOT NULL,   -- JSON object of string values
+    created_at INTEGER NOT NULL    -- Unix milliseconds
+);
+CREATE TABLE events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind    TEXT    NOT NULL,      -- user.registered | user.unregistered
+    user_id INTEGER NOT NULL,
+    name    TEXT    NOT NULL,
+    fields  TEXT    NOT NULL,      -- the user's fields at the time of the event
+    at      INTEGER NOT NULL       -- Unix milliseconds
+);
+";
+
+const INSERT_USER: &str = "INSERT INTO users (name, fields, created_at) VALUES (?1, ?2, ?3) \
+                           ON CONFLICT (name) DO NOTHING";
+const DELETE_USER: &str = "DELETE FROM users WHERE name = ?1 RETURNING id, fields";
+const INSERT_EVENT: &str =
+    "INSERT INTO events (kind, user_id, name, fields, at) VALUES (?1, ?2, ?3, ?4, ?5)";
+const SELECT_USER: &str = "SELECT id, name, fields, created_at FROM users WHERE name = ?1";
+const SCAN_USERS: &str = "SELECT id, name FROM users WHERE id > ?1 ORDER BY id LIMIT ?2";
+
+/// A storage failure as clients see it: `-ERR storage: <message>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageError(pub String);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        StorageError(e.to_string())
+    }
+}
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Its id; ids start at 1 and are never reused.
+    pub id: i64,
+    /// Its unique name.
+    pub name: String,
+    /// Its fields as a JSON object of strings.
+    pub fields: String,
+    /// When it registered, in Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// A user change and its event row, written in the same transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The user's id.
+    pub user_id: i64,
+    /// The event's sequence number.
+    pub seq: i64,
+}
+
+/// The state of the tick's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Txn {
+    /// No write yet this tick.
+    Idle,
+    /// A write opened the tick's transaction.
+    Open,
+    /// A write failed and the transaction was rolled back; the tick is lost.
+    Failed(StorageError),
+}
+
+/// The database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    txn: Txn,
+    /// Users in the committed state.
+    users: i64,
+    /// Change to `users` made by the open transaction.
+    users_delta: i64,
+    commits_since_checkpoint: u64,
+    healthy: bool,
+}
+
+impl Store {
+    /// Opens (creating or migrating) the database at `path`.
+    pub fn open(path: &Path, durability: Durability, max_pages: u64) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Config(format!(
+                "{} cannot use WAL journal mode (got {mode})",
+                path.display()
+            )));
+        }
+        let sync = match durability {
+            Durability::Strict => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        // Checkpoints run between ticks (see `checkpoint`), never inside a commit.
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = OFF;"
+        ))?;
+        if max_pages > 0 {
+            let _: i64 =
+                conn.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |r| {
+                    r.get(0)
+                })?;
+        }
+        conn.set_prepared_statement_cache_capacity(32);
+        migrate(&conn)?;
+        let users = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+        Ok(Store {
+            conn,
+            txn: Txn::Idle,
+            users,
+            users_delta: 0,
+            commits_since_checkpoint: 0,
+            healthy: true,
+        })
+    }
+
+    /// Users, as this tick sees them (its own uncommitted changes included).
+    pub fn user_count(&self) -> i64 {
+        self.users + self.users_delta
+    }
+
+    /// False after a commit failed, until one succeeds again.
+    pub fn healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// Adds a user and its `user.registered` event; `None` when the name is taken.
+    pub fn register(
+        &mut self,
+        name: &str,
+        fields: &str,
+        now_ms: i64,
+    ) -> std::result::Result<Option<Change>, StorageError> {
+        self.begin()?;
+        let res = (|| {
+            let inserted = self
+                .conn
+                .prepare_cached(INSERT_USER)?
+                .execute(params![name, fields, now_ms])?;
+            if inserted == 0 {
+                return Ok(None);
+            }
+            let user_id = self.conn.last_insert_rowid();
+            self.conn.prepare_cached(INSERT_EVENT)?.execute(params![
+                crate::events::REGISTERED,
+                user_id,
+                name,
+                fields,
+                now_ms
+            ])?;
+            Ok(Some(Change {
+                user_id,
+                seq: self.conn.last_insert_rowid(),
+            }))
+        })();
+        let res = self.guard(res)?;
+        if res.is_some() {
+            self.users_delta += 1;
+        }
+        Ok(res)
+    }
+
+    /// Removes a user and writes its `user.unregistered` event; `None` when unknown.
+    /// On success also returns the fields the user had.
+    pub fn unregister(
+        &mut self,
+        name: &str,
+        now_ms: i64,
+    ) -> std::result::Result<Option<(Change, String)>, StorageError> {
+        self.begin()?;
+        let res = (|| {
+            let removed: Option<(i64, String)> = self
+                .conn
+                .prepare_cached(DELETE_USER)?
+                .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((user_id, fields)) = removed else {
+                return Ok(None);
+            };
+            self.conn.prepare_cached(INSERT_EVENT)?.execute(params![
+                crate::events::UNREGISTERED,
+                user_id,
+                name,
+                fields,
+                now_ms
+            ])?;
+            let seq = self.conn.last_insert_rowid();
+            Ok(Some((Change { user_id, seq }, fields)))
+        })();
+        let res = self.guard(res)?;
+        if res.is_some() {
+            self.users_delta -= 1;
+        }
+        Ok(res)
+    }
+
+    /// The user named `name`.
+    pub fn lookup(&mut self, name: &str) -> std::result::Result<Option<User>, StorageError> {
+        self.readable()?;
+        let res = self
+            .conn
+            .prepare_cached(SELECT_USER)
+            .and_then(|mut s| {
+                s.query_row(params![name], |r| {
+                    Ok(User {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        fields: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(StorageError::from);
+        self.guard_read(res)
+    }
+
+    /// Up to `count` users with ids above `after`, in id order, as (id, name).
+    pub fn scan(
+        &mut self,
+        after: i64,
+        count: usize,
+    ) -> std::result::Result<Vec<(i64, String)>, StorageError> {
+        self.readable()?;
+        let res = self
+            .conn
+            .prepare_cached(SCAN_USERS)
+            .and_then(|mut s| {
+                s.query_map(params![after, count as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(StorageError::from);
+        self.guard_read(res)
+    }
+
+    /// True when this tick wrote something (or tried to).
+    pub fn tick_has_writes(&self) -> bool {
+        self.txn != Txn::Idle
+    }
+
+    /// Ends the tick: commits its transaction. `Err` means nothing the tick wrote is
+    /// in the database, and none of its replies may claim success.
+    pub fn finish_tick(&mut self) -> std::result::Result<(), StorageError> {
+        match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Idle => Ok(()),
+            Txn::Failed(e) => {
+                self.users_delta = 0;
+                Err(e)
+            }
+            Txn::Open => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => {
+                    self.users += self.users_delta;
+                    self.users_delta = 0;
+                    self.commits_since_checkpoint += 1;
+                    self.healthy = true;
+                    Ok(())
+                }
+                Err(e) => {
+                    let err = StorageError::from(e);
+                    log::error!("commit failed, the tick is rolled back: {err}");
+                    // SQLite may already have rolled back; a second rollback is harmless.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.users_delta = 0;
+                    self.healthy = false;
+                    Err(err)
+                }
+            },
+        }
+    }
+
+    /// Commits since the last checkpoint.
+    pub fn commits_since_checkpoint(&self) -> u64 {
+        self.commits_since_checkpoint
+    }
+
+    /// Copies committed WAL frames into the database without waiting for anyone
+    /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit.
+    pub fn checkpoint(&mut self) {
+        if self.txn != Txn::Idle || self.commits_since_checkpoint == 0 {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            }) {
+            Ok((log_frames, done)) => {
+                self.commits_since_checkpoint = 0;
+                log::trace!(
+                    "checkpoint: {done}/{log_frames} frames in {:?}",
+                    started.elapsed()
+                );
+            }
+            Err(e) => log::warn!("checkpoint failed (will retry): {e}"),
+        }
+    }
+
+    fn begin(&mut self) -> std::result::Result<(), StorageError> {
+        match &self.txn {
+            Txn::Open => Ok(()),
+            Txn::Failed(e) => Err(e.clone()),
+            Txn::Idle => match self.conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => {
+                    self.txn = Txn::Open;
+                    Ok(())
+                }
+                Err(e) => {
+                    let err = StorageError::from(e);
+                    self.txn = Txn::Failed(err.clone());
+                    self.healthy = false;
+                    Err(err)
+                }
+            },
+        }
+    }
+
+    fn readable(&self) -> std::result::Result<(), StorageError> {
+        match &self.txn {
+            Txn::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A failed write loses the whole tick: roll back now, remember why.
+    fn guard<T>(
+        &mut self,
+        res: std::result::Result<T, rusqlite::Error>,
+    ) -> std::result::Result<T, StorageError> {
+        res.map_err(|e| {
+            let err = StorageError::from(e);
+            log::error!("write failed, the tick is rolled back: {err}");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.txn = Txn::Failed(err.clone());
+            self.users_delta = 0;
+            self.healthy = false;
+            err
+        })
+    }
+
+    /// A failed read inside the tick's transaction loses the tick too (the
+    /// transaction's state is unknown); outside one it fails only its request.
+    fn guard_read<T>(
+        &mut self,
+        res: std::result::Result<T, StorageError>,
+    ) -> std::result::Result<T, StorageError> {
+        match res {
+            Err(e) if self.txn == Txn::Open => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.txn = Txn::Failed(e.clone());
+                self.users_delta = 0;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
+        log::info!("created schema version {SCHEMA_VERSION}");
+    }
+    Ok(())
+}

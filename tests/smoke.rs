@@ -1,0 +1,15 @@
+//! The server starts, answers PING over a raw socket and over the redis crate.
+mod common;
+
+use common::{TestServer, exchange};
+
+#[test]
+fn ping_answers_on_raw_socket_and_redis_client() {
+    let server = TestServer::start();
+    let mut s = server.raw();
+    exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
+    let mut c = server.redis();
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    server.stop();
+}
