@@ -42,12 +42,21 @@ pub const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// Unsent reply bytes above which a connection's further requests wait (backpressure)
 /// until the peer reads.
 pub const MAX_PENDING_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
+/// A subscriber whose unsent pushes exceed this is disconnected at once (Redis's
+/// `client-output-buffer-limit pubsub` hard limit).
+pub const PUBSUB_HARD_LIMIT_BYTES: usize = 32 * 1024 * 1024;
+/// A subscriber over this for `PUBSUB_SOFT_LIMIT_TIME` is disconnected.
+pub const PUBSUB_SOFT_LIMIT_BYTES: usize = 8 * 1024 * 1024;
+/// See `PUBSUB_SOFT_LIMIT_BYTES`.
+pub const PUBSUB_SOFT_LIMIT_TIME: Duration = Duration::from_secs(60);
 /// How long to stop accepting after `accept` fails for lack of descriptors.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Commits after which a passive checkpoint runs after the tick's flush, busy or not.
 pub const CHECKPOINT_COMMITS: u64 = 1000;
 /// Idle time after the last commit before a passive checkpoint runs.
 pub const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
+/// How long to wait before retrying a checkpoint that failed.
+pub const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 /// Longest time SQLite waits on a lock held by another process (the loop must not stall).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5);
 /// How long shutdown waits for peers to read their last replies.

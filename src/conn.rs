@@ -8,7 +8,10 @@ use std::time::Instant;
 use mio::Interest;
 use mio::net::TcpStream;
 
-use crate::config::{Limits, MAX_PENDING_OUTPUT_BYTES, READ_BUDGET_BYTES};
+use crate::config::{
+    Limits, MAX_PENDING_OUTPUT_BYTES, PUBSUB_HARD_LIMIT_BYTES, PUBSUB_SOFT_LIMIT_BYTES,
+    PUBSUB_SOFT_LIMIT_TIME, READ_BUDGET_BYTES,
+};
 use crate::protocol::RequestParser;
 
 /// Bytes asked of the kernel per `read`.
@@ -47,6 +50,17 @@ pub struct Session {
     pub last_active: Instant,
     /// The last command run, lowercase (`client|list` for subcommands).
     pub last_cmd: String,
+    /// Subscribed channels, in subscription order.
+    pub channels: Vec<Vec<u8>>,
+    /// Subscribed patterns, in subscription order.
+    pub patterns: Vec<Vec<u8>>,
+}
+
+impl Session {
+    /// Channels plus patterns: the count Redis reports in (un)subscribe replies.
+    pub fn subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
 }
 
 /// What the current tick did on this connection, so its replies can be replaced if
@@ -93,6 +107,8 @@ pub struct Conn {
     pub more_input: bool,
     /// What the current tick did here.
     pub tick: Option<TickMark>,
+    /// Since when a subscriber's unsent output has been over the soft limit.
+    pub over_soft_limit_since: Option<Instant>,
 }
 
 /// How a read ended.
@@ -130,7 +146,10 @@ impl Conn {
                 since: now,
                 last_active: now,
                 last_cmd: "NULL".to_string(),
+                channels: Vec::new(),
+                patterns: Vec::new(),
             },
+            over_soft_limit_since: None,
             registered: Interest::READABLE,
             queued: false,
             more_input: false,
@@ -207,6 +226,21 @@ impl Conn {
     /// Reply bytes not yet written.
     pub fn pending_output(&self) -> usize {
         self.wbuf.len() - self.wpos
+    }
+
+    /// True when a subscriber's unsent pushes broke the pub/sub output limits:
+    /// over the hard limit, or over the soft limit for longer than allowed.
+    pub fn pubsub_output_exceeded(&mut self, now: Instant) -> bool {
+        let pending = self.pending_output();
+        if pending > PUBSUB_HARD_LIMIT_BYTES {
+            return true;
+        }
+        if pending <= PUBSUB_SOFT_LIMIT_BYTES {
+            self.over_soft_limit_since = None;
+            return false;
+        }
+        let since = *self.over_soft_limit_since.get_or_insert(now);
+        now.duration_since(since) >= PUBSUB_SOFT_LIMIT_TIME
     }
 
     /// True when the peer must read before more requests run.

@@ -52,15 +52,17 @@ impl Event {
     /// The event's JSON payload:
     /// `{"seq":1,"kind":"user.registered","id":1,"name":"alice","fields":{},"at":"..."}`.
     pub fn to_json(&self) -> String {
-        serde_json::json!({
-            "seq": self.seq,
-            "kind": self.kind.as_str(),
-            "id": self.user_id,
-            "name": self.name,
-            "fields": self.fields,
-            "at": crate::clock::rfc3339(self.at_ms),
-        })
-        .to_string()
+        // Written by hand to keep the documented key order; serde_json escapes the
+        // strings. Serializing a string map cannot fail.
+        let name = serde_json::to_string(&self.name).unwrap_or_default();
+        let fields = serde_json::to_string(&self.fields).unwrap_or_else(|_| "{}".into());
+        format!(
+            r#"{{"seq":{},"kind":"{}","id":{},"name":{name},"fields":{fields},"at":"{}"}}"#,
+            self.seq,
+            self.kind.as_str(),
+            self.user_id,
+            crate::clock::rfc3339(self.at_ms),
+        )
     }
 }
 
@@ -126,5 +128,26 @@ impl Handlers {
             }
         }
         panics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_payload_has_the_documented_shape() {
+        let e = Event {
+            seq: 3,
+            kind: EventKind::Registered,
+            user_id: 2,
+            name: "al\"ice".into(),
+            fields: [("email".to_string(), "a@x".to_string())].into(),
+            at_ms: 0,
+        };
+        assert_eq!(
+            e.to_json(),
+            r#"{"seq":3,"kind":"user.registered","id":2,"name":"al\"ice","fields":{"email":"a@x"},"at":"1970-01-01T00:00:00.000Z"}"#
+        );
     }
 }

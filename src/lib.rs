@@ -12,6 +12,7 @@
 //! - [`reactor`]: the poll loop, the tick, group commit, timers.
 //! - [`store`]: SQLite schema, statements and the tick's transaction.
 //! - [`events`]: the event type and handler dispatch.
+//! - [`pubsub`]: live subscriptions and the fan-out of committed events.
 //! - [`server`]: the builder an embedding program uses.
 //! - [`config`]: every setting and limit; [`error`]: the error type;
 //!   [`metrics`]: counters; [`glob`]: Redis-style patterns; [`clock`]: time.
@@ -27,6 +28,7 @@ pub mod events;
 pub mod glob;
 pub mod metrics;
 pub mod protocol;
+pub mod pubsub;
 pub mod reactor;
 pub mod server;
 pub mod store;

@@ -36,6 +36,10 @@ pub struct Stats {
     pub failed_commits: u64,
     /// Events produced (committed).
     pub events: u64,
+    /// Subscribers disconnected at their output-buffer limit.
+    pub slow_subscriber_disconnects: u64,
+    /// Pushes sent to subscribers.
+    pub pushes: u64,
     /// Handler callbacks that panicked.
     pub handler_panics: u64,
     /// Bytes read from clients.
@@ -63,6 +67,8 @@ impl Stats {
             commits: 0,
             failed_commits: 0,
             events: 0,
+            slow_subscriber_disconnects: 0,
+            pushes: 0,
             handler_panics: 0,
             net_input_bytes: 0,
             net_output_bytes: 0,

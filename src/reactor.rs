@@ -23,15 +23,17 @@ use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::cmd::{self, Ctx, Outcome};
+use crate::cmd::{self, ClientFilter, Ctx, Outcome};
 use crate::config::{
-    ACCEPT_BACKOFF, CHECKPOINT_COMMITS, CHECKPOINT_IDLE, Config, SHUTDOWN_FLUSH_TIMEOUT,
+    ACCEPT_BACKOFF, CHECKPOINT_COMMITS, CHECKPOINT_IDLE, CHECKPOINT_RETRY, Config,
+    SHUTDOWN_FLUSH_TIMEOUT,
 };
 use crate::conn::{Conn, Phase, ReadEnd};
 use crate::error::Result;
 use crate::events::{Event, Handlers};
 use crate::metrics::Stats;
 use crate::protocol::{Parsed, Reply};
+use crate::pubsub::PubSub;
 use crate::store::Store;
 
 /// The RESP listener.
@@ -45,6 +47,9 @@ const MAX_CONN_TOKEN: usize = usize::MAX - 16;
 
 /// Poll events fetched per wait.
 const EVENTS_CAPACITY: usize = 1024;
+
+/// Accept failures are logged at warn level at most this often.
+const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// errno values that mean "out of descriptors or memory" on accept (Linux).
 const EMFILE: i32 = 24;
@@ -79,6 +84,7 @@ pub struct Reactor {
     config: Config,
     stats: Stats,
     handlers: Handlers,
+    pubsub: PubSub,
     /// Connections to serve this tick.
     work: Vec<usize>,
     /// Connections to serve next tick without waiting for an event.
@@ -91,7 +97,10 @@ pub struct Reactor {
     tick_events: Vec<Event>,
     next_client_id: u64,
     accept_paused_until: Option<Instant>,
-    last_commit: Instant,
+    /// When the last accept failure was logged at warn level (rate limit).
+    accept_warned_at: Option<Instant>,
+    /// When the next idle-time WAL checkpoint is due (pushed back by every commit).
+    checkpoint_at: Option<Instant>,
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<UnixStream>,
@@ -122,6 +131,9 @@ impl Reactor {
             None
         };
         let port = listener.local_addr()?.port();
+        // CONFIG GET port reports the port in use, also when 0 asked for any.
+        let mut config = config;
+        config.port = port;
         Ok(Reactor {
             poll,
             listener: Some(listener),
@@ -130,6 +142,7 @@ impl Reactor {
             config,
             stats: Stats::new(port),
             handlers,
+            pubsub: PubSub::default(),
             work: Vec::new(),
             carry: Vec::new(),
             touched: Vec::new(),
@@ -137,7 +150,8 @@ impl Reactor {
             tick_events: Vec::new(),
             next_client_id: 1,
             accept_paused_until: None,
-            last_commit: Instant::now(),
+            accept_warned_at: None,
+            checkpoint_at: None,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
             signals,
@@ -198,7 +212,7 @@ impl Reactor {
                 }
             }
             self.tick();
-            self.run_timers(events.is_empty());
+            self.run_timers();
             if self.stopping {
                 self.finish();
                 return Ok(());
@@ -371,6 +385,8 @@ impl Reactor {
                         &mut self.tick_events,
                         &self.config,
                         &mut self.stats,
+                        &mut self.pubsub,
+                        k,
                     );
                     let outcome = cmd::execute(&args, &mut ctx);
                     *rhead += consumed;
@@ -397,17 +413,22 @@ impl Reactor {
                     conn.phase = Phase::Closing;
                     return;
                 }
-                Outcome::ClientList => self.client_list(k, false),
-                Outcome::ClientInfo => self.client_list(k, true),
+                Outcome::ClientList(filter) => self.client_list(k, &filter),
             }
         }
     }
 
     /// Writes the CLIENT LIST (or CLIENT INFO) reply for connection `k`.
-    fn client_list(&mut self, k: usize, only_self: bool) {
+    fn client_list(&mut self, k: usize, filter: &ClientFilter) {
         let mut text = String::new();
         for (key, c) in self.conns.iter() {
-            if (!only_self || key == k) && c.phase != Phase::Closed {
+            let wanted = match filter {
+                ClientFilter::All => true,
+                ClientFilter::This => key == k,
+                ClientFilter::Ids(ids) => ids.contains(&c.session.id),
+                ClientFilter::PubSub(subscribed) => (c.session.subscriptions() > 0) == *subscribed,
+            };
+            if wanted && c.phase != Phase::Closed {
                 text.push_str(&cmd::describe_client(&c.session, Some(c.peer), c.local));
             }
         }
@@ -427,13 +448,19 @@ impl Reactor {
                 self.stats.finish_tick(true);
                 if wrote {
                     self.stats.commits += 1;
-                    self.last_commit = Instant::now();
+                    self.checkpoint_at = Some(Instant::now() + CHECKPOINT_IDLE);
                     log::trace!("commit in {:?}", started.elapsed());
                 }
-                for event in self.tick_events.drain(..) {
+                let mut events = std::mem::take(&mut self.tick_events);
+                for event in &events {
                     self.stats.events += 1;
-                    self.stats.handler_panics += self.handlers.dispatch(&event) as u64;
+                    self.stats.handler_panics += self.handlers.dispatch(event) as u64;
+                    if !self.pubsub.is_empty() {
+                        self.publish(event);
+                    }
                 }
+                events.clear();
+                self.tick_events = events;
             }
             Err(e) => {
                 self.stats.failed_commits += 1;
@@ -455,6 +482,57 @@ impl Reactor {
                     }
                 }
             }
+        }
+    }
+
+    /// Pushes a committed event to its channel's subscribers and to the pattern
+    /// subscribers it matches; drops subscribers past their output limits.
+    fn publish(&mut self, event: &Event) {
+        let channel = event.kind.as_str().as_bytes();
+        let payload = event.to_json();
+        let targets = self.pubsub.targets(channel);
+        let mut deliveries: Vec<(usize, Option<Vec<u8>>)> =
+            targets.direct.iter().map(|&k| (k, None)).collect();
+        for (pattern, keys) in targets.patterns {
+            deliveries.extend(keys.iter().map(|&k| (k, Some(pattern.to_vec()))));
+        }
+        let now = Instant::now();
+        for (k, pattern) in deliveries {
+            let Some(conn) = self.conns.get_mut(k) else {
+                continue;
+            };
+            if conn.phase != Phase::Open {
+                continue;
+            }
+            let mut out = Reply::new(&mut conn.wbuf, conn.session.resp3);
+            match &pattern {
+                None => {
+                    out.push(3);
+                    out.bulk(b"message");
+                }
+                Some(p) => {
+                    out.push(4);
+                    out.bulk(b"pmessage");
+                    out.bulk(p);
+                }
+            }
+            out.bulk(channel);
+            out.bulk(payload.as_bytes());
+            self.stats.pushes += 1;
+            if conn.pubsub_output_exceeded(now) {
+                log::warn!(
+                    "conn={} peer={} reason=subscriber output buffer limit ({} bytes unsent); \
+                     disconnected, it can resume from the durable log",
+                    conn.session.id,
+                    conn.peer,
+                    conn.pending_output()
+                );
+                self.stats.slow_subscriber_disconnects += 1;
+                conn.phase = Phase::Closed;
+                self.closing.push(k);
+                continue;
+            }
+            self.note_touched(k);
         }
     }
 
@@ -507,6 +585,12 @@ impl Reactor {
             if self.conns.get(k).is_some_and(|c| c.phase == Phase::Closed) {
                 let mut conn = self.conns.remove(k);
                 let _ = self.poll.registry().deregister(&mut conn.stream);
+                for ch in &conn.session.channels {
+                    self.pubsub.unsubscribe(k, ch);
+                }
+                for p in &conn.session.patterns {
+                    self.pubsub.punsubscribe(k, p);
+                }
                 self.stats.connected_clients -= 1;
                 log::debug!("conn={} peer={} closed", conn.session.id, conn.peer);
             }
@@ -561,10 +645,18 @@ impl Reactor {
                     io::ErrorKind::Interrupted => {}
                     _ => {
                         if matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)) {
-                            log::warn!(
-                                "accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}"
-                            );
-                            self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                            let now = Instant::now();
+                            if self
+                                .accept_warned_at
+                                .is_none_or(|t| now.duration_since(t) >= ACCEPT_WARN_INTERVAL)
+                            {
+                                log::warn!(
+                                    "accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?} \
+                                     at a time until descriptors free up"
+                                );
+                                self.accept_warned_at = Some(now);
+                            }
+                            self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                             return;
                         }
                         // The peer gave up before we got to it (ECONNABORTED and such).
@@ -582,16 +674,15 @@ impl Reactor {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        let mut next: Option<Instant> = self.accept_paused_until;
-        if self.store.commits_since_checkpoint() > 0 {
-            let due = self.last_commit + CHECKPOINT_IDLE;
-            next = Some(next.map_or(due, |n| n.min(due)));
-        }
-        next.map(|t| t.saturating_duration_since(now))
+        [self.accept_paused_until, self.checkpoint_at]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(now))
     }
 
     /// Runs what is due: the end of an accept back-off, WAL checkpoints.
-    fn run_timers(&mut self, idle: bool) {
+    fn run_timers(&mut self) {
         let now = Instant::now();
         if let Some(until) = self.accept_paused_until
             && now >= until
@@ -599,11 +690,13 @@ impl Reactor {
             self.accept_paused_until = None;
             self.accept();
         }
-        let commits = self.store.commits_since_checkpoint();
-        if commits >= CHECKPOINT_COMMITS
-            || (commits > 0 && idle && now.duration_since(self.last_commit) >= CHECKPOINT_IDLE)
-        {
-            self.store.checkpoint();
+        let due = self.checkpoint_at.is_some_and(|t| now >= t);
+        if due || self.store.commits_since_checkpoint() >= CHECKPOINT_COMMITS {
+            self.checkpoint_at = if self.store.checkpoint() {
+                None
+            } else {
+                Some(now + CHECKPOINT_RETRY)
+            };
         }
     }
 
@@ -656,7 +749,7 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut conn.stream);
         }
         self.stats.connected_clients = 0;
-        self.store.checkpoint();
+        let _ = self.store.checkpoint();
         log::info!("stopped");
     }
 }

@@ -32,8 +32,10 @@ CREATE TABLE events (
 );
 ";
 
-const INSERT_USER: &str = "INSERT INTO users (name, fields, created_at) VALUES (?1, ?2, ?3) \
-                           ON CONFLICT (name) DO NOTHING";
+// The NOT EXISTS guard (rather than ON CONFLICT DO NOTHING) keeps a taken name
+// from advancing the AUTOINCREMENT counter, so ids have no gaps from collisions.
+const INSERT_USER: &str = "INSERT INTO users (name, fields, created_at) \
+                           SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM users WHERE name = ?1)";
 const DELETE_USER: &str = "DELETE FROM users WHERE name = ?1 RETURNING id, fields";
 const INSERT_EVENT: &str =
     "INSERT INTO events (kind, user_id, name, fields, at) VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -301,10 +303,11 @@ impl Store {
     }
 
     /// Copies committed WAL frames into the database without waiting for anyone
-    /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit.
-    pub fn checkpoint(&mut self) {
+    /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit. Returns
+    /// false when it failed (it is retried later).
+    pub fn checkpoint(&mut self) -> bool {
         if self.txn != Txn::Idle || self.commits_since_checkpoint == 0 {
-            return;
+            return true;
         }
         let started = std::time::Instant::now();
         match self
@@ -318,8 +321,12 @@ impl Store {
                     "checkpoint: {done}/{log_frames} frames in {:?}",
                     started.elapsed()
                 );
+                true
             }
-            Err(e) => log::warn!("checkpoint failed (will retry): {e}"),
+            Err(e) => {
+                log::warn!("checkpoint failed (will retry): {e}");
+                false
+            }
         }
     }
 

@@ -5,9 +5,10 @@
 //! - `CLIENT SETNAME name` → `+OK` (an empty name clears it)
 //! - `CLIENT GETNAME` → the name, or nil
 //! - `CLIENT SETINFO LIB-NAME|LIB-VER value` → `+OK`
-//! - `CLIENT LIST` / `CLIENT INFO` → one line per connection, as Redis formats it
+//! - `CLIENT LIST [TYPE normal|pubsub] [ID id ...]` / `CLIENT INFO` → one line per
+//!   connection, as Redis formats it
 
-use super::{Ctx, Outcome, Spec, unknown_subcommand, wrong_arity};
+use super::{ClientFilter, Ctx, Outcome, Spec, int_arg, unknown_subcommand, wrong_arity};
 use crate::protocol::Args;
 
 pub const SPEC: Spec = Spec {
@@ -65,14 +66,42 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
                 ));
             }
         }
-        (b"list", _) => return Outcome::ClientList,
-        (b"info", 2) => return Outcome::ClientInfo,
+        (b"list", _) => match list_filter(args) {
+            Ok(f) => return Outcome::ClientList(f),
+            Err(e) => ctx.out.error(e),
+        },
+        (b"info", 2) => return Outcome::ClientList(ClientFilter::This),
         (b"id" | b"getname" | b"setname" | b"setinfo" | b"info", _) => {
             wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub)), ctx)
         }
         _ => unknown_subcommand("client", args.get(1).unwrap_or_default(), ctx),
     }
     Outcome::Continue
+}
+
+/// Parses `CLIENT LIST`'s options.
+fn list_filter(args: &Args<'_>) -> Result<ClientFilter, &'static str> {
+    let opt = args.get(2);
+    match opt {
+        None => Ok(ClientFilter::All),
+        Some(o) if o.eq_ignore_ascii_case(b"type") && args.len() == 4 => {
+            let t = args.get(3).unwrap_or_default().to_ascii_lowercase();
+            match t.as_slice() {
+                b"normal" => Ok(ClientFilter::PubSub(false)),
+                b"pubsub" => Ok(ClientFilter::PubSub(true)),
+                // No replicas or masters here: those lists are empty.
+                b"master" | b"replica" | b"slave" => Ok(ClientFilter::Ids(Vec::new())),
+                _ => Err("ERR Unknown client type"),
+            }
+        }
+        Some(o) if o.eq_ignore_ascii_case(b"id") && args.len() > 3 => args
+            .iter_from(3)
+            .map(|a| int_arg(a).filter(|&n| n > 0).map(|n| n as u64))
+            .collect::<Option<Vec<u64>>>()
+            .map(ClientFilter::Ids)
+            .ok_or("ERR Invalid client ID"),
+        Some(_) => Err("ERR syntax error"),
+    }
 }
 
 /// One CLIENT LIST line (with its trailing newline) for a connection.
@@ -83,13 +112,15 @@ pub fn describe(
 ) -> String {
     let fmt_addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
     format!(
-        "id={} addr={} laddr={} name={} age={} idle={} db=0 sub=0 psub=0 cmd={} resp={} lib-name={} lib-ver={}\n",
+        "id={} addr={} laddr={} name={} age={} idle={} db=0 sub={} psub={} cmd={} resp={} lib-name={} lib-ver={}\n",
         s.id,
         fmt_addr(peer),
         fmt_addr(local),
         s.name.as_deref().unwrap_or(""),
         s.since.elapsed().as_secs(),
         s.last_active.elapsed().as_secs(),
+        s.channels.len(),
+        s.patterns.len(),
         s.last_cmd,
         if s.resp3 { 3 } else { 2 },
         s.lib_name.as_deref().unwrap_or(""),

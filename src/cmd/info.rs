@@ -44,7 +44,8 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
 fn render(section: &str, ctx: &Ctx<'_>, t: &mut String) {
     let s = &*ctx.stats;
     let uptime = s.started.elapsed().as_secs();
-    // `write!` into a String cannot fail.
+    // `write!` into a String cannot fail. `redis_version` is there because client
+    // libraries gate features on it; userbus speaks the 7.0 protocol.
     let _ = match section {
         "server" => write!(
             t,
@@ -79,6 +80,8 @@ fn render(section: &str, ctx: &Ctx<'_>, t: &mut String) {
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nunknown_commands:{}\r\nprotocol_errors:{}\r\n\
              registrations:{}\r\nunregistrations:{}\r\nevents:{}\r\nhandler_panics:{}\r\n\
+             pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_pushes:{}\r\n\
+             slow_subscriber_disconnects:{}\r\n\
              total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n",
             s.connections_received,
             s.commands,
@@ -89,6 +92,10 @@ fn render(section: &str, ctx: &Ctx<'_>, t: &mut String) {
             s.unregistrations,
             s.events,
             s.handler_panics,
+            ctx.pubsub.channel_count(),
+            ctx.pubsub.pattern_count(),
+            s.pushes,
+            s.slow_subscriber_disconnects,
             s.net_input_bytes,
             s.net_output_bytes,
         ),

@@ -6,6 +6,7 @@ use crate::conn::Session;
 use crate::events::Event;
 use crate::metrics::Stats;
 use crate::protocol::{Args, Reply};
+use crate::pubsub::PubSub;
 use crate::store::{StorageError, Store};
 
 mod auth;
@@ -20,6 +21,7 @@ mod ping;
 mod quit;
 mod register;
 mod select;
+mod subscribe;
 mod unregister;
 mod usercount;
 mod users;
@@ -27,17 +29,28 @@ mod users;
 pub use client::describe as describe_client;
 
 /// What the reactor must do after a command ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Go on with the next request.
     Continue,
     /// Stop reading; close once the replies are flushed (QUIT).
     Close,
-    /// The command needs a view of every connection (CLIENT LIST): the reactor
-    /// writes the reply itself, in place.
-    ClientList,
-    /// CLIENT INFO: like `ClientList`, for this connection only.
-    ClientInfo,
+    /// The command needs a view of every connection (CLIENT LIST, CLIENT INFO):
+    /// the reactor writes the reply itself, in place.
+    ClientList(ClientFilter),
+}
+
+/// Which connections CLIENT LIST describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFilter {
+    /// Every connection.
+    All,
+    /// The one asking (CLIENT INFO).
+    This,
+    /// These client ids.
+    Ids(Vec<u64>),
+    /// Connections with (true) or without (false) subscriptions.
+    PubSub(bool),
 }
 
 /// What a command may see and touch while it runs.
@@ -56,6 +69,10 @@ pub struct Ctx<'a> {
     pub config: &'a Config,
     /// Counters and gauges for INFO.
     pub stats: &'a mut Stats,
+    /// The subscription index.
+    pub pubsub: &'a mut PubSub,
+    /// The connection's key in the reactor (its pubsub identity).
+    pub key: usize,
 }
 
 impl<'a> Ctx<'a> {
@@ -69,6 +86,8 @@ impl<'a> Ctx<'a> {
         events: &'a mut Vec<Event>,
         config: &'a Config,
         stats: &'a mut Stats,
+        pubsub: &'a mut PubSub,
+        key: usize,
     ) -> Self {
         Ctx {
             out,
@@ -78,6 +97,8 @@ impl<'a> Ctx<'a> {
             events,
             config,
             stats,
+            pubsub,
+            key,
         }
     }
 
@@ -129,6 +150,20 @@ pub static COMMANDS: &[Spec] = &[
     lookup::SPEC,
     users::SPEC,
     usercount::SPEC,
+    subscribe::SUBSCRIBE,
+    subscribe::PSUBSCRIBE,
+    subscribe::UNSUBSCRIBE,
+    subscribe::PUNSUBSCRIBE,
+];
+
+/// Commands a RESP2 client may run while subscribed (Redis's rule).
+const SUBSCRIBED_ALLOWED: [&str; 6] = [
+    "subscribe",
+    "psubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "ping",
+    "quit",
 ];
 
 /// Finds a command by name, ignoring case.
@@ -153,10 +188,27 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         wrong_arity(spec.name, ctx);
         return Outcome::Continue;
     }
+    if !ctx.session.resp3
+        && ctx.session.subscriptions() > 0
+        && !SUBSCRIBED_ALLOWED.contains(&spec.name)
+    {
+        ctx.out.error(&format!(
+            "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
+             are allowed in this context",
+            spec.name
+        ));
+        return Outcome::Continue;
+    }
     ctx.stats.commands += 1;
-    if ctx.session.last_cmd != spec.name {
-        ctx.session.last_cmd.clear();
-        ctx.session.last_cmd.push_str(spec.name);
+    let last = &mut ctx.session.last_cmd;
+    last.clear();
+    last.push_str(spec.name);
+    // Commands with subcommands are named `client|list`, as Redis shows them.
+    if matches!(spec.name, "client" | "config" | "command")
+        && let Some(sub) = args.get(1)
+    {
+        last.push('|');
+        last.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
     }
     (spec.run)(args, ctx)
 }
