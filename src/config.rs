@@ -95,6 +95,17 @@ impl fmt::Display for Durability {
     }
 }
 
+/// Output limits for subscribers (Redis's `client-output-buffer-limit pubsub`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PubSubLimits {
+    /// Unsent bytes that disconnect at once.
+    pub hard_bytes: usize,
+    /// Unsent bytes that disconnect when exceeded for `soft_time`.
+    pub soft_bytes: usize,
+    /// See `soft_bytes`.
+    pub soft_time: Duration,
+}
+
 /// Protocol limits a request parser enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -151,6 +162,16 @@ pub struct Config {
     /// a storage error instead of filling the disk.
     #[arg(long, env = "USERBUS_MAX_DB_PAGES", default_value_t = 0)]
     pub max_db_pages: u64,
+    /// A subscriber with more unsent pushes than this is disconnected at once.
+    #[arg(long, env = "USERBUS_PUBSUB_HARD_LIMIT_BYTES", default_value_t = PUBSUB_HARD_LIMIT_BYTES)]
+    pub pubsub_hard_limit_bytes: usize,
+    /// A subscriber over this many unsent bytes for --pubsub-soft-limit-seconds is
+    /// disconnected.
+    #[arg(long, env = "USERBUS_PUBSUB_SOFT_LIMIT_BYTES", default_value_t = PUBSUB_SOFT_LIMIT_BYTES)]
+    pub pubsub_soft_limit_bytes: usize,
+    /// See --pubsub-soft-limit-bytes.
+    #[arg(long, env = "USERBUS_PUBSUB_SOFT_LIMIT_SECONDS", default_value_t = PUBSUB_SOFT_LIMIT_TIME.as_secs())]
+    pub pubsub_soft_limit_seconds: u64,
 }
 
 impl Default for Config {
@@ -166,6 +187,9 @@ impl Default for Config {
             max_multibulk_len: MAX_MULTIBULK_LEN,
             max_inline_bytes: MAX_INLINE_BYTES,
             max_db_pages: 0,
+            pubsub_hard_limit_bytes: PUBSUB_HARD_LIMIT_BYTES,
+            pubsub_soft_limit_bytes: PUBSUB_SOFT_LIMIT_BYTES,
+            pubsub_soft_limit_seconds: PUBSUB_SOFT_LIMIT_TIME.as_secs(),
         }
     }
 }
@@ -177,6 +201,15 @@ impl Config {
             max_bulk_bytes: self.max_bulk_bytes,
             max_multibulk_len: self.max_multibulk_len,
             max_inline_bytes: self.max_inline_bytes,
+        }
+    }
+
+    /// The subscriber output limits this configuration asks for.
+    pub fn pubsub_limits(&self) -> PubSubLimits {
+        PubSubLimits {
+            hard_bytes: self.pubsub_hard_limit_bytes,
+            soft_bytes: self.pubsub_soft_limit_bytes,
+            soft_time: Duration::from_secs(self.pubsub_soft_limit_seconds),
         }
     }
 
@@ -193,6 +226,15 @@ impl Config {
             ("max-multibulk-len", self.max_multibulk_len.to_string()),
             ("max-inline-bytes", self.max_inline_bytes.to_string()),
             ("max-db-pages", self.max_db_pages.to_string()),
+            (
+                "client-output-buffer-limit",
+                format!(
+                    "pubsub {} {} {}",
+                    self.pubsub_hard_limit_bytes,
+                    self.pubsub_soft_limit_bytes,
+                    self.pubsub_soft_limit_seconds
+                ),
+            ),
             // Every acknowledged write is committed to SQLite before its reply, which
             // is what redis-benchmark asks about with these two.
             ("appendonly", "yes".to_string()),

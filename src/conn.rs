@@ -8,10 +8,7 @@ use std::time::Instant;
 use mio::Interest;
 use mio::net::TcpStream;
 
-use crate::config::{
-    Limits, MAX_PENDING_OUTPUT_BYTES, PUBSUB_HARD_LIMIT_BYTES, PUBSUB_SOFT_LIMIT_BYTES,
-    PUBSUB_SOFT_LIMIT_TIME, READ_BUDGET_BYTES,
-};
+use crate::config::{Limits, MAX_PENDING_OUTPUT_BYTES, PubSubLimits, READ_BUDGET_BYTES};
 use crate::protocol::RequestParser;
 
 /// Bytes asked of the kernel per `read`.
@@ -230,17 +227,17 @@ impl Conn {
 
     /// True when a subscriber's unsent pushes broke the pub/sub output limits:
     /// over the hard limit, or over the soft limit for longer than allowed.
-    pub fn pubsub_output_exceeded(&mut self, now: Instant) -> bool {
+    pub fn pubsub_output_exceeded(&mut self, limits: &PubSubLimits, now: Instant) -> bool {
         let pending = self.pending_output();
-        if pending > PUBSUB_HARD_LIMIT_BYTES {
+        if pending > limits.hard_bytes {
             return true;
         }
-        if pending <= PUBSUB_SOFT_LIMIT_BYTES {
+        if pending <= limits.soft_bytes {
             self.over_soft_limit_since = None;
             return false;
         }
         let since = *self.over_soft_limit_since.get_or_insert(now);
-        now.duration_since(since) >= PUBSUB_SOFT_LIMIT_TIME
+        now.duration_since(since) >= limits.soft_time
     }
 
     /// True when the peer must read before more requests run.

@@ -7,11 +7,29 @@ use userbus::{Config, Server};
 
 /// An event-driven user registry: RESP over TCP, SQLite underneath, events out.
 #[derive(Debug, Parser)]
-#[command(name = "userbus", version, about, long_about = None)]
+#[command(name = "userbus", version, about, long_about = None, after_help = SERVE_FLAGS)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The serve flags, summarised on the top-level help too.
+const SERVE_FLAGS: &str = "\
+serve flags (each also read from its environment variable; see `userbus serve --help`):
+  --bind <ADDR>             USERBUS_BIND              address to listen on [127.0.0.1]
+  --port <PORT>             USERBUS_PORT              RESP port, 0 = any free port [7878]
+  --http-port <PORT>        USERBUS_HTTP_PORT         HTTP port, 0 disables [7879]
+  --db <PATH>               USERBUS_DB                SQLite database file [./userbus.db]
+  --durability <MODE>       USERBUS_DURABILITY        strict (fsync per commit) | normal [strict]
+  --maxclients <N>          USERBUS_MAXCLIENTS        most clients at once [10000]
+  --max-bulk-bytes <N>      USERBUS_MAX_BULK_BYTES    largest bulk string [1048576]
+  --max-multibulk-len <N>   USERBUS_MAX_MULTIBULK_LEN most request arguments [1048576]
+  --max-inline-bytes <N>    USERBUS_MAX_INLINE_BYTES  longest inline line [65536]
+  --max-db-pages <N>        USERBUS_MAX_DB_PAGES      database size cap in pages, 0 = none [0]
+  --pubsub-hard-limit-bytes <N>   USERBUS_PUBSUB_HARD_LIMIT_BYTES   drop a subscriber at once [33554432]
+  --pubsub-soft-limit-bytes <N>   USERBUS_PUBSUB_SOFT_LIMIT_BYTES   ... or when over this [8388608]
+  --pubsub-soft-limit-seconds <N> USERBUS_PUBSUB_SOFT_LIMIT_SECONDS ... for this long [60]
+RUST_LOG sets the log level (default info).";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -40,6 +58,24 @@ fn serve(config: Config) -> ExitCode {
         Err(e) => {
             log::error!("stopped on error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn top_level_help_lists_every_serve_flag() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve exists");
+        for arg in serve.get_arguments() {
+            if let Some(long) = arg.get_long().filter(|l| *l != "help") {
+                assert!(SERVE_FLAGS.contains(&format!("--{long} ")), "--{long}");
+            }
         }
     }
 }

@@ -497,6 +497,7 @@ impl Reactor {
             deliveries.extend(keys.iter().map(|&k| (k, Some(pattern.to_vec()))));
         }
         let now = Instant::now();
+        let limits = self.config.pubsub_limits();
         for (k, pattern) in deliveries {
             let Some(conn) = self.conns.get_mut(k) else {
                 continue;
@@ -519,7 +520,7 @@ impl Reactor {
             out.bulk(channel);
             out.bulk(payload.as_bytes());
             self.stats.pushes += 1;
-            if conn.pubsub_output_exceeded(now) {
+            if conn.pubsub_output_exceeded(&limits, now) {
                 log::warn!(
                     "conn={} peer={} reason=subscriber output buffer limit ({} bytes unsent); \
                      disconnected, it can resume from the durable log",
