@@ -106,6 +106,9 @@ pub struct Conn {
     pub tick: Option<TickMark>,
     /// Since when a subscriber's unsent output has been over the soft limit.
     pub over_soft_limit_since: Option<Instant>,
+    /// Waiting in a blocking command (XREAD BLOCK): nothing more is read or run
+    /// until the reactor completes it.
+    pub blocked: bool,
 }
 
 /// How a read ended.
@@ -147,6 +150,7 @@ impl Conn {
                 patterns: Vec::new(),
             },
             over_soft_limit_since: None,
+            blocked: false,
             registered: Interest::READABLE,
             queued: false,
             more_input: false,

@@ -11,6 +11,7 @@
 //! - [`conn`]: one connection's buffers, parse progress and interest.
 //! - [`reactor`]: the poll loop, the tick, group commit, timers.
 //! - [`store`]: SQLite schema, statements and the tick's transaction.
+//! - [`stream`]: the event log as the Redis stream `events`.
 //! - [`events`]: the event type and handler dispatch.
 //! - [`pubsub`]: live subscriptions and the fan-out of committed events.
 //! - [`server`]: the builder an embedding program uses.
@@ -32,6 +33,7 @@ pub mod pubsub;
 pub mod reactor;
 pub mod server;
 pub mod store;
+pub mod stream;
 
 pub use config::{Config, Durability};
 pub use error::{Error, Result};

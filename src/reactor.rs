@@ -23,7 +23,7 @@ use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::cmd::{self, ClientFilter, Ctx, Outcome};
+use crate::cmd::{self, ClientFilter, Ctx, Outcome, Wait};
 use crate::config::{
     ACCEPT_BACKOFF, CHECKPOINT_COMMITS, CHECKPOINT_IDLE, CHECKPOINT_RETRY, Config,
     SHUTDOWN_FLUSH_TIMEOUT,
@@ -57,6 +57,17 @@ const ENFILE: i32 = 23;
 const ENOBUFS: i32 = 105;
 const ENOMEM: i32 = 12;
 
+/// A connection parked in XREAD BLOCK.
+#[derive(Debug)]
+struct Waiter {
+    /// The connection's key, and its client id (a guard against key reuse).
+    key: usize,
+    client_id: u64,
+    wait: Wait,
+    /// When it gives up with a nil reply; `None` waits forever.
+    deadline: Option<Instant>,
+}
+
 /// Asks a running reactor to shut down, from any thread.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
@@ -85,6 +96,8 @@ pub struct Reactor {
     stats: Stats,
     handlers: Handlers,
     pubsub: PubSub,
+    /// Blocked XREADs, in the order they blocked.
+    waiters: Vec<Waiter>,
     /// Connections to serve this tick.
     work: Vec<usize>,
     /// Connections to serve next tick without waiting for an event.
@@ -143,6 +156,7 @@ impl Reactor {
             stats: Stats::new(port),
             handlers,
             pubsub: PubSub::default(),
+            waiters: Vec::new(),
             work: Vec::new(),
             carry: Vec::new(),
             touched: Vec::new(),
@@ -266,15 +280,20 @@ impl Reactor {
         work.clear();
         self.work = work;
         self.commit();
-        let touched = std::mem::take(&mut self.touched);
+        self.flush_touched();
+    }
+
+    /// Flushes every connection whose output grew, then removes finished ones.
+    fn flush_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
         for &k in &touched {
             if let Some(conn) = self.conns.get_mut(k) {
                 conn.tick = None;
             }
             self.flush(k);
         }
+        touched.clear();
         self.touched = touched;
-        self.touched.clear();
         self.close_finished();
     }
 
@@ -287,6 +306,11 @@ impl Reactor {
             return;
         }
         let mut eof = false;
+        if conn.blocked {
+            // Input waits in the socket until the blocking command completes.
+            conn.more_input = true;
+            return;
+        }
         if conn.backpressured() {
             // Come back when the peer has read (the writable event requeues it).
             conn.more_input = true;
@@ -343,7 +367,7 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(k) else {
                 return;
             };
-            if conn.phase != Phase::Open || !conn.has_input() {
+            if conn.phase != Phase::Open || conn.blocked || !conn.has_input() {
                 return;
             }
             if conn.backpressured() {
@@ -414,6 +438,16 @@ impl Reactor {
                     return;
                 }
                 Outcome::ClientList(filter) => self.client_list(k, &filter),
+                Outcome::Block(wait) => {
+                    conn.blocked = true;
+                    self.waiters.push(Waiter {
+                        key: k,
+                        client_id: conn.session.id,
+                        deadline: wait.timeout.map(|t| Instant::now() + t),
+                        wait,
+                    });
+                    return;
+                }
             }
         }
     }
@@ -459,8 +493,12 @@ impl Reactor {
                         self.publish(event);
                     }
                 }
+                let woke = !events.is_empty() && !self.waiters.is_empty();
                 events.clear();
                 self.tick_events = events;
+                if woke {
+                    self.wake_readers();
+                }
             }
             Err(e) => {
                 self.stats.failed_commits += 1;
@@ -480,9 +518,56 @@ impl Reactor {
                     for _ in 0..mark.requests {
                         out.error(&reply);
                     }
+                    // A read that blocked this tick already got its error reply.
+                    if conn.blocked {
+                        conn.blocked = false;
+                        self.waiters.retain(|w| w.key != k);
+                        conn.queued = true;
+                        self.carry.push(k);
+                    }
                 }
             }
         }
+    }
+
+    /// Completes the blocked XREADs that the last commit gave entries to.
+    fn wake_readers(&mut self) {
+        let last_seq = self.store.committed_counts().last_seq;
+        let waiters = std::mem::take(&mut self.waiters);
+        for w in waiters {
+            if w.wait.after >= last_seq {
+                self.waiters.push(w);
+                continue;
+            }
+            let rows = self.store.events_between(
+                w.wait.after.saturating_add(1),
+                i64::MAX,
+                w.wait.count,
+                false,
+            );
+            self.unblock(&w, |out| match &rows {
+                Ok(rows) if !rows.is_empty() => crate::stream::write_read_reply(out, rows),
+                Ok(_) => out.null_array(),
+                Err(e) => out.error(&format!("ERR storage: {e}")),
+            });
+        }
+    }
+
+    /// Writes a blocked connection's reply and lets it run its later requests.
+    fn unblock(&mut self, w: &Waiter, reply: impl FnOnce(&mut Reply<'_>)) {
+        let Some(conn) = self.conns.get_mut(w.key) else {
+            return;
+        };
+        if conn.session.id != w.client_id || !conn.blocked {
+            return;
+        }
+        conn.blocked = false;
+        reply(&mut Reply::new(&mut conn.wbuf, conn.session.resp3));
+        if conn.phase == Phase::Open && !conn.queued {
+            conn.queued = true;
+            self.carry.push(w.key);
+        }
+        self.note_touched(w.key);
     }
 
     /// Pushes a committed event to its channel's subscribers and to the pattern
@@ -586,6 +671,9 @@ impl Reactor {
             if self.conns.get(k).is_some_and(|c| c.phase == Phase::Closed) {
                 let mut conn = self.conns.remove(k);
                 let _ = self.poll.registry().deregister(&mut conn.stream);
+                if conn.blocked {
+                    self.waiters.retain(|w| w.key != k);
+                }
                 for ch in &conn.session.channels {
                     self.pubsub.unsubscribe(k, ch);
                 }
@@ -675,7 +763,8 @@ impl Reactor {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
-        [self.accept_paused_until, self.checkpoint_at]
+        let first_deadline = self.waiters.iter().filter_map(|w| w.deadline).min();
+        [self.accept_paused_until, self.checkpoint_at, first_deadline]
             .into_iter()
             .flatten()
             .min()
@@ -690,6 +779,21 @@ impl Reactor {
         {
             self.accept_paused_until = None;
             self.accept();
+        }
+        if self
+            .waiters
+            .iter()
+            .any(|w| w.deadline.is_some_and(|d| now >= d))
+        {
+            let (expired, waiting) = std::mem::take(&mut self.waiters)
+                .into_iter()
+                .partition(|w| w.deadline.is_some_and(|d| now >= d));
+            self.waiters = waiting;
+            let expired: Vec<Waiter> = expired;
+            for w in &expired {
+                self.unblock(w, |out| out.null_array());
+            }
+            self.flush_touched();
         }
         let due = self.checkpoint_at.is_some_and(|t| now >= t);
         if due || self.store.commits_since_checkpoint() >= CHECKPOINT_COMMITS {

@@ -40,6 +40,10 @@ const DELETE_USER: &str = "DELETE FROM users WHERE name = ?1 RETURNING id, field
 const INSERT_EVENT: &str =
     "INSERT INTO events (kind, user_id, name, fields, at) VALUES (?1, ?2, ?3, ?4, ?5)";
 const SELECT_USER: &str = "SELECT id, name, fields, created_at FROM users WHERE name = ?1";
+const SELECT_EVENTS_ASC: &str = "SELECT seq, kind, user_id, name, fields, at FROM events \
+                                 WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq LIMIT ?3";
+const SELECT_EVENTS_DESC: &str = "SELECT seq, kind, user_id, name, fields, at FROM events \
+                                  WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq DESC LIMIT ?3";
 const SCAN_USERS: &str = "SELECT id, name FROM users WHERE id > ?1 ORDER BY id LIMIT ?2";
 
 /// A storage failure as clients see it: `-ERR storage: <message>`.
@@ -80,6 +84,34 @@ pub struct Change {
     pub seq: i64,
 }
 
+/// Sizes kept in memory so that reading them costs no query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Registered users.
+    pub users: i64,
+    /// Entries in the event log.
+    pub events: i64,
+    /// The highest event sequence number ever assigned (0 before the first).
+    pub last_seq: i64,
+}
+
+/// One row of the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// Sequence number: the stream entry id is `<seq>-0`.
+    pub seq: i64,
+    /// `user.registered` or `user.unregistered`.
+    pub kind: String,
+    /// The user's id.
+    pub user_id: i64,
+    /// The user's name.
+    pub name: String,
+    /// The user's fields as JSON.
+    pub fields: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
 /// The state of the tick's transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Txn {
@@ -96,10 +128,10 @@ enum Txn {
 pub struct Store {
     conn: Connection,
     txn: Txn,
-    /// Users in the committed state.
-    users: i64,
-    /// Change to `users` made by the open transaction.
-    users_delta: i64,
+    /// Counts as committed.
+    committed: Counts,
+    /// Counts as the tick sees them (its own uncommitted writes included).
+    tick: Counts,
     commits_since_checkpoint: u64,
     healthy: bool,
 }
@@ -132,12 +164,25 @@ impl Store {
         }
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&conn)?;
-        let users = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+        let counts = Counts {
+            users: conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?,
+            events: conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
+            // AUTOINCREMENT's high-water mark: sequence numbers never repeat, even
+            // after the oldest events are trimmed.
+            last_seq: conn
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0),
+        };
         Ok(Store {
             conn,
             txn: Txn::Idle,
-            users,
-            users_delta: 0,
+            committed: counts,
+            tick: counts,
             commits_since_checkpoint: 0,
             healthy: true,
         })
@@ -145,7 +190,17 @@ impl Store {
 
     /// Users, as this tick sees them (its own uncommitted changes included).
     pub fn user_count(&self) -> i64 {
-        self.users + self.users_delta
+        self.tick.users
+    }
+
+    /// Counts as this tick sees them.
+    pub fn counts(&self) -> Counts {
+        self.tick
+    }
+
+    /// Counts as committed.
+    pub fn committed_counts(&self) -> Counts {
+        self.committed
     }
 
     /// False after a commit failed, until one succeeds again.
@@ -183,8 +238,9 @@ impl Store {
             }))
         })();
         let res = self.guard(res)?;
-        if res.is_some() {
-            self.users_delta += 1;
+        if let Some(change) = res {
+            self.tick.users += 1;
+            self.note_event(change.seq);
         }
         Ok(res)
     }
@@ -217,8 +273,9 @@ impl Store {
             Ok(Some((Change { user_id, seq }, fields)))
         })();
         let res = self.guard(res)?;
-        if res.is_some() {
-            self.users_delta -= 1;
+        if let Some((change, _)) = &res {
+            self.tick.users -= 1;
+            self.note_event(change.seq);
         }
         Ok(res)
     }
@@ -262,6 +319,47 @@ impl Store {
         self.guard_read(res)
     }
 
+    /// Up to `count` events with `lo <= seq <= hi`, ascending (or descending when
+    /// `rev`).
+    pub fn events_between(
+        &mut self,
+        lo: i64,
+        hi: i64,
+        count: usize,
+        rev: bool,
+    ) -> std::result::Result<Vec<EventRow>, StorageError> {
+        self.readable()?;
+        let sql = if rev {
+            SELECT_EVENTS_DESC
+        } else {
+            SELECT_EVENTS_ASC
+        };
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let res = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                s.query_map(params![lo, hi, limit], |r| {
+                    Ok(EventRow {
+                        seq: r.get(0)?,
+                        kind: r.get(1)?,
+                        user_id: r.get(2)?,
+                        name: r.get(3)?,
+                        fields: r.get(4)?,
+                        at: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(StorageError::from);
+        self.guard_read(res)
+    }
+
+    fn note_event(&mut self, seq: i64) {
+        self.tick.events += 1;
+        self.tick.last_seq = self.tick.last_seq.max(seq);
+    }
+
     /// True when this tick wrote something (or tried to).
     pub fn tick_has_writes(&self) -> bool {
         self.txn != Txn::Idle
@@ -273,13 +371,12 @@ impl Store {
         match std::mem::replace(&mut self.txn, Txn::Idle) {
             Txn::Idle => Ok(()),
             Txn::Failed(e) => {
-                self.users_delta = 0;
+                self.tick = self.committed;
                 Err(e)
             }
             Txn::Open => match self.conn.execute_batch("COMMIT") {
                 Ok(()) => {
-                    self.users += self.users_delta;
-                    self.users_delta = 0;
+                    self.committed = self.tick;
                     self.commits_since_checkpoint += 1;
                     self.healthy = true;
                     Ok(())
@@ -289,7 +386,7 @@ impl Store {
                     log::error!("commit failed, the tick is rolled back: {err}");
                     // SQLite may already have rolled back; a second rollback is harmless.
                     let _ = self.conn.execute_batch("ROLLBACK");
-                    self.users_delta = 0;
+                    self.tick = self.committed;
                     self.healthy = false;
                     Err(err)
                 }
@@ -366,7 +463,7 @@ impl Store {
             log::error!("write failed, the tick is rolled back: {err}");
             let _ = self.conn.execute_batch("ROLLBACK");
             self.txn = Txn::Failed(err.clone());
-            self.users_delta = 0;
+            self.tick = self.committed;
             self.healthy = false;
             err
         })
@@ -382,7 +479,7 @@ impl Store {
             Err(e) if self.txn == Txn::Open => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.txn = Txn::Failed(e.clone());
-                self.users_delta = 0;
+                self.tick = self.committed;
                 Err(e)
             }
             other => other,

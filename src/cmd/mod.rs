@@ -25,8 +25,13 @@ mod subscribe;
 mod unregister;
 mod usercount;
 mod users;
+mod xadd;
+mod xlen;
+mod xrange;
+mod xread;
 
 pub use client::describe as describe_client;
+pub use xread::Wait;
 
 /// What the reactor must do after a command ran.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +43,9 @@ pub enum Outcome {
     /// The command needs a view of every connection (CLIENT LIST, CLIENT INFO):
     /// the reactor writes the reply itself, in place.
     ClientList(ClientFilter),
+    /// XREAD BLOCK found nothing: the connection waits for entries or a timeout,
+    /// and its later requests wait behind it.
+    Block(Wait),
 }
 
 /// Which connections CLIENT LIST describes.
@@ -154,6 +162,14 @@ pub static COMMANDS: &[Spec] = &[
     subscribe::PSUBSCRIBE,
     subscribe::UNSUBSCRIBE,
     subscribe::PUNSUBSCRIBE,
+    xlen::SPEC,
+    xrange::XRANGE,
+    xrange::XREVRANGE,
+    xread::SPEC,
+    xadd::XADD,
+    xadd::XDEL,
+    xadd::XTRIM,
+    xadd::XSETID,
 ];
 
 /// Commands a RESP2 client may run while subscribed (Redis's rule).

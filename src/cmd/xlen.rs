@@ -1,0 +1,28 @@
+//! XLEN: entries in a stream.
+//!
+//! # Format
+//! `XLEN events` → `:n` (entries in the event log); `XLEN events.dead` → `:0`.
+
+use super::{Ctx, Outcome, Spec};
+use crate::protocol::Args;
+use crate::stream::{Stream, stream};
+
+pub const SPEC: Spec = Spec {
+    name: "xlen",
+    arity: 2,
+    flags: &["readonly", "fast"],
+    summary: "Returns the number of entries in the events stream.",
+    run,
+};
+
+fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
+    match stream(args.get(1).unwrap_or_default()) {
+        Ok(Stream::Events) => {
+            let n = ctx.store().counts().events;
+            ctx.out.int(n);
+        }
+        Ok(Stream::Dead) => ctx.out.int(0),
+        Err(e) => ctx.out.error(&e),
+    }
+    Outcome::Continue
+}

@@ -1,0 +1,144 @@
+//! XREAD: read the event log from an id on, optionally waiting for new entries.
+//!
+//! # Format
+//! `XREAD [COUNT n] [BLOCK ms] STREAMS events <id|$>` →
+//! `[[events, [[id, [field, value, ...]], ...]]]` in RESP2, `{events: [...]}` in
+//! RESP3, or nil (`*-1` / `_`) when there is nothing after the id.
+//!
+//! With `BLOCK ms` and nothing to return, the connection waits (its later requests
+//! wait behind it) until a commit adds entries or `ms` pass (`BLOCK 0` waits
+//! forever); the wait never blocks the loop. `$` means "after the last entry now".
+
+use std::time::Duration;
+
+use super::{Ctx, Outcome, Spec, int_arg, syntax_error};
+use crate::protocol::Args;
+use crate::stream::{Stream, read_after, stream, write_read_reply};
+
+pub const SPEC: Spec = Spec {
+    name: "xread",
+    arity: -4,
+    flags: &["readonly", "blocking"],
+    summary: "Reads events after an id, optionally blocking until there are some.",
+    run,
+};
+
+/// Entries one XREAD returns when no COUNT is given.
+pub const DEFAULT_READ_COUNT: usize = 1000;
+
+/// A blocked XREAD the reactor completes when entries arrive or time runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    /// Entries after this sequence number are wanted.
+    pub after: i64,
+    /// At most this many.
+    pub count: usize,
+    /// How long to wait; `None` waits forever.
+    pub timeout: Option<Duration>,
+}
+
+fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
+    let mut count = DEFAULT_READ_COUNT;
+    let mut block: Option<Option<Duration>> = None;
+    let mut i = 1;
+    loop {
+        let Some(opt) = args.get(i) else {
+            syntax_error(ctx);
+            return Outcome::Continue;
+        };
+        if opt.eq_ignore_ascii_case(b"streams") {
+            i += 1;
+            break;
+        }
+        let value = args.get(i + 1);
+        if opt.eq_ignore_ascii_case(b"count") {
+            match value.and_then(int_arg) {
+                Some(n) => count = usize::try_from(n).unwrap_or(0).max(1),
+                None => {
+                    super::not_an_integer(ctx);
+                    return Outcome::Continue;
+                }
+            }
+        } else if opt.eq_ignore_ascii_case(b"block") {
+            match value.and_then(int_arg) {
+                Some(ms) if ms < 0 => {
+                    ctx.out.error("ERR timeout is negative");
+                    return Outcome::Continue;
+                }
+                Some(0) => block = Some(None),
+                Some(ms) => block = Some(Some(Duration::from_millis(ms as u64))),
+                None => {
+                    ctx.out
+                        .error("ERR timeout is not an integer or out of range");
+                    return Outcome::Continue;
+                }
+            }
+        } else {
+            syntax_error(ctx);
+            return Outcome::Continue;
+        }
+        i += 2;
+    }
+    let rest = args.len() - i;
+    if rest == 0 || rest % 2 != 0 {
+        ctx.out.error(
+            "ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.",
+        );
+        return Outcome::Continue;
+    }
+    if rest != 2 {
+        ctx.out
+            .error("ERR userbus streams are read one at a time: XREAD ... STREAMS events <id>");
+        return Outcome::Continue;
+    }
+    let key = args.get(i).unwrap_or_default();
+    let id = args.get(i + 1).unwrap_or_default();
+    if id == b">" {
+        ctx.out.error(
+            "ERR The > ID can be specified only when calling XREADGROUP using the GROUP <group> <consumer> option.",
+        );
+        return Outcome::Continue;
+    }
+    let which = match stream(key) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.out.error(&e);
+            return Outcome::Continue;
+        }
+    };
+    let last_seq = ctx.store().counts().last_seq;
+    let after = match read_after(id, last_seq) {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.out.error(e);
+            return Outcome::Continue;
+        }
+    };
+    if which == Stream::Events && after < last_seq {
+        match ctx
+            .store()
+            .events_between(after.saturating_add(1), i64::MAX, count, false)
+        {
+            Ok(rows) if !rows.is_empty() => {
+                write_read_reply(&mut ctx.out, &rows);
+                return Outcome::Continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                ctx.storage_error(&e);
+                return Outcome::Continue;
+            }
+        }
+    }
+    match block {
+        Some(timeout) if which == Stream::Events => Outcome::Block(Wait {
+            after,
+            count,
+            timeout,
+        }),
+        _ => {
+            ctx.out.null_array();
+            Outcome::Continue
+        }
+    }
+}

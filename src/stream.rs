@@ -1,0 +1,165 @@
+//! The durable event log seen as a Redis stream named `events`: entry ids are
+//! `<seq>-0`, entry fields `kind`, `id`, `name`, `fields` (JSON) and `at`
+//! (RFC 3339). This module maps stream ids onto sequence numbers and encodes
+//! entries; the commands live in `cmd/x*.rs`.
+
+use crate::protocol::Reply;
+use crate::store::EventRow;
+
+/// The stream of committed events.
+pub const EVENTS_KEY: &[u8] = b"events";
+/// The stream of dead letters (entries delivered too often to a group).
+pub const DEAD_KEY: &[u8] = b"events.dead";
+
+/// Redis's reply to an id it cannot parse.
+pub const INVALID_ID: &str = "ERR Invalid stream ID specified as stream command argument";
+
+/// Which stream a command named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// `events`
+    Events,
+    /// `events.dead` (empty until dead letters are produced)
+    Dead,
+}
+
+/// Resolves a key, or the error naming the streams that exist.
+pub fn stream(key: &[u8]) -> Result<Stream, String> {
+    match key {
+        EVENTS_KEY => Ok(Stream::Events),
+        DEAD_KEY => Ok(Stream::Dead),
+        _ => Err(format!(
+            "ERR no such stream '{}': userbus streams are 'events' and 'events.dead'",
+            String::from_utf8_lossy(key)
+        )),
+    }
+}
+
+/// Parses `ms` or `ms-seq` as Redis stream ids are written.
+fn parse_id(arg: &[u8]) -> Option<(u64, Option<u64>)> {
+    let text = std::str::from_utf8(arg).ok()?;
+    let num = |s: &str| -> Option<u64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    match text.split_once('-') {
+        Some((ms, seq)) => Some((num(ms)?, Some(num(seq)?))),
+        None => Some((num(text)?, None)),
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The lowest sequence number an XRANGE start argument includes
+/// (`-`, `id`, `(id`).
+pub fn range_start(arg: &[u8]) -> Result<i64, &'static str> {
+    if arg == b"-" {
+        return Ok(0);
+    }
+    let (exclusive, id) = match arg.strip_prefix(b"(") {
+        Some(rest) => (true, rest),
+        None => (false, arg),
+    };
+    let (ms, seq) = parse_id(id).ok_or(INVALID_ID)?;
+    let ms = clamp(ms);
+    // Entries are `<n>-0`: anything above `ms-0` starts at the next number.
+    Ok(if exclusive || seq.unwrap_or(0) > 0 {
+        ms.saturating_add(1)
+    } else {
+        ms
+    })
+}
+
+/// The highest sequence number an XRANGE end argument includes (`+`, `id`, `(id`).
+pub fn range_end(arg: &[u8]) -> Result<i64, &'static str> {
+    if arg == b"+" {
+        return Ok(i64::MAX);
+    }
+    let (exclusive, id) = match arg.strip_prefix(b"(") {
+        Some(rest) => (true, rest),
+        None => (false, arg),
+    };
+    let (ms, seq) = parse_id(id).ok_or(INVALID_ID)?;
+    let ms = clamp(ms);
+    // Only `(n-0` (or `(n` with an explicit 0) excludes entry n itself.
+    Ok(if exclusive && seq == Some(0) {
+        ms - 1
+    } else {
+        ms
+    })
+}
+
+/// XREAD's id: entries strictly after it are returned; the result is the last
+/// sequence number *not* wanted.
+pub fn read_after(arg: &[u8], last_seq: i64) -> Result<i64, &'static str> {
+    if arg == b"$" {
+        return Ok(last_seq);
+    }
+    let (ms, _) = parse_id(arg).ok_or(INVALID_ID)?;
+    Ok(clamp(ms))
+}
+
+/// Writes one entry: `[id, [kind, .., id, .., name, .., fields, .., at, ..]]`.
+pub fn write_entry(out: &mut Reply<'_>, row: &EventRow) {
+    let mut id = itoa::Buffer::new().format(row.seq).to_string();
+    id.push_str("-0");
+    out.array(2);
+    out.bulk(id.as_bytes());
+    out.array(10);
+    out.bulk(b"kind");
+    out.bulk(row.kind.as_bytes());
+    out.bulk(b"id");
+    out.bulk_int(row.user_id);
+    out.bulk(b"name");
+    out.bulk(row.name.as_bytes());
+    out.bulk(b"fields");
+    out.bulk(row.fields.as_bytes());
+    out.bulk(b"at");
+    out.bulk(crate::clock::rfc3339(row.at).as_bytes());
+}
+
+/// Writes XREAD's reply for the `events` stream: `[[events, [entry ...]]]` in
+/// RESP2, `{events: [entry ...]}` in RESP3.
+pub fn write_read_reply(out: &mut Reply<'_>, rows: &[EventRow]) {
+    if out.resp3() {
+        out.map(1);
+    } else {
+        out.array(1);
+        out.array(2);
+    }
+    out.bulk(EVENTS_KEY);
+    out.array(rows.len());
+    for row in rows {
+        write_entry(out, row);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_map_to_sequence_numbers() {
+        assert_eq!(range_start(b"-"), Ok(0));
+        assert_eq!(range_start(b"5"), Ok(5));
+        assert_eq!(range_start(b"5-0"), Ok(5));
+        assert_eq!(range_start(b"5-1"), Ok(6));
+        assert_eq!(range_start(b"(5"), Ok(6));
+        assert_eq!(range_start(b"(5-0"), Ok(6));
+        assert_eq!(range_end(b"+"), Ok(i64::MAX));
+        assert_eq!(range_end(b"5"), Ok(5));
+        assert_eq!(range_end(b"5-3"), Ok(5));
+        assert_eq!(range_end(b"(5-0"), Ok(4));
+        assert_eq!(range_end(b"(5-1"), Ok(5));
+        assert_eq!(read_after(b"$", 9), Ok(9));
+        assert_eq!(read_after(b"7-0", 9), Ok(7));
+        assert_eq!(read_after(b"0", 9), Ok(0));
+        for bad in [&b"x"[..], b"1-x", b"-1", b"1-", b"", b"(-", b"1-2-3"] {
+            assert_eq!(range_start(bad), Err(INVALID_ID), "{bad:?}");
+        }
+    }
+}
