@@ -80,7 +80,7 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         i += 2;
     }
     let rest = args.len() - i;
-    if rest == 0 || rest % 2 != 0 {
+    if rest == 0 || !rest.is_multiple_of(2) {
         ctx.out.error(
             "ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.",
         );
