@@ -13,7 +13,7 @@ use crate::config::{Durability, SQLITE_BUSY_TIMEOUT};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -34,6 +34,45 @@ CREATE TABLE events (
 
 // The NOT EXISTS guard (rather than ON CONFLICT DO NOTHING) keeps a taken name
 // from advancing the AUTOINCREMENT counter, so ids have no gaps from collisions.
+/// Consumer groups of the `events` stream, their consumers and pending entries,
+/// dead letters, and the offsets of durable handlers.
+const SCHEMA_V2: &str = "
+CREATE TABLE stream_groups (
+    name           TEXT    PRIMARY KEY,
+    last_delivered INTEGER NOT NULL,   -- seq of the last entry delivered to the group
+    entries_read   INTEGER NOT NULL,   -- entries delivered to the group so far
+    created_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE stream_consumers (
+    grp       TEXT    NOT NULL,
+    name      TEXT    NOT NULL,
+    seen_at   INTEGER NOT NULL,        -- last interaction, Unix ms
+    active_at INTEGER,                 -- last successful read or claim, Unix ms
+    PRIMARY KEY (grp, name)
+) WITHOUT ROWID;
+CREATE TABLE stream_pending (
+    grp          TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    consumer     TEXT    NOT NULL,
+    delivered_at INTEGER NOT NULL,     -- last delivery, Unix ms
+    deliveries   INTEGER NOT NULL,
+    PRIMARY KEY (grp, seq)
+) WITHOUT ROWID;
+CREATE INDEX stream_pending_by_consumer ON stream_pending (grp, consumer, seq);
+CREATE TABLE dead_letters (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,  -- entry id in events.dead
+    event_seq  INTEGER NOT NULL,
+    grp        TEXT    NOT NULL,
+    consumer   TEXT    NOT NULL,
+    deliveries INTEGER NOT NULL,
+    at         INTEGER NOT NULL
+);
+CREATE TABLE handler_offsets (
+    name TEXT    PRIMARY KEY,
+    seq  INTEGER NOT NULL               -- last event the handler returned from
+) WITHOUT ROWID;
+";
+
 const INSERT_USER: &str = "INSERT INTO users (name, fields, created_at) \
                            SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM users WHERE name = ?1)";
 const DELETE_USER: &str = "DELETE FROM users WHERE name = ?1 RETURNING id, fields";
@@ -156,14 +195,15 @@ impl Store {
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = OFF;"
         ))?;
+        conn.set_prepared_statement_cache_capacity(32);
+        migrate(&conn)?;
+        // The cap limits data, not the schema: it applies once migrations ran.
         if max_pages > 0 {
             let _: i64 =
                 conn.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |r| {
                     r.get(0)
                 })?;
         }
-        conn.set_prepared_statement_cache_capacity(32);
-        migrate(&conn)?;
         let counts = Counts {
             users: conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?,
             events: conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
@@ -427,6 +467,27 @@ impl Store {
         }
     }
 
+    /// Runs `f` as part of the tick's transaction (opening it if needed). A
+    /// failure loses the whole tick.
+    pub fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> std::result::Result<T, StorageError> {
+        self.begin()?;
+        let res = f(&self.conn);
+        self.guard(res)
+    }
+
+    /// Runs the read-only `f`, inside the tick's transaction when one is open.
+    pub fn read<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> std::result::Result<T, StorageError> {
+        self.readable()?;
+        let res = f(&self.conn).map_err(StorageError::from);
+        self.guard_read(res)
+    }
+
     fn begin(&mut self) -> std::result::Result<(), StorageError> {
         match &self.txn {
             Txn::Open => Ok(()),
@@ -497,9 +558,15 @@ fn migrate(conn: &Connection) -> Result<()> {
     }
     if version < 1 {
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
         ))?;
-        log::info!("created schema version {SCHEMA_VERSION}");
+        log::info!("created schema version 1");
+    }
+    if version < 2 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"
+        ))?;
+        log::info!("migrated schema to version 2");
     }
     Ok(())
 }

@@ -18,8 +18,10 @@ use userbus::config::MAX_FIELD_VALUE_BYTES;
 use userbus::{Event, EventKind};
 
 /// A cap with room for a small user but not for one with two maximal field values
-/// (a fresh database takes 5 pages).
-const TIGHT_MAX_PAGES: u64 = 8;
+/// (pages beyond what a fresh database takes).
+fn tight_max_pages() -> u64 {
+    common::fresh_db_pages() + 3
+}
 
 /// Events a callback saw, in the order it saw them.
 type Log = Arc<Mutex<Vec<Event>>>;
@@ -355,7 +357,7 @@ fn events_of_a_rolled_back_tick_never_reach_callbacks() {
     let (all, registered) = (new_log(), new_log());
     let server = TestServer::start_at(
         &db,
-        |cfg| cfg.max_db_pages = TIGHT_MAX_PAGES,
+        |cfg| cfg.max_db_pages = tight_max_pages(),
         |b| {
             b.on_event(recorder(&all))
                 .on_registered(recorder(&registered))

@@ -16,12 +16,16 @@ use common::{IO_TIMEOUT, TestServer};
 use userbus::config::MAX_FIELD_VALUE_BYTES;
 use userbus::{Config, Error, Server};
 
-/// A cap that lets a handful of users with two maximal field values in (a fresh
-/// database takes 5 pages; each such user takes about 4 more, for the user row and
+/// A cap that lets a handful of users with two maximal field values in (pages beyond a
+/// fresh database; each such user takes about 4 more, for the user row and
 /// its event row).
-const FILL_MAX_PAGES: u64 = 30;
+fn fill_max_pages() -> u64 {
+    common::fresh_db_pages() + 25
+}
 /// A cap with room for a small user but not for one with two maximal field values.
-const TIGHT_MAX_PAGES: u64 = 8;
+fn tight_max_pages() -> u64 {
+    common::fresh_db_pages() + 3
+}
 /// Maximal field values per "big" registration.
 const BIG_FIELDS: usize = 2;
 
@@ -285,7 +289,7 @@ fn a_pipelined_burst_survives_a_restart() {
 fn a_full_database_fails_only_the_registrations_it_did_not_acknowledge() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("userbus.db");
-    let server = TestServer::start_at(&db, |cfg| cfg.max_db_pages = FILL_MAX_PAGES, |b| b);
+    let server = TestServer::start_at(&db, |cfg| cfg.max_db_pages = fill_max_pages(), |b| b);
     let mut raw = Raw::connect(server.addr.port());
     let big = big_fields(BIG_FIELDS);
 
@@ -387,7 +391,7 @@ fn a_full_database_fails_only_the_registrations_it_did_not_acknowledge() {
 
 #[test]
 fn a_failed_write_fails_every_request_of_its_tick() {
-    let server = TestServer::start_with(|cfg| cfg.max_db_pages = TIGHT_MAX_PAGES, |b| b);
+    let server = TestServer::start_with(|cfg| cfg.max_db_pages = tight_max_pages(), |b| b);
     let mut raw = Raw::connect(server.addr.port());
     let big = big_fields(BIG_FIELDS);
 

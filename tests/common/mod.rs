@@ -118,6 +118,20 @@ impl Drop for TestServer {
     }
 }
 
+/// Pages a fresh database takes (the schema alone), measured once per test binary,
+/// so database caps in tests follow schema changes.
+pub fn fresh_db_pages() -> u64 {
+    static PAGES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGES.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("fresh.db");
+        TestServer::start_at(&db, |_| {}, |b| b).stop();
+        let conn = rusqlite::Connection::open(&db).expect("open fresh db");
+        conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+            .expect("page_count") as u64
+    })
+}
+
 /// Sends `request` and reads exactly as many bytes as `expected` has, then
 /// asserts they are equal.
 pub fn exchange(s: &mut TcpStream, request: &[u8], expected: &[u8]) {
