@@ -162,6 +162,11 @@ pub struct Config {
     /// a storage error instead of filling the disk.
     #[arg(long, env = "USERBUS_MAX_DB_PAGES", default_value_t = 0)]
     pub max_db_pages: u64,
+    /// Deliveries after which a consumer group gives up on an entry: the next
+    /// delivery attempt acknowledges it and appends it to the stream `events.dead`
+    /// instead (0 = never).
+    #[arg(long, env = "USERBUS_MAX_DELIVERIES", default_value_t = 0)]
+    pub max_deliveries: u64,
     /// A subscriber with more unsent pushes than this is disconnected at once.
     #[arg(long, env = "USERBUS_PUBSUB_HARD_LIMIT_BYTES", default_value_t = PUBSUB_HARD_LIMIT_BYTES)]
     pub pubsub_hard_limit_bytes: usize,
@@ -187,6 +192,7 @@ impl Default for Config {
             max_multibulk_len: MAX_MULTIBULK_LEN,
             max_inline_bytes: MAX_INLINE_BYTES,
             max_db_pages: 0,
+            max_deliveries: 0,
             pubsub_hard_limit_bytes: PUBSUB_HARD_LIMIT_BYTES,
             pubsub_soft_limit_bytes: PUBSUB_SOFT_LIMIT_BYTES,
             pubsub_soft_limit_seconds: PUBSUB_SOFT_LIMIT_TIME.as_secs(),
@@ -226,6 +232,7 @@ impl Config {
             ("max-multibulk-len", self.max_multibulk_len.to_string()),
             ("max-inline-bytes", self.max_inline_bytes.to_string()),
             ("max-db-pages", self.max_db_pages.to_string()),
+            ("max-deliveries", self.max_deliveries.to_string()),
             (
                 "client-output-buffer-limit",
                 format!(

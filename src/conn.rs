@@ -51,6 +51,17 @@ pub struct Session {
     pub channels: Vec<Vec<u8>>,
     /// Subscribed patterns, in subscription order.
     pub patterns: Vec<Vec<u8>>,
+    /// The blocking command at the front of the input, while it waits.
+    pub block: Option<BlockState>,
+}
+
+/// A blocking command's wait, kept across its re-executions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockState {
+    /// When it gives up; `None` waits forever.
+    pub deadline: Option<Instant>,
+    /// The sequence number it waits to see exceeded (`$` resolved at first run).
+    pub after: i64,
 }
 
 impl Session {
@@ -148,6 +159,7 @@ impl Conn {
                 last_cmd: "NULL".to_string(),
                 channels: Vec::new(),
                 patterns: Vec::new(),
+                block: None,
             },
             over_soft_limit_since: None,
             blocked: false,

@@ -12,6 +12,7 @@
 //! - [`reactor`]: the poll loop, the tick, group commit, timers.
 //! - [`store`]: SQLite schema, statements and the tick's transaction.
 //! - [`stream`]: the event log as the Redis stream `events`.
+//! - [`groups`]: consumer groups, pending entries and dead letters in SQLite.
 //! - [`events`]: the event type and handler dispatch.
 //! - [`pubsub`]: live subscriptions and the fan-out of committed events.
 //! - [`server`]: the builder an embedding program uses.
@@ -27,6 +28,7 @@ pub mod conn;
 pub mod error;
 pub mod events;
 pub mod glob;
+pub mod groups;
 pub mod metrics;
 pub mod protocol;
 pub mod pubsub;

@@ -23,11 +23,12 @@ use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::cmd::{self, ClientFilter, Ctx, Outcome, Wait};
+use crate::cmd::{self, ClientFilter, Ctx, Outcome};
 use crate::config::{
     ACCEPT_BACKOFF, CHECKPOINT_COMMITS, CHECKPOINT_IDLE, CHECKPOINT_RETRY, Config,
     SHUTDOWN_FLUSH_TIMEOUT,
 };
+use crate::conn::BlockState;
 use crate::conn::{Conn, Phase, ReadEnd};
 use crate::error::Result;
 use crate::events::{Event, Handlers};
@@ -57,15 +58,25 @@ const ENFILE: i32 = 23;
 const ENOBUFS: i32 = 105;
 const ENOMEM: i32 = 12;
 
-/// A connection parked in XREAD BLOCK.
+/// A connection parked in a blocking read (XREAD/XREADGROUP ... BLOCK).
+///
+/// The blocked command stays at the front of the connection's input. A commit
+/// that may satisfy it lets the connection run again, which re-executes the
+/// command inside that tick's transaction (so a group read records its pending
+/// entries in the same group commit); a command that still finds nothing blocks
+/// again until the same deadline. At the deadline the reactor replies nil and
+/// consumes the command.
 #[derive(Debug)]
 struct Waiter {
     /// The connection's key, and its client id (a guard against key reuse).
     key: usize,
     client_id: u64,
-    wait: Wait,
+    /// Wake when the committed log grows past this sequence number.
+    after: i64,
     /// When it gives up with a nil reply; `None` waits forever.
     deadline: Option<Instant>,
+    /// Bytes the blocked command takes at the front of the input.
+    consumed: usize,
 }
 
 /// Asks a running reactor to shut down, from any thread.
@@ -413,7 +424,27 @@ impl Reactor {
                         k,
                     );
                     let outcome = cmd::execute(&args, &mut ctx);
-                    *rhead += consumed;
+                    if let Outcome::Block(wait) = &outcome {
+                        // Leave the command in place: it runs again when woken.
+                        let deadline = match &session.block {
+                            Some(b) => b.deadline,
+                            None => wait.timeout.map(|t| Instant::now() + t),
+                        };
+                        session.block = Some(BlockState {
+                            deadline,
+                            after: wait.after,
+                        });
+                        self.waiters.push(Waiter {
+                            key: k,
+                            client_id: session.id,
+                            after: wait.after,
+                            deadline,
+                            consumed,
+                        });
+                    } else {
+                        session.block = None;
+                        *rhead += consumed;
+                    }
                     if let Some(mark) = tick {
                         mark.requests += 1;
                         mark.used_storage |= used_storage;
@@ -438,14 +469,8 @@ impl Reactor {
                     return;
                 }
                 Outcome::ClientList(filter) => self.client_list(k, &filter),
-                Outcome::Block(wait) => {
+                Outcome::Block(_) => {
                     conn.blocked = true;
-                    self.waiters.push(Waiter {
-                        key: k,
-                        client_id: conn.session.id,
-                        deadline: wait.timeout.map(|t| Instant::now() + t),
-                        wait,
-                    });
                     return;
                 }
             }
@@ -518,10 +543,14 @@ impl Reactor {
                     for _ in 0..mark.requests {
                         out.error(&reply);
                     }
-                    // A read that blocked this tick already got its error reply.
+                    // A read that blocked this tick already got its error reply:
+                    // consume it and let the connection go on.
                     if conn.blocked {
+                        if let Some(i) = self.waiters.iter().position(|w| w.key == k) {
+                            conn.rhead += self.waiters.swap_remove(i).consumed;
+                        }
                         conn.blocked = false;
-                        self.waiters.retain(|w| w.key != k);
+                        conn.session.block = None;
                         conn.queued = true;
                         self.carry.push(k);
                     }
@@ -530,31 +559,22 @@ impl Reactor {
         }
     }
 
-    /// Completes the blocked XREADs that the last commit gave entries to.
+    /// Lets the blocked readers that the last commit may satisfy run again.
     fn wake_readers(&mut self) {
         let last_seq = self.store.committed_counts().last_seq;
         let waiters = std::mem::take(&mut self.waiters);
         for w in waiters {
-            if w.wait.after >= last_seq {
+            if w.after >= last_seq {
                 self.waiters.push(w);
-                continue;
+            } else {
+                self.unblock(&w, None);
             }
-            let rows = self.store.events_between(
-                w.wait.after.saturating_add(1),
-                i64::MAX,
-                w.wait.count,
-                false,
-            );
-            self.unblock(&w, |out| match &rows {
-                Ok(rows) if !rows.is_empty() => crate::stream::write_read_reply(out, rows),
-                Ok(_) => out.null_array(),
-                Err(e) => out.error(&format!("ERR storage: {e}")),
-            });
         }
     }
 
-    /// Writes a blocked connection's reply and lets it run its later requests.
-    fn unblock(&mut self, w: &Waiter, reply: impl FnOnce(&mut Reply<'_>)) {
+    /// Unparks a blocked connection. With a timeout reply, the blocked command is
+    /// answered and consumed; without, it runs again next tick.
+    fn unblock(&mut self, w: &Waiter, timeout_reply: Option<fn(&mut Reply<'_>)>) {
         let Some(conn) = self.conns.get_mut(w.key) else {
             return;
         };
@@ -562,12 +582,19 @@ impl Reactor {
             return;
         }
         conn.blocked = false;
-        reply(&mut Reply::new(&mut conn.wbuf, conn.session.resp3));
-        if conn.phase == Phase::Open && !conn.queued {
+        if let Some(reply) = timeout_reply {
+            conn.rhead += w.consumed;
+            conn.session.block = None;
+            reply(&mut Reply::new(&mut conn.wbuf, conn.session.resp3));
+            self.note_touched(w.key);
+        }
+        if let Some(conn) = self.conns.get_mut(w.key)
+            && conn.phase == Phase::Open
+            && !conn.queued
+        {
             conn.queued = true;
             self.carry.push(w.key);
         }
-        self.note_touched(w.key);
     }
 
     /// Pushes a committed event to its channel's subscribers and to the pattern
@@ -791,7 +818,7 @@ impl Reactor {
             self.waiters = waiting;
             let expired: Vec<Waiter> = expired;
             for w in &expired {
-                self.unblock(w, |out| out.null_array());
+                self.unblock(w, Some(|out: &mut Reply<'_>| out.null_array()));
             }
             self.flush_touched();
         }

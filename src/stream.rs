@@ -3,6 +3,7 @@
 //! (RFC 3339). This module maps stream ids onto sequence numbers and encodes
 //! entries; the commands live in `cmd/x*.rs`.
 
+use crate::groups::DeadLetter;
 use crate::protocol::Reply;
 use crate::store::EventRow;
 
@@ -103,12 +104,28 @@ pub fn read_after(arg: &[u8], last_seq: i64) -> Result<i64, &'static str> {
     Ok(clamp(ms))
 }
 
+/// A stream id as text: `<seq>-0`.
+pub fn id_text(seq: i64) -> String {
+    let mut id = itoa::Buffer::new().format(seq).to_string();
+    id.push_str("-0");
+    id
+}
+
+/// Writes a stream id as a bulk string.
+pub fn write_id(out: &mut Reply<'_>, seq: i64) {
+    out.bulk(id_text(seq).as_bytes());
+}
+
+/// Parses a single id (no `-`/`+`/`(`), as XACK and XCLAIM take them.
+pub fn exact_id(arg: &[u8]) -> Result<i64, &'static str> {
+    let (ms, _) = parse_id(arg).ok_or(INVALID_ID)?;
+    Ok(clamp(ms))
+}
+
 /// Writes one entry: `[id, [kind, .., id, .., name, .., fields, .., at, ..]]`.
 pub fn write_entry(out: &mut Reply<'_>, row: &EventRow) {
-    let mut id = itoa::Buffer::new().format(row.seq).to_string();
-    id.push_str("-0");
     out.array(2);
-    out.bulk(id.as_bytes());
+    write_id(out, row.seq);
     out.array(10);
     out.bulk(b"kind");
     out.bulk(row.kind.as_bytes());
@@ -122,16 +139,66 @@ pub fn write_entry(out: &mut Reply<'_>, row: &EventRow) {
     out.bulk(crate::clock::rfc3339(row.at).as_bytes());
 }
 
-/// Writes XREAD's reply for the `events` stream: `[[events, [entry ...]]]` in
-/// RESP2, `{events: [entry ...]}` in RESP3.
-pub fn write_read_reply(out: &mut Reply<'_>, rows: &[EventRow]) {
+/// Writes one `events.dead` entry: `[id, [event, <id>, group, .., consumer, ..,
+/// deliveries, .., at, .., kind, .., id, .., name, .., fields, ..]]` (the last four
+/// while the event is still in the log).
+pub fn write_dead_entry(out: &mut Reply<'_>, dead: &DeadLetter, event: Option<&EventRow>) {
+    out.array(2);
+    write_id(out, dead.seq);
+    out.array(if event.is_some() { 18 } else { 10 });
+    out.bulk(b"event");
+    write_id(out, dead.event_seq);
+    out.bulk(b"group");
+    out.bulk(dead.group.as_bytes());
+    out.bulk(b"consumer");
+    out.bulk(dead.consumer.as_bytes());
+    out.bulk(b"deliveries");
+    out.bulk_int(dead.deliveries);
+    out.bulk(b"at");
+    out.bulk(crate::clock::rfc3339(dead.at).as_bytes());
+    if let Some(ev) = event {
+        out.bulk(b"kind");
+        out.bulk(ev.kind.as_bytes());
+        out.bulk(b"id");
+        out.bulk_int(ev.user_id);
+        out.bulk(b"name");
+        out.bulk(ev.name.as_bytes());
+        out.bulk(b"fields");
+        out.bulk(ev.fields.as_bytes());
+    }
+}
+
+/// Writes entries that may have been trimmed from the log: `[id, nil]` for those.
+pub fn write_delivered(out: &mut Reply<'_>, rows: &[(i64, Option<EventRow>)]) {
+    out.array(rows.len());
+    for (seq, row) in rows {
+        match row {
+            Some(row) => write_entry(out, row),
+            None => {
+                out.array(2);
+                write_id(out, *seq);
+                out.null_array();
+            }
+        }
+    }
+}
+
+/// Writes the `[[key, entries]]` (RESP2) or `{key: entries}` (RESP3) frame of
+/// XREAD and XREADGROUP; the caller writes the entries array after it.
+pub fn write_read_header(out: &mut Reply<'_>, key: &[u8]) {
     if out.resp3() {
         out.map(1);
     } else {
         out.array(1);
         out.array(2);
     }
-    out.bulk(EVENTS_KEY);
+    out.bulk(key);
+}
+
+/// Writes XREAD's reply for the `events` stream: `[[events, [entry ...]]]` in
+/// RESP2, `{events: [entry ...]}` in RESP3.
+pub fn write_read_reply(out: &mut Reply<'_>, rows: &[EventRow]) {
+    write_read_header(out, EVENTS_KEY);
     out.array(rows.len());
     for row in rows {
         write_entry(out, row);

@@ -25,10 +25,16 @@ mod subscribe;
 mod unregister;
 mod usercount;
 mod users;
+mod xack;
 mod xadd;
+mod xclaim;
+mod xgroup;
+mod xinfo;
 mod xlen;
+mod xpending;
 mod xrange;
 mod xread;
+mod xreadgroup;
 
 pub use client::describe as describe_client;
 pub use xread::Wait;
@@ -166,6 +172,13 @@ pub static COMMANDS: &[Spec] = &[
     xrange::XRANGE,
     xrange::XREVRANGE,
     xread::SPEC,
+    xgroup::SPEC,
+    xreadgroup::SPEC,
+    xack::SPEC,
+    xpending::SPEC,
+    xclaim::XCLAIM,
+    xclaim::XAUTOCLAIM,
+    xinfo::SPEC,
     xadd::XADD,
     xadd::XDEL,
     xadd::XTRIM,
@@ -319,4 +332,48 @@ fn check_token<'b>(
 /// Parses a bulk as an `i64` with Redis's strictness.
 pub fn int_arg(arg: &[u8]) -> Option<i64> {
     crate::protocol::request::parse_int(arg)
+}
+
+/// The group commands' stream key: `events` only. Replies the error otherwise.
+pub fn group_stream(key: &[u8], ctx: &mut Ctx<'_>) -> bool {
+    match crate::stream::stream(key) {
+        Ok(crate::stream::Stream::Events) => true,
+        Ok(crate::stream::Stream::Dead) => {
+            ctx.out
+                .error("ERR consumer groups read the 'events' stream, not 'events.dead'");
+            false
+        }
+        Err(e) => {
+            ctx.out.error(&e);
+            false
+        }
+    }
+}
+
+/// A group or consumer name as text; replies the error for one that is not UTF-8.
+pub fn name_arg<'b>(arg: &'b [u8], what: &str, ctx: &mut Ctx<'_>) -> Option<&'b str> {
+    match std::str::from_utf8(arg) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            ctx.out
+                .error(&format!("ERR {what} names must be valid UTF-8"));
+            None
+        }
+    }
+}
+
+/// `-NOGROUP No such key 'events' or consumer group 'g'` (XREADGROUP, XPENDING,
+/// XCLAIM wording).
+pub fn no_group(group: &str, ctx: &mut Ctx<'_>, suffix: &str) {
+    ctx.out.error(&format!(
+        "NOGROUP No such key 'events' or consumer group '{group}'{suffix}"
+    ));
+}
+
+/// `-NOGROUP No such consumer group 'g' for key name 'events'` (XGROUP, XINFO
+/// wording).
+pub fn no_such_group(group: &str, ctx: &mut Ctx<'_>) {
+    ctx.out.error(&format!(
+        "NOGROUP No such consumer group '{group}' for key name 'events'"
+    ));
 }

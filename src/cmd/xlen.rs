@@ -1,7 +1,8 @@
 //! XLEN: entries in a stream.
 //!
 //! # Format
-//! `XLEN events` → `:n` (entries in the event log); `XLEN events.dead` → `:0`.
+//! `XLEN events` → `:n` (entries in the event log); `XLEN events.dead` → `:n`
+//! (dead letters).
 
 use super::{Ctx, Outcome, Spec};
 use crate::protocol::Args;
@@ -21,7 +22,10 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             let n = ctx.store().counts().events;
             ctx.out.int(n);
         }
-        Ok(Stream::Dead) => ctx.out.int(0),
+        Ok(Stream::Dead) => match ctx.store().dead_letter_count() {
+            Ok(n) => ctx.out.int(n),
+            Err(e) => ctx.storage_error(&e),
+        },
         Err(e) => ctx.out.error(&e),
     }
     Outcome::Continue

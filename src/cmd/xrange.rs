@@ -5,11 +5,13 @@
 //! - `XREVRANGE events end start [COUNT n]` → the same, newest first
 //!
 //! Ids are `<seq>-0`; `-` and `+` are the ends, `(id` excludes `id`. Entry fields:
-//! `kind`, `id`, `name`, `fields` (JSON), `at` (RFC 3339).
+//! `kind`, `id`, `name`, `fields` (JSON), `at` (RFC 3339). `events.dead` entries
+//! carry `event` (the entry's id in `events`), `group`, `consumer`, `deliveries`,
+//! `at` (when it was given up) and, while the event is in the log, its fields.
 
 use super::{Ctx, Outcome, Spec, int_arg, not_an_integer, syntax_error};
 use crate::protocol::Args;
-use crate::stream::{Stream, range_end, range_start, stream, write_entry};
+use crate::stream::{Stream, range_end, range_start, stream, write_dead_entry, write_entry};
 
 pub const XRANGE: Spec = Spec {
     name: "xrange",
@@ -75,8 +77,20 @@ fn range(args: &Args<'_>, ctx: &mut Ctx<'_>, rev: bool) -> Outcome {
             return Outcome::Continue;
         }
     }
-    if which == Stream::Dead || count == 0 || lo > hi {
+    if count == 0 || lo > hi {
         ctx.out.array(0);
+        return Outcome::Continue;
+    }
+    if which == Stream::Dead {
+        match ctx.store().dead_letters(lo, hi, count, rev) {
+            Ok(rows) => {
+                ctx.out.array(rows.len());
+                for (dead, ev) in &rows {
+                    write_dead_entry(&mut ctx.out, dead, ev.as_ref());
+                }
+            }
+            Err(e) => ctx.storage_error(&e),
+        }
         return Outcome::Continue;
     }
     match ctx.store().events_between(lo, hi, count, rev) {

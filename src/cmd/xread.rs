@@ -8,6 +8,7 @@
 //! With `BLOCK ms` and nothing to return, the connection waits (its later requests
 //! wait behind it) until a commit adds entries or `ms` pass (`BLOCK 0` waits
 //! forever); the wait never blocks the loop. `$` means "after the last entry now".
+//! `events.dead` can be read too, without BLOCK (it is answered at once).
 
 use std::time::Duration;
 
@@ -26,13 +27,13 @@ pub const SPEC: Spec = Spec {
 /// Entries one XREAD returns when no COUNT is given.
 pub const DEFAULT_READ_COUNT: usize = 1000;
 
-/// A blocked XREAD the reactor completes when entries arrive or time runs out.
+/// A blocking read that found nothing: the reactor parks the connection and runs
+/// the command again after a commit that grows the log past `after`, or replies
+/// nil when the timeout passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wait {
-    /// Entries after this sequence number are wanted.
+    /// Wake when the committed log's last sequence number exceeds this.
     pub after: i64,
-    /// At most this many.
-    pub count: usize,
     /// How long to wait; `None` waits forever.
     pub timeout: Option<Duration>,
 }
@@ -106,7 +107,11 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             return Outcome::Continue;
         }
     };
-    let last_seq = ctx.store().counts().last_seq;
+    // A re-run after a wake keeps the `$` its first run resolved.
+    let last_seq = match &ctx.session.block {
+        Some(b) => b.after,
+        None => ctx.store().counts().last_seq,
+    };
     let after = match read_after(id, last_seq) {
         Ok(a) => a,
         Err(e) => {
@@ -114,7 +119,25 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             return Outcome::Continue;
         }
     };
-    if which == Stream::Events && after < last_seq {
+    if which == Stream::Dead {
+        // Dead letters are read without waiting: BLOCK does not apply to them.
+        match ctx
+            .store()
+            .dead_letters(after.saturating_add(1), i64::MAX, count, false)
+        {
+            Ok(rows) if !rows.is_empty() => {
+                crate::stream::write_read_header(&mut ctx.out, crate::stream::DEAD_KEY);
+                ctx.out.array(rows.len());
+                for (dead, ev) in &rows {
+                    crate::stream::write_dead_entry(&mut ctx.out, dead, ev.as_ref());
+                }
+            }
+            Ok(_) => ctx.out.null_array(),
+            Err(e) => ctx.storage_error(&e),
+        }
+        return Outcome::Continue;
+    }
+    if after < ctx.store().counts().last_seq {
         match ctx
             .store()
             .events_between(after.saturating_add(1), i64::MAX, count, false)
@@ -131,11 +154,7 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         }
     }
     match block {
-        Some(timeout) if which == Stream::Events => Outcome::Block(Wait {
-            after,
-            count,
-            timeout,
-        }),
+        Some(timeout) => Outcome::Block(Wait { after, timeout }),
         _ => {
             ctx.out.null_array();
             Outcome::Continue

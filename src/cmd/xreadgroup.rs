@@ -1,0 +1,152 @@
+//! XREADGROUP: read the `events` stream as a member of a consumer group.
+//!
+//! # Format
+//! `XREADGROUP GROUP group consumer [COUNT n] [BLOCK ms] [NOACK] STREAMS events <>|id>`
+//! → the XREAD reply shape. With `>`, entries never delivered to the group, which
+//! become pending for this consumer until XACK (not with NOACK); with nothing new
+//! and BLOCK, the connection waits for a commit. With an id, this consumer's own
+//! pending entries after it, each counted as delivered again (an entry trimmed from
+//! the log comes back as `[id, nil]`); that form never blocks.
+//!
+//! With `--max-deliveries N`, a pending entry about to be delivered after N
+//! deliveries is acknowledged and appended to `events.dead` instead.
+
+use std::time::Duration;
+
+use super::{Ctx, Outcome, Spec, Wait, group_stream, int_arg, name_arg, no_group, syntax_error};
+use crate::protocol::Args;
+use crate::stream::{exact_id, write_delivered, write_entry, write_read_header};
+
+pub const SPEC: Spec = Spec {
+    name: "xreadgroup",
+    arity: -7,
+    flags: &["write", "blocking"],
+    summary: "Reads events as a consumer of a group; delivered entries stay pending until XACK.",
+    run,
+};
+
+fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
+    if !args
+        .get(1)
+        .unwrap_or_default()
+        .eq_ignore_ascii_case(b"group")
+    {
+        syntax_error(ctx);
+        return Outcome::Continue;
+    }
+    let Some(group) = name_arg(args.get(2).unwrap_or_default(), "group", ctx) else {
+        return Outcome::Continue;
+    };
+    let Some(consumer) = name_arg(args.get(3).unwrap_or_default(), "consumer", ctx) else {
+        return Outcome::Continue;
+    };
+    let mut count = super::xread::DEFAULT_READ_COUNT;
+    let mut block: Option<Option<Duration>> = None;
+    let mut noack = false;
+    let mut i = 4;
+    loop {
+        let Some(opt) = args.get(i) else {
+            syntax_error(ctx);
+            return Outcome::Continue;
+        };
+        if opt.eq_ignore_ascii_case(b"streams") {
+            i += 1;
+            break;
+        } else if opt.eq_ignore_ascii_case(b"noack") {
+            noack = true;
+            i += 1;
+            continue;
+        }
+        let value = args.get(i + 1);
+        if opt.eq_ignore_ascii_case(b"count") {
+            match value.and_then(int_arg) {
+                Some(n) => count = usize::try_from(n).unwrap_or(0).max(1),
+                None => {
+                    super::not_an_integer(ctx);
+                    return Outcome::Continue;
+                }
+            }
+        } else if opt.eq_ignore_ascii_case(b"block") {
+            match value.and_then(int_arg) {
+                Some(ms) if ms < 0 => {
+                    ctx.out.error("ERR timeout is negative");
+                    return Outcome::Continue;
+                }
+                Some(0) => block = Some(None),
+                Some(ms) => block = Some(Some(Duration::from_millis(ms as u64))),
+                None => {
+                    ctx.out
+                        .error("ERR timeout is not an integer or out of range");
+                    return Outcome::Continue;
+                }
+            }
+        } else {
+            syntax_error(ctx);
+            return Outcome::Continue;
+        }
+        i += 2;
+    }
+    let rest = args.len() - i;
+    if rest == 0 || !rest.is_multiple_of(2) {
+        ctx.out.error(
+            "ERR Unbalanced 'xreadgroup' list of streams: for each stream key an ID or '>' must be specified.",
+        );
+        return Outcome::Continue;
+    }
+    if rest != 2 {
+        ctx.out.error(
+            "ERR userbus streams are read one at a time: XREADGROUP ... STREAMS events <id>",
+        );
+        return Outcome::Continue;
+    }
+    let key = args.get(i).unwrap_or_default();
+    if !group_stream(key, ctx) {
+        return Outcome::Continue;
+    }
+    let id = args.get(i + 1).unwrap_or_default();
+    let now = crate::clock::now_ms();
+    if id == b">" {
+        let res = ctx
+            .store()
+            .group_read_new(group, consumer, count, noack, now);
+        match res {
+            Ok(Some(rows)) if !rows.is_empty() => {
+                write_read_header(&mut ctx.out, key);
+                ctx.out.array(rows.len());
+                for row in &rows {
+                    write_entry(&mut ctx.out, row);
+                }
+            }
+            Ok(Some(_)) => match block {
+                Some(timeout) => {
+                    let after = ctx.store().counts().last_seq;
+                    return Outcome::Block(Wait { after, timeout });
+                }
+                None => ctx.out.null_array(),
+            },
+            Ok(None) => no_group(group, ctx, " in XREADGROUP with GROUP option"),
+            Err(e) => ctx.storage_error(&e),
+        }
+        return Outcome::Continue;
+    }
+    let after = match exact_id(id) {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.out.error(e);
+            return Outcome::Continue;
+        }
+    };
+    let max = ctx.config.max_deliveries;
+    match ctx
+        .store()
+        .group_read_pending(group, consumer, after, count, max, now)
+    {
+        Ok(Some(rows)) => {
+            write_read_header(&mut ctx.out, key);
+            write_delivered(&mut ctx.out, &rows);
+        }
+        Ok(None) => no_group(group, ctx, " in XREADGROUP with GROUP option"),
+        Err(e) => ctx.storage_error(&e),
+    }
+    Outcome::Continue
+}
