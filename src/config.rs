@@ -55,6 +55,10 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub const CHECKPOINT_COMMITS: u64 = 1000;
 /// Idle time after the last commit before a passive checkpoint runs.
 pub const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
+/// How often the event log is trimmed to `--retain-events`.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
+/// Most entries one trim removes (a full batch trims again at the next tick).
+pub const RETENTION_BATCH: usize = 10_000;
 /// How long to wait before retrying a checkpoint that failed.
 pub const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 /// Longest time SQLite waits on a lock held by another process (the loop must not stall).
@@ -92,6 +96,59 @@ impl fmt::Display for Durability {
             Durability::Strict => "strict",
             Durability::Normal => "normal",
         })
+    }
+}
+
+/// How much of the event log to keep: the newest `max_entries` and/or the entries
+/// younger than `max_age`. Written `100000`, `7d`, or `100000,7d` (units s, m, h, d).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Keep at most this many entries.
+    pub max_entries: Option<u64>,
+    /// Drop entries older than this.
+    pub max_age: Option<Duration>,
+}
+
+impl FromStr for Retention {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut r = Retention::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let unit = part.trim_start_matches(|c: char| c.is_ascii_digit());
+            let digits = &part[..part.len() - unit.len()];
+            let n: u64 = digits.parse().map_err(|_| {
+                format!("'{part}': expected a count such as 100000 or an age such as 7d")
+            })?;
+            let secs = match unit {
+                "" => {
+                    r.max_entries = Some(n);
+                    continue;
+                }
+                "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                _ => return Err(format!("'{part}': age units are s, m, h and d")),
+            };
+            r.max_age = Some(Duration::from_secs(n.saturating_mul(secs)));
+        }
+        if r == Retention::default() {
+            return Err("give a count (100000), an age (7d) or both (100000,7d)".into());
+        }
+        Ok(r)
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(n) = self.max_entries {
+            parts.push(n.to_string());
+        }
+        if let Some(a) = self.max_age {
+            parts.push(format!("{}s", a.as_secs()));
+        }
+        f.write_str(&parts.join(","))
     }
 }
 
@@ -167,6 +224,11 @@ pub struct Config {
     /// instead (0 = never).
     #[arg(long, env = "USERBUS_MAX_DELIVERIES", default_value_t = 0)]
     pub max_deliveries: u64,
+    /// Trim the event log to a count and/or an age, e.g. 1000000, 30d or
+    /// 1000000,30d (default: keep everything). Entries a durable handler has not
+    /// processed yet are never trimmed.
+    #[arg(long, env = "USERBUS_RETAIN_EVENTS")]
+    pub retain_events: Option<Retention>,
     /// A subscriber with more unsent pushes than this is disconnected at once.
     #[arg(long, env = "USERBUS_PUBSUB_HARD_LIMIT_BYTES", default_value_t = PUBSUB_HARD_LIMIT_BYTES)]
     pub pubsub_hard_limit_bytes: usize,
@@ -193,6 +255,7 @@ impl Default for Config {
             max_inline_bytes: MAX_INLINE_BYTES,
             max_db_pages: 0,
             max_deliveries: 0,
+            retain_events: None,
             pubsub_hard_limit_bytes: PUBSUB_HARD_LIMIT_BYTES,
             pubsub_soft_limit_bytes: PUBSUB_SOFT_LIMIT_BYTES,
             pubsub_soft_limit_seconds: PUBSUB_SOFT_LIMIT_TIME.as_secs(),
@@ -233,6 +296,12 @@ impl Config {
             ("max-inline-bytes", self.max_inline_bytes.to_string()),
             ("max-db-pages", self.max_db_pages.to_string()),
             ("max-deliveries", self.max_deliveries.to_string()),
+            (
+                "retain-events",
+                self.retain_events
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+            ),
             (
                 "client-output-buffer-limit",
                 format!(

@@ -66,8 +66,58 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The event an event-log row records.
+    pub fn from_row(row: &crate::store::EventRow) -> Event {
+        Event {
+            seq: row.seq,
+            kind: if row.kind == UNREGISTERED {
+                EventKind::Unregistered
+            } else {
+                EventKind::Registered
+            },
+            user_id: row.user_id,
+            name: row.name.clone(),
+            fields: serde_json::from_str(&row.fields).unwrap_or_default(),
+            at_ms: row.at,
+        }
+    }
+}
+
 /// A handler callback.
 pub type Handler = Box<dyn FnMut(&Event) + Send + 'static>;
+
+/// A handler whose position in the event log is stored in SQLite: it is called
+/// for every committed event after its offset, and the offset advances only after
+/// it returns, so a crash or restart resumes where it stopped (at-least-once).
+pub struct DurableHandler {
+    /// Its name, the key of its stored offset.
+    pub name: String,
+    /// The callback.
+    pub callback: Handler,
+    /// The last event it returned from.
+    pub offset: i64,
+    /// After a panic, when to try the same event again.
+    pub retry_at: Option<std::time::Instant>,
+    /// Panics in a row on the same event (for the back-off).
+    pub failures: u32,
+}
+
+impl std::fmt::Debug for DurableHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableHandler")
+            .field("name", &self.name)
+            .field("offset", &self.offset)
+            .field("failures", &self.failures)
+            .finish()
+    }
+}
+
+/// Runs `h` on `event`, containing a panic; true when it returned normally.
+pub fn call_isolated(h: &mut Handler, event: &Event) -> bool {
+    // The callback only sees a shared event; whatever state it keeps is its own.
+    catch_unwind(AssertUnwindSafe(|| h(event))).is_ok()
+}
 
 /// The callbacks registered per event kind.
 #[derive(Default)]
@@ -75,6 +125,8 @@ pub struct Handlers {
     registered: Vec<Handler>,
     unregistered: Vec<Handler>,
     any: Vec<Handler>,
+    /// Durable handlers, run from the stored log rather than from the tick.
+    pub durable: Vec<DurableHandler>,
 }
 
 impl std::fmt::Debug for Handlers {
@@ -103,9 +155,24 @@ impl Handlers {
         self.any.push(h);
     }
 
+    /// Adds a durable handler named `name` (its offset starts at the end of the log
+    /// the first time the name is seen).
+    pub fn durable(&mut self, name: String, h: Handler) {
+        self.durable.push(DurableHandler {
+            name,
+            callback: h,
+            offset: 0,
+            retry_at: None,
+            failures: 0,
+        });
+    }
+
     /// True when no callback is registered.
     pub fn is_empty(&self) -> bool {
-        self.registered.is_empty() && self.unregistered.is_empty() && self.any.is_empty()
+        self.registered.is_empty()
+            && self.unregistered.is_empty()
+            && self.any.is_empty()
+            && self.durable.is_empty()
     }
 
     /// Runs the callbacks for `event`; returns how many panicked.
@@ -116,9 +183,7 @@ impl Handlers {
         };
         let mut panics = 0;
         for h in specific.iter_mut().chain(self.any.iter_mut()) {
-            // The callback only sees a shared event; whatever state it keeps is its own,
-            // and it is called again after a panic only if its owner allows that.
-            if catch_unwind(AssertUnwindSafe(|| h(event))).is_err() {
+            if !call_isolated(h, event) {
                 panics += 1;
                 log::error!(
                     "event handler panicked on {} seq={} (isolated; the server goes on)",

@@ -27,6 +27,7 @@ serve flags (each also read from its environment variable; see `userbus serve --
   --max-inline-bytes <N>    USERBUS_MAX_INLINE_BYTES  longest inline line [65536]
   --max-db-pages <N>        USERBUS_MAX_DB_PAGES      database size cap in pages, 0 = none [0]
   --max-deliveries <N>      USERBUS_MAX_DELIVERIES    dead-letter after N deliveries, 0 = never [0]
+  --retain-events <SPEC>    USERBUS_RETAIN_EVENTS     trim the log: 1000000, 30d or 1000000,30d [keep all]
   --pubsub-hard-limit-bytes <N>   USERBUS_PUBSUB_HARD_LIMIT_BYTES   drop a subscriber at once [33554432]
   --pubsub-soft-limit-bytes <N>   USERBUS_PUBSUB_SOFT_LIMIT_BYTES   ... or when over this [8388608]
   --pubsub-soft-limit-seconds <N> USERBUS_PUBSUB_SOFT_LIMIT_SECONDS ... for this long [60]

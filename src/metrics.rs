@@ -40,6 +40,10 @@ pub struct Stats {
     pub slow_subscriber_disconnects: u64,
     /// Pushes sent to subscribers.
     pub pushes: u64,
+    /// Durable handlers and their offsets, as of the last tick.
+    pub durable_offsets: Vec<(String, i64)>,
+    /// Events removed by retention.
+    pub trimmed_events: u64,
     /// Handler callbacks that panicked.
     pub handler_panics: u64,
     /// Bytes read from clients.
@@ -69,6 +73,8 @@ impl Stats {
             events: 0,
             slow_subscriber_disconnects: 0,
             pushes: 0,
+            durable_offsets: Vec::new(),
+            trimmed_events: 0,
             handler_panics: 0,
             net_input_bytes: 0,
             net_output_bytes: 0,

@@ -25,8 +25,8 @@ use slab::Slab;
 
 use crate::cmd::{self, ClientFilter, Ctx, Outcome};
 use crate::config::{
-    ACCEPT_BACKOFF, CHECKPOINT_COMMITS, CHECKPOINT_IDLE, CHECKPOINT_RETRY, Config,
-    SHUTDOWN_FLUSH_TIMEOUT,
+    ACCEPT_BACKOFF, CHECKPOINT_COMMITS, CHECKPOINT_IDLE, CHECKPOINT_RETRY, Config, RETENTION_BATCH,
+    RETENTION_INTERVAL, SHUTDOWN_FLUSH_TIMEOUT,
 };
 use crate::conn::BlockState;
 use crate::conn::{Conn, Phase, ReadEnd};
@@ -45,6 +45,13 @@ const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 /// Connection keys stay below this so they never collide with the tokens above.
 const MAX_CONN_TOKEN: usize = usize::MAX - 16;
+
+/// Events a durable handler is given per tick.
+const DURABLE_BATCH: usize = 1000;
+/// First back-off after a durable handler panics; it doubles per panic in a row.
+const DURABLE_RETRY_MIN: Duration = Duration::from_millis(100);
+/// Longest back-off after a durable handler panics.
+const DURABLE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Poll events fetched per wait.
 const EVENTS_CAPACITY: usize = 1024;
@@ -129,6 +136,10 @@ pub struct Reactor {
     waker: Arc<Waker>,
     signals: Option<UnixStream>,
     stopping: bool,
+    /// A durable handler has more events to catch up on: poll without waiting.
+    durable_behind: bool,
+    /// When the event log is trimmed next (with `--retain-events`).
+    trim_at: Option<Instant>,
 }
 
 impl Reactor {
@@ -154,6 +165,17 @@ impl Reactor {
         } else {
             None
         };
+        let mut store = store;
+        let mut handlers = handlers;
+        for h in &mut handlers.durable {
+            h.offset = store.handler_offset(&h.name)?;
+            log::info!(
+                "durable handler '{}' resumes after event {}",
+                h.name,
+                h.offset
+            );
+        }
+        let trim_at = config.retain_events.map(|_| Instant::now());
         let port = listener.local_addr()?.port();
         // CONFIG GET port reports the port in use, also when 0 asked for any.
         let mut config = config;
@@ -181,6 +203,8 @@ impl Reactor {
             waker,
             signals,
             stopping: false,
+            durable_behind: false,
+            trim_at,
         })
     }
 
@@ -292,6 +316,77 @@ impl Reactor {
         self.work = work;
         self.commit();
         self.flush_touched();
+        self.run_durable_handlers();
+    }
+
+    /// Feeds each durable handler the committed events after its offset, a batch a
+    /// tick, and stores how far it got. A panic stops that handler at the event
+    /// that panicked and retries it after a back-off.
+    fn run_durable_handlers(&mut self) {
+        if self.handlers.durable.is_empty() {
+            return;
+        }
+        let last = self.store.committed_counts().last_seq;
+        let now = Instant::now();
+        self.durable_behind = false;
+        for h in &mut self.handlers.durable {
+            if h.offset >= last || h.retry_at.is_some_and(|t| now < t) {
+                continue;
+            }
+            let rows = match self.store.events_between(
+                h.offset.saturating_add(1),
+                i64::MAX,
+                DURABLE_BATCH,
+                false,
+            ) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    log::warn!("durable handler '{}': cannot read the log: {e}", h.name);
+                    h.retry_at = Some(now + DURABLE_RETRY_MAX);
+                    continue;
+                }
+            };
+            let start = h.offset;
+            for row in &rows {
+                let event = Event::from_row(row);
+                if crate::events::call_isolated(&mut h.callback, &event) {
+                    h.offset = row.seq;
+                    h.failures = 0;
+                    h.retry_at = None;
+                } else {
+                    h.failures += 1;
+                    let wait = (DURABLE_RETRY_MIN * 2u32.saturating_pow(h.failures.min(16) - 1))
+                        .min(DURABLE_RETRY_MAX);
+                    self.stats.handler_panics += 1;
+                    log::error!(
+                        "durable handler '{}' panicked on event {} (retry in {wait:?})",
+                        h.name,
+                        row.seq
+                    );
+                    h.retry_at = Some(now + wait);
+                    break;
+                }
+            }
+            // Events missing from the log (trimmed) are skipped over, not waited for.
+            if rows.is_empty() {
+                h.offset = last;
+            }
+            if h.offset != start
+                && let Err(e) = self.store.set_handler_offset(&h.name, h.offset)
+            {
+                log::warn!("durable handler '{}': cannot store its offset: {e}", h.name);
+            }
+            if h.offset < last && h.retry_at.is_none() {
+                self.durable_behind = true;
+            }
+        }
+        self.stats.durable_offsets.clear();
+        self.stats.durable_offsets.extend(
+            self.handlers
+                .durable
+                .iter()
+                .map(|h| (h.name.clone(), h.offset)),
+        );
     }
 
     /// Flushes every connection whose output grew, then removes finished ones.
@@ -786,16 +881,28 @@ impl Reactor {
     /// How long the next poll may wait: until the nearest timer, or not at all
     /// when connections have input left over from the last tick.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.carry.is_empty() {
+        if !self.carry.is_empty() || self.durable_behind {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
         let first_deadline = self.waiters.iter().filter_map(|w| w.deadline).min();
-        [self.accept_paused_until, self.checkpoint_at, first_deadline]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| t.saturating_duration_since(now))
+        let first_retry = self
+            .handlers
+            .durable
+            .iter()
+            .filter_map(|h| h.retry_at)
+            .min();
+        [
+            self.accept_paused_until,
+            self.checkpoint_at,
+            first_deadline,
+            first_retry,
+            self.trim_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.saturating_duration_since(now))
     }
 
     /// Runs what is due: the end of an accept back-off, WAL checkpoints.
@@ -822,6 +929,9 @@ impl Reactor {
             }
             self.flush_touched();
         }
+        if self.trim_at.is_some_and(|t| now >= t) {
+            self.trim_events(now);
+        }
         let due = self.checkpoint_at.is_some_and(|t| now >= t);
         if due || self.store.commits_since_checkpoint() >= CHECKPOINT_COMMITS {
             self.checkpoint_at = if self.store.checkpoint() {
@@ -829,6 +939,45 @@ impl Reactor {
             } else {
                 Some(now + CHECKPOINT_RETRY)
             };
+        }
+    }
+
+    /// Trims the event log to `--retain-events`, below every durable handler's
+    /// offset; a full batch comes back at once for more.
+    fn trim_events(&mut self, now: Instant) {
+        let Some(retention) = self.config.retain_events else {
+            self.trim_at = None;
+            return;
+        };
+        let floor = self
+            .handlers
+            .durable
+            .iter()
+            .map(|h| h.offset)
+            .min()
+            .unwrap_or(i64::MAX);
+        let before = retention
+            .max_age
+            .map(|a| crate::clock::now_ms() - i64::try_from(a.as_millis()).unwrap_or(i64::MAX));
+        match self
+            .store
+            .trim(retention.max_entries, before, floor, RETENTION_BATCH)
+        {
+            Ok(n) => {
+                if n > 0 {
+                    log::debug!("trimmed {n} events");
+                    self.stats.trimmed_events += n as u64;
+                }
+                self.trim_at = Some(if n >= RETENTION_BATCH {
+                    now
+                } else {
+                    now + RETENTION_INTERVAL
+                });
+            }
+            Err(e) => {
+                log::warn!("trimming the event log failed (will retry): {e}");
+                self.trim_at = Some(now + RETENTION_INTERVAL);
+            }
         }
     }
 

@@ -46,6 +46,21 @@ impl Builder {
         self
     }
 
+    /// Adds a durable handler: `f` is called for every committed event after the
+    /// handler's stored offset, on the reactor thread, in order; the offset (kept in
+    /// SQLite under `name`) advances only after `f` returns, so after a crash or
+    /// restart the handler resumes without skipping an event (at-least-once). A
+    /// handler seen for the first time starts at the end of the log. A panic is
+    /// logged and the same event is retried after a back-off.
+    pub fn durable_handler(
+        mut self,
+        name: impl Into<String>,
+        f: impl FnMut(&Event) + Send + 'static,
+    ) -> Self {
+        self.handlers.durable(name.into(), Box::new(f));
+        self
+    }
+
     /// Shut down cleanly on SIGINT and SIGTERM (off by default: an embedding
     /// program may own its signals).
     pub fn handle_signals(mut self, yes: bool) -> Self {

@@ -395,6 +395,88 @@ impl Store {
         self.guard_read(res)
     }
 
+    /// The stored offset of durable handler `name`; a new name is stored at the
+    /// end of the log and that is returned. Runs outside any tick (at start).
+    pub fn handler_offset(&mut self, name: &str) -> Result<i64> {
+        let last = self.committed.last_seq;
+        let found: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM handler_offsets WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(seq) = found {
+            return Ok(seq);
+        }
+        self.conn.execute(
+            "INSERT INTO handler_offsets (name, seq) VALUES (?1, ?2)",
+            params![name, last],
+        )?;
+        Ok(last)
+    }
+
+    /// Stores durable handler `name`'s offset, in a transaction of its own (between
+    /// ticks: the tick's transaction is closed).
+    pub fn set_handler_offset(
+        &mut self,
+        name: &str,
+        seq: i64,
+    ) -> std::result::Result<(), StorageError> {
+        if self.txn != Txn::Idle {
+            return Err(StorageError("a tick transaction is open".into()));
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO handler_offsets (name, seq) VALUES (?1, ?2) \
+                 ON CONFLICT (name) DO UPDATE SET seq = ?2",
+            )?
+            .execute(params![name, seq])?;
+        Ok(())
+    }
+
+    /// Trims the event log: removes up to `batch` of the oldest entries beyond the
+    /// newest `keep` or older than `before_ms`, never above `floor`, and commits.
+    /// Runs between ticks. Returns how many entries went.
+    pub fn trim(
+        &mut self,
+        keep: Option<u64>,
+        before_ms: Option<i64>,
+        floor: i64,
+        batch: usize,
+    ) -> std::result::Result<usize, StorageError> {
+        if self.txn != Txn::Idle {
+            return Ok(0);
+        }
+        let keep = keep.map(|k| i64::try_from(k).unwrap_or(i64::MAX));
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        let removed = self.write(|c| {
+            // The highest seq outside the newest `keep` entries (none: -1).
+            let count_cut: i64 = match keep {
+                Some(k) => c
+                    .prepare_cached("SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?1")?
+                    .query_row(params![k], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(-1),
+                None => -1,
+            };
+            c.prepare_cached(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events \
+                 WHERE (seq <= ?1 OR at < ?2) AND seq <= ?3 ORDER BY seq LIMIT ?4)",
+            )?
+            .execute(params![
+                count_cut,
+                before_ms.unwrap_or(i64::MIN),
+                floor,
+                batch
+            ])
+        })?;
+        self.tick.events -= removed as i64;
+        self.finish_tick()?;
+        Ok(removed)
+    }
+
     fn note_event(&mut self, seq: i64) {
         self.tick.events += 1;
         self.tick.last_seq = self.tick.last_seq.max(seq);

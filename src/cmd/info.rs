@@ -2,7 +2,9 @@
 //!
 //! # Format
 //! `INFO [section ...]` → text; sections `server`, `clients`, `stats`,
-//! `persistence`, `keyspace` (`default`, `all` and `everything` give all of them).
+//! `persistence`, `events` (the log, consumer groups with lag and pending counts,
+//! durable handlers with their lag), `keyspace` (`default`, `all` and
+//! `everything` give all of them).
 
 use std::fmt::Write;
 
@@ -17,7 +19,14 @@ pub const SPEC: Spec = Spec {
     run,
 };
 
-const SECTIONS: [&str; 5] = ["server", "clients", "persistence", "stats", "keyspace"];
+const SECTIONS: [&str; 6] = [
+    "server",
+    "clients",
+    "persistence",
+    "stats",
+    "events",
+    "keyspace",
+];
 
 fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     let wanted: Vec<String> = args
@@ -41,7 +50,11 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     Outcome::Continue
 }
 
-fn render(section: &str, ctx: &Ctx<'_>, t: &mut String) {
+fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
+    if section == "events" {
+        render_events(ctx, t);
+        return;
+    }
     let s = &*ctx.stats;
     let uptime = s.started.elapsed().as_secs();
     // `write!` into a String cannot fail. `redis_version` is there because client
@@ -108,4 +121,40 @@ fn render(section: &str, ctx: &Ctx<'_>, t: &mut String) {
         }
         _ => Ok(()),
     };
+}
+
+/// The `# Events` section: the log, consumer groups, durable handlers.
+fn render_events(ctx: &mut Ctx<'_>, t: &mut String) {
+    let counts = ctx.store().counts();
+    let _ = write!(
+        t,
+        "# Events\r\nevents_length:{}\r\nevents_last_seq:{}\r\ntrimmed_events:{}\r\n",
+        counts.events, counts.last_seq, ctx.stats.trimmed_events
+    );
+    match ctx.store().groups() {
+        Ok(groups) => {
+            let _ = write!(t, "consumer_groups:{}\r\n", groups.len());
+            for g in groups {
+                let _ = write!(
+                    t,
+                    "group:{}:consumers={},pending={},last_delivered={},lag={}\r\n",
+                    g.name,
+                    g.consumers,
+                    g.pending,
+                    g.last_delivered,
+                    (counts.last_seq - g.last_delivered).max(0)
+                );
+            }
+        }
+        Err(e) => {
+            let _ = write!(t, "consumer_groups_error:{e}\r\n");
+        }
+    }
+    for (name, offset) in &ctx.stats.durable_offsets {
+        let _ = write!(
+            t,
+            "durable_handler:{name}:offset={offset},lag={}\r\n",
+            (counts.last_seq - offset).max(0)
+        );
+    }
 }
