@@ -176,6 +176,11 @@ impl Reactor {
             );
         }
         let trim_at = config.retain_events.map(|_| Instant::now());
+        // Handlers behind the log catch up from the first tick, events or not.
+        let durable_behind = handlers
+            .durable
+            .iter()
+            .any(|h| h.offset < store.committed_counts().last_seq);
         let port = listener.local_addr()?.port();
         // CONFIG GET port reports the port in use, also when 0 asked for any.
         let mut config = config;
@@ -203,7 +208,7 @@ impl Reactor {
             waker,
             signals,
             stopping: false,
-            durable_behind: false,
+            durable_behind,
             trim_at,
         })
     }
