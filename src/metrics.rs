@@ -20,6 +20,10 @@ pub struct Stats {
     pub commands: u64,
     /// Requests naming no known command.
     pub unknown_commands: u64,
+    /// Connections dropped for sending HTTP to the RESP port.
+    pub cross_protocol_attempts: u64,
+    /// When a cross-protocol attempt was last logged (at most once a minute).
+    pub cross_protocol_logged_at: Option<Instant>,
     /// Protocol errors (each closed its connection).
     pub protocol_errors: u64,
     /// Users registered (committed).
@@ -63,6 +67,8 @@ impl Stats {
             rejected_connections: 0,
             commands: 0,
             unknown_commands: 0,
+            cross_protocol_attempts: 0,
+            cross_protocol_logged_at: None,
             protocol_errors: 0,
             registrations: 0,
             unregistrations: 0,

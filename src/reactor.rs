@@ -46,6 +46,9 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// Connection keys stay below this so they never collide with the tokens above.
 const MAX_CONN_TOKEN: usize = usize::MAX - 16;
 
+/// Cross-protocol attempts are logged at most this often.
+const CROSS_PROTOCOL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Events a durable handler is given per tick.
 const DURABLE_BATCH: usize = 1000;
 /// First back-off after a durable handler panics; it doubles per panic in a row.
@@ -565,6 +568,24 @@ impl Reactor {
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Close => {
+                    conn.phase = Phase::Closing;
+                    return;
+                }
+                Outcome::Drop => {
+                    let now = Instant::now();
+                    if self
+                        .stats
+                        .cross_protocol_logged_at
+                        .is_none_or(|t| now.duration_since(t) >= CROSS_PROTOCOL_LOG_INTERVAL)
+                    {
+                        self.stats.cross_protocol_logged_at = Some(now);
+                        log::warn!(
+                            "conn={} peer={} reason=HTTP request on the RESP port \
+                             (possible cross-protocol attack); connection dropped",
+                            conn.session.id,
+                            conn.peer
+                        );
+                    }
                     conn.phase = Phase::Closing;
                     return;
                 }

@@ -92,6 +92,7 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
             t,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nunknown_commands:{}\r\nprotocol_errors:{}\r\n\
+             cross_protocol_attempts:{}\r\n\
              registrations:{}\r\nunregistrations:{}\r\nevents:{}\r\nhandler_panics:{}\r\n\
              pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_pushes:{}\r\n\
              slow_subscriber_disconnects:{}\r\n\
@@ -101,6 +102,7 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
             s.rejected_connections,
             s.unknown_commands,
             s.protocol_errors,
+            s.cross_protocol_attempts,
             s.registrations,
             s.unregistrations,
             s.events,

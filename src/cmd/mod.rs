@@ -46,6 +46,8 @@ pub enum Outcome {
     Continue,
     /// Stop reading; close once the replies are flushed (QUIT).
     Close,
+    /// A cross-protocol request: stop reading and close, replying nothing to it.
+    Drop,
     /// The command needs a view of every connection (CLIENT LIST, CLIENT INFO):
     /// the reactor writes the reply itself, in place.
     ClientList(ClientFilter),
@@ -207,6 +209,10 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     let Some(name) = args.get(0) else {
         return Outcome::Continue;
     };
+    if is_cross_protocol(name) {
+        ctx.stats.cross_protocol_attempts += 1;
+        return Outcome::Drop;
+    }
     let Some(spec) = find(name) else {
         ctx.stats.unknown_commands += 1;
         unknown_command(args, ctx);
@@ -242,24 +248,36 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     (spec.run)(args, ctx)
 }
 
-/// `-ERR unknown command 'x', with args beginning with: 'a' 'b' `, as Redis words it.
+/// `-ERR unknown command 'x', with args beginning with: 'a' 'b' `, as Redis words
+/// it: raw bytes, the name cut at 128 bytes, arguments while the list is under 128
+/// bytes, each cut where a C string would end (NUL) or at the room left.
 fn unknown_command(args: &Args<'_>, ctx: &mut Ctx<'_>) {
-    let name = String::from_utf8_lossy(args.get(0).unwrap_or_default());
-    let mut quoted = String::new();
+    fn c_str(b: &[u8], max: usize) -> &[u8] {
+        let end = memchr::memchr(0, b).unwrap_or(b.len()).min(max);
+        &b[..end]
+    }
+    let mut text = b"ERR unknown command '".to_vec();
+    text.extend_from_slice(c_str(args.get(0).unwrap_or_default(), 128));
+    text.extend_from_slice(b"', with args beginning with: ");
+    let mut quoted = 0;
     for a in args.iter_from(1) {
-        if quoted.len() >= 128 {
+        if quoted >= 128 {
             break;
         }
-        let room = 128 - quoted.len();
-        let a = String::from_utf8_lossy(&a[..a.len().min(room)]).into_owned();
-        quoted.push('\'');
-        quoted.push_str(&a);
-        quoted.push_str("' ");
+        let a = c_str(a, 128 - quoted);
+        text.push(b'\'');
+        text.extend_from_slice(a);
+        text.extend_from_slice(b"' ");
+        quoted += a.len() + 3;
     }
-    let name: String = name.chars().take(128).collect();
-    ctx.out.error(&format!(
-        "ERR unknown command '{name}', with args beginning with: {quoted}"
-    ));
+    ctx.out.error_bytes(&text);
+}
+
+/// Requests that open an HTTP exchange (`POST /...`, `Host: ...`): a browser page
+/// talking to the RESP port, which must not get to run commands (Redis's
+/// cross-protocol scripting guard). The connection closes without a reply.
+pub fn is_cross_protocol(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"post") || name.eq_ignore_ascii_case(b"host:")
 }
 
 /// `-ERR wrong number of arguments for 'x' command`.

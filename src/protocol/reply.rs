@@ -49,6 +49,17 @@ impl<'a> Reply<'a> {
         self.buf.extend_from_slice(b"\r\n");
     }
 
+    /// `-<bytes>` for an error that quotes the peer's bytes as they came (CR and
+    /// LF become spaces).
+    pub fn error_bytes(&mut self, text: &[u8]) {
+        self.buf.push(b'-');
+        self.buf.extend(
+            text.iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+        self.buf.extend_from_slice(b"\r\n");
+    }
+
     /// `:n`.
     pub fn int(&mut self, n: i64) {
         self.header(b':', n);
