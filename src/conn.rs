@@ -71,15 +71,13 @@ impl Session {
     }
 }
 
-/// What the current tick did on this connection, so its replies can be replaced if
-/// the tick's commit fails.
+/// What the current tick did on this connection, so the replies that depended on
+/// storage can be replaced if the tick's commit fails.
 #[derive(Debug, Clone, Copy)]
 pub struct TickMark {
     /// Length of the output before the tick's first reply.
     pub out_len: usize,
-    /// Requests run this tick.
-    pub requests: usize,
-    /// Whether any of them read or wrote storage.
+    /// Whether any request of the tick read or wrote storage.
     pub used_storage: bool,
 }
 
@@ -115,6 +113,9 @@ pub struct Conn {
     pub more_input: bool,
     /// What the current tick did here.
     pub tick: Option<TickMark>,
+    /// Per request of the current tick: where its reply starts in `wbuf`, and
+    /// whether it touched storage. Kept (cleared) across ticks to reuse its memory.
+    pub tick_replies: Vec<(usize, bool)>,
     /// Since when a subscriber's unsent output has been over the soft limit.
     pub over_soft_limit_since: Option<Instant>,
     /// Waiting in a blocking command (XREAD BLOCK): nothing more is read or run
@@ -167,6 +168,7 @@ impl Conn {
             queued: false,
             more_input: false,
             tick: None,
+            tick_replies: Vec::new(),
         }
     }
 
@@ -278,9 +280,9 @@ impl Conn {
     /// Starts the tick's bookkeeping on first use this tick.
     pub fn mark_tick(&mut self) -> &mut TickMark {
         let out_len = self.wbuf.len();
+        self.tick_replies.clear();
         self.tick.get_or_insert(TickMark {
             out_len,
-            requests: 0,
             used_storage: false,
         })
     }

@@ -46,6 +46,10 @@ const SIGNALS: Token = Token(usize::MAX - 3);
 /// Connection keys stay below this so they never collide with the tokens above.
 const MAX_CONN_TOKEN: usize = usize::MAX - 16;
 
+/// Pushes one tick may queue for a subscriber beyond its hard limit before the
+/// flush judges it (a memory bound; the limits apply to what the flush leaves).
+const PUBSUB_TICK_SLACK_BYTES: usize = 4 * 1024 * 1024;
+
 /// Cross-protocol attempts are logged at most this often.
 const CROSS_PROTOCOL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -499,10 +503,12 @@ impl Reactor {
                 wbuf,
                 session,
                 tick,
+                tick_replies,
                 phase,
                 peer,
                 ..
             } = conn;
+            let reply_start = wbuf.len();
             let input = &rbuf[*rhead..];
             let outcome = match parser.parse(input) {
                 Ok(Parsed::Incomplete) => return,
@@ -549,18 +555,16 @@ impl Reactor {
                         *rhead += consumed;
                     }
                     if let Some(mark) = tick {
-                        mark.requests += 1;
                         mark.used_storage |= used_storage;
                     }
+                    tick_replies.push((reply_start, used_storage));
                     outcome
                 }
                 Err(e) => {
                     self.stats.protocol_errors += 1;
                     log::debug!("conn={} peer={peer} reason=protocol error: {e}", session.id);
                     Reply::new(wbuf, session.resp3).error(&format!("ERR Protocol error: {e}"));
-                    if let Some(mark) = tick {
-                        mark.requests += 1;
-                    }
+                    tick_replies.push((reply_start, false));
                     *phase = Phase::Closing;
                     return;
                 }
@@ -659,10 +663,21 @@ impl Reactor {
                     if !mark.used_storage {
                         continue;
                     }
-                    conn.wbuf.truncate(mark.out_len);
-                    let mut out = Reply::new(&mut conn.wbuf, conn.session.resp3);
-                    for _ in 0..mark.requests {
-                        out.error(&reply);
+                    // Replies that did not depend on storage stay (a SUBSCRIBE
+                    // took effect and says so); the others become the error.
+                    let tail = conn.wbuf.split_off(mark.out_len);
+                    let resp3 = conn.session.resp3;
+                    for (i, &(start, storage)) in conn.tick_replies.iter().enumerate() {
+                        if storage {
+                            Reply::new(&mut conn.wbuf, resp3).error(&reply);
+                        } else {
+                            let end = conn
+                                .tick_replies
+                                .get(i + 1)
+                                .map_or(mark.out_len + tail.len(), |r| r.0);
+                            conn.wbuf
+                                .extend_from_slice(&tail[start - mark.out_len..end - mark.out_len]);
+                        }
                     }
                     // A read that blocked this tick already got its error reply:
                     // consume it and let the connection go on.
@@ -729,8 +744,10 @@ impl Reactor {
         for (pattern, keys) in targets.patterns {
             deliveries.extend(keys.iter().map(|&k| (k, Some(pattern.to_vec()))));
         }
-        let now = Instant::now();
-        let limits = self.config.pubsub_limits();
+        let hard = self.config.pubsub_limits().hard_bytes;
+        let memory_guard = hard
+            .saturating_mul(2)
+            .max(hard.saturating_add(PUBSUB_TICK_SLACK_BYTES));
         for (k, pattern) in deliveries {
             let Some(conn) = self.conns.get_mut(k) else {
                 continue;
@@ -753,21 +770,31 @@ impl Reactor {
             out.bulk(channel);
             out.bulk(payload.as_bytes());
             self.stats.pushes += 1;
-            if conn.pubsub_output_exceeded(&limits, now) {
-                log::warn!(
-                    "conn={} peer={} reason=subscriber output buffer limit ({} bytes unsent); \
-                     disconnected, it can resume from the durable log",
-                    conn.session.id,
-                    conn.peer,
-                    conn.pending_output()
-                );
-                self.stats.slow_subscriber_disconnects += 1;
-                conn.phase = Phase::Closed;
-                self.closing.push(k);
+            // The limits are judged after the flush, on what the peer did not take;
+            // this only bounds memory within one tick.
+            if conn.pending_output() > memory_guard {
+                self.drop_slow_subscriber(k);
                 continue;
             }
             self.note_touched(k);
         }
+    }
+
+    /// Disconnects a subscriber that fell behind its output limits.
+    fn drop_slow_subscriber(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        log::warn!(
+            "conn={} peer={} reason=subscriber output buffer limit ({} bytes unsent); \
+             disconnected, it can resume from the durable log",
+            conn.session.id,
+            conn.peer,
+            conn.pending_output()
+        );
+        self.stats.slow_subscriber_disconnects += 1;
+        conn.phase = Phase::Closed;
+        self.closing.push(k);
     }
 
     /// Writes what connection `k` has pending and updates its interest.
@@ -791,6 +818,13 @@ impl Reactor {
         }
         if conn.phase == Phase::Closing && conn.pending_output() == 0 {
             conn.phase = Phase::Closed;
+        }
+        if conn.phase == Phase::Open
+            && conn.session.subscriptions() > 0
+            && conn.pubsub_output_exceeded(&self.config.pubsub_limits(), Instant::now())
+        {
+            self.drop_slow_subscriber(k);
+            return;
         }
         if conn.phase == Phase::Closed {
             self.closing.push(k);
