@@ -8,6 +8,7 @@
 //! # Modules, from the bytes up
 //! - [`protocol`]: request parsing (RESP multibulk and inline) and reply encoding.
 //! - [`cmd`]: the command table; one command a file.
+//! - [`registry`]: naming rules and register/unregister, shared by RESP and HTTP.
 //! - [`conn`]: one connection's buffers, parse progress and interest.
 //! - [`reactor`]: the poll loop, the tick, group commit, timers.
 //! - [`store`]: SQLite schema, statements and the tick's transaction.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod pubsub;
 pub mod reactor;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod stream;

@@ -20,7 +20,7 @@ pub const SPEC: Spec = Spec {
 };
 
 fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
-    let Ok(name) = super::check_name(args.get(1).unwrap_or_default()) else {
+    let Ok(name) = crate::registry::check_name(args.get(1).unwrap_or_default()) else {
         ctx.out.null();
         return Outcome::Continue;
     };

@@ -124,6 +124,13 @@ impl<'a> Ctx<'a> {
         self.store
     }
 
+    /// The store, the tick's events and the counters, for the registry's
+    /// operations (which tie the reply to the commit like `store`).
+    pub fn registry(&mut self) -> (&mut Store, &mut Vec<Event>, &mut Stats) {
+        *self.used_storage = true;
+        (self.store, self.events, self.stats)
+    }
+
     /// The store for counters that do not depend on the commit (INFO).
     pub fn store_view(&self) -> &Store {
         self.store
@@ -305,46 +312,6 @@ pub fn syntax_error(ctx: &mut Ctx<'_>) {
 /// `-ERR value is not an integer or out of range`.
 pub fn not_an_integer(ctx: &mut Ctx<'_>) {
     ctx.out.error("ERR value is not an integer or out of range");
-}
-
-/// Checks a user name: 1 to 64 bytes of UTF-8, no whitespace or control characters.
-/// Returns the error text for a bad one.
-pub fn check_name(name: &[u8]) -> Result<&str, &'static str> {
-    check_token(
-        name,
-        crate::config::MAX_NAME_BYTES,
-        "ERR invalid name: must be 1 to 64 bytes",
-        "ERR invalid name: must be valid UTF-8",
-        "ERR invalid name: must not contain whitespace or control characters",
-    )
-}
-
-/// Checks a field name with the same rules as user names.
-pub fn check_field_name(name: &[u8]) -> Result<&str, &'static str> {
-    check_token(
-        name,
-        crate::config::MAX_FIELD_NAME_BYTES,
-        "ERR invalid field name: must be 1 to 64 bytes",
-        "ERR invalid field name: must be valid UTF-8",
-        "ERR invalid field name: must not contain whitespace or control characters",
-    )
-}
-
-fn check_token<'b>(
-    raw: &'b [u8],
-    max: usize,
-    too_long: &'static str,
-    not_utf8: &'static str,
-    bad_char: &'static str,
-) -> Result<&'b str, &'static str> {
-    if raw.is_empty() || raw.len() > max {
-        return Err(too_long);
-    }
-    let s = std::str::from_utf8(raw).map_err(|_| not_utf8)?;
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad_char);
-    }
-    Ok(s)
 }
 
 /// Parses a bulk as an `i64` with Redis's strictness.

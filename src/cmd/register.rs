@@ -9,12 +9,9 @@
 //! field given twice keeps its last value. The user row and its `user.registered`
 //! event row are written in the tick's transaction.
 
-use std::collections::BTreeMap;
-
-use super::{Ctx, Outcome, Spec, check_field_name, check_name, wrong_arity};
-use crate::config::{MAX_FIELD_VALUE_BYTES, MAX_FIELDS};
-use crate::events::{Event, EventKind};
+use super::{Ctx, Outcome, Spec, wrong_arity};
 use crate::protocol::Args;
+use crate::registry::{self, check_fields, check_name};
 
 pub const SPEC: Spec = Spec {
     name: "register",
@@ -32,56 +29,24 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     let name = match check_name(args.get(1).unwrap_or_default()) {
         Ok(n) => n,
         Err(e) => {
-            ctx.out.error(e);
+            ctx.out.error(&format!("ERR {e}"));
             return Outcome::Continue;
         }
     };
-    let fields = match parse_fields(args) {
+    let mut rest = args.iter_from(2);
+    let pairs = std::iter::from_fn(|| Some((rest.next()?, rest.next()?)));
+    let fields = match check_fields((args.len() - 2) / 2, pairs) {
         Ok(f) => f,
         Err(e) => {
-            ctx.out.error(&e);
+            ctx.out.error(&format!("ERR {e}"));
             return Outcome::Continue;
         }
     };
-    // Sorted keys make the stored JSON canonical.
-    let fields_json = serde_json::to_string(&fields).unwrap_or_else(|_| "{}".to_string());
-    let now = crate::clock::now_ms();
-    match ctx.store().register(name, &fields_json, now) {
-        Ok(Some(change)) => {
-            ctx.out.int(change.user_id);
-            ctx.stats.tick_registrations += 1;
-            ctx.events.push(Event {
-                seq: change.seq,
-                kind: EventKind::Registered,
-                user_id: change.user_id,
-                name: name.to_string(),
-                fields,
-                at_ms: now,
-            });
-        }
+    let (store, events, stats) = ctx.registry();
+    match registry::register(store, events, stats, name, fields) {
+        Ok(Some(id)) => ctx.out.int(id),
         Ok(None) => ctx.out.int(0),
         Err(e) => ctx.storage_error(&e),
     }
     Outcome::Continue
-}
-
-fn parse_fields(args: &Args<'_>) -> Result<BTreeMap<String, String>, String> {
-    let pairs = (args.len() - 2) / 2;
-    if pairs > MAX_FIELDS {
-        return Err(format!("ERR too many fields: at most {MAX_FIELDS}"));
-    }
-    let mut fields = BTreeMap::new();
-    let mut it = args.iter_from(2);
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        let k = check_field_name(k).map_err(str::to_string)?;
-        if v.len() > MAX_FIELD_VALUE_BYTES {
-            return Err(format!(
-                "ERR invalid field value for '{k}': at most {MAX_FIELD_VALUE_BYTES} bytes"
-            ));
-        }
-        let v = std::str::from_utf8(v)
-            .map_err(|_| format!("ERR invalid field value for '{k}': must be valid UTF-8"))?;
-        fields.insert(k.to_string(), v.to_string());
-    }
-    Ok(fields)
 }

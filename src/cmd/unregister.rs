@@ -5,8 +5,8 @@
 //! `user.unregistered` event are written in the tick's transaction.
 
 use super::{Ctx, Outcome, Spec};
-use crate::events::{Event, EventKind};
 use crate::protocol::Args;
+use crate::registry::{self, check_name};
 
 pub const SPEC: Spec = Spec {
     name: "unregister",
@@ -18,25 +18,13 @@ pub const SPEC: Spec = Spec {
 
 fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     // A name that breaks the naming rules cannot be registered, so it is unknown.
-    let Ok(name) = super::check_name(args.get(1).unwrap_or_default()) else {
+    let Ok(name) = check_name(args.get(1).unwrap_or_default()) else {
         ctx.out.int(0);
         return Outcome::Continue;
     };
-    let now = crate::clock::now_ms();
-    match ctx.store().unregister(name, now) {
-        Ok(Some((change, fields))) => {
-            ctx.out.int(1);
-            ctx.stats.tick_unregistrations += 1;
-            ctx.events.push(Event {
-                seq: change.seq,
-                kind: EventKind::Unregistered,
-                user_id: change.user_id,
-                name: name.to_string(),
-                fields: serde_json::from_str(&fields).unwrap_or_default(),
-                at_ms: now,
-            });
-        }
-        Ok(None) => ctx.out.int(0),
+    let (store, events, stats) = ctx.registry();
+    match registry::unregister(store, events, stats, name) {
+        Ok(removed) => ctx.out.int(i64::from(removed)),
         Err(e) => ctx.storage_error(&e),
     }
     Outcome::Continue

@@ -1,0 +1,126 @@
+//! The registry's operations, shared by the RESP commands and the HTTP routes: the
+//! naming rules, and registering or unregistering a user together with its event.
+//!
+//! Error texts here carry no protocol prefix; RESP replies add `ERR `, HTTP puts
+//! them in a JSON body.
+
+use std::collections::BTreeMap;
+
+use crate::config::{MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES, MAX_FIELDS, MAX_NAME_BYTES};
+use crate::events::{Event, EventKind};
+use crate::metrics::Stats;
+use crate::store::{StorageError, Store};
+
+/// Checks a user name: 1 to 64 bytes of UTF-8, no whitespace or control characters.
+pub fn check_name(raw: &[u8]) -> Result<&str, &'static str> {
+    check_token(
+        raw,
+        MAX_NAME_BYTES,
+        "invalid name: must be 1 to 64 bytes",
+        "invalid name: must be valid UTF-8",
+        "invalid name: must not contain whitespace or control characters",
+    )
+}
+
+/// Checks a field name with the same rules as user names.
+pub fn check_field_name(raw: &[u8]) -> Result<&str, &'static str> {
+    check_token(
+        raw,
+        MAX_FIELD_NAME_BYTES,
+        "invalid field name: must be 1 to 64 bytes",
+        "invalid field name: must be valid UTF-8",
+        "invalid field name: must not contain whitespace or control characters",
+    )
+}
+
+fn check_token<'b>(
+    raw: &'b [u8],
+    max: usize,
+    too_long: &'static str,
+    not_utf8: &'static str,
+    bad_char: &'static str,
+) -> Result<&'b str, &'static str> {
+    if raw.is_empty() || raw.len() > max {
+        return Err(too_long);
+    }
+    let s = std::str::from_utf8(raw).map_err(|_| not_utf8)?;
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad_char);
+    }
+    Ok(s)
+}
+
+/// Checks `count` (field, value) pairs: at most 32, names by the naming rules,
+/// values UTF-8 of at most 4096 bytes. A field given twice keeps its last value.
+pub fn check_fields<'a>(
+    count: usize,
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Result<BTreeMap<String, String>, String> {
+    if count > MAX_FIELDS {
+        return Err(format!("too many fields: at most {MAX_FIELDS}"));
+    }
+    let mut fields = BTreeMap::new();
+    for (k, v) in pairs {
+        let k = check_field_name(k).map_err(str::to_string)?;
+        if v.len() > MAX_FIELD_VALUE_BYTES {
+            return Err(format!(
+                "invalid field value for '{k}': at most {MAX_FIELD_VALUE_BYTES} bytes"
+            ));
+        }
+        let v = std::str::from_utf8(v)
+            .map_err(|_| format!("invalid field value for '{k}': must be valid UTF-8"))?;
+        fields.insert(k.to_string(), v.to_string());
+    }
+    Ok(fields)
+}
+
+/// Registers `name` (already checked) in the tick's transaction and queues its
+/// event. `Ok(None)` when the name is taken.
+pub fn register(
+    store: &mut Store,
+    events: &mut Vec<Event>,
+    stats: &mut Stats,
+    name: &str,
+    fields: BTreeMap<String, String>,
+) -> Result<Option<i64>, StorageError> {
+    // Sorted keys make the stored JSON canonical; a string map always serializes.
+    let fields_json = serde_json::to_string(&fields).unwrap_or_else(|_| "{}".to_string());
+    let now = crate::clock::now_ms();
+    let Some(change) = store.register(name, &fields_json, now)? else {
+        return Ok(None);
+    };
+    stats.tick_registrations += 1;
+    events.push(Event {
+        seq: change.seq,
+        kind: EventKind::Registered,
+        user_id: change.user_id,
+        name: name.to_string(),
+        fields,
+        at_ms: now,
+    });
+    Ok(Some(change.user_id))
+}
+
+/// Unregisters `name` in the tick's transaction and queues its event. `Ok(false)`
+/// when there was no such user.
+pub fn unregister(
+    store: &mut Store,
+    events: &mut Vec<Event>,
+    stats: &mut Stats,
+    name: &str,
+) -> Result<bool, StorageError> {
+    let now = crate::clock::now_ms();
+    let Some((change, fields)) = store.unregister(name, now)? else {
+        return Ok(false);
+    };
+    stats.tick_unregistrations += 1;
+    events.push(Event {
+        seq: change.seq,
+        kind: EventKind::Unregistered,
+        user_id: change.user_id,
+        name: name.to_string(),
+        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        at_ms: now,
+    });
+    Ok(true)
+}
