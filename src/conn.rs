@@ -121,6 +121,8 @@ pub struct Conn {
     /// Waiting in a blocking command (XREAD BLOCK): nothing more is read or run
     /// until the reactor completes it.
     pub blocked: bool,
+    /// HTTP state, for connections accepted on the HTTP port (`None`: RESP).
+    pub http: Option<crate::http::HttpState>,
 }
 
 /// How a read ended.
@@ -164,6 +166,7 @@ impl Conn {
             },
             over_soft_limit_since: None,
             blocked: false,
+            http: None,
             registered: Interest::READABLE,
             queued: false,
             more_input: false,

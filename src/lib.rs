@@ -14,6 +14,7 @@
 //! - [`store`]: SQLite schema, statements and the tick's transaction.
 //! - [`stream`]: the event log as the Redis stream `events`.
 //! - [`groups`]: consumer groups, pending entries and dead letters in SQLite.
+//! - [`http`]: the HTTP side: REST routes, metrics, health, Server-Sent Events.
 //! - [`events`]: the event type and handler dispatch.
 //! - [`pubsub`]: live subscriptions and the fan-out of committed events.
 //! - [`server`]: the builder an embedding program uses.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod events;
 pub mod glob;
 pub mod groups;
+pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod pubsub;

@@ -1,7 +1,64 @@
-//! Counters and gauges the server keeps about itself, for INFO (and, later, the
-//! HTTP metrics endpoint).
+//! Counters, gauges and histograms the server keeps about itself, for INFO and for
+//! `GET /metrics` (Prometheus text exposition format).
 
+use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::time::Instant;
+
+use crate::groups::GroupInfo;
+use crate::pubsub::PubSub;
+use crate::store::Counts;
+
+/// A histogram with fixed upper bounds, as Prometheus exposes them.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// An empty histogram over `bounds` (ascending; `+Inf` is implied).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&mut self, v: f64) {
+        if let Some(i) = self.bounds.iter().position(|&b| v <= b) {
+            self.counts[i] += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cumulative += c;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}", self.sum);
+        let _ = writeln!(out, "{name}_count {}", self.count);
+    }
+}
+
+/// Bucket bounds for durations, in seconds.
+const SECONDS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// Bucket bounds for requests per commit.
+const BATCH: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// The server's counters. Plain integers: one thread owns them.
 #[derive(Debug, Clone)]
@@ -50,6 +107,22 @@ pub struct Stats {
     pub trimmed_events: u64,
     /// Handler callbacks that panicked.
     pub handler_panics: u64,
+    /// Calls per command, indexed like `cmd::COMMANDS`.
+    pub command_calls: Vec<u64>,
+    /// HTTP responses by status code.
+    pub http_responses: BTreeMap<u16, u64>,
+    /// HTTP connections accepted.
+    pub http_connections: u64,
+    /// Event streams (`GET /events`) opened.
+    pub sse_streams: u64,
+    /// Requests run in the current tick.
+    pub tick_requests: u64,
+    /// Tick durations, seconds.
+    pub tick_seconds: Histogram,
+    /// Commit durations, seconds.
+    pub commit_seconds: Histogram,
+    /// Requests per commit.
+    pub requests_per_commit: Histogram,
     /// Bytes read from clients.
     pub net_input_bytes: u64,
     /// Bytes written to clients.
@@ -82,6 +155,14 @@ impl Stats {
             durable_offsets: Vec::new(),
             trimmed_events: 0,
             handler_panics: 0,
+            command_calls: vec![0; crate::cmd::COMMANDS.len()],
+            http_responses: BTreeMap::new(),
+            http_connections: 0,
+            sse_streams: 0,
+            tick_requests: 0,
+            tick_seconds: Histogram::new(SECONDS),
+            commit_seconds: Histogram::new(SECONDS),
+            requests_per_commit: Histogram::new(BATCH),
             net_input_bytes: 0,
             net_output_bytes: 0,
         }
@@ -96,4 +177,248 @@ impl Stats {
         self.tick_registrations = 0;
         self.tick_unregistrations = 0;
     }
+}
+
+/// What `/metrics` reports from beyond the counters.
+pub struct View<'a> {
+    /// The counters.
+    pub stats: &'a Stats,
+    /// Committed sizes.
+    pub counts: Counts,
+    /// Consumer groups.
+    pub groups: &'a [GroupInfo],
+    /// Subscriptions.
+    pub pubsub: &'a PubSub,
+    /// Whether the last commit succeeded.
+    pub storage_ok: bool,
+}
+
+/// The Prometheus text exposition of everything the server counts.
+pub fn prometheus(v: &View<'_>) -> String {
+    let s = v.stats;
+    let mut out = String::with_capacity(8192);
+    let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP userbus_{name} {help}\n# TYPE userbus_{name} {kind}\nuserbus_{name} {value}"
+        );
+    };
+    metric(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the server started.",
+        s.started.elapsed().as_secs_f64(),
+    );
+    metric(
+        "connections",
+        "gauge",
+        "Connections open now (RESP and HTTP).",
+        s.connected_clients as f64,
+    );
+    metric(
+        "connections_accepted_total",
+        "counter",
+        "Connections accepted.",
+        s.connections_received as f64,
+    );
+    metric(
+        "connections_rejected_total",
+        "counter",
+        "Connections refused at maxclients.",
+        s.rejected_connections as f64,
+    );
+    metric(
+        "http_connections_accepted_total",
+        "counter",
+        "Connections accepted on the HTTP port.",
+        s.http_connections as f64,
+    );
+    metric(
+        "registrations_total",
+        "counter",
+        "Users registered (committed).",
+        s.registrations as f64,
+    );
+    metric(
+        "unregistrations_total",
+        "counter",
+        "Users unregistered (committed).",
+        s.unregistrations as f64,
+    );
+    metric("users", "gauge", "Registered users.", v.counts.users as f64);
+    metric(
+        "events",
+        "gauge",
+        "Entries in the event log.",
+        v.counts.events as f64,
+    );
+    metric(
+        "events_last_seq",
+        "gauge",
+        "Sequence number of the newest event.",
+        v.counts.last_seq as f64,
+    );
+    metric(
+        "events_trimmed_total",
+        "counter",
+        "Events removed by retention.",
+        s.trimmed_events as f64,
+    );
+    metric(
+        "commits_total",
+        "counter",
+        "Tick transactions committed.",
+        s.commits as f64,
+    );
+    metric(
+        "storage_ok",
+        "gauge",
+        "1 while the last commit succeeded, 0 after a failed one.",
+        f64::from(u8::from(v.storage_ok)),
+    );
+    metric(
+        "subscribed_channels",
+        "gauge",
+        "Channels with at least one subscriber.",
+        v.pubsub.channel_count() as f64,
+    );
+    metric(
+        "subscribed_patterns",
+        "gauge",
+        "Patterns with at least one subscriber.",
+        v.pubsub.pattern_count() as f64,
+    );
+    metric(
+        "pubsub_pushes_total",
+        "counter",
+        "Messages pushed to subscribers.",
+        s.pushes as f64,
+    );
+    metric(
+        "slow_consumer_disconnects_total",
+        "counter",
+        "Subscribers and event streams dropped at their output limits.",
+        s.slow_subscriber_disconnects as f64,
+    );
+    metric(
+        "sse_streams_total",
+        "counter",
+        "Event streams opened.",
+        s.sse_streams as f64,
+    );
+    metric(
+        "handler_panics_total",
+        "counter",
+        "Handler callbacks that panicked.",
+        s.handler_panics as f64,
+    );
+    metric(
+        "net_input_bytes_total",
+        "counter",
+        "Bytes read from clients.",
+        s.net_input_bytes as f64,
+    );
+    metric(
+        "net_output_bytes_total",
+        "counter",
+        "Bytes written to clients.",
+        s.net_output_bytes as f64,
+    );
+
+    let _ = writeln!(
+        out,
+        "# HELP userbus_commands_total Commands run, by name.\n# TYPE userbus_commands_total counter"
+    );
+    for (spec, n) in crate::cmd::COMMANDS.iter().zip(&s.command_calls) {
+        let _ = writeln!(
+            out,
+            "userbus_commands_total{{command=\"{}\"}} {n}",
+            spec.name
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP userbus_errors_total Errors, by kind.\n# TYPE userbus_errors_total counter"
+    );
+    for (kind, n) in [
+        ("protocol", s.protocol_errors),
+        ("unknown_command", s.unknown_commands),
+        ("failed_commit", s.failed_commits),
+        ("cross_protocol", s.cross_protocol_attempts),
+        (
+            "http_4xx",
+            s.http_responses.range(400..500).map(|(_, n)| n).sum(),
+        ),
+        (
+            "http_5xx",
+            s.http_responses.range(500..600).map(|(_, n)| n).sum(),
+        ),
+    ] {
+        let _ = writeln!(out, "userbus_errors_total{{kind=\"{kind}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP userbus_http_responses_total HTTP responses, by status.\n# TYPE userbus_http_responses_total counter"
+    );
+    for (status, n) in &s.http_responses {
+        let _ = writeln!(
+            out,
+            "userbus_http_responses_total{{status=\"{status}\"}} {n}"
+        );
+    }
+    for (name, help, f) in [
+        (
+            "group_lag",
+            "Entries of the log a consumer group has not been given yet.",
+            (|g: &GroupInfo, last: i64| (last - g.last_delivered).max(0))
+                as fn(&GroupInfo, i64) -> i64,
+        ),
+        (
+            "group_pending",
+            "Entries a consumer group was given and has not acknowledged.",
+            |g: &GroupInfo, _| g.pending,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP userbus_{name} {help}\n# TYPE userbus_{name} gauge"
+        );
+        for g in v.groups {
+            let _ = writeln!(
+                out,
+                "userbus_{name}{{group=\"{}\"}} {}",
+                escape_label(&g.name),
+                f(g, v.counts.last_seq)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP userbus_durable_handler_lag Events a durable handler has not processed yet.\n# TYPE userbus_durable_handler_lag gauge"
+    );
+    for (name, offset) in &s.durable_offsets {
+        let _ = writeln!(
+            out,
+            "userbus_durable_handler_lag{{handler=\"{}\"}} {}",
+            escape_label(name),
+            (v.counts.last_seq - offset).max(0)
+        );
+    }
+    s.tick_seconds
+        .write(&mut out, "userbus_tick_seconds", "Duration of a tick.");
+    s.commit_seconds
+        .write(&mut out, "userbus_commit_seconds", "Duration of a commit.");
+    s.requests_per_commit.write(
+        &mut out,
+        "userbus_requests_per_commit",
+        "Requests that shared one commit.",
+    );
+    out
+}
+
+/// Escapes a label value for the exposition format.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

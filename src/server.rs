@@ -96,6 +96,11 @@ impl Server {
         Ok(self.reactor.local_addr()?)
     }
 
+    /// The HTTP address actually bound, when the HTTP side is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.reactor.http_addr()
+    }
+
     /// A handle that stops `run` from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.reactor.shutdown_handle()

@@ -206,9 +206,15 @@ const SUBSCRIBED_ALLOWED: [&str; 6] = [
 
 /// Finds a command by name, ignoring case.
 pub fn find(name: &[u8]) -> Option<&'static Spec> {
+    find_index(name).map(|(_, s)| s)
+}
+
+/// Finds a command and its index in `COMMANDS`.
+fn find_index(name: &[u8]) -> Option<(usize, &'static Spec)> {
     COMMANDS
         .iter()
-        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+        .enumerate()
+        .find(|(_, s)| s.name.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Runs one request and writes its reply.
@@ -220,7 +226,7 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         ctx.stats.cross_protocol_attempts += 1;
         return Outcome::Drop;
     }
-    let Some(spec) = find(name) else {
+    let Some((index, spec)) = find_index(name) else {
         ctx.stats.unknown_commands += 1;
         unknown_command(args, ctx);
         return Outcome::Continue;
@@ -242,6 +248,9 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         return Outcome::Continue;
     }
     ctx.stats.commands += 1;
+    if let Some(n) = ctx.stats.command_calls.get_mut(index) {
+        *n += 1;
+    }
     let last = &mut ctx.session.last_cmd;
     last.clear();
     last.push_str(spec.name);

@@ -37,8 +37,14 @@ use crate::protocol::{Parsed, Reply};
 use crate::pubsub::PubSub;
 use crate::store::Store;
 
+mod http;
+
+use self::http::HTTP_SWEEP;
+
 /// The RESP listener.
 const LISTENER: Token = Token(usize::MAX - 1);
+/// The HTTP listener.
+const HTTP_LISTENER: Token = Token(usize::MAX - 4);
 /// Wakes the loop for a shutdown requested from another thread.
 const WAKER: Token = Token(usize::MAX - 2);
 /// The self-pipe SIGINT and SIGTERM write to.
@@ -115,6 +121,13 @@ impl ShutdownHandle {
 pub struct Reactor {
     poll: Poll,
     listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
+    /// Connections streaming events (`GET /events`).
+    sse_conns: Vec<usize>,
+    /// A stream is behind the log with room to catch up: poll without waiting.
+    sse_behind: bool,
+    /// When HTTP deadlines and heartbeats are next checked.
+    http_sweep_at: Option<Instant>,
     conns: Slab<Conn>,
     store: Store,
     config: Config,
@@ -157,6 +170,15 @@ impl Reactor {
         let mut listener = TcpListener::bind(addr)?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let http_listener = if config.http_port == 0 {
+            None
+        } else {
+            let addr = std::net::SocketAddr::new(config.bind, config.http_port);
+            let mut l = TcpListener::bind(addr)?;
+            poll.registry()
+                .register(&mut l, HTTP_LISTENER, Interest::READABLE)?;
+            Some(l)
+        };
         let store = Store::open(&config.db, config.durability, config.max_db_pages)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let signals = if handle_signals {
@@ -192,9 +214,16 @@ impl Reactor {
         // CONFIG GET port reports the port in use, also when 0 asked for any.
         let mut config = config;
         config.port = port;
+        if let Some(l) = &http_listener {
+            config.http_port = l.local_addr()?.port();
+        }
         Ok(Reactor {
             poll,
             listener: Some(listener),
+            http_listener,
+            sse_conns: Vec::new(),
+            sse_behind: false,
+            http_sweep_at: None,
             conns: Slab::new(),
             store,
             config,
@@ -228,6 +257,13 @@ impl Reactor {
         }
     }
 
+    /// The bound HTTP address, when the HTTP side is on.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.http_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// A handle that stops the loop from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
@@ -255,7 +291,8 @@ impl Reactor {
             self.work.append(&mut self.carry);
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(false),
+                    HTTP_LISTENER => self.accept(true),
                     WAKER => {
                         if self.shutdown_flag.load(Ordering::SeqCst) {
                             self.begin_stop("shutdown requested");
@@ -317,6 +354,8 @@ impl Reactor {
     /// Reads, parses and runs the requests of every queued connection, commits,
     /// then flushes.
     fn tick(&mut self) {
+        let started = Instant::now();
+        self.stats.tick_requests = 0;
         let mut work = std::mem::take(&mut self.work);
         for &k in &work {
             if let Some(conn) = self.conns.get_mut(k) {
@@ -326,9 +365,18 @@ impl Reactor {
         }
         work.clear();
         self.work = work;
+        let requests = self.stats.tick_requests;
         self.commit();
+        if !self.sse_conns.is_empty() {
+            self.feed_sse();
+        }
         self.flush_touched();
         self.run_durable_handlers();
+        if requests > 0 {
+            self.stats
+                .tick_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
     }
 
     /// Feeds each durable handler the committed events after its offset, a batch a
@@ -481,6 +529,10 @@ impl Reactor {
 
     /// Parses and runs every complete request buffered on connection `k`.
     fn run_requests(&mut self, k: usize) {
+        if self.conns.get(k).is_some_and(|c| c.http.is_some()) {
+            self.run_http(k);
+            return;
+        }
         loop {
             let Some(conn) = self.conns.get_mut(k) else {
                 return;
@@ -558,6 +610,7 @@ impl Reactor {
                         mark.used_storage |= used_storage;
                     }
                     tick_replies.push((reply_start, used_storage));
+                    self.stats.tick_requests += 1;
                     outcome
                 }
                 Err(e) => {
@@ -631,6 +684,12 @@ impl Reactor {
             Ok(()) => {
                 self.stats.finish_tick(true);
                 if wrote {
+                    self.stats
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.stats
+                        .requests_per_commit
+                        .observe(self.stats.tick_requests as f64);
                     self.stats.commits += 1;
                     self.checkpoint_at = Some(Instant::now() + CHECKPOINT_IDLE);
                     log::trace!("commit in {:?}", started.elapsed());
@@ -667,8 +726,19 @@ impl Reactor {
                     // took effect and says so); the others become the error.
                     let tail = conn.wbuf.split_off(mark.out_len);
                     let resp3 = conn.session.resp3;
+                    let is_http = conn.http.is_some();
                     for (i, &(start, storage)) in conn.tick_replies.iter().enumerate() {
-                        if storage {
+                        if storage && is_http {
+                            // Responses after it may have said keep-alive; this one
+                            // closes, so nothing after it is read as sent.
+                            crate::http::Response::error(503, &reply["ERR ".len()..]).write(
+                                &mut conn.wbuf,
+                                false,
+                                false,
+                            );
+                            conn.phase = Phase::Closing;
+                            break;
+                        } else if storage {
                             Reply::new(&mut conn.wbuf, resp3).error(&reply);
                         } else {
                             let end = conn
@@ -819,8 +889,9 @@ impl Reactor {
         if conn.phase == Phase::Closing && conn.pending_output() == 0 {
             conn.phase = Phase::Closed;
         }
+        let streaming = conn.http.as_ref().is_some_and(|h| h.sse.is_some());
         if conn.phase == Phase::Open
-            && conn.session.subscriptions() > 0
+            && (conn.session.subscriptions() > 0 || streaming)
             && conn.pubsub_output_exceeded(&self.config.pubsub_limits(), Instant::now())
         {
             self.drop_slow_subscriber(k);
@@ -856,6 +927,9 @@ impl Reactor {
                 if conn.blocked {
                     self.waiters.retain(|w| w.key != k);
                 }
+                if conn.http.as_ref().is_some_and(|h| h.sse.is_some()) {
+                    self.sse_conns.retain(|&s| s != k);
+                }
                 for ch in &conn.session.channels {
                     self.pubsub.unsubscribe(k, ch);
                 }
@@ -868,13 +942,18 @@ impl Reactor {
         }
     }
 
-    /// Accepts until the listener would block or descriptors run out.
-    fn accept(&mut self) {
+    /// Accepts until a listener would block or descriptors run out.
+    fn accept(&mut self, http: bool) {
         if self.accept_paused_until.is_some() {
             return;
         }
         loop {
-            let Some(listener) = &self.listener else {
+            let listener = if http {
+                &self.http_listener
+            } else {
+                &self.listener
+            };
+            let Some(listener) = listener else {
                 return;
             };
             match listener.accept() {
@@ -886,10 +965,14 @@ impl Reactor {
                         self.stats.rejected_connections += 1;
                         log::warn!("peer={peer} reason=max number of clients reached");
                         // Best effort: a fresh socket's send buffer takes this at once.
-                        let _ = io::Write::write(
-                            &mut stream,
-                            b"-ERR max number of clients reached\r\n",
-                        );
+                        let msg: &[u8] = if http {
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+                              Content-Length: 42\r\nConnection: close\r\n\r\n\
+                              {\"error\":\"max number of clients reached\"}"
+                        } else {
+                            b"-ERR max number of clients reached\r\n"
+                        };
+                        let _ = io::Write::write(&mut stream, msg);
                         continue;
                     }
                     if let Err(e) = stream.set_nodelay(true) {
@@ -906,8 +989,14 @@ impl Reactor {
                     }
                     let id = self.next_client_id;
                     self.next_client_id += 1;
-                    self.conns
-                        .insert(Conn::new(stream, peer, id, self.config.limits()));
+                    let mut conn = Conn::new(stream, peer, id, self.config.limits());
+                    if http {
+                        conn.http = Some(crate::http::HttpState::default());
+                        self.stats.http_connections += 1;
+                        self.http_sweep_at
+                            .get_or_insert(Instant::now() + HTTP_SWEEP);
+                    }
+                    self.conns.insert(conn);
                     self.stats.connected_clients += 1;
                     log::debug!("conn={id} peer={peer} accepted");
                 }
@@ -941,7 +1030,7 @@ impl Reactor {
     /// How long the next poll may wait: until the nearest timer, or not at all
     /// when connections have input left over from the last tick.
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.carry.is_empty() || self.durable_behind {
+        if !self.carry.is_empty() || self.durable_behind || self.sse_behind {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -958,6 +1047,7 @@ impl Reactor {
             first_deadline,
             first_retry,
             self.trim_at,
+            self.http_sweep_at,
         ]
         .into_iter()
         .flatten()
@@ -972,7 +1062,8 @@ impl Reactor {
             && now >= until
         {
             self.accept_paused_until = None;
-            self.accept();
+            self.accept(false);
+            self.accept(true);
         }
         if self
             .waiters
@@ -988,6 +1079,9 @@ impl Reactor {
                 self.unblock(w, Some(|out: &mut Reply<'_>| out.null_array()));
             }
             self.flush_touched();
+        }
+        if self.http_sweep_at.is_some_and(|t| now >= t) {
+            self.sweep_http(now);
         }
         if self.trim_at.is_some_and(|t| now >= t) {
             self.trim_events(now);
@@ -1055,7 +1149,10 @@ impl Reactor {
         }
         log::info!("{why}: shutting down ({} clients)", self.conns.len());
         self.stopping = true;
-        if let Some(mut l) = self.listener.take() {
+        for mut l in [self.listener.take(), self.http_listener.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = self.poll.registry().deregister(&mut l);
         }
     }

@@ -1,0 +1,265 @@
+//! Routes: path and method to the registry, health, metrics, the event stream and
+//! the page. Writes go through the same registry operations as RESP, in the same
+//! tick transaction, and produce the same events.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{Method, Request, Response, percent_decode, query_param};
+use crate::config::{Config, MAX_USERS_PAGE};
+use crate::events::Event;
+use crate::metrics::Stats;
+use crate::pubsub::PubSub;
+use crate::registry;
+use crate::store::{StorageError, Store};
+
+/// The page served at `/`.
+const PAGE: &str = include_str!("page.html");
+/// Users a `GET /users` page holds when no `limit` is given.
+const DEFAULT_PAGE: usize = 100;
+
+/// What a route needs from the server.
+pub struct Env<'a> {
+    /// The database, in the tick's transaction.
+    pub store: &'a mut Store,
+    /// The tick's events.
+    pub events: &'a mut Vec<Event>,
+    /// Counters.
+    pub stats: &'a mut Stats,
+    /// Settings.
+    pub config: &'a Config,
+    /// Subscriptions (for metrics).
+    pub pubsub: &'a PubSub,
+    /// Set when the route touched storage (its response depends on the commit).
+    pub used_storage: bool,
+}
+
+/// What a request turned into.
+#[derive(Debug)]
+pub enum Routed {
+    /// A response to write.
+    Response(Response),
+    /// The start of an event stream: first event to send.
+    Events {
+        /// The first sequence number to send.
+        from: i64,
+    },
+}
+
+/// Answers one request.
+pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
+    let path = req.path.as_str();
+    let allowed: &str = match path {
+        "/" | "/healthz" | "/metrics" | "/events" => "GET, HEAD",
+        "/users" => "GET, HEAD, POST",
+        _ if path.starts_with("/users/") => "GET, HEAD, DELETE",
+        _ => return Routed::Response(Response::error(404, "no such route")),
+    };
+    let get = matches!(req.method, Method::Get | Method::Head);
+    let response = match (path, req.method) {
+        ("/", _) if get => Response {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            headers: Vec::new(),
+            body: PAGE.as_bytes().to_vec(),
+        },
+        ("/healthz", _) if get => health(env),
+        ("/metrics", _) if get => metrics(env),
+        ("/events", _) if get => return events_start(req, env),
+        ("/users", _) if get => list(req, env),
+        ("/users", Method::Post) => create(req, env),
+        (_, _) if path.starts_with("/users/") && (get || req.method == Method::Delete) => {
+            user(req, &path["/users/".len()..], env)
+        }
+        _ => Response::error(405, "method not allowed").with("Allow", allowed),
+    };
+    Routed::Response(response)
+}
+
+fn storage_failure(e: &StorageError) -> Response {
+    Response::error(503, &format!("storage: {e}"))
+}
+
+fn health(env: &Env<'_>) -> Response {
+    if env.store.healthy() {
+        Response::text(200, "ok\n")
+    } else {
+        Response::error(503, "storage failing: the last commit did not succeed")
+    }
+}
+
+fn metrics(env: &mut Env<'_>) -> Response {
+    let groups = env.store.groups().unwrap_or_default();
+    let text = crate::metrics::prometheus(&crate::metrics::View {
+        stats: env.stats,
+        counts: env.store.committed_counts(),
+        groups: &groups,
+        pubsub: env.pubsub,
+        storage_ok: env.store.healthy(),
+    });
+    Response {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        headers: Vec::new(),
+        body: text.into_bytes(),
+    }
+}
+
+fn events_start(req: &Request, env: &Env<'_>) -> Routed {
+    let last = env.store.committed_counts().last_seq;
+    // Last-Event-ID (a reconnect) wins over ?from=; ids are seqs, `N-0` accepted.
+    let from = if let Some(id) = &req.last_event_id {
+        match id.trim_end_matches("-0").parse::<i64>() {
+            Ok(seq) => seq.saturating_add(1),
+            Err(_) => {
+                return Routed::Response(Response::error(400, "Last-Event-ID must be a seq"));
+            }
+        }
+    } else if let Some(from) = query_param(&req.query, "from") {
+        match from.parse::<i64>() {
+            Ok(seq) => seq.max(0),
+            Err(_) => return Routed::Response(Response::error(400, "from must be a seq")),
+        }
+    } else {
+        last + 1
+    };
+    Routed::Events { from }
+}
+
+fn list(req: &Request, env: &mut Env<'_>) -> Response {
+    let cursor = match query_param(&req.query, "cursor").filter(|c| !c.is_empty()) {
+        None => 0,
+        Some(c) => match c.parse::<i64>() {
+            Ok(c) if c >= 0 => c,
+            _ => return Response::error(400, "cursor must be a non-negative integer"),
+        },
+    };
+    let limit = match query_param(&req.query, "limit").filter(|c| !c.is_empty()) {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(l) if l >= 1 => l.min(MAX_USERS_PAGE),
+            _ => return Response::error(400, "limit must be a positive integer"),
+        },
+    };
+    let pattern = query_param(&req.query, "match");
+    env.used_storage = true;
+    let rows = match env.store.scan(cursor, limit) {
+        Ok(rows) => rows,
+        Err(e) => return storage_failure(&e),
+    };
+    let next = if rows.len() < limit {
+        0
+    } else {
+        rows.last().map_or(0, |(id, _)| *id)
+    };
+    let names: Vec<&String> = rows
+        .iter()
+        .map(|(_, n)| n)
+        .filter(|n| {
+            pattern
+                .as_ref()
+                .is_none_or(|p| crate::glob::matches(p.as_bytes(), n.as_bytes()))
+        })
+        .collect();
+    // last_seq lets a reader of the list follow on with /events?from=last_seq+1.
+    let last_seq = env.store.counts().last_seq;
+    Response::json(
+        200,
+        &json!({ "users": names, "next_cursor": next, "last_seq": last_seq }),
+    )
+}
+
+fn create(req: &Request, env: &mut Env<'_>) -> Response {
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => return Response::error(400, &format!("invalid JSON: {e}")),
+    };
+    let Some(obj) = body.as_object() else {
+        return Response::error(422, "the body must be a JSON object");
+    };
+    let Some(name) = obj.get("name").and_then(Value::as_str) else {
+        return Response::error(422, "\"name\" must be a string");
+    };
+    let name = match registry::check_name(name.as_bytes()) {
+        Ok(n) => n,
+        Err(e) => return Response::error(422, e),
+    };
+    let empty = serde_json::Map::new();
+    let fields_obj = match obj.get("fields") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return Response::error(422, "\"fields\" must be an object of strings"),
+    };
+    let mut pairs = Vec::with_capacity(fields_obj.len());
+    for (k, v) in fields_obj {
+        let Some(v) = v.as_str() else {
+            return Response::error(422, &format!("field '{k}' must be a string"));
+        };
+        pairs.push((k.as_bytes(), v.as_bytes()));
+    }
+    let fields: BTreeMap<String, String> =
+        match registry::check_fields(pairs.len(), pairs.into_iter()) {
+            Ok(f) => f,
+            Err(e) => return Response::error(422, &e),
+        };
+    env.used_storage = true;
+    match registry::register(env.store, env.events, env.stats, name, fields) {
+        Ok(Some(id)) => Response::json(201, &json!({ "id": id, "name": name }))
+            .with("Location", format!("/users/{}", percent_encode(name))),
+        Ok(None) => Response::error(409, "name taken"),
+        Err(e) => storage_failure(&e),
+    }
+}
+
+fn user(req: &Request, encoded: &str, env: &mut Env<'_>) -> Response {
+    let Some(raw) = percent_decode(encoded, false) else {
+        return Response::error(400, "malformed percent-encoding in the name");
+    };
+    // A name that breaks the rules cannot exist.
+    let Ok(name) = registry::check_name(&raw) else {
+        return Response::error(404, "no such user");
+    };
+    env.used_storage = true;
+    if req.method == Method::Delete {
+        return match registry::unregister(env.store, env.events, env.stats, name) {
+            Ok(true) => Response {
+                status: 204,
+                content_type: "application/json",
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+            Ok(false) => Response::error(404, "no such user"),
+            Err(e) => storage_failure(&e),
+        };
+    }
+    match env.store.lookup(name) {
+        Ok(Some(u)) => {
+            let fields: Value = serde_json::from_str(&u.fields).unwrap_or_else(|_| json!({}));
+            Response::json(
+                200,
+                &json!({
+                    "id": u.id,
+                    "name": u.name,
+                    "created_at": crate::clock::rfc3339(u.created_at),
+                    "fields": fields,
+                }),
+            )
+        }
+        Ok(None) => Response::error(404, "no such user"),
+        Err(e) => storage_failure(&e),
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
