@@ -1,0 +1,269 @@
+//! The end of a tick's work: the group commit, then what may only happen after
+//! it: handler callbacks, pushes to subscribers, waking blocked readers, feeding
+//! durable handlers; or, when it fails, replacing the replies that depended on it.
+
+use super::*;
+
+impl Reactor {
+    /// Feeds each durable handler the committed events after its offset, a batch a
+    /// tick, and stores how far it got. A panic stops that handler at the event
+    /// that panicked and retries it after a back-off.
+    pub(super) fn run_durable_handlers(&mut self) {
+        if self.handlers.durable.is_empty() {
+            return;
+        }
+        let last = self.store.committed_counts().last_seq;
+        let now = Instant::now();
+        self.durable_behind = false;
+        for h in &mut self.handlers.durable {
+            if h.offset >= last || h.retry_at.is_some_and(|t| now < t) {
+                continue;
+            }
+            let rows = match self.store.events_between(
+                h.offset.saturating_add(1),
+                i64::MAX,
+                DURABLE_BATCH,
+                false,
+            ) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    log::warn!("durable handler '{}': cannot read the log: {e}", h.name);
+                    h.retry_at = Some(now + DURABLE_RETRY_MAX);
+                    continue;
+                }
+            };
+            let start = h.offset;
+            for row in &rows {
+                let event = Event::from_row(row);
+                if crate::events::call_isolated(&mut h.callback, &event) {
+                    h.offset = row.seq;
+                    h.failures = 0;
+                    h.retry_at = None;
+                } else {
+                    h.failures += 1;
+                    let wait = (DURABLE_RETRY_MIN * 2u32.saturating_pow(h.failures.min(16) - 1))
+                        .min(DURABLE_RETRY_MAX);
+                    self.stats.handler_panics += 1;
+                    log::error!(
+                        "durable handler '{}' panicked on event {} (retry in {wait:?})",
+                        h.name,
+                        row.seq
+                    );
+                    h.retry_at = Some(now + wait);
+                    break;
+                }
+            }
+            // Events missing from the log (trimmed) are skipped over, not waited for.
+            if rows.is_empty() {
+                h.offset = last;
+            }
+            if h.offset != start
+                && let Err(e) = self.store.set_handler_offset(&h.name, h.offset)
+            {
+                log::warn!("durable handler '{}': cannot store its offset: {e}", h.name);
+            }
+            if h.offset < last && h.retry_at.is_none() {
+                self.durable_behind = true;
+            }
+        }
+        self.stats.durable_offsets.clear();
+        self.stats.durable_offsets.extend(
+            self.handlers
+                .durable
+                .iter()
+                .map(|h| (h.name.clone(), h.offset)),
+        );
+    }
+
+    /// Ends the tick's transaction; on success the tick's events go out, on failure
+    /// every reply that depended on storage is replaced by the storage error.
+    pub(super) fn commit(&mut self) {
+        let wrote = self.store.tick_has_writes();
+        let started = Instant::now();
+        match self.store.finish_tick() {
+            Ok(()) => {
+                self.stats.finish_tick(true);
+                if wrote {
+                    self.stats
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.stats
+                        .requests_per_commit
+                        .observe(self.stats.tick_requests as f64);
+                    self.stats.commits += 1;
+                    self.checkpoint_at = Some(Instant::now() + CHECKPOINT_IDLE);
+                    log::trace!("commit in {:?}", started.elapsed());
+                }
+                let mut events = std::mem::take(&mut self.tick_events);
+                for event in &events {
+                    self.stats.events += 1;
+                    self.stats.handler_panics += self.handlers.dispatch(event) as u64;
+                    if !self.pubsub.is_empty() {
+                        self.publish(event);
+                    }
+                }
+                let woke = !events.is_empty() && !self.waiters.is_empty();
+                events.clear();
+                self.tick_events = events;
+                if woke {
+                    self.wake_readers();
+                }
+            }
+            Err(e) => {
+                self.stats.failed_commits += 1;
+                self.stats.finish_tick(false);
+                self.tick_events.clear();
+                let reply = format!("ERR storage: {e}");
+                for &k in &self.touched {
+                    let Some(conn) = self.conns.get_mut(k) else {
+                        continue;
+                    };
+                    let Some(mark) = conn.tick else { continue };
+                    if !mark.used_storage {
+                        continue;
+                    }
+                    // Replies that did not depend on storage stay (a SUBSCRIBE
+                    // took effect and says so); the others become the error.
+                    let tail = conn.wbuf.split_off(mark.out_len);
+                    let resp3 = conn.session.resp3;
+                    let is_http = conn.http.is_some();
+                    for (i, &(start, storage)) in conn.tick_replies.iter().enumerate() {
+                        if storage && is_http {
+                            // Responses after it may have said keep-alive; this one
+                            // closes, so nothing after it is read as sent.
+                            crate::http::Response::error(503, &reply["ERR ".len()..]).write(
+                                &mut conn.wbuf,
+                                false,
+                                false,
+                            );
+                            conn.phase = Phase::Closing;
+                            break;
+                        } else if storage {
+                            Reply::new(&mut conn.wbuf, resp3).error(&reply);
+                        } else {
+                            let end = conn
+                                .tick_replies
+                                .get(i + 1)
+                                .map_or(mark.out_len + tail.len(), |r| r.0);
+                            conn.wbuf
+                                .extend_from_slice(&tail[start - mark.out_len..end - mark.out_len]);
+                        }
+                    }
+                    // A read that blocked this tick already got its error reply:
+                    // consume it and let the connection go on.
+                    if conn.blocked {
+                        if let Some(i) = self.waiters.iter().position(|w| w.key == k) {
+                            conn.rhead += self.waiters.swap_remove(i).consumed;
+                        }
+                        conn.blocked = false;
+                        conn.session.block = None;
+                        conn.queued = true;
+                        self.carry.push(k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets the blocked readers that the last commit may satisfy run again.
+    pub(super) fn wake_readers(&mut self) {
+        let last_seq = self.store.committed_counts().last_seq;
+        let waiters = std::mem::take(&mut self.waiters);
+        for w in waiters {
+            if w.after >= last_seq {
+                self.waiters.push(w);
+            } else {
+                self.unblock(&w, None);
+            }
+        }
+    }
+
+    /// Unparks a blocked connection. With a timeout reply, the blocked command is
+    /// answered and consumed; without, it runs again next tick.
+    pub(super) fn unblock(&mut self, w: &Waiter, timeout_reply: Option<fn(&mut Reply<'_>)>) {
+        let Some(conn) = self.conns.get_mut(w.key) else {
+            return;
+        };
+        if conn.session.id != w.client_id || !conn.blocked {
+            return;
+        }
+        conn.blocked = false;
+        if let Some(reply) = timeout_reply {
+            conn.rhead += w.consumed;
+            conn.session.block = None;
+            reply(&mut Reply::new(&mut conn.wbuf, conn.session.resp3));
+            self.note_touched(w.key);
+        }
+        if let Some(conn) = self.conns.get_mut(w.key)
+            && conn.phase == Phase::Open
+            && !conn.queued
+        {
+            conn.queued = true;
+            self.carry.push(w.key);
+        }
+    }
+
+    /// Pushes a committed event to its channel's subscribers and to the pattern
+    /// subscribers it matches; drops subscribers past their output limits.
+    pub(super) fn publish(&mut self, event: &Event) {
+        let channel = event.kind.as_str().as_bytes();
+        let payload = event.to_json();
+        let targets = self.pubsub.targets(channel);
+        let mut deliveries: Vec<(usize, Option<Vec<u8>>)> =
+            targets.direct.iter().map(|&k| (k, None)).collect();
+        for (pattern, keys) in targets.patterns {
+            deliveries.extend(keys.iter().map(|&k| (k, Some(pattern.to_vec()))));
+        }
+        let hard = self.config.pubsub_limits().hard_bytes;
+        let memory_guard = hard
+            .saturating_mul(2)
+            .max(hard.saturating_add(PUBSUB_TICK_SLACK_BYTES));
+        for (k, pattern) in deliveries {
+            let Some(conn) = self.conns.get_mut(k) else {
+                continue;
+            };
+            if conn.phase != Phase::Open {
+                continue;
+            }
+            let mut out = Reply::new(&mut conn.wbuf, conn.session.resp3);
+            match &pattern {
+                None => {
+                    out.push(3);
+                    out.bulk(b"message");
+                }
+                Some(p) => {
+                    out.push(4);
+                    out.bulk(b"pmessage");
+                    out.bulk(p);
+                }
+            }
+            out.bulk(channel);
+            out.bulk(payload.as_bytes());
+            self.stats.pushes += 1;
+            // The limits are judged after the flush, on what the peer did not take;
+            // this only bounds memory within one tick.
+            if conn.pending_output() > memory_guard {
+                self.drop_slow_subscriber(k);
+                continue;
+            }
+            self.note_touched(k);
+        }
+    }
+
+    /// Disconnects a subscriber that fell behind its output limits.
+    pub(super) fn drop_slow_subscriber(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        log::warn!(
+            "conn={} peer={} reason=subscriber output buffer limit ({} bytes unsent); \
+             disconnected, it can resume from the durable log",
+            conn.session.id,
+            conn.peer,
+            conn.pending_output()
+        );
+        self.stats.slow_subscriber_disconnects += 1;
+        conn.phase = Phase::Closed;
+        self.closing.push(k);
+    }
+}

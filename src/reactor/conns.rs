@@ -1,0 +1,189 @@
+//! Connection I/O around the tick: accepting, flushing output with the interest
+//! it calls for, and deferred closes.
+
+use super::*;
+
+impl Reactor {
+    /// Flushes every connection whose output grew, then removes finished ones.
+    pub(super) fn flush_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        for &k in &touched {
+            if let Some(conn) = self.conns.get_mut(k) {
+                conn.tick = None;
+            }
+            self.flush(k);
+        }
+        touched.clear();
+        self.touched = touched;
+        self.close_finished();
+    }
+
+    pub(super) fn note_touched(&mut self, k: usize) {
+        if let Some(conn) = self.conns.get_mut(k)
+            && conn.tick.is_none()
+        {
+            conn.mark_tick();
+            self.touched.push(k);
+        }
+    }
+
+    /// Writes what connection `k` has pending and updates its interest.
+    pub(super) fn flush(&mut self, k: usize) {
+        let Some(conn) = self.conns.get_mut(k) else {
+            return;
+        };
+        if conn.phase == Phase::Closed {
+            return;
+        }
+        match conn.flush() {
+            Ok(n) => self.stats.net_output_bytes += n as u64,
+            Err(e) => {
+                log::debug!(
+                    "conn={} peer={} reason=write error: {e}",
+                    conn.session.id,
+                    conn.peer
+                );
+                conn.phase = Phase::Closed;
+            }
+        }
+        if conn.phase == Phase::Closing && conn.pending_output() == 0 {
+            conn.phase = Phase::Closed;
+        }
+        let streaming = conn.http.as_ref().is_some_and(|h| h.sse.is_some());
+        if conn.phase == Phase::Open
+            && (conn.session.subscriptions() > 0 || streaming)
+            && conn.pubsub_output_exceeded(&self.config.pubsub_limits(), Instant::now())
+        {
+            self.drop_slow_subscriber(k);
+            return;
+        }
+        if conn.phase == Phase::Closed {
+            self.closing.push(k);
+            return;
+        }
+        let want = conn.interest();
+        if want != conn.registered {
+            match self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(k), want)
+            {
+                Ok(()) => conn.registered = want,
+                Err(e) => {
+                    log::debug!("conn={} reason=reregister failed: {e}", conn.session.id);
+                    conn.phase = Phase::Closed;
+                    self.closing.push(k);
+                }
+            }
+        }
+    }
+
+    /// Removes the connections that finished this tick.
+    pub(super) fn close_finished(&mut self) {
+        for k in self.closing.drain(..) {
+            if self.conns.get(k).is_some_and(|c| c.phase == Phase::Closed) {
+                let mut conn = self.conns.remove(k);
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+                if conn.blocked {
+                    self.waiters.retain(|w| w.key != k);
+                }
+                if conn.http.as_ref().is_some_and(|h| h.sse.is_some()) {
+                    self.sse_conns.retain(|&s| s != k);
+                }
+                for ch in &conn.session.channels {
+                    self.pubsub.unsubscribe(k, ch);
+                }
+                for p in &conn.session.patterns {
+                    self.pubsub.punsubscribe(k, p);
+                }
+                self.stats.connected_clients -= 1;
+                log::debug!("conn={} peer={} closed", conn.session.id, conn.peer);
+            }
+        }
+    }
+
+    /// Accepts until a listener would block or descriptors run out.
+    pub(super) fn accept(&mut self, http: bool) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let listener = if http {
+                &self.http_listener
+            } else {
+                &self.listener
+            };
+            let Some(listener) = listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    self.stats.connections_received += 1;
+                    if self.conns.len() >= self.config.maxclients
+                        || self.conns.vacant_key() >= MAX_CONN_TOKEN
+                    {
+                        self.stats.rejected_connections += 1;
+                        log::warn!("peer={peer} reason=max number of clients reached");
+                        // Best effort: a fresh socket's send buffer takes this at once.
+                        let msg: &[u8] = if http {
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+                              Content-Length: 42\r\nConnection: close\r\n\r\n\
+                              {\"error\":\"max number of clients reached\"}"
+                        } else {
+                            b"-ERR max number of clients reached\r\n"
+                        };
+                        let _ = io::Write::write(&mut stream, msg);
+                        continue;
+                    }
+                    if let Err(e) = stream.set_nodelay(true) {
+                        log::debug!("peer={peer} reason=set TCP_NODELAY failed: {e}");
+                    }
+                    let k = self.conns.vacant_key();
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, Token(k), Interest::READABLE)
+                    {
+                        log::warn!("peer={peer} reason=register failed: {e}");
+                        continue;
+                    }
+                    let id = self.next_client_id;
+                    self.next_client_id += 1;
+                    let mut conn = Conn::new(stream, peer, id, self.config.limits());
+                    if http {
+                        conn.http = Some(crate::http::HttpState::default());
+                        self.stats.http_connections += 1;
+                        self.http_sweep_at
+                            .get_or_insert(Instant::now() + HTTP_SWEEP);
+                    }
+                    self.conns.insert(conn);
+                    self.stats.connected_clients += 1;
+                    log::debug!("conn={id} peer={peer} accepted");
+                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return,
+                    io::ErrorKind::Interrupted => {}
+                    _ => {
+                        if matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)) {
+                            let now = Instant::now();
+                            if self
+                                .accept_warned_at
+                                .is_none_or(|t| now.duration_since(t) >= ACCEPT_WARN_INTERVAL)
+                            {
+                                log::warn!(
+                                    "accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?} \
+                                     at a time until descriptors free up"
+                                );
+                                self.accept_warned_at = Some(now);
+                            }
+                            self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                            return;
+                        }
+                        // The peer gave up before we got to it (ECONNABORTED and such).
+                        log::debug!("accept failed: {e}");
+                    }
+                },
+            }
+        }
+    }
+}
