@@ -168,6 +168,21 @@ impl Stats {
         }
     }
 
+    /// Zeroes the counters (CONFIG RESETSTAT); gauges and start time stay.
+    pub fn reset_counters(&mut self) {
+        let fresh = Stats::new(self.tcp_port);
+        *self = Stats {
+            started: self.started,
+            connected_clients: self.connected_clients,
+            durable_offsets: std::mem::take(&mut self.durable_offsets),
+            tick_registrations: self.tick_registrations,
+            tick_unregistrations: self.tick_unregistrations,
+            tick_requests: self.tick_requests,
+            cross_protocol_logged_at: self.cross_protocol_logged_at,
+            ..fresh
+        };
+    }
+
     /// Folds the tick's counts in after its commit (or drops them after a rollback).
     pub fn finish_tick(&mut self, committed: bool) {
         if committed {

@@ -4,7 +4,7 @@
 //! - `CONFIG GET pattern [pattern ...]` → map of matching setting → value
 //!   (`save` and `appendonly` included, which redis-benchmark asks for)
 //! - `CONFIG SET ...` → an error: settings are fixed at start
-//! - `CONFIG RESETSTAT` → `+OK`
+//! - `CONFIG RESETSTAT` → `+OK`, counters (INFO stats, /metrics) start again from 0
 
 use super::{Ctx, Outcome, Spec, unknown_subcommand, wrong_arity};
 use crate::protocol::Args;
@@ -41,6 +41,7 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         ctx.out
             .error("ERR CONFIG SET is not supported: userbus settings are fixed at start");
     } else if sub.eq_ignore_ascii_case(b"resetstat") {
+        ctx.stats.reset_counters();
         ctx.out.ok();
     } else {
         unknown_subcommand("config", sub, ctx);
