@@ -421,12 +421,14 @@ impl Store {
             touch_consumer(c, group, consumer, now, false)?;
             let mut out = Vec::new();
             for &seq in seqs {
-                let current: Option<(i64, i64)> = c
+                let current: Option<(i64, i64, String)> = c
                     .prepare_cached(
-                        "SELECT delivered_at, deliveries FROM stream_pending \
+                        "SELECT delivered_at, deliveries, consumer FROM stream_pending \
                          WHERE grp = ?1 AND seq = ?2",
                     )?
-                    .query_row(params![group, seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row(params![group, seq], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
                     .optional()?;
                 let Some(ev) = event(c, seq)? else {
                     // The event is gone from the log: drop it from the group too.
@@ -434,16 +436,19 @@ impl Store {
                         .execute(params![group, seq])?;
                     continue;
                 };
-                let deliveries = match current {
-                    Some((at, d)) if now - at >= min_idle_ms => d,
+                // FORCE makes an entry pending as if delivered once already, as
+                // Redis does (the claim then counts another delivery).
+                let (deliveries, owner) = match current {
+                    Some((at, d, owner)) if now - at >= min_idle_ms => (d, owner),
                     Some(_) => continue,
-                    None if opts.force => 0,
+                    None if opts.force => (1, consumer.to_string()),
                     None => continue,
                 };
                 out.extend(claim_one(
                     c,
                     group,
                     consumer,
+                    &owner,
                     ev,
                     deliveries,
                     opts,
@@ -481,7 +486,7 @@ impl Store {
             touch_consumer(c, group, consumer, now, false)?;
             let candidates = c
                 .prepare_cached(
-                    "SELECT seq, delivered_at, deliveries FROM stream_pending \
+                    "SELECT seq, delivered_at, deliveries, consumer FROM stream_pending \
                      WHERE grp = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
                 )?
                 .query_map(params![group, start, scan + 1], |r| {
@@ -489,13 +494,15 @@ impl Store {
                         r.get::<_, i64>(0)?,
                         r.get::<_, i64>(1)?,
                         r.get::<_, i64>(2)?,
+                        r.get::<_, String>(3)?,
                     ))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut claimed = Vec::new();
             let mut deleted = Vec::new();
             let mut next = 0;
-            for (i, &(seq, at, deliveries)) in candidates.iter().enumerate() {
+            for (i, (seq, at, deliveries, owner)) in candidates.iter().enumerate() {
+                let (seq, at, deliveries) = (*seq, *at, *deliveries);
                 if claimed.len() >= count || i as i64 >= scan {
                     next = seq;
                     break;
@@ -513,6 +520,7 @@ impl Store {
                     c,
                     group,
                     consumer,
+                    owner,
                     ev,
                     deliveries,
                     opts,
@@ -646,12 +654,14 @@ fn redeliver(
     Ok(Some((seq, Some(ev))))
 }
 
-/// Moves one pending (or, forced, new) entry to `consumer`.
+/// Moves one pending (or, forced, new) entry from `owner` to `consumer`; past the
+/// delivery limit it is dead-lettered under `owner`, who had it last.
 #[allow(clippy::too_many_arguments)]
 fn claim_one(
     c: &Connection,
     group: &str,
     consumer: &str,
+    owner: &str,
     ev: EventRow,
     deliveries: i64,
     opts: &ClaimOptions,
@@ -660,7 +670,7 @@ fn claim_one(
 ) -> rusqlite::Result<Option<(i64, Option<EventRow>)>> {
     let seq = ev.seq;
     if !opts.just_id && max_deliveries > 0 && deliveries >= max_deliveries as i64 {
-        bury(c, group, consumer, seq, deliveries, now)?;
+        bury(c, group, owner, seq, deliveries, now)?;
         return Ok(None);
     }
     let delivered_at = match (opts.time_ms, opts.idle_ms) {

@@ -58,8 +58,11 @@ fn clamp(n: u64) -> i64 {
 /// The lowest sequence number an XRANGE start argument includes
 /// (`-`, `id`, `(id`).
 pub fn range_start(arg: &[u8]) -> Result<i64, &'static str> {
-    if arg == b"-" {
-        return Ok(0);
+    match arg {
+        b"-" => return Ok(0),
+        // A start of `+` (as XREVRANGE - + gives) is past every entry.
+        b"+" => return Ok(i64::MAX),
+        _ => {}
     }
     let (exclusive, id) = match arg.strip_prefix(b"(") {
         Some(rest) => (true, rest),
@@ -77,8 +80,11 @@ pub fn range_start(arg: &[u8]) -> Result<i64, &'static str> {
 
 /// The highest sequence number an XRANGE end argument includes (`+`, `id`, `(id`).
 pub fn range_end(arg: &[u8]) -> Result<i64, &'static str> {
-    if arg == b"+" {
-        return Ok(i64::MAX);
+    match arg {
+        b"+" => return Ok(i64::MAX),
+        // An end of `-` is before every entry.
+        b"-" => return Ok(-1),
+        _ => {}
     }
     let (exclusive, id) = match arg.strip_prefix(b"(") {
         Some(rest) => (true, rest),
@@ -225,6 +231,8 @@ mod tests {
         assert_eq!(read_after(b"$", 9), Ok(9));
         assert_eq!(read_after(b"7-0", 9), Ok(7));
         assert_eq!(read_after(b"0", 9), Ok(0));
+        assert_eq!(range_start(b"+"), Ok(i64::MAX));
+        assert_eq!(range_end(b"-"), Ok(-1));
         for bad in [&b"x"[..], b"1-x", b"-1", b"1-", b"", b"(-", b"1-2-3"] {
             assert_eq!(range_start(bad), Err(INVALID_ID), "{bad:?}");
         }

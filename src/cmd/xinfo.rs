@@ -43,7 +43,14 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         wrong_arity(&format!("xinfo|{}", String::from_utf8_lossy(&sub)), ctx);
         return Outcome::Continue;
     }
-    if !group_stream(args.get(2).unwrap_or_default(), ctx) {
+    let key = args.get(2).unwrap_or_default();
+    if key == crate::stream::DEAD_KEY {
+        ctx.out.error(
+            "ERR XINFO describes the 'events' stream; read 'events.dead' with XLEN and XRANGE",
+        );
+        return Outcome::Continue;
+    }
+    if !group_stream(key, ctx) {
         return Outcome::Continue;
     }
     match sub.as_slice() {

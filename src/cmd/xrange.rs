@@ -65,7 +65,11 @@ fn range(args: &Args<'_>, ctx: &mut Ctx<'_>, rev: bool) -> Outcome {
     match (args.get(4), args.get(5), args.len()) {
         (None, _, _) => {}
         (Some(opt), Some(n), 6) if opt.eq_ignore_ascii_case(b"count") => match int_arg(n) {
-            // Redis answers an empty array for a negative or zero COUNT.
+            // Redis answers nil for a zero or negative COUNT.
+            Some(n) if n <= 0 => {
+                ctx.out.null_array();
+                return Outcome::Continue;
+            }
             Some(n) => count = usize::try_from(n).unwrap_or(0).min(MAX_RANGE_ENTRIES),
             None => {
                 not_an_integer(ctx);
@@ -77,7 +81,7 @@ fn range(args: &Args<'_>, ctx: &mut Ctx<'_>, rev: bool) -> Outcome {
             return Outcome::Continue;
         }
     }
-    if count == 0 || lo > hi {
+    if lo > hi {
         ctx.out.array(0);
         return Outcome::Continue;
     }

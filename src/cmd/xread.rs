@@ -54,7 +54,10 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         let value = args.get(i + 1);
         if opt.eq_ignore_ascii_case(b"count") {
             match value.and_then(int_arg) {
-                Some(n) => count = usize::try_from(n).unwrap_or(0).max(1),
+                // COUNT 0 (or less) means no COUNT, as in Redis; the default cap
+                // still bounds one reply.
+                Some(n) if n <= 0 => count = DEFAULT_READ_COUNT,
+                Some(n) => count = usize::try_from(n).unwrap_or(usize::MAX),
                 None => {
                     super::not_an_integer(ctx);
                     return Outcome::Continue;
@@ -119,6 +122,11 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             return Outcome::Continue;
         }
     };
+    if which == Stream::Dead && id == b"$" {
+        // Nothing is ever after the newest dead letter for a read that does not wait.
+        ctx.out.null_array();
+        return Outcome::Continue;
+    }
     if which == Stream::Dead {
         // Dead letters are read without waiting: BLOCK does not apply to them.
         match ctx

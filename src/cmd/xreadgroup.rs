@@ -60,7 +60,10 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         let value = args.get(i + 1);
         if opt.eq_ignore_ascii_case(b"count") {
             match value.and_then(int_arg) {
-                Some(n) => count = usize::try_from(n).unwrap_or(0).max(1),
+                // COUNT 0 (or less) means no COUNT, as in Redis; the default cap
+                // still bounds one reply.
+                Some(n) if n <= 0 => count = super::xread::DEFAULT_READ_COUNT,
+                Some(n) => count = usize::try_from(n).unwrap_or(usize::MAX),
                 None => {
                     super::not_an_integer(ctx);
                     return Outcome::Continue;
@@ -127,6 +130,14 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             Ok(None) => no_group(group, ctx, " in XREADGROUP with GROUP option"),
             Err(e) => ctx.storage_error(&e),
         }
+        return Outcome::Continue;
+    }
+    if id == b"$" {
+        ctx.out.error(
+            "ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the \
+             history of this consumer by specifying a proper ID, or use the > ID to get new \
+             messages. The $ ID would just return an empty result set.",
+        );
         return Outcome::Continue;
     }
     let after = match exact_id(id) {

@@ -66,7 +66,14 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
         },
         ("/healthz", _) if get => health(env),
         ("/metrics", _) if get => metrics(env),
-        ("/events", _) if get => return events_start(req, env),
+        // HEAD gets the stream's head only: it must not become a stream.
+        ("/events", Method::Head) => Response {
+            status: 200,
+            content_type: "text/event-stream",
+            headers: vec![("Cache-Control", "no-cache".to_string())],
+            body: Vec::new(),
+        },
+        ("/events", Method::Get) => return events_start(req, env),
         ("/users", _) if get => list(req, env),
         ("/users", Method::Post) => create(req, env),
         (_, _) if path.starts_with("/users/") && (get || req.method == Method::Delete) => {

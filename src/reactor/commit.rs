@@ -60,7 +60,11 @@ impl Reactor {
             if h.offset != start
                 && let Err(e) = self.store.set_handler_offset(&h.name, h.offset)
             {
+                // Go back to what is stored, so retention cannot trim events the
+                // handler would need after a crash; they run again (at-least-once).
                 log::warn!("durable handler '{}': cannot store its offset: {e}", h.name);
+                h.offset = start;
+                h.retry_at = Some(now + DURABLE_RETRY_MAX);
             }
             if h.offset < last && h.retry_at.is_none() {
                 self.durable_behind = true;
