@@ -16,8 +16,21 @@ pub const DEFAULT_HTTP_PORT: u16 = 7879;
 pub const DEFAULT_DB: &str = "./userbus.db";
 
 /// Largest bulk string a request may carry (Redis's `proto-max-bulk-len` is 512 MiB;
-/// nothing userbus stores comes near 1 MiB).
-pub const MAX_BULK_BYTES: usize = 1024 * 1024;
+/// the largest thing userbus stores, a user with 32 fields of 4 KiB, is 128 KiB).
+pub const MAX_BULK_BYTES: usize = 512 * 1024;
+/// Unparsed input a connection may hold (Redis's `client-query-buffer-limit`); a
+/// connection over it is closed.
+pub const MAX_QUERY_BUFFER_BYTES: usize = 1024 * 1024;
+/// Before authentication: most elements in a request array (Redis's rule).
+pub const MAX_UNAUTH_MULTIBULK_LEN: usize = 10;
+/// Before authentication: largest bulk string (Redis's rule).
+pub const MAX_UNAUTH_BULK_BYTES: usize = 16 * 1024;
+/// Before authentication: unsent reply bytes after which the connection is closed.
+pub const MAX_UNAUTH_OUTPUT_BYTES: usize = 16 * 1024;
+/// Connections accepted per listener per tick; the rest wait for the next tick.
+pub const ACCEPT_BUDGET: usize = 1000;
+/// TCP keepalive probe interval for client connections (Redis's `tcp-keepalive`).
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(300);
 /// Most elements a request array may declare.
 pub const MAX_MULTIBULK_LEN: usize = 1024 * 1024;
 /// Longest inline line, and longest `*`/`$` header line (Redis's PROTO_INLINE_MAX_SIZE).
@@ -215,6 +228,23 @@ pub struct Config {
     /// Longest inline command line, in bytes.
     #[arg(long, env = "USERBUS_MAX_INLINE_BYTES", default_value_t = MAX_INLINE_BYTES)]
     pub max_inline_bytes: usize,
+    /// Unparsed input one connection may hold, in bytes; over it the connection is
+    /// closed.
+    #[arg(long, env = "USERBUS_MAX_QUERY_BUFFER_BYTES", default_value_t = MAX_QUERY_BUFFER_BYTES)]
+    pub max_query_buffer_bytes: usize,
+    /// Close connections idle for this many seconds (0 = never; subscribers,
+    /// blocked readers and event streams are exempt).
+    #[arg(long, env = "USERBUS_TIMEOUT", default_value_t = 0)]
+    pub timeout: u64,
+    /// The password clients must give (AUTH, HELLO ... AUTH, HTTP Bearer token).
+    #[arg(long, env = "USERBUS_PASSWORD", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// Read the password from the first line of this file instead.
+    #[arg(long, env = "USERBUS_PASSWORD_FILE", conflicts_with = "requirepass")]
+    pub password_file: Option<PathBuf>,
+    /// Refuse to listen on a non-loopback address without a password (yes|no).
+    #[arg(long, env = "USERBUS_PROTECTED_MODE", default_value = "yes", value_parser = parse_yes_no)]
+    pub protected_mode: bool,
     /// Cap on the database size in SQLite pages (0 = no cap); writes past it fail with
     /// a storage error instead of filling the disk.
     #[arg(long, env = "USERBUS_MAX_DB_PAGES", default_value_t = 0)]
@@ -254,6 +284,11 @@ impl Default for Config {
             max_multibulk_len: MAX_MULTIBULK_LEN,
             max_inline_bytes: MAX_INLINE_BYTES,
             max_db_pages: 0,
+            max_query_buffer_bytes: MAX_QUERY_BUFFER_BYTES,
+            timeout: 0,
+            requirepass: None,
+            password_file: None,
+            protected_mode: true,
             max_deliveries: 0,
             retain_events: None,
             pubsub_hard_limit_bytes: PUBSUB_HARD_LIMIT_BYTES,
@@ -263,7 +298,34 @@ impl Default for Config {
     }
 }
 
+/// Parses `yes`/`no` (and `true`/`false`) as Redis configuration does.
+fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "1" => Ok(true),
+        "no" | "false" | "0" => Ok(false),
+        _ => Err(format!("expected yes or no, not '{s}'")),
+    }
+}
+
 impl Config {
+    /// The password clients must give: `--requirepass`, or the first line of
+    /// `--password-file`. `Ok(None)` when there is none.
+    pub fn password(&self) -> Result<Option<String>, String> {
+        if let Some(p) = &self.requirepass {
+            return Ok((!p.is_empty()).then(|| p.clone()));
+        }
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --password-file {}: {e}", path.display()))?;
+        let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+        if line.is_empty() {
+            return Err(format!("--password-file {} is empty", path.display()));
+        }
+        Ok(Some(line.to_string()))
+    }
+
     /// The parser limits this configuration asks for.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -295,6 +357,25 @@ impl Config {
             ("max-multibulk-len", self.max_multibulk_len.to_string()),
             ("max-inline-bytes", self.max_inline_bytes.to_string()),
             ("max-db-pages", self.max_db_pages.to_string()),
+            (
+                "client-query-buffer-limit",
+                self.max_query_buffer_bytes.to_string(),
+            ),
+            ("timeout", self.timeout.to_string()),
+            (
+                "protected-mode",
+                if self.protected_mode { "yes" } else { "no" }.to_string(),
+            ),
+            // Never reveal the password itself.
+            (
+                "requirepass",
+                if self.requirepass.is_some() || self.password_file.is_some() {
+                    "(set)"
+                } else {
+                    ""
+                }
+                .to_string(),
+            ),
             ("max-deliveries", self.max_deliveries.to_string()),
             (
                 "retain-events",

@@ -53,6 +53,8 @@ pub struct Session {
     pub patterns: Vec<Vec<u8>>,
     /// The blocking command at the front of the input, while it waits.
     pub block: Option<BlockState>,
+    /// Authenticated (always true when no password is configured).
+    pub authenticated: bool,
 }
 
 /// A blocking command's wait, kept across its re-executions.
@@ -163,6 +165,7 @@ impl Conn {
                 channels: Vec::new(),
                 patterns: Vec::new(),
                 block: None,
+                authenticated: true,
             },
             over_soft_limit_since: None,
             blocked: false,

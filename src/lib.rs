@@ -19,10 +19,11 @@
 //! - [`pubsub`]: live subscriptions and the fan-out of committed events.
 //! - [`server`]: the builder an embedding program uses.
 //! - [`config`]: every setting and limit; [`error`]: the error type;
-//!   [`metrics`]: counters; [`glob`]: Redis-style patterns; [`clock`]: time.
+//!   [`auth`]: the password check; [`metrics`]: counters; [`glob`]: Redis-style patterns; [`clock`]: time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod clock;
 pub mod cmd;
 pub mod config;

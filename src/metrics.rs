@@ -81,6 +81,12 @@ pub struct Stats {
     pub cross_protocol_attempts: u64,
     /// When a cross-protocol attempt was last logged (at most once a minute).
     pub cross_protocol_logged_at: Option<Instant>,
+    /// Wrong passwords (AUTH, HELLO AUTH, HTTP Bearer).
+    pub auth_failures: u64,
+    /// Connections closed for holding more unparsed input than allowed.
+    pub query_buffer_closes: u64,
+    /// Connections closed for idling past `--timeout`.
+    pub idle_closes: u64,
     /// Protocol errors (each closed its connection).
     pub protocol_errors: u64,
     /// Users registered (committed).
@@ -141,6 +147,9 @@ impl Stats {
             commands: 0,
             unknown_commands: 0,
             cross_protocol_attempts: 0,
+            auth_failures: 0,
+            query_buffer_closes: 0,
+            idle_closes: 0,
             cross_protocol_logged_at: None,
             protocol_errors: 0,
             registrations: 0,
@@ -360,6 +369,9 @@ pub fn prometheus(v: &View<'_>) -> String {
         ("unknown_command", s.unknown_commands),
         ("failed_commit", s.failed_commits),
         ("cross_protocol", s.cross_protocol_attempts),
+        ("auth", s.auth_failures),
+        ("query_buffer", s.query_buffer_closes),
+        ("idle_timeout", s.idle_closes),
         (
             "http_4xx",
             s.http_responses.range(400..500).map(|(_, n)| n).sum(),

@@ -733,19 +733,21 @@ fn declared_counts_far_beyond_memory_are_not_allocated() {
 
 #[test]
 fn declared_bulk_waits_for_its_bytes_then_replies() {
+    // The largest bulk the default limits take.
+    let n = userbus::config::Limits::default().max_bulk_bytes;
     let server = TestServer::start();
     let mut s = server.raw();
-    s.write_all(b"*2\r\n$4\r\nECHO\r\n$1000000\r\n")
+    s.write_all(format!("*2\r\n$4\r\nECHO\r\n${n}\r\n").as_bytes())
         .expect("write");
     // Another client is served while this one's payload is outstanding.
     let mut other = server.raw();
     exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
-    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let payload: Vec<u8> = (0..n as u32).map(|i| (i % 251) as u8).collect();
     let mut rest = payload.clone();
     rest.extend_from_slice(b"\r\n");
     let want = bulk(&payload);
     let got = write_while_reading(&mut s, &rest, want.len());
-    assert_bytes(&got, &want, "ECHO of 1,000,000 bytes");
+    assert_bytes(&got, &want, "ECHO of the largest bulk");
     exchange_exact(&mut s, b"PING\r\n", b"+PONG\r\n");
 }
 

@@ -37,9 +37,10 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         while let Some(opt) = args.get(i) {
             let left = args.len() - i - 1;
             if opt.eq_ignore_ascii_case(b"AUTH") && left >= 2 {
-                if args.get(i + 1) != Some(b"default") {
-                    ctx.out
-                        .error("WRONGPASS invalid username-password pair or user is disabled.");
+                let user = args.get(i + 1).unwrap_or_default();
+                let pass = args.get(i + 2).unwrap_or_default();
+                if let Err(e) = super::auth::check(ctx, user, pass) {
+                    ctx.out.error(e);
                     return Outcome::Continue;
                 }
                 i += 3;
@@ -61,6 +62,14 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
                 return Outcome::Continue;
             }
         }
+    }
+    if !ctx.session.authenticated {
+        ctx.out.error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the \
+             HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and \
+             select the RESP protocol version at the same time",
+        );
+        return Outcome::Continue;
     }
     ctx.session.resp3 = resp3;
     if let Some(n) = name {

@@ -92,7 +92,8 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
             t,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nunknown_commands:{}\r\nprotocol_errors:{}\r\n\
-             cross_protocol_attempts:{}\r\n\
+             cross_protocol_attempts:{}\r\nauth_failures:{}\r\nquery_buffer_closes:{}\r\n\
+             idle_closes:{}\r\n\
              registrations:{}\r\nunregistrations:{}\r\nevents:{}\r\nhandler_panics:{}\r\n\
              pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_pushes:{}\r\n\
              slow_subscriber_disconnects:{}\r\n\
@@ -103,6 +104,9 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
             s.unknown_commands,
             s.protocol_errors,
             s.cross_protocol_attempts,
+            s.auth_failures,
+            s.query_buffer_closes,
+            s.idle_closes,
             s.registrations,
             s.unregistrations,
             s.events,

@@ -236,6 +236,10 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         wrong_arity(spec.name, ctx);
         return Outcome::Continue;
     }
+    if !ctx.session.authenticated && !matches!(spec.name, "auth" | "hello" | "ping" | "quit") {
+        ctx.out.error(crate::auth::NOAUTH);
+        return Outcome::Continue;
+    }
     if !ctx.session.resp3
         && ctx.session.subscriptions() > 0
         && !SUBSCRIBED_ALLOWED.contains(&spec.name)

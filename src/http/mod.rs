@@ -60,6 +60,8 @@ pub struct Request {
     pub keep_alive: bool,
     /// `Last-Event-ID`, when sent.
     pub last_event_id: Option<String>,
+    /// The `Authorization` header, when sent.
+    pub authorization: Option<Vec<u8>>,
     /// The body.
     pub body: Vec<u8>,
     /// Bytes of input the request took (head and body).
@@ -110,6 +112,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
     let mut content_length: Option<usize> = None;
     let mut keep_alive = version >= 1;
     let mut last_event_id = None;
+    let mut authorization = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(fail(
@@ -135,6 +138,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
             } else if v.split(',').any(|t| t.trim() == "keep-alive") {
                 keep_alive = true;
             }
+        } else if h.name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(h.value.to_vec());
         } else if h.name.eq_ignore_ascii_case("last-event-id") {
             last_event_id = Some(String::from_utf8_lossy(h.value).trim().to_string());
         }
@@ -163,6 +168,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
         query: query.to_string(),
         keep_alive,
         last_event_id,
+        authorization,
         body: body.to_vec(),
         len: head_len + body_len,
     }))

@@ -56,6 +56,25 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
         _ if path.starts_with("/users/") => "GET, HEAD, DELETE",
         _ => return Routed::Response(Response::error(404, "no such route")),
     };
+    if path != "/healthz"
+        && let Some(secret) = env.config.requirepass.as_deref()
+    {
+        let token = req
+            .authorization
+            .as_deref()
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if !crate::auth::password_matches(token, secret) {
+            env.stats.auth_failures += u64::from(req.authorization.is_some());
+            return Routed::Response(
+                Response::error(
+                    401,
+                    "authentication required: send Authorization: Bearer <password>",
+                )
+                .with("WWW-Authenticate", "Bearer"),
+            );
+        }
+    }
     let get = matches!(req.method, Method::Get | Method::Head);
     let response = match (path, req.method) {
         ("/", _) if get => Response {

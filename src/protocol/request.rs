@@ -13,7 +13,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use crate::config::Limits;
+use crate::config::{Limits, MAX_UNAUTH_BULK_BYTES, MAX_UNAUTH_MULTIBULK_LEN};
 
 /// A request the peer sent that breaks the protocol. The connection replies
 /// `-ERR Protocol error: <Display>` and is closed after that reply is flushed.
@@ -34,6 +34,10 @@ pub enum ProtocolError {
     TooBigMultibulkCount,
     /// A `$` header line longer than the inline limit without its CRLF.
     TooBigBulkCount,
+    /// Before authentication, an array of more than 10 elements.
+    UnauthenticatedMultibulkLength,
+    /// Before authentication, a bulk string over 16 KiB.
+    UnauthenticatedBulkLength,
 }
 
 impl fmt::Display for ProtocolError {
@@ -46,6 +50,10 @@ impl fmt::Display for ProtocolError {
             ProtocolError::TooBigInline => f.write_str("too big inline request"),
             ProtocolError::TooBigMultibulkCount => f.write_str("too big mbulk count string"),
             ProtocolError::TooBigBulkCount => f.write_str("too big bulk count string"),
+            ProtocolError::UnauthenticatedMultibulkLength => {
+                f.write_str("unauthenticated multibulk length")
+            }
+            ProtocolError::UnauthenticatedBulkLength => f.write_str("unauthenticated bulk length"),
         }
     }
 }
@@ -96,6 +104,8 @@ enum Source {
 #[derive(Debug)]
 pub struct RequestParser {
     limits: Limits,
+    /// Until the client authenticates, Redis's tighter limits apply.
+    unauthenticated: bool,
     state: State,
     args: Vec<Range<usize>>,
     scratch: Vec<u8>,
@@ -147,11 +157,17 @@ impl RequestParser {
     pub fn new(limits: Limits) -> Self {
         RequestParser {
             limits,
+            unauthenticated: false,
             state: State::Start,
             args: Vec::new(),
             scratch: Vec::new(),
             source: Source::Frame,
         }
+    }
+
+    /// Applies (or lifts) the limits for clients that have not authenticated yet.
+    pub fn set_unauthenticated(&mut self, yes: bool) {
+        self.unauthenticated = yes;
     }
 
     /// True when the parser is between frames (no partial frame is buffered).
@@ -182,6 +198,9 @@ impl RequestParser {
                     let count = parse_int(&buf[1..line_end])
                         .filter(|&n| n <= self.limits.max_multibulk_len as i64)
                         .ok_or(ProtocolError::InvalidMultibulkLength)?;
+                    if self.unauthenticated && count > MAX_UNAUTH_MULTIBULK_LEN as i64 {
+                        return Err(ProtocolError::UnauthenticatedMultibulkLength);
+                    }
                     if count <= 0 {
                         return Ok(Parsed::Empty {
                             consumed: line_end + 2,
@@ -247,6 +266,9 @@ impl RequestParser {
                         .filter(|&n| n >= 0 && n <= self.limits.max_bulk_bytes as i64)
                         .ok_or(ProtocolError::InvalidBulkLength)?
                         as usize;
+                    if self.unauthenticated && len > MAX_UNAUTH_BULK_BYTES {
+                        return Err(ProtocolError::UnauthenticatedBulkLength);
+                    }
                     pos = line_end + 2;
                     len
                 }
@@ -597,6 +619,28 @@ mod tests {
         assert_eq!(
             p.parse(b"PING\r\n").unwrap(),
             Parsed::Request { consumed: 6 }
+        );
+    }
+
+    #[test]
+    fn unauthenticated_limits_are_tighter() {
+        let mut p = parser();
+        p.set_unauthenticated(true);
+        assert_eq!(
+            p.parse(b"*11\r\n"),
+            Err(ProtocolError::UnauthenticatedMultibulkLength)
+        );
+        let mut p = parser();
+        p.set_unauthenticated(true);
+        assert_eq!(
+            p.parse(b"*1\r\n$16385\r\n"),
+            Err(ProtocolError::UnauthenticatedBulkLength)
+        );
+        let mut p = parser();
+        p.set_unauthenticated(true);
+        assert_eq!(
+            p.parse(b"*2\r\n$4\r\nAUTH\r\n$1\r\np\r\n").unwrap(),
+            Parsed::Request { consumed: 21 }
         );
     }
 

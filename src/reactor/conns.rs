@@ -49,6 +49,14 @@ impl Reactor {
         if conn.phase == Phase::Closing && conn.pending_output() == 0 {
             conn.phase = Phase::Closed;
         }
+        if !conn.session.authenticated && conn.pending_output() > MAX_UNAUTH_OUTPUT_BYTES {
+            log::warn!(
+                "conn={} peer={} reason=unauthenticated client output over {MAX_UNAUTH_OUTPUT_BYTES} bytes",
+                conn.session.id,
+                conn.peer
+            );
+            conn.phase = Phase::Closed;
+        }
         let streaming = conn.http.as_ref().is_some_and(|h| h.sse.is_some());
         if conn.phase == Phase::Open
             && (conn.session.subscriptions() > 0 || streaming)
@@ -107,7 +115,7 @@ impl Reactor {
         if self.accept_paused_until.is_some() {
             return;
         }
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             let listener = if http {
                 &self.http_listener
             } else {
@@ -149,7 +157,16 @@ impl Reactor {
                     }
                     let id = self.next_client_id;
                     self.next_client_id += 1;
+                    if let Err(e) = socket2::SockRef::from(&stream)
+                        .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))
+                    {
+                        log::debug!("peer={peer} reason=set TCP keepalive failed: {e}");
+                    }
                     let mut conn = Conn::new(stream, peer, id, self.config.limits());
+                    if self.config.requirepass.is_some() {
+                        conn.session.authenticated = false;
+                        conn.parser.set_unauthenticated(true);
+                    }
                     if http {
                         conn.http = Some(crate::http::HttpState::default());
                         self.stats.http_connections += 1;
@@ -185,5 +202,8 @@ impl Reactor {
                 },
             }
         }
+        // The budget ran out with connections possibly still queued; edge-triggered
+        // readiness will not say so again, so come back next tick.
+        self.accept_more = true;
     }
 }

@@ -25,12 +25,13 @@ use slab::Slab;
 
 use crate::cmd::{self, ClientFilter, Ctx, Outcome};
 use crate::config::{
-    ACCEPT_BACKOFF, CHECKPOINT_COMMITS, CHECKPOINT_IDLE, CHECKPOINT_RETRY, Config, RETENTION_BATCH,
-    RETENTION_INTERVAL, SHUTDOWN_FLUSH_TIMEOUT,
+    ACCEPT_BACKOFF, ACCEPT_BUDGET, CHECKPOINT_COMMITS, CHECKPOINT_IDLE, CHECKPOINT_RETRY, Config,
+    MAX_UNAUTH_OUTPUT_BYTES, RETENTION_BATCH, RETENTION_INTERVAL, SHUTDOWN_FLUSH_TIMEOUT,
+    TCP_KEEPALIVE,
 };
 use crate::conn::BlockState;
 use crate::conn::{Conn, Phase, ReadEnd};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{Event, Handlers};
 use crate::metrics::Stats;
 use crate::protocol::{Parsed, Reply};
@@ -62,6 +63,9 @@ const PUBSUB_TICK_SLACK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Cross-protocol attempts are logged at most this often.
 const CROSS_PROTOCOL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How often idle connections are looked for (with `--timeout`).
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
 /// Events a durable handler is given per tick.
 const DURABLE_BATCH: usize = 1000;
@@ -132,6 +136,10 @@ pub struct Reactor {
     sse_behind: bool,
     /// When HTTP deadlines and heartbeats are next checked.
     http_sweep_at: Option<Instant>,
+    /// A listener stopped at its per-tick accept budget: accept again next tick.
+    accept_more: bool,
+    /// When idle connections are next checked (with `--timeout`).
+    idle_sweep_at: Option<Instant>,
     conns: Slab<Conn>,
     store: Store,
     config: Config,
@@ -169,6 +177,18 @@ pub struct Reactor {
 impl Reactor {
     /// Binds the listener, opens the store and prepares the loop.
     pub fn new(config: Config, handlers: Handlers, handle_signals: bool) -> Result<Reactor> {
+        let mut config = config;
+        // One place holds the secret from here on, however it was given.
+        config.requirepass = config.password().map_err(Error::Config)?;
+        config.password_file = None;
+        if config.requirepass.is_none() && config.protected_mode && !config.bind.is_loopback() {
+            return Err(Error::Config(format!(
+                "refusing to listen on {} without a password (protected mode): set \
+                 --requirepass, USERBUS_PASSWORD or --password-file, or pass \
+                 --protected-mode no to serve unauthenticated clients from the network",
+                config.bind
+            )));
+        }
         let poll = Poll::new()?;
         let addr = std::net::SocketAddr::new(config.bind, config.port);
         let mut listener = TcpListener::bind(addr)?;
@@ -209,6 +229,7 @@ impl Reactor {
             );
         }
         let trim_at = config.retain_events.map(|_| Instant::now());
+        let idle_sweep_at = (config.timeout > 0).then(|| Instant::now() + IDLE_SWEEP);
         // Handlers behind the log catch up from the first tick, events or not.
         let durable_behind = handlers
             .durable
@@ -216,7 +237,6 @@ impl Reactor {
             .any(|h| h.offset < store.committed_counts().last_seq);
         let port = listener.local_addr()?.port();
         // CONFIG GET port reports the port in use, also when 0 asked for any.
-        let mut config = config;
         config.port = port;
         if let Some(l) = &http_listener {
             config.http_port = l.local_addr()?.port();
@@ -228,6 +248,8 @@ impl Reactor {
             sse_conns: Vec::new(),
             sse_behind: false,
             http_sweep_at: None,
+            accept_more: false,
+            idle_sweep_at,
             conns: Slab::new(),
             store,
             config,
@@ -293,6 +315,10 @@ impl Reactor {
                 return Err(e.into());
             }
             self.work.append(&mut self.carry);
+            if std::mem::take(&mut self.accept_more) {
+                self.accept(false);
+                self.accept(true);
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(false),

@@ -45,6 +45,19 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(k) else {
             return;
         };
+        let unparsed = conn.rbuf.len() - conn.rhead;
+        if unparsed > self.config.max_query_buffer_bytes && conn.phase == Phase::Open {
+            log::warn!(
+                "conn={} peer={} reason=query buffer of {unparsed} bytes over the {} byte limit; closed",
+                conn.session.id,
+                conn.peer,
+                self.config.max_query_buffer_bytes
+            );
+            self.stats.query_buffer_closes += 1;
+            conn.phase = Phase::Closed;
+            self.closing.push(k);
+            return;
+        }
         if eof && conn.phase == Phase::Open {
             // The peer will send nothing more: answer what it sent, then close.
             log::debug!(
@@ -144,6 +157,7 @@ impl Reactor {
                     }
                     tick_replies.push((reply_start, used_storage));
                     self.stats.tick_requests += 1;
+                    parser.set_unauthenticated(!session.authenticated);
                     outcome
                 }
                 Err(e) => {

@@ -7,7 +7,7 @@ impl Reactor {
     /// How long the next poll may wait: until the nearest timer, or not at all
     /// when connections have input left over from the last tick.
     pub(super) fn poll_timeout(&self) -> Option<Duration> {
-        if !self.carry.is_empty() || self.durable_behind || self.sse_behind {
+        if !self.carry.is_empty() || self.durable_behind || self.sse_behind || self.accept_more {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -25,6 +25,7 @@ impl Reactor {
             first_retry,
             self.trim_at,
             self.http_sweep_at,
+            self.idle_sweep_at,
         ]
         .into_iter()
         .flatten()
@@ -56,6 +57,9 @@ impl Reactor {
                 self.unblock(w, Some(|out: &mut Reply<'_>| out.null_array()));
             }
             self.flush_touched();
+        }
+        if self.idle_sweep_at.is_some_and(|t| now >= t) {
+            self.close_idle(now);
         }
         if self.http_sweep_at.is_some_and(|t| now >= t) {
             self.sweep_http(now);
@@ -166,5 +170,38 @@ impl Reactor {
         self.stats.connected_clients = 0;
         let _ = self.store.checkpoint();
         log::info!("stopped");
+    }
+
+    /// Closes connections idle past `--timeout`, as Redis does: without a reply.
+    /// Subscribers, blocked readers and event streams wait by design and stay.
+    pub(super) fn close_idle(&mut self, now: Instant) {
+        let limit = Duration::from_secs(self.config.timeout);
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.phase == Phase::Open
+                    && !c.blocked
+                    && c.session.subscriptions() == 0
+                    && c.http.as_ref().is_none_or(|h| h.sse.is_none())
+                    && now.duration_since(c.session.last_active) >= limit
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for k in idle {
+            if let Some(conn) = self.conns.get_mut(k) {
+                log::debug!(
+                    "conn={} peer={} reason=idle for {}s",
+                    conn.session.id,
+                    conn.peer,
+                    self.config.timeout
+                );
+                self.stats.idle_closes += 1;
+                conn.phase = Phase::Closed;
+                self.closing.push(k);
+            }
+        }
+        self.close_finished();
+        self.idle_sweep_at = Some(now + IDLE_SWEEP);
     }
 }
