@@ -19,6 +19,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// The database file.
     pub db: PathBuf,
+    /// The HTTP address, when the HTTP side is on (see `start_http`).
+    pub http: Option<SocketAddr>,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<userbus::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -60,15 +62,57 @@ impl TestServer {
             .build()
             .expect("server builds");
         let addr = server.local_addr().expect("bound address");
+        let http = server.http_addr();
         let handle = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.run());
         TestServer {
             addr,
             db: db.to_path_buf(),
+            http,
             handle,
             thread: Some(thread),
             _dir: None,
         }
+    }
+
+    /// A server with the HTTP side on, default settings and a fresh database.
+    pub fn start_http() -> TestServer {
+        Self::start_http_with(|_| {}, |b| b)
+    }
+
+    /// Like `start_with`, with the HTTP side on a free port (`http_port` 0 would
+    /// disable it, so a port the kernel just handed out is passed instead).
+    pub fn start_http_with(
+        config: impl FnOnce(&mut Config),
+        builder: impl FnOnce(Builder) -> Builder,
+    ) -> TestServer {
+        let port = free_port();
+        Self::start_with(
+            |cfg| {
+                cfg.http_port = port;
+                config(cfg);
+            },
+            builder,
+        )
+    }
+
+    /// The HTTP address; panics when the server was started without HTTP.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .expect("invariant: the server was started with start_http")
+    }
+
+    /// `http://127.0.0.1:PORT` followed by `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr())
+    }
+
+    /// A raw socket to the HTTP port.
+    pub fn http_raw(&self) -> TcpStream {
+        let s = TcpStream::connect(self.http_addr()).expect("connect http");
+        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        s.set_nodelay(true).expect("nodelay");
+        s
     }
 
     /// A `redis` crate connection speaking RESP2.
@@ -116,6 +160,12 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
 }
 
 /// Pages a fresh database takes (the schema alone), measured once per test binary,
