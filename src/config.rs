@@ -245,6 +245,21 @@ pub struct Config {
     /// Refuse to listen on a non-loopback address without a password (yes|no).
     #[arg(long, env = "USERBUS_PROTECTED_MODE", default_value = "yes", value_parser = parse_yes_no)]
     pub protected_mode: bool,
+    /// RESP over TLS on this port (0 = off); needs --tls-cert and --tls-key.
+    #[arg(long, env = "USERBUS_TLS_PORT", default_value_t = 0)]
+    pub tls_port: u16,
+    /// HTTPS on this port (0 = off); needs --tls-cert and --tls-key.
+    #[arg(long, env = "USERBUS_HTTPS_PORT", default_value_t = 0)]
+    pub https_port: u16,
+    /// Server certificate chain (PEM).
+    #[arg(long, env = "USERBUS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "USERBUS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long, env = "USERBUS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Cap on the database size in SQLite pages (0 = no cap); writes past it fail with
     /// a storage error instead of filling the disk.
     #[arg(long, env = "USERBUS_MAX_DB_PAGES", default_value_t = 0)]
@@ -285,6 +300,11 @@ impl Default for Config {
             max_inline_bytes: MAX_INLINE_BYTES,
             max_db_pages: 0,
             max_query_buffer_bytes: MAX_QUERY_BUFFER_BYTES,
+            tls_port: 0,
+            https_port: 0,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
             timeout: 0,
             requirepass: None,
             password_file: None,
@@ -350,6 +370,8 @@ impl Config {
             ("bind", self.bind.to_string()),
             ("port", self.port.to_string()),
             ("http-port", self.http_port.to_string()),
+            ("tls-port", self.tls_port.to_string()),
+            ("https-port", self.https_port.to_string()),
             ("db", self.db.display().to_string()),
             ("durability", self.durability.to_string()),
             ("maxclients", self.maxclients.to_string()),

@@ -13,6 +13,8 @@ use crate::protocol::RequestParser;
 
 /// Bytes asked of the kernel per `read`.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Plaintext handed to a TLS session per write (about one TLS record).
+const TLS_PLAINTEXT_CHUNK_BYTES: usize = 16 * 1024;
 /// Output already written that is worth moving out of the buffer's way.
 const COMPACT_OUTPUT_BYTES: usize = 64 * 1024;
 
@@ -125,6 +127,8 @@ pub struct Conn {
     pub blocked: bool,
     /// HTTP state, for connections accepted on the HTTP port (`None`: RESP).
     pub http: Option<crate::http::HttpState>,
+    /// The TLS session, for connections accepted on a TLS port.
+    pub tls: Option<Box<rustls::ServerConnection>>,
 }
 
 /// How a read ended.
@@ -170,6 +174,7 @@ impl Conn {
             over_soft_limit_since: None,
             blocked: false,
             http: None,
+            tls: None,
             registered: Interest::READABLE,
             queued: false,
             more_input: false,
@@ -186,6 +191,9 @@ impl Conn {
         if self.rhead > 0 {
             self.rbuf.drain(..self.rhead);
             self.rhead = 0;
+        }
+        if self.tls.is_some() {
+            return self.read_tls();
         }
         let mut total = 0;
         loop {
@@ -216,24 +224,93 @@ impl Conn {
         }
     }
 
+    /// `read` for a TLS connection: records from the socket into the session, the
+    /// plaintext they carry into the input buffer. A TLS error queues its alert
+    /// (sent by the next flush) and fails the read.
+    fn read_tls(&mut self) -> io::Result<(ReadEnd, usize)> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok((ReadEnd::Drained, 0));
+        };
+        let mut total = 0;
+        loop {
+            if total >= READ_BUDGET_BYTES {
+                return Ok((ReadEnd::Budget, total));
+            }
+            let eof = match tls.read_tls(&mut self.stream) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((ReadEnd::Drained, total));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let state = tls
+                .process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let plain = state.plaintext_bytes_to_read();
+            if plain > 0 {
+                let len = self.rbuf.len();
+                self.rbuf.resize(len + plain, 0);
+                let n = tls.reader().read(&mut self.rbuf[len..])?;
+                self.rbuf.truncate(len + n);
+                total += n;
+            }
+            if eof || state.peer_has_closed() {
+                return Ok((ReadEnd::Eof, total));
+            }
+        }
+    }
+
     /// Writes pending output until done or the socket would block. Returns the
     /// bytes written.
     pub fn flush(&mut self) -> io::Result<usize> {
         let mut total = 0;
-        while self.wpos < self.wbuf.len() {
-            match self.stream.write(&self.wbuf[self.wpos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.wpos += n;
-                    total += n;
+        if let Some(tls) = self.tls.as_mut() {
+            // Plaintext goes into the session only once its earlier records are on
+            // the wire, so unsent output stays in `wbuf`, where the limits see it.
+            loop {
+                while tls.wants_write() {
+                    match tls.write_tls(&mut self.stream) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.compact_output();
+                            return Ok(total);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-                Err(e) => match e.kind() {
-                    io::ErrorKind::WouldBlock => break,
-                    io::ErrorKind::Interrupted => {}
-                    _ => return Err(e),
-                },
+                if self.wpos == self.wbuf.len() {
+                    break;
+                }
+                let end = self.wbuf.len().min(self.wpos + TLS_PLAINTEXT_CHUNK_BYTES);
+                let n = tls.writer().write(&self.wbuf[self.wpos..end])?;
+                self.wpos += n;
+                total += n;
+            }
+        } else {
+            while self.wpos < self.wbuf.len() {
+                match self.stream.write(&self.wbuf[self.wpos..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        self.wpos += n;
+                        total += n;
+                    }
+                    Err(e) => match e.kind() {
+                        io::ErrorKind::WouldBlock => break,
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(e),
+                    },
+                }
             }
         }
+        self.compact_output();
+        Ok(total)
+    }
+
+    fn compact_output(&mut self) {
         if self.wpos == self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
@@ -241,7 +318,12 @@ impl Conn {
             self.wbuf.drain(..self.wpos);
             self.wpos = 0;
         }
-        Ok(total)
+    }
+
+    /// True when TLS records (handshake messages, alerts, encrypted replies) wait
+    /// to be written.
+    pub fn tls_wants_write(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Reply bytes not yet written.
@@ -276,7 +358,7 @@ impl Conn {
 
     /// The interest this connection's state calls for.
     pub fn interest(&self) -> Interest {
-        if self.pending_output() > 0 {
+        if self.pending_output() > 0 || self.tls_wants_write() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE

@@ -18,6 +18,7 @@
 //! - [`events`]: the event type and handler dispatch.
 //! - [`pubsub`]: live subscriptions and the fan-out of committed events.
 //! - [`server`]: the builder an embedding program uses.
+//! - [`tls`]: the rustls server configuration (sessions live in [`conn`]).
 //! - [`config`]: every setting and limit; [`error`]: the error type;
 //!   [`auth`]: the password check; [`metrics`]: counters; [`glob`]: Redis-style patterns; [`clock`]: time.
 #![forbid(unsafe_code)]
@@ -41,6 +42,7 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod stream;
+pub mod tls;
 
 pub use config::{Config, Durability};
 pub use error::{Error, Result};

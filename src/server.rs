@@ -101,6 +101,16 @@ impl Server {
         self.reactor.http_addr()
     }
 
+    /// The RESP-over-TLS address actually bound, when on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.reactor.tls_addr()
+    }
+
+    /// The HTTPS address actually bound, when on.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.reactor.https_addr()
+    }
+
     /// A handle that stops `run` from another thread.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.reactor.shutdown_handle()

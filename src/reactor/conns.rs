@@ -46,7 +46,12 @@ impl Reactor {
                 conn.phase = Phase::Closed;
             }
         }
-        if conn.phase == Phase::Closing && conn.pending_output() == 0 {
+        if conn.phase == Phase::Closing && conn.pending_output() == 0 && !conn.tls_wants_write() {
+            if let Some(tls) = conn.tls.as_mut() {
+                // A clean TLS close: best effort, the socket closes either way.
+                tls.send_close_notify();
+                let _ = tls.write_tls(&mut conn.stream);
+            }
             conn.phase = Phase::Closed;
         }
         if !conn.session.authenticated && conn.pending_output() > MAX_UNAUTH_OUTPUT_BYTES {
@@ -110,18 +115,22 @@ impl Reactor {
         }
     }
 
+    /// Accepts on every listener.
+    pub(super) fn accept_all(&mut self) {
+        for which in Listener::ALL {
+            self.accept(which);
+        }
+    }
+
     /// Accepts until a listener would block or descriptors run out.
-    pub(super) fn accept(&mut self, http: bool) {
+    pub(super) fn accept(&mut self, which: Listener) {
         if self.accept_paused_until.is_some() {
             return;
         }
+        let http = which.http();
+        let index = Listener::ALL.iter().position(|&l| l == which).unwrap_or(0);
         for _ in 0..ACCEPT_BUDGET {
-            let listener = if http {
-                &self.http_listener
-            } else {
-                &self.listener
-            };
-            let Some(listener) = listener else {
+            let Some(listener) = &self.listeners[index] else {
                 return;
             };
             match listener.accept() {
@@ -166,6 +175,18 @@ impl Reactor {
                     if self.config.requirepass.is_some() {
                         conn.session.authenticated = false;
                         conn.parser.set_unauthenticated(true);
+                    }
+                    if which.tls() {
+                        let Some(cfg) = &self.tls_config else {
+                            continue;
+                        };
+                        match rustls::ServerConnection::new(cfg.clone()) {
+                            Ok(t) => conn.tls = Some(Box::new(t)),
+                            Err(e) => {
+                                log::warn!("peer={peer} reason=TLS session failed: {e}");
+                                continue;
+                            }
+                        }
                     }
                     if http {
                         conn.http = Some(crate::http::HttpState::default());

@@ -50,6 +50,45 @@ use self::http::HTTP_SWEEP;
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The HTTP listener.
 const HTTP_LISTENER: Token = Token(usize::MAX - 4);
+/// The RESP-over-TLS listener.
+const TLS_LISTENER: Token = Token(usize::MAX - 5);
+/// The HTTPS listener.
+const HTTPS_LISTENER: Token = Token(usize::MAX - 6);
+
+/// The four ways in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Resp,
+    Http,
+    RespTls,
+    Https,
+}
+
+impl Listener {
+    const ALL: [Listener; 4] = [
+        Listener::Resp,
+        Listener::Http,
+        Listener::RespTls,
+        Listener::Https,
+    ];
+
+    fn http(self) -> bool {
+        matches!(self, Listener::Http | Listener::Https)
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, Listener::RespTls | Listener::Https)
+    }
+
+    fn token(self) -> Token {
+        match self {
+            Listener::Resp => LISTENER,
+            Listener::Http => HTTP_LISTENER,
+            Listener::RespTls => TLS_LISTENER,
+            Listener::Https => HTTPS_LISTENER,
+        }
+    }
+}
 /// Wakes the loop for a shutdown requested from another thread.
 const WAKER: Token = Token(usize::MAX - 2);
 /// The self-pipe SIGINT and SIGTERM write to.
@@ -128,8 +167,10 @@ impl ShutdownHandle {
 /// The server's single-threaded event loop and everything it owns.
 pub struct Reactor {
     poll: Poll,
-    listener: Option<TcpListener>,
-    http_listener: Option<TcpListener>,
+    /// The listeners, indexed like `Listener::ALL`; `None` when off or stopping.
+    listeners: [Option<TcpListener>; 4],
+    /// The TLS configuration, when a TLS port is on.
+    tls_config: Option<Arc<rustls::ServerConfig>>,
     /// Connections streaming events (`GET /events`).
     sse_conns: Vec<usize>,
     /// A stream is behind the log with room to catch up: poll without waiting.
@@ -190,19 +231,36 @@ impl Reactor {
             )));
         }
         let poll = Poll::new()?;
-        let addr = std::net::SocketAddr::new(config.bind, config.port);
-        let mut listener = TcpListener::bind(addr)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let http_listener = if config.http_port == 0 {
-            None
+        let tls_config = if config.tls_port != 0 || config.https_port != 0 {
+            let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+                return Err(Error::Config(
+                    "--tls-port and --https-port need --tls-cert and --tls-key".into(),
+                ));
+            };
+            Some(crate::tls::server_config(
+                cert,
+                key,
+                config.tls_ca.as_deref(),
+            )?)
         } else {
-            let addr = std::net::SocketAddr::new(config.bind, config.http_port);
-            let mut l = TcpListener::bind(addr)?;
-            poll.registry()
-                .register(&mut l, HTTP_LISTENER, Interest::READABLE)?;
-            Some(l)
+            None
         };
+        let mut listeners: [Option<TcpListener>; 4] = Default::default();
+        for (i, which) in Listener::ALL.into_iter().enumerate() {
+            let port = match which {
+                Listener::Resp => Some(config.port),
+                Listener::Http => Some(config.http_port).filter(|&p| p != 0),
+                Listener::RespTls => Some(config.tls_port).filter(|&p| p != 0),
+                Listener::Https => Some(config.https_port).filter(|&p| p != 0),
+            };
+            if let Some(port) = port {
+                let addr = std::net::SocketAddr::new(config.bind, port);
+                let mut l = TcpListener::bind(addr)?;
+                poll.registry()
+                    .register(&mut l, which.token(), Interest::READABLE)?;
+                listeners[i] = Some(l);
+            }
+        }
         let store = Store::open(&config.db, config.durability, config.max_db_pages)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let signals = if handle_signals {
@@ -235,16 +293,21 @@ impl Reactor {
             .durable
             .iter()
             .any(|h| h.offset < store.committed_counts().last_seq);
-        let port = listener.local_addr()?.port();
-        // CONFIG GET port reports the port in use, also when 0 asked for any.
+        let bound = |i: usize| -> io::Result<u16> {
+            listeners[i]
+                .as_ref()
+                .map_or(Ok(0), |l| l.local_addr().map(|a| a.port()))
+        };
+        let port = bound(0)?;
+        // CONFIG GET reports the ports in use, also when 0 asked for any.
         config.port = port;
-        if let Some(l) = &http_listener {
-            config.http_port = l.local_addr()?.port();
-        }
+        config.http_port = bound(1)?;
+        config.tls_port = bound(2)?;
+        config.https_port = bound(3)?;
         Ok(Reactor {
             poll,
-            listener: Some(listener),
-            http_listener,
+            listeners,
+            tls_config,
             sse_conns: Vec::new(),
             sse_behind: false,
             http_sweep_at: None,
@@ -277,7 +340,7 @@ impl Reactor {
 
     /// The bound RESP address.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match &self.listener {
+        match &self.listeners[0] {
             Some(l) => l.local_addr(),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
@@ -285,9 +348,22 @@ impl Reactor {
 
     /// The bound HTTP address, when the HTTP side is on.
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
-        self.http_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
+        self.listener_addr(Listener::Http)
+    }
+
+    /// The bound RESP-over-TLS address, when on.
+    pub fn tls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener_addr(Listener::RespTls)
+    }
+
+    /// The bound HTTPS address, when on.
+    pub fn https_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener_addr(Listener::Https)
+    }
+
+    fn listener_addr(&self, which: Listener) -> Option<std::net::SocketAddr> {
+        let i = Listener::ALL.iter().position(|&l| l == which)?;
+        self.listeners[i].as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// A handle that stops the loop from another thread.
@@ -316,13 +392,14 @@ impl Reactor {
             }
             self.work.append(&mut self.carry);
             if std::mem::take(&mut self.accept_more) {
-                self.accept(false);
-                self.accept(true);
+                self.accept_all();
             }
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(false),
-                    HTTP_LISTENER => self.accept(true),
+                    LISTENER => self.accept(Listener::Resp),
+                    HTTP_LISTENER => self.accept(Listener::Http),
+                    TLS_LISTENER => self.accept(Listener::RespTls),
+                    HTTPS_LISTENER => self.accept(Listener::Https),
                     WAKER => {
                         if self.shutdown_flag.load(Ordering::SeqCst) {
                             self.begin_stop("shutdown requested");
@@ -357,7 +434,7 @@ impl Reactor {
         if conn.phase == Phase::Closed {
             return;
         }
-        if writable && conn.pending_output() > 0 {
+        if writable && (conn.pending_output() > 0 || conn.tls_wants_write()) {
             let was_blocked = conn.backpressured();
             self.flush(k);
             let Some(conn) = self.conns.get(k) else {

@@ -42,6 +42,10 @@ impl Reactor {
             }
         }
         self.run_requests(k);
+        if self.conns.get(k).is_some_and(Conn::tls_wants_write) {
+            // Handshake messages and alerts go out with this tick's flush.
+            self.note_touched(k);
+        }
         let Some(conn) = self.conns.get_mut(k) else {
             return;
         };

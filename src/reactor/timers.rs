@@ -40,8 +40,7 @@ impl Reactor {
             && now >= until
         {
             self.accept_paused_until = None;
-            self.accept(false);
-            self.accept(true);
+            self.accept_all();
         }
         if self
             .waiters
@@ -130,10 +129,7 @@ impl Reactor {
         }
         log::info!("{why}: shutting down ({} clients)", self.conns.len());
         self.stopping = true;
-        for mut l in [self.listener.take(), self.http_listener.take()]
-            .into_iter()
-            .flatten()
-        {
+        for mut l in self.listeners.iter_mut().filter_map(Option::take) {
             let _ = self.poll.registry().deregister(&mut l);
         }
     }

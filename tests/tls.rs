@@ -1,0 +1,244 @@
+//! TLS: RESP and HTTP over rustls on their own ports, with certificates made at run
+//! time (rcgen), optional client certificates, and bad peers that must not disturb
+//! the server.
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::{TestServer, free_port};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// A throwaway CA with a server certificate for localhost/127.0.0.1 and a client
+/// certificate, all written as PEM files.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let client = CertificateParams::new(vec!["client.example".into()])
+            .unwrap()
+            .signed_by(&client_key, &ca)
+            .unwrap();
+        let write = |name: &str, pem: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, pem).unwrap();
+            p
+        };
+        Pki {
+            ca: write("ca.pem", ca.pem()),
+            server_cert: write("server.pem", server.pem()),
+            server_key: write("server.key", server_key.serialize_pem()),
+            client_cert: write("client.pem", client.pem()),
+            client_key: write("client.key", client_key.serialize_pem()),
+            _dir: dir,
+        }
+    }
+
+    /// A client configuration trusting the CA, presenting the client certificate
+    /// when `with_cert`.
+    fn client(&self, with_cert: bool) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&self.ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = if with_cert {
+            let chain = CertificateDer::pem_file_iter(&self.client_cert)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&self.client_key).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        } else {
+            builder.with_no_client_auth()
+        };
+        Arc::new(config)
+    }
+}
+
+fn start(pki: &Pki, client_ca: bool) -> TestServer {
+    let (tls, https) = (free_port(), free_port());
+    TestServer::start_with(
+        |c| {
+            c.tls_port = tls;
+            c.https_port = https;
+            c.tls_cert = Some(pki.server_cert.clone());
+            c.tls_key = Some(pki.server_key.clone());
+            c.tls_ca = client_ca.then(|| pki.ca.clone());
+        },
+        |b| b,
+    )
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn connect(port: u16, config: Arc<rustls::ClientConfig>) -> Tls {
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+fn exchange(s: &mut Tls, req: &[u8], want: &[u8]) {
+    s.write_all(req).unwrap();
+    let mut got = vec![0; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+fn port_of(addr: Option<std::net::SocketAddr>) -> u16 {
+    addr.expect("listener on").port()
+}
+
+#[test]
+fn resp_over_tls_serves_commands_and_shares_the_registry() {
+        .is_test(true)
+        .filter_level(log::LevelFilter::Debug)
+        .try_init();
+    let pki = Pki::new();
+    let server = start(&pki, false);
+    let tls_port = server_tls_port(&server);
+    let mut s = connect(tls_port, pki.client(false));
+    exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
+    exchange(
+        &mut s,
+        b"*2\r\n$8\r\nREGISTER\r\n$5\r\nalice\r\n",
+        b":1\r\n",
+    );
+    // A large reply crosses several TLS records.
+    let big = "x".repeat(100_000);
+    let want = format!("${}\r\n{big}\r\n", big.len());
+    let req = format!("*2\r\n$4\r\nECHO\r\n${}\r\n{big}\r\n", big.len());
+    exchange(&mut s, req.as_bytes(), want.as_bytes());
+    // The plain port sees the same registry.
+    let mut c = server.redis();
+    let n: i64 = redis::cmd("USERCOUNT").query(&mut c).unwrap();
+    assert_eq!(n, 1);
+    exchange(&mut s, b"QUIT\r\n", b"+OK\r\n");
+    let mut rest = Vec::new();
+    // The server ends with close_notify: a clean end of stream.
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn https_serves_the_routes() {
+    let pki = Pki::new();
+    let server = start(&pki, false);
+    let mut s = connect(server_https_port(&server), pki.client(false));
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.ends_with("\r\n\r\nok\n"), "{out}");
+}
+
+#[test]
+fn client_certificates_are_required_with_a_ca() {
+    let pki = Pki::new();
+    let server = start(&pki, true);
+    let port = server_tls_port(&server);
+    let mut ok = connect(port, pki.client(true));
+    exchange(&mut ok, b"PING\r\n", b"+PONG\r\n");
+    let mut denied = connect(port, pki.client(false));
+    let res = denied
+        .write_all(b"PING\r\n")
+        .and_then(|()| denied.read(&mut [0u8; 16]));
+    assert!(
+        matches!(res, Err(_) | Ok(0)),
+        "a client without a certificate must not be served: {res:?}"
+    );
+    // The server goes on serving the one with a certificate.
+    exchange(&mut ok, b"PING\r\n", b"+PONG\r\n");
+}
+
+#[test]
+fn plain_text_on_the_tls_port_is_dropped_without_harm() {
+    let pki = Pki::new();
+    let server = start(&pki, false);
+    let port = server_tls_port(&server);
+    let mut raw = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    raw.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    raw.write_all(b"PING\r\nPING\r\nPING\r\n").unwrap();
+    let mut junk = Vec::new();
+    let _ = raw.read_to_end(&mut junk);
+    assert!(!junk.windows(5).any(|w| w == b"+PONG"), "no command ran");
+    let mut s = connect(port, pki.client(false));
+    exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
+}
+
+#[test]
+fn tls_ports_need_a_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = userbus::Server::builder(userbus::Config {
+        port: 0,
+        http_port: 0,
+        tls_port: free_port(),
+        db: dir.path().join("db"),
+        ..userbus::Config::default()
+    })
+    .build()
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("--tls-cert"), "{err}");
+    let missing = userbus::Server::builder(userbus::Config {
+        port: 0,
+        http_port: 0,
+        tls_port: free_port(),
+        tls_cert: Some(dir.path().join("nope.pem")),
+        tls_key: Some(dir.path().join("nope.key")),
+        db: dir.path().join("db"),
+        ..userbus::Config::default()
+    })
+    .build()
+    .err()
+    .expect("refused");
+    assert!(missing.to_string().contains("nope.pem"), "{missing}");
+}
+
+fn server_tls_port(server: &TestServer) -> u16 {
+    port_of(config_addr(server, "tls-port"))
+}
+
+fn server_https_port(server: &TestServer) -> u16 {
+    port_of(config_addr(server, "https-port"))
+}
+
+/// The bound port of a listener, as CONFIG GET reports it.
+fn config_addr(server: &TestServer, key: &str) -> Option<std::net::SocketAddr> {
+    let mut c = server.redis();
+    let kv: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(key)
+        .query(&mut c)
+        .unwrap();
+    let port: u16 = kv.get(1)?.parse().ok()?;
+    (port != 0).then(|| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+}
