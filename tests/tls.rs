@@ -118,9 +118,6 @@ fn port_of(addr: Option<std::net::SocketAddr>) -> u16 {
 
 #[test]
 fn resp_over_tls_serves_commands_and_shares_the_registry() {
-        .is_test(true)
-        .filter_level(log::LevelFilter::Debug)
-        .try_init();
     let pki = Pki::new();
     let server = start(&pki, false);
     let tls_port = server_tls_port(&server);
