@@ -16,11 +16,14 @@
 //! - [`events`]: the event type and handler dispatch.
 //! - [`pubsub`]: live subscriptions and the fan-out of committed events.
 //! - [`server`]: the builder an embedding program uses.
+//! - [`client`]: `userbus cli`, the line client (its own RESP reader and
+//!   redis-cli's reply formatting).
 //! - [`config`]: every setting and limit; [`error`]: the error type;
 //!   [`metrics`]: counters; [`glob`]: Redis-style patterns; [`clock`]: time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod clock;
 pub mod cmd;
 pub mod config;
