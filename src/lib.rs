@@ -19,12 +19,15 @@
 //! - [`pubsub`]: live subscriptions and the fan-out of committed events.
 //! - [`server`]: the builder an embedding program uses.
 //! - [`tls`]: the rustls server configuration (sessions live in [`conn`]).
+//! - [`client`]: `userbus cli`, the line client (its own RESP reader and
+//!   redis-cli's reply formatting).
 //! - [`config`]: every setting and limit; [`error`]: the error type;
 //!   [`auth`]: the password check; [`metrics`]: counters; [`glob`]: Redis-style patterns; [`clock`]: time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod client;
 pub mod clock;
 pub mod cmd;
 pub mod config;

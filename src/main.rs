@@ -1,4 +1,4 @@
-//! The `userbus` binary: `serve` runs the server.
+//! The `userbus` binary: `serve` runs the server, `cli` is the line client.
 
 use std::process::ExitCode;
 
@@ -47,6 +47,8 @@ RUST_LOG sets the log level (default info).";
 enum Command {
     /// Run the server (RUST_LOG sets the log level; default info).
     Serve(Config),
+    /// The line client: one command, an interactive prompt, or a script on stdin.
+    Cli(userbus::client::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match cli.command {
         Command::Serve(config) => serve(config),
+        Command::Cli(args) => userbus::client::run(args),
     }
 }
 

@@ -4,4 +4,4 @@ pub mod reply;
 pub mod request;
 
 pub use reply::Reply;
-pub use request::{Args, Parsed, ProtocolError, RequestParser};
+pub use request::{Args, Parsed, ProtocolError, RequestParser, split_line};

@@ -363,6 +363,20 @@ pub fn parse_int(s: &[u8]) -> Option<i64> {
     Some(v)
 }
 
+/// Splits one line (without its line ending) into arguments with the quoting rules
+/// of inline commands (Redis's `sdssplitargs`): the line client uses it so that a
+/// line it sends as a RESP array carries exactly the arguments the server would have
+/// parsed from the same line sent inline.
+pub fn split_line(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
+    let mut out = Vec::new();
+    let mut ranges = Vec::new();
+    split_args(line, &mut out, &mut ranges)?;
+    Ok(ranges
+        .into_iter()
+        .filter_map(|r| out.get(r).map(<[u8]>::to_vec))
+        .collect())
+}
+
 /// Splits an inline line into arguments with Redis's `sdssplitargs` rules, writing
 /// the unquoted bytes to `out` and their ranges to `args`.
 fn split_args(
@@ -600,6 +614,29 @@ mod tests {
         ] {
             assert_eq!(one(bad), Err(ProtocolError::UnbalancedQuotes), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn split_line_matches_the_inline_parser() {
+        for line in [
+            &b"REGISTER  alice\temail a@b"[..],
+            b"ECHO \"a b\\n\\x41\\\"\" 'it\\'s' \"\"",
+            b"ECHO foo\"bar baz\"",
+            b"   ",
+            b"",
+        ] {
+            let mut framed = line.to_vec();
+            framed.extend_from_slice(b"\r\n");
+            assert_eq!(split_line(line), one(&framed), "{line:?}");
+        }
+        assert_eq!(
+            split_line(b"ECHO \"x\\ty\""),
+            Ok(vec![b"ECHO".to_vec(), b"x\ty".to_vec()])
+        );
+        assert_eq!(
+            split_line(b"REGISTER \"a b"),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
     }
 
     #[test]
