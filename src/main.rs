@@ -46,7 +46,7 @@ RUST_LOG sets the log level (default info).";
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (RUST_LOG sets the log level; default info).
-    Serve(Config),
+    Serve(Box<Config>),
     /// The line client: one command, an interactive prompt, or a script on stdin.
     Cli(userbus::client::Args),
 }
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match cli.command {
-        Command::Serve(config) => serve(config),
+        Command::Serve(config) => serve(*config),
         Command::Cli(args) => userbus::client::run(args),
     }
 }
