@@ -178,7 +178,12 @@ pub struct Store {
 impl Store {
     /// Opens (creating or migrating) the database at `path`.
     pub fn open(path: &Path, durability: Durability, max_pages: u64) -> Result<Store> {
-        let conn = Connection::open(path)?;
+        let conn = Connection::open(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot open the database {}: {e} (does the directory exist and is it writable?)",
+                path.display()
+            ))
+        })?;
         conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {

@@ -103,6 +103,18 @@ const PUBSUB_TICK_SLACK_BYTES: usize = 4 * 1024 * 1024;
 /// Cross-protocol attempts are logged at most this often.
 const CROSS_PROTOCOL_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None` when it
+/// cannot be read or is unlimited.
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// How often idle connections are looked for (with `--timeout`).
 const IDLE_SWEEP: Duration = Duration::from_secs(1);
 
@@ -229,6 +241,17 @@ impl Reactor {
                  --protected-mode no to serve unauthenticated clients from the network",
                 config.bind
             )));
+        }
+        if let Some(fds) = open_files_limit() {
+            // Listeners, the poll, SQLite's files and the signal pipe need a few.
+            let cap = usize::try_from(fds).unwrap_or(usize::MAX).saturating_sub(32);
+            if config.maxclients > cap {
+                log::warn!(
+                    "maxclients {} lowered to {cap}: the open files limit is {fds} (raise it with ulimit -n)",
+                    config.maxclients
+                );
+                config.maxclients = cap.max(1);
+            }
         }
         let poll = Poll::new()?;
         let tls_config = if config.tls_port != 0 || config.https_port != 0 {
