@@ -87,10 +87,7 @@ fn redis_crate_connects_with_the_password_in_its_url() {
         .get_connection()
         .err()
         .expect("a wrong password fails the hand-shake");
-    assert!(
-        err.to_string().to_lowercase().contains("auth"),
-        "{err}"
-    );
+    assert!(err.to_string().to_lowercase().contains("auth"), "{err}");
 }
 
 #[test]
