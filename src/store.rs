@@ -173,6 +173,8 @@ pub struct Store {
     tick: Counts,
     commits_since_checkpoint: u64,
     healthy: bool,
+    /// The database size cap in pages (0 = none).
+    max_pages: u64,
 }
 
 impl Store {
@@ -230,7 +232,28 @@ impl Store {
             tick: counts,
             commits_since_checkpoint: 0,
             healthy: true,
+            max_pages,
         })
+    }
+
+    /// The database size cap in pages (0 = none).
+    pub fn max_pages(&self) -> u64 {
+        self.max_pages
+    }
+
+    /// Changes the database size cap at run time (0 lifts it): after a disk-full
+    /// episode caused by the cap, writes succeed again without a restart.
+    pub fn set_max_pages(&mut self, pages: u64) -> std::result::Result<u64, StorageError> {
+        // SQLite's own ceiling stands for "no cap"; it never goes below the
+        // current size.
+        let asked = if pages == 0 { 4_294_967_294 } else { pages };
+        let set: i64 =
+            self.conn
+                .query_row(&format!("PRAGMA max_page_count = {asked}"), [], |r| {
+                    r.get(0)
+                })?;
+        self.max_pages = if pages == 0 { 0 } else { set as u64 };
+        Ok(self.max_pages)
     }
 
     /// Users, as this tick sees them (its own uncommitted changes included).

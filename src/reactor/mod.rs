@@ -244,7 +244,9 @@ impl Reactor {
         }
         if let Some(fds) = open_files_limit() {
             // Listeners, the poll, SQLite's files and the signal pipe need a few.
-            let cap = usize::try_from(fds).unwrap_or(usize::MAX).saturating_sub(32);
+            let cap = usize::try_from(fds)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(32);
             if config.maxclients > cap {
                 log::warn!(
                     "maxclients {} lowered to {cap}: the open files limit is {fds} (raise it with ulimit -n)",

@@ -1,0 +1,104 @@
+//! Storage faults: a full database and a database locked by another process fail
+//! the affected writes with a clear error, never acknowledge them, keep reads and
+//! the loop going, and recover without a restart.
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, exchange};
+
+fn register_big(s: &mut std::net::TcpStream, name: &str) -> String {
+    let v = "v".repeat(userbus::config::MAX_FIELD_VALUE_BYTES);
+    let req = format!(
+        "*6\r\n$8\r\nREGISTER\r\n${}\r\n{name}\r\n$1\r\na\r\n${}\r\n{v}\r\n$1\r\nb\r\n${}\r\n{v}\r\n",
+        name.len(),
+        v.len(),
+        v.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    read_line(s)
+}
+
+fn read_line(s: &mut std::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        s.read_exact(&mut b).unwrap();
+        out.push(b[0]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn healthz(server: &TestServer) -> String {
+    let mut s = server.http_raw();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_full_database_fails_writes_keeps_reads_and_recovers_without_restart() {
+    let server =
+        TestServer::start_http_with(|c| c.max_db_pages = common::fresh_db_pages() + 6, |b| b);
+    let mut s = server.raw();
+    let mut acknowledged = Vec::new();
+    let mut failed = None;
+    for i in 0..50 {
+        let name = format!("u{i}");
+        let reply = register_big(&mut s, &name);
+        if reply.starts_with(':') {
+            acknowledged.push(name);
+        } else {
+            assert!(reply.starts_with("-ERR storage: "), "{reply}");
+            assert!(reply.contains("full"), "{reply}");
+            failed = Some(name);
+            break;
+        }
+    }
+    let failed = failed.expect("the cap was reached");
+    assert!(!acknowledged.is_empty());
+    // Reads keep working; the refused user is not there.
+    exchange(
+        &mut s,
+        format!("LOOKUP {failed}\r\n").as_bytes(),
+        b"$-1\r\n",
+    );
+    let count = format!(":{}\r\n", acknowledged.len());
+    exchange(&mut s, b"USERCOUNT\r\n", count.as_bytes());
+    assert!(healthz(&server).starts_with("HTTP/1.1 503"));
+    // Space returns (the cap is lifted): writes succeed again, health recovers.
+    exchange(&mut s, b"CONFIG SET max-db-pages 0\r\n", b"+OK\r\n");
+    let reply = register_big(&mut s, &failed);
+    assert!(reply.starts_with(':'), "{reply}");
+    assert!(healthz(&server).starts_with("HTTP/1.1 200"));
+    let count = format!(":{}\r\n", acknowledged.len() + 1);
+    exchange(&mut s, b"USERCOUNT\r\n", count.as_bytes());
+}
+
+#[test]
+fn a_database_locked_by_another_process_fails_writes_quickly_then_recovers() {
+    let server = TestServer::start();
+    let mut s = server.raw();
+    exchange(&mut s, b"REGISTER before\r\n", b":1\r\n");
+    let other = rusqlite::Connection::open(&server.db).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    s.write_all(b"REGISTER during\r\n").unwrap();
+    let reply = read_line(&mut s);
+    assert!(
+        reply.starts_with("-ERR storage: ") && reply.contains("locked"),
+        "{reply}"
+    );
+    // The loop did not wait on the lock for long.
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Other clients and reads are served meanwhile (WAL readers do not wait).
+    let mut t = server.raw();
+    exchange(&mut t, b"PING\r\n", b"+PONG\r\n");
+    exchange(&mut t, b"LOOKUP during\r\n", b"$-1\r\n");
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+    exchange(&mut s, b"REGISTER during\r\n", b":2\r\n");
+}
