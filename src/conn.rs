@@ -13,6 +13,9 @@ use crate::protocol::RequestParser;
 
 /// Bytes asked of the kernel per `read`.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Reads of unread input drained before a close (bounded: a peer that keeps
+/// sending cannot hold the loop).
+const LINGER_DRAIN_READS: usize = 16;
 /// Plaintext handed to a TLS session per write (about one TLS record).
 const TLS_PLAINTEXT_CHUNK_BYTES: usize = 16 * 1024;
 /// Output already written that is worth moving out of the buffer's way.
@@ -324,6 +327,21 @@ impl Conn {
     /// to be written.
     pub fn tls_wants_write(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Prepares the socket for closing so the last reply survives: FIN after the
+    /// written bytes, and the peer's unread input drained (closing over unread input
+    /// makes the kernel send a reset, which can destroy a reply still in flight,
+    /// such as a 413 to a client still sending its body).
+    pub fn linger_close(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let mut scratch = [0u8; 4096];
+        for _ in 0..LINGER_DRAIN_READS {
+            match self.stream.read(&mut scratch) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
     }
 
     /// Reply bytes not yet written.

@@ -97,6 +97,7 @@ impl Reactor {
             if self.conns.get(k).is_some_and(|c| c.phase == Phase::Closed) {
                 let mut conn = self.conns.remove(k);
                 let _ = self.poll.registry().deregister(&mut conn.stream);
+                conn.linger_close();
                 if conn.blocked {
                     self.waiters.retain(|w| w.key != k);
                 }
