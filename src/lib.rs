@@ -16,11 +16,15 @@
 //! - [`events`]: the event type and handler dispatch.
 //! - [`pubsub`]: live subscriptions and the fan-out of committed events.
 //! - [`server`]: the builder an embedding program uses.
+//! - [`bench`]: the load generator behind `userbus bench` and `cargo bench` (a
+//!   client of its own: a `mio` reactor per load thread, a reply scanner, HDR
+//!   latency histograms).
 //! - [`config`]: every setting and limit; [`error`]: the error type;
 //!   [`metrics`]: counters; [`glob`]: Redis-style patterns; [`clock`]: time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod clock;
 pub mod cmd;
 pub mod config;

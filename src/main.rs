@@ -1,9 +1,9 @@
-//! The `userbus` binary: `serve` runs the server.
+//! The `userbus` binary: `serve` runs the server, `bench` loads one.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use userbus::{Config, Server};
+use userbus::{Config, Server, bench};
 
 /// An event-driven user registry: RESP over TCP, SQLite underneath, events out.
 #[derive(Debug, Parser)]
@@ -37,6 +37,9 @@ RUST_LOG sets the log level (default info).";
 enum Command {
     /// Run the server (RUST_LOG sets the log level; default info).
     Serve(Config),
+    /// Load a running server: connections, pipelining, command mix, latency
+    /// percentiles (`-h` is the host; `--help` for help).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,7 +47,36 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match cli.command {
         Command::Serve(config) => serve(config),
+        Command::Bench(args) => run_bench(&args),
     }
+}
+
+/// Exit status of a benchmark whose connections could not be opened.
+const EXIT_CANNOT_CONNECT: u8 = 2;
+
+fn run_bench(args: &bench::Args) -> ExitCode {
+    let report = match bench::run(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("userbus bench: {e}");
+            return match e {
+                bench::Error::Resolve { .. } | bench::Error::Connect { .. } => {
+                    ExitCode::from(EXIT_CANNOT_CONNECT)
+                }
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    if report.requests == 0 {
+        eprintln!("userbus bench: no request completed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(config: Config) -> ExitCode {
