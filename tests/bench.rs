@@ -164,7 +164,14 @@ fn text_report_shows_rate_and_percentiles() {
     let out = bench(&server, &["-t", "ping", "-n", "500", "-c", "2"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for s in ["500 requests in", "requests/s", "p50", "p99.9", "max", "errors 0"] {
+    for s in [
+        "500 requests in",
+        "requests/s",
+        "p50",
+        "p99.9",
+        "max",
+        "errors 0",
+    ] {
         assert!(text.contains(s), "no {s:?} in:\n{text}");
     }
 }
@@ -176,11 +183,22 @@ fn plot_writes_an_svg() {
     let svg = dir.path().join("latency.svg");
     let r = bench_json(
         &server,
-        &["-t", "ping", "-n", "500", "--plot", svg.to_str().expect("utf-8 path")],
+        &[
+            "-t",
+            "ping",
+            "-n",
+            "500",
+            "--plot",
+            svg.to_str().expect("utf-8 path"),
+        ],
     );
     assert_clean(&r, 500);
     let text = std::fs::read_to_string(&svg).expect("plot written");
-    assert!(text.contains("<svg"), "not an SVG: {}", &text[..text.len().min(200)]);
+    assert!(
+        text.contains("<svg"),
+        "not an SVG: {}",
+        &text[..text.len().min(200)]
+    );
     assert!(text.contains("percentile"));
 }
 
@@ -189,7 +207,16 @@ fn subscribers_receive_every_registration_and_report_fanout_latency() {
     let server = TestServer::start();
     let r = bench_json(
         &server,
-        &["-t", "register", "-n", "200", "-c", "4", "--subscribers", "3"],
+        &[
+            "-t",
+            "register",
+            "-n",
+            "200",
+            "-c",
+            "4",
+            "--subscribers",
+            "3",
+        ],
     );
     assert_clean(&r, 200);
     let f = &r["fanout"];
@@ -218,7 +245,18 @@ fn threads_share_the_connections_and_the_count() {
     let server = TestServer::start();
     let r = bench_json(
         &server,
-        &["-t", "register", "-n", "1001", "-c", "6", "--threads", "3", "-P", "5"],
+        &[
+            "-t",
+            "register",
+            "-n",
+            "1001",
+            "-c",
+            "6",
+            "--threads",
+            "3",
+            "-P",
+            "5",
+        ],
     );
     assert_clean(&r, 1001);
     assert_eq!(r["threads"], 3);
