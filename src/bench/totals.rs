@@ -59,6 +59,17 @@ const RING_SLOTS: u64 = 1 << 16;
 const RING_TIME_BITS: u32 = 40;
 const RING_TIME_MASK: u64 = (1 << RING_TIME_BITS) - 1;
 
+/// What the ring knows of a REGISTER's reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplySeen {
+    /// Seen at this time, microseconds since the epoch.
+    At(u64),
+    /// Not seen yet: the push overtook the reply.
+    NotYet,
+    /// Too old: a later REGISTER took its slot.
+    Overwritten,
+}
+
 /// When the reply to each recent stamped REGISTER was seen, by serial number: a
 /// ring of atomics, each holding the serial's high bits as a tag and the time in
 /// microseconds, so a subscriber on another thread can pair its push with the reply.
@@ -86,9 +97,14 @@ impl ReplyTimes {
     }
 
     /// When `serial`'s reply was seen, if it was and is still in the ring.
-    pub fn load(&self, serial: u64) -> Option<u64> {
+    pub fn load(&self, serial: u64) -> ReplySeen {
         let v = self.slots[(serial % RING_SLOTS) as usize].load(Ordering::Acquire);
-        (v & !RING_TIME_MASK == Self::tag(serial) & !RING_TIME_MASK).then_some(v & RING_TIME_MASK)
+        let (tag, want) = (v >> RING_TIME_BITS, Self::tag(serial) >> RING_TIME_BITS);
+        match tag.cmp(&want) {
+            std::cmp::Ordering::Equal => ReplySeen::At(v & RING_TIME_MASK),
+            std::cmp::Ordering::Less => ReplySeen::NotYet,
+            std::cmp::Ordering::Greater => ReplySeen::Overwritten,
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::scan::{Outcome, Scanner};
-use super::totals::{Shared, Totals};
+use super::totals::{ReplySeen, Shared, Totals};
 use super::workload::{Kind, Request, Workload};
 
 /// Read buffer per connection; it grows (up to `MAX_REPLY_BYTES`) only for a reply
@@ -495,11 +495,11 @@ impl Worker {
             .push_latency
             .saturating_record(now_ns.saturating_sub(sent_ns) / 1000);
         // A push seen before its REGISTER's reply counts as no delay after it.
-        let after = self
-            .shared
-            .replies
-            .load(serial)
-            .map_or(0, |reply_us| (now_ns / 1000).saturating_sub(reply_us));
+        let after = match self.shared.replies.load(serial) {
+            ReplySeen::At(reply_us) => (now_ns / 1000).saturating_sub(reply_us),
+            ReplySeen::NotYet => 0,
+            ReplySeen::Overwritten => return,
+        };
         self.totals.push_after_reply.saturating_record(after);
     }
 
