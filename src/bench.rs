@@ -294,11 +294,13 @@ pub fn run(args: &Args) -> Result<Report, Error> {
         }
         if let Some(b) = &bar {
             let done = shared.done.load(Ordering::Relaxed);
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
             if total.is_some() {
                 b.set_position(done);
+                b.set_message(format!("{rate:.0} requests/s"));
             } else {
                 b.set_position(started.elapsed().as_millis() as u64);
-                b.set_message(format!("{done} requests"));
+                b.set_message(format!("{done} requests, {rate:.0}/s"));
             }
         }
     }
@@ -322,7 +324,7 @@ fn progress_bar(args: &Args, total: Option<u64>) -> Option<indicatif::ProgressBa
         return None;
     }
     let (len, template) = match total {
-        Some(n) => (n, "{bar:40} {pos}/{len} requests {per_sec} eta {eta}"),
+        Some(n) => (n, "{bar:40} {pos}/{len} requests, {msg}, eta {eta}"),
         None => (
             args.duration.map_or(0, |d| (d * 1000.0) as u64),
             "{bar:40} {elapsed} {msg}",

@@ -430,3 +430,85 @@ pub fn run_id() -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_parses_and_prints_back() {
+        let m: Mix = "register:1, lookup:8,UNREGISTER:1"
+            .parse()
+            .expect("valid mix");
+        assert_eq!(m.weights, [0, 1, 8, 1]);
+        assert_eq!(m.to_string(), "register:1,lookup:8,unregister:1");
+        assert_eq!(Mix::default(), m);
+    }
+
+    #[test]
+    fn bad_mixes_are_refused() {
+        assert!("register".parse::<Mix>().is_err());
+        assert!("get:1".parse::<Mix>().is_err());
+        assert!("lookup:x".parse::<Mix>().is_err());
+        assert!("lookup:0".parse::<Mix>().is_err());
+    }
+
+    /// The names of `n` requests of `test`, spread over `threads` threads the way a
+    /// run spreads them.
+    fn names(test: Test, keyspace: Option<u64>, threads: usize, n: usize) -> Vec<String> {
+        let mut all = Vec::new();
+        for t in 0..threads {
+            let mut w = Workload::new(test, &Mix::default(), keyspace, "p", t, threads, false, 1);
+            for _ in 0..n / threads {
+                let mut out = Vec::new();
+                w.encode(&mut out, 0);
+                let text = String::from_utf8(out).expect("utf-8");
+                all.push(text.split("\r\n").nth(4).expect("name").to_string());
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn sequential_names_cover_the_same_set_whatever_the_threads() {
+        let mut one = names(Test::Register, None, 1, 12);
+        let mut three = names(Test::Lookup, None, 3, 12);
+        one.sort();
+        three.sort();
+        assert_eq!(one, three);
+        assert!(one.contains(&"p-0".to_string()) && one.contains(&"p-11".to_string()));
+    }
+
+    #[test]
+    fn random_names_are_padded_like_redis_benchmark() {
+        for name in names(Test::Register, Some(1000), 1, 50) {
+            assert_eq!(name.len(), 1 + RANDOM_NAME_DIGITS, "{name}");
+            assert!(name.starts_with("u000000000"), "{name}");
+        }
+    }
+
+    #[test]
+    fn stamped_register_carries_prefix_serial_and_time() {
+        let mut w = Workload::new(Test::Register, &Mix::default(), None, "run", 1, 2, true, 1);
+        let mut out = Vec::new();
+        let r = w.encode(&mut out, 12345);
+        assert_eq!(r.serial, Some(1));
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.starts_with("*6\r\n$8\r\nREGISTER\r\n$5\r\nrun-1\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("$5\r\nbench\r\n$11\r\nrun:1:12345\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pings_come_in_pre_encoded_pipelines() {
+        let mut w = Workload::new(Test::Ping, &Mix::default(), None, "p", 0, 1, false, 4);
+        let mut out = Vec::new();
+        assert!(w.encode_pings(&mut out, 6));
+        assert_eq!(out, PING.repeat(6));
+    }
+}
