@@ -2,16 +2,18 @@
 //!
 //! Opens `-c` connections (and `--subscribers` more in fan-out mode) with blocking
 //! sockets, so a bad address fails at once with a clear message, then hands them to
-//! `--threads` load threads, each a `mio` reactor of its own ([`worker`]). Requests
-//! come from [`workload`], replies are counted by [`scan`] without being built, and
-//! latencies go into HDR histograms that [`report`] turns into a table, JSON or, via
-//! [`plot`], an SVG percentile curve.
+//! `--threads` load threads, each a `mio` reactor of its own ([`worker`]) over its
+//! share of the connections ([`conn`]). Requests come from [`workload`], replies are
+//! counted by [`scan`] without being built, and latencies go into HDR histograms
+//! ([`totals`]) that [`report`] turns into a table, JSON or, via [`plot`], an SVG
+//! percentile curve.
 //!
 //! The library entry point [`run`] is what `cargo bench` drives too.
 //!
 //! # Example
 //! `userbus bench -p 7878 -t register -c 50 -P 16 --duration 10 --plot reg.svg`
 
+pub mod conn;
 pub mod plot;
 pub mod report;
 pub mod scan;

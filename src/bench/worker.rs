@@ -15,8 +15,8 @@
 //! JSON, and two latencies are recorded: from the send, and from the moment the
 //! publishing connection saw the REGISTER's reply.
 
-use std::collections::VecDeque;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -24,15 +24,11 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::scan::{Outcome, Scanner};
+use super::conn::{Conn, Io, Pending};
+use super::scan::Outcome;
 use super::totals::{ReplySeen, Shared, Totals};
 use super::workload::{Kind, Request, Workload};
 
-/// Read buffer per connection; it grows (up to `MAX_REPLY_BYTES`) only for a reply
-/// larger than this.
-pub const READ_BUF_BYTES: usize = 64 * 1024;
-/// Largest single reply the generator accepts.
-pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 /// A run gives up on replies that have not come back this long after the last one.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the load ends, how long subscribers wait for a push before giving up on
@@ -60,37 +56,6 @@ pub struct Plan {
     pub rate: Option<f64>,
     /// The start of the stamp field in a push of this run: `"bench":"<prefix>:`.
     pub stamp_needle: Option<Vec<u8>>,
-}
-
-/// Requests sent on a connection whose replies are still due, run-length encoded.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    /// When they were sent (closed loop) or due (open loop), ns since the epoch.
-    start_ns: u64,
-    kind: Kind,
-    /// The stamped REGISTER's serial.
-    serial: Option<u64>,
-    count: u32,
-}
-
-#[derive(Debug)]
-struct Conn {
-    stream: TcpStream,
-    subscriber: bool,
-    open: bool,
-    out: Vec<u8>,
-    sent: usize,
-    inp: Vec<u8>,
-    filled: usize,
-    /// Bytes of `inp` the scanner has consumed.
-    scanned: usize,
-    /// Where the reply in progress starts in `inp`.
-    reply_start: usize,
-    scanner: Scanner,
-    pending: VecDeque<Pending>,
-    in_flight: usize,
-    /// Pushes of this run received (subscribers).
-    stamped: u64,
 }
 
 /// A thread's reactor.
@@ -132,21 +97,7 @@ pub fn run(
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        conns.push(Conn {
-            stream,
-            subscriber,
-            open: true,
-            out: Vec::with_capacity(READ_BUF_BYTES),
-            sent: 0,
-            inp: vec![0; READ_BUF_BYTES],
-            filled: 0,
-            scanned: 0,
-            reply_start: 0,
-            scanner: Scanner::new(),
-            pending: VecDeque::with_capacity(plan.pipeline),
-            in_flight: 0,
-            stamped: 0,
-        });
+        conns.push(Conn::new(stream, subscriber, plan.pipeline));
     }
     let finder = plan
         .stamp_needle
@@ -263,9 +214,7 @@ impl Worker {
     /// Counts every request still in flight as lost.
     fn give_up(&mut self, why: &str) {
         for c in &mut self.conns {
-            self.totals.lost += c.in_flight as u64;
-            c.in_flight = 0;
-            c.pending.clear();
+            self.totals.lost += c.abandon() as u64;
         }
         self.in_flight = 0;
         self.note_error(why);
@@ -309,14 +258,13 @@ impl Worker {
         let n = (self.plan.pipeline as u64).min(left) as usize;
         let c = &mut self.conns[i];
         if self.plan.workload.encode_pings(&mut c.out, n) {
-            push_pending(&mut c.pending, now_ns, Kind::Ping, None, n as u32);
+            c.expect(now_ns, Kind::Ping, None, n as u32);
         } else {
             for _ in 0..n {
                 let r = self.plan.workload.encode(&mut c.out, now_ns);
-                push_pending(&mut c.pending, now_ns, r.kind, r.serial, 1);
+                c.expect(now_ns, r.kind, r.serial, 1);
             }
         }
-        c.in_flight += n;
         self.in_flight += n;
         self.issued += n as u64;
         self.flush(i);
@@ -346,14 +294,13 @@ impl Worker {
                 continue;
             }
             let Request { kind, serial } = self.plan.workload.encode(&mut c.out, due_ns);
-            push_pending(&mut c.pending, due_ns, kind, serial, 1);
-            c.in_flight += 1;
+            c.expect(due_ns, kind, serial, 1);
             self.in_flight += 1;
             self.issued += 1;
             without_room = 0;
         }
         for i in 0..n {
-            if self.conns[i].open && self.conns[i].sent < self.conns[i].out.len() {
+            if self.conns[i].open && self.conns[i].has_output() {
                 self.flush(i);
             }
         }
@@ -362,23 +309,8 @@ impl Worker {
     /// Reads until `WouldBlock`, handling each complete reply as it comes.
     fn read_ready(&mut self, i: usize) {
         loop {
-            let c = &mut self.conns[i];
-            if c.filled == c.inp.len() {
-                if c.inp.len() >= MAX_REPLY_BYTES {
-                    self.close(i, "a reply larger than the read limit");
-                    return;
-                }
-                let grown = (c.inp.len() * 2).min(MAX_REPLY_BYTES);
-                c.inp.resize(grown, 0);
-            }
-            let c = &mut self.conns[i];
-            match c.stream.read(&mut c.inp[c.filled..]) {
-                Ok(0) => {
-                    self.close(i, "connection closed by the server");
-                    return;
-                }
-                Ok(n) => {
-                    c.filled += n;
+            match self.conns[i].read_some() {
+                Io::Moved(n) => {
                     self.totals.net_bytes.0 += n as u64;
                     if let Err(e) = self.consume(i) {
                         self.close(i, &e);
@@ -388,46 +320,28 @@ impl Worker {
                         self.refill(i);
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.close(i, &format!("read failed: {e}"));
+                Io::Idle => return,
+                Io::Failed(why) => {
+                    self.close(i, &why);
                     return;
                 }
             }
         }
     }
 
-    /// Handles every complete reply in the connection's buffer, then keeps only the
-    /// reply in progress.
+    /// Handles every complete reply in the connection's buffer.
     fn consume(&mut self, i: usize) -> Result<(), String> {
         let now_ns = self.shared.now_ns();
         let mut replies = 0;
-        loop {
-            let c = &mut self.conns[i];
-            let (used, outcome) = c
-                .scanner
-                .next(&c.inp[c.scanned..c.filled])
-                .map_err(|e| e.to_string())?;
-            c.scanned += used;
-            let Some(outcome) = outcome else { break };
-            let (start, end) = (c.reply_start, c.scanned);
-            c.reply_start = end;
-            if c.subscriber {
-                self.on_push(i, start, end, now_ns);
+        while let Some((outcome, range)) = self.conns[i].next_reply().map_err(|e| e.to_string())? {
+            if self.conns[i].subscriber {
+                self.on_push(i, range, now_ns);
             } else {
-                self.on_reply(i, outcome, start, end, now_ns)?;
+                self.on_reply(i, outcome, range, now_ns)?;
                 replies += 1;
             }
         }
-        let c = &mut self.conns[i];
-        let keep = c.reply_start;
-        if keep > 0 {
-            c.inp.copy_within(keep..c.filled, 0);
-            c.filled -= keep;
-            c.scanned -= keep;
-            c.reply_start = 0;
-        }
+        self.conns[i].compact();
         if replies > 0 {
             self.shared.done.fetch_add(replies, Ordering::Relaxed);
             self.last_progress = Instant::now();
@@ -439,20 +353,18 @@ impl Worker {
         &mut self,
         i: usize,
         outcome: Outcome,
-        start: usize,
-        end: usize,
+        range: Range<usize>,
         now_ns: u64,
     ) -> Result<(), String> {
-        let c = &mut self.conns[i];
-        let Some(p) = c.pending.front_mut() else {
+        let Some(Pending {
+            kind,
+            serial,
+            start_ns: sent,
+            ..
+        }) = self.conns[i].answered()
+        else {
             return Err("a reply to no request".into());
         };
-        let (kind, serial, sent) = (p.kind, p.serial, p.start_ns);
-        p.count -= 1;
-        if p.count == 0 {
-            c.pending.pop_front();
-        }
-        c.in_flight -= 1;
         self.in_flight -= 1;
         let t = &mut self.totals.kinds[kind.index()];
         t.replies += 1;
@@ -462,7 +374,7 @@ impl Worker {
             Outcome::Error => {
                 t.errors += 1;
                 if self.totals.first_error.is_none() {
-                    let text = String::from_utf8_lossy(&self.conns[i].inp[start..end])
+                    let text = String::from_utf8_lossy(self.conns[i].reply_bytes(range))
                         .trim_end()
                         .to_string();
                     self.note_error(&text);
@@ -480,11 +392,11 @@ impl Worker {
     }
 
     /// A push on a subscriber connection: pairs it with its REGISTER.
-    fn on_push(&mut self, i: usize, start: usize, end: usize, now_ns: u64) {
+    fn on_push(&mut self, i: usize, range: Range<usize>, now_ns: u64) {
         self.totals.pushes += 1;
         self.last_push = Instant::now();
         let Some(finder) = &self.finder else { return };
-        let reply = &self.conns[i].inp[start..end];
+        let reply = self.conns[i].reply_bytes(range);
         let Some(at) = finder.find(reply) else { return };
         let mut rest = &reply[at + finder.needle().len()..];
         let (Some(serial), Some(sent_ns)) = (digits(&mut rest), digits(&mut rest)) else {
@@ -505,29 +417,10 @@ impl Worker {
 
     /// Writes until the output is sent or the socket is full.
     fn flush(&mut self, i: usize) {
-        loop {
-            let c = &mut self.conns[i];
-            if c.sent == c.out.len() {
-                c.out.clear();
-                c.sent = 0;
-                return;
-            }
-            match c.stream.write(&c.out[c.sent..]) {
-                Ok(0) => {
-                    self.close(i, "the server stopped reading");
-                    return;
-                }
-                Ok(n) => {
-                    c.sent += n;
-                    self.totals.net_bytes.1 += n as u64;
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.close(i, &format!("write failed: {e}"));
-                    return;
-                }
-            }
+        match self.conns[i].write_out() {
+            Io::Moved(n) => self.totals.net_bytes.1 += n as u64,
+            Io::Idle => {}
+            Io::Failed(why) => self.close(i, &why),
         }
     }
 
@@ -538,10 +431,9 @@ impl Worker {
         }
         c.open = false;
         let _ = self.poll.registry().deregister(&mut c.stream);
-        self.totals.lost += c.in_flight as u64;
-        self.in_flight -= c.in_flight;
-        c.in_flight = 0;
-        c.pending.clear();
+        let abandoned = c.abandon();
+        self.totals.lost += abandoned as u64;
+        self.in_flight -= abandoned;
         let role = if c.subscriber { "subscriber" } else { "load" };
         self.note_error(&format!("{role} connection {i}: {why}"));
     }
@@ -551,32 +443,6 @@ impl Worker {
             self.totals.first_error = Some(what.to_string());
         }
     }
-}
-
-/// Queues `count` requests, merged into the last entry when they share its send
-/// time and kind (a closed-loop pipeline of PINGs is one entry).
-fn push_pending(
-    q: &mut VecDeque<Pending>,
-    start_ns: u64,
-    kind: Kind,
-    serial: Option<u64>,
-    count: u32,
-) {
-    if serial.is_none()
-        && let Some(last) = q.back_mut()
-        && last.start_ns == start_ns
-        && last.kind == kind
-        && last.serial.is_none()
-    {
-        last.count += count;
-        return;
-    }
-    q.push_back(Pending {
-        start_ns,
-        kind,
-        serial,
-        count,
-    });
 }
 
 /// Reads a decimal number and the one separator byte after it.
