@@ -21,12 +21,16 @@
 //! - [`tls`]: the rustls server configuration (sessions live in [`conn`]).
 //! - [`client`]: `userbus cli`, the line client (its own RESP reader and
 //!   redis-cli's reply formatting).
+//! - [`bench`]: the load generator behind `userbus bench` and `cargo bench` (a
+//!   client of its own: a `mio` reactor per load thread, a reply scanner, HDR
+//!   latency histograms).
 //! - [`config`]: every setting and limit; [`error`]: the error type;
 //!   [`auth`]: the password check; [`metrics`]: counters; [`glob`]: Redis-style patterns; [`clock`]: time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod cmd;

@@ -1,9 +1,10 @@
-//! The `userbus` binary: `serve` runs the server, `cli` is the line client.
+//! The `userbus` binary: `serve` runs the server, `cli` is the line client, `bench`
+//! loads a server.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use userbus::{Config, Server};
+use userbus::{Config, Server, bench};
 
 /// An event-driven user registry: RESP over TCP, SQLite underneath, events out.
 #[derive(Debug, Parser)]
@@ -49,6 +50,9 @@ enum Command {
     Serve(Box<Config>),
     /// The line client: one command, an interactive prompt, or a script on stdin.
     Cli(userbus::client::Args),
+    /// Load a running server: connections, pipelining, command mix, latency
+    /// percentiles (`-h` is the host; `--help` for help).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,7 +61,36 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(config) => serve(*config),
         Command::Cli(args) => userbus::client::run(args),
+        Command::Bench(args) => run_bench(&args),
     }
+}
+
+/// Exit status of a benchmark whose connections could not be opened.
+const EXIT_CANNOT_CONNECT: u8 = 2;
+
+fn run_bench(args: &bench::Args) -> ExitCode {
+    let report = match bench::run(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("userbus bench: {e}");
+            return match e {
+                bench::Error::Resolve { .. } | bench::Error::Connect { .. } => {
+                    ExitCode::from(EXIT_CANNOT_CONNECT)
+                }
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    if report.requests == 0 {
+        eprintln!("userbus bench: no request completed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(config: Config) -> ExitCode {
