@@ -72,6 +72,26 @@ pub struct BlockState {
 }
 
 impl Session {
+    /// A fresh session for client `id`: RESP2, unnamed, authenticated (the reactor
+    /// clears that when a password is configured).
+    pub fn new(id: u64) -> Session {
+        let now = Instant::now();
+        Session {
+            id,
+            resp3: false,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            since: now,
+            last_active: now,
+            last_cmd: "NULL".to_string(),
+            channels: Vec::new(),
+            patterns: Vec::new(),
+            block: None,
+            authenticated: true,
+        }
+    }
+
     /// Channels plus patterns: the count Redis reports in (un)subscribe replies.
     pub fn subscriptions(&self) -> usize {
         self.channels.len() + self.patterns.len()
@@ -148,7 +168,6 @@ pub enum ReadEnd {
 impl Conn {
     /// A connection for an accepted socket.
     pub fn new(stream: TcpStream, peer: SocketAddr, id: u64, limits: Limits) -> Self {
-        let now = Instant::now();
         let local = stream.local_addr().ok();
         Conn {
             stream,
@@ -160,20 +179,7 @@ impl Conn {
             wbuf: Vec::new(),
             wpos: 0,
             phase: Phase::Open,
-            session: Session {
-                id,
-                resp3: false,
-                name: None,
-                lib_name: None,
-                lib_ver: None,
-                since: now,
-                last_active: now,
-                last_cmd: "NULL".to_string(),
-                channels: Vec::new(),
-                patterns: Vec::new(),
-                block: None,
-                authenticated: true,
-            },
+            session: Session::new(id),
             over_soft_limit_since: None,
             blocked: false,
             http: None,

@@ -304,7 +304,10 @@ impl RequestParser {
 
     fn parse_inline(&mut self, buf: &[u8], scanned: usize) -> Result<Parsed, ProtocolError> {
         let Some(nl) = memchr::memchr(b'\n', &buf[scanned..]).map(|i| i + scanned) else {
-            if buf.len() > self.limits.max_inline_bytes {
+            // A final CR may be the start of the line's CRLF: it does not count, so a
+            // line at the limit parses the same however its bytes arrive.
+            let line = buf.len() - usize::from(buf.last() == Some(&b'\r'));
+            if line > self.limits.max_inline_bytes {
                 return Err(ProtocolError::TooBigInline);
             }
             self.state = State::Inline { scanned: buf.len() };
