@@ -18,6 +18,7 @@
 pub mod follow;
 pub mod format;
 pub mod reply;
+pub mod transport;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -31,6 +32,7 @@ use crate::protocol::split_line;
 use follow::Follow;
 use format::Style;
 use reply::{ReadError, Value};
+use transport::Transport;
 
 /// History file in the user's home directory: like redis-cli's
 /// `~/.rediscli_history` it follows the person, not the working directory, and it
@@ -78,6 +80,18 @@ pub struct Args {
     /// Speak RESP3 from the start (sends HELLO 3 on connecting).
     #[arg(short = '3')]
     pub resp3: bool,
+    /// Connect with TLS (to a server's --tls-port); needs --cacert.
+    #[arg(long, requires = "cacert")]
+    pub tls: bool,
+    /// PEM file of the CA that signed the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (--tls-ca).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Print help (`-h` is the host, as in redis-cli).
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -97,8 +111,16 @@ pub fn run(args: Args) -> ExitCode {
         port: args.port,
     };
     let style = if args.raw { Style::Raw } else { Style::Human };
+    let tls = match (args.tls, &args.cacert) {
+        (true, Some(ca)) => Some(transport::TlsOptions {
+            cacert: ca.clone(),
+            client: args.cert.clone().zip(args.key.clone()),
+        }),
+        _ => None,
+    };
     let mut session = Session {
         target,
+        tls,
         conn: None,
         style,
         resp3: args.resp3,
@@ -190,7 +212,9 @@ enum Next {
 struct Session {
     target: Target,
     /// `None` after the connection broke; the next command reconnects.
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<BufReader<Transport>>,
+    /// TLS settings, with `--tls`.
+    tls: Option<transport::TlsOptions>,
     style: Style,
     /// Whether the connection speaks RESP3 (`-3` or a `HELLO 3`), so that a
     /// reconnect restores it.
@@ -208,6 +232,8 @@ impl Session {
             .map_err(|e| fail(&e))?;
         // Requests are single writes; Nagle would only delay them.
         stream.set_nodelay(true).map_err(|e| fail(&e))?;
+        let stream =
+            Transport::new(stream, &self.target.host, self.tls.as_ref()).map_err(|e| fail(&e))?;
         self.conn = Some(BufReader::new(stream));
         if self.resp3 {
             let hello = [b"HELLO".to_vec(), b"3".to_vec()];

@@ -239,3 +239,36 @@ fn config_addr(server: &TestServer, key: &str) -> Option<std::net::SocketAddr> {
     let port: u16 = kv.get(1)?.parse().ok()?;
     (port != 0).then(|| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
 }
+
+#[test]
+fn the_line_client_speaks_tls() {
+    let pki = Pki::new();
+    let server = start(&pki, true);
+    let port = server_tls_port(&server).to_string();
+    let ca = pki.ca.to_str().unwrap();
+    let cert = pki.client_cert.to_str().unwrap();
+    let key = pki.client_key.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "cli",
+            "--tls",
+            "--cacert",
+            ca,
+            "-h",
+            "localhost",
+            "-p",
+            &port,
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_userbus"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&["--cert", cert, "--key", key, "REGISTER", "tls-user"]);
+    assert!(ok.status.success(), "{ok:?}");
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "(integer) 1\n");
+    // Without the client certificate the server refuses the handshake.
+    let denied = run(&["PING"]);
+    assert!(!denied.status.success(), "{denied:?}");
+}
