@@ -8,9 +8,19 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Starts `userbus serve` on free ports with a temp database; returns the child
+/// A server process, killed and reaped when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `userbus serve` on free ports with a temp database; returns the process
 /// and the RESP port, read from the startup line (the readiness check).
-fn serve(db: &std::path::Path) -> (Child, u16) {
+fn serve(db: &std::path::Path) -> (Server, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_userbus"))
         .args(["serve", "--port", "0", "--http-port", "0", "--db"])
         .arg(db)
@@ -20,6 +30,7 @@ fn serve(db: &std::path::Path) -> (Child, u16) {
         .spawn()
         .expect("spawn userbus");
     let stderr = child.stderr.take().expect("stderr");
+    let child = Server(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -59,8 +70,8 @@ fn ping(s: &mut TcpStream) -> bool {
 #[test]
 fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, port) = serve(&dir.path().join("db"));
-    let pid = child.id();
+    let (server, port) = serve(&dir.path().join("db"));
+    let pid = server.0.id();
     let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
     first.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
     assert!(ping(&mut first));
@@ -122,8 +133,7 @@ fn out_of_descriptors_backs_off_without_spinning_and_recovers() {
             );
         }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
 }
 
 #[test]
