@@ -38,18 +38,47 @@ pub struct Wait {
     pub timeout: Option<Duration>,
 }
 
-fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
+/// What XREAD and XREADGROUP say before and after `STREAMS`.
+pub struct ReadRequest<'b> {
+    /// Most entries to return.
+    pub count: usize,
+    /// `BLOCK`: `Some(None)` waits forever, `Some(Some(t))` up to `t`.
+    pub block: Option<Option<Duration>>,
+    /// `NOACK` (XREADGROUP only).
+    pub noack: bool,
+    /// The stream key.
+    pub key: &'b [u8],
+    /// The id after it.
+    pub id: &'b [u8],
+}
+
+/// Parses `[COUNT n] [BLOCK ms] [NOACK] STREAMS key id` from `args[start..]` for
+/// `cmd` (NOACK only when `noack_allowed`); replies the error and returns `None` on
+/// bad input.
+pub fn read_request<'b>(
+    args: &Args<'b>,
+    start: usize,
+    cmd: &str,
+    noack_allowed: bool,
+    ctx: &mut Ctx<'_>,
+) -> Option<ReadRequest<'b>> {
     let mut count = DEFAULT_READ_COUNT;
-    let mut block: Option<Option<Duration>> = None;
-    let mut i = 1;
+    let mut block = None;
+    let mut noack = false;
+    let mut i = start;
     loop {
         let Some(opt) = args.get(i) else {
             syntax_error(ctx);
-            return Outcome::Continue;
+            return None;
         };
         if opt.eq_ignore_ascii_case(b"streams") {
             i += 1;
             break;
+        }
+        if noack_allowed && opt.eq_ignore_ascii_case(b"noack") {
+            noack = true;
+            i += 1;
+            continue;
         }
         let value = args.get(i + 1);
         if opt.eq_ignore_ascii_case(b"count") {
@@ -60,43 +89,65 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
                 Some(n) => count = usize::try_from(n).unwrap_or(usize::MAX),
                 None => {
                     super::not_an_integer(ctx);
-                    return Outcome::Continue;
+                    return None;
                 }
             }
         } else if opt.eq_ignore_ascii_case(b"block") {
             match value.and_then(int_arg) {
                 Some(ms) if ms < 0 => {
                     ctx.out.error("ERR timeout is negative");
-                    return Outcome::Continue;
+                    return None;
                 }
                 Some(0) => block = Some(None),
                 Some(ms) => block = Some(Some(Duration::from_millis(ms as u64))),
                 None => {
                     ctx.out
                         .error("ERR timeout is not an integer or out of range");
-                    return Outcome::Continue;
+                    return None;
                 }
             }
         } else {
             syntax_error(ctx);
-            return Outcome::Continue;
+            return None;
         }
         i += 2;
     }
     let rest = args.len() - i;
     if rest == 0 || !rest.is_multiple_of(2) {
-        ctx.out.error(
-            "ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.",
-        );
-        return Outcome::Continue;
+        let what = if noack_allowed { "'>'" } else { "'$'" };
+        ctx.out.error(&format!(
+            "ERR Unbalanced '{cmd}' list of streams: for each stream key an ID or {what} must be specified."
+        ));
+        return None;
     }
     if rest != 2 {
-        ctx.out
-            .error("ERR userbus streams are read one at a time: XREAD ... STREAMS events <id>");
-        return Outcome::Continue;
+        ctx.out.error(&format!(
+            "ERR userbus streams are read one at a time: {} ... STREAMS events <id>",
+            cmd.to_ascii_uppercase()
+        ));
+        return None;
     }
-    let key = args.get(i).unwrap_or_default();
-    let id = args.get(i + 1).unwrap_or_default();
+    Some(ReadRequest {
+        count,
+        block,
+        noack,
+        key: args.get(i).unwrap_or_default(),
+        id: args.get(i + 1).unwrap_or_default(),
+    })
+}
+
+fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
+    let Some(ReadRequest {
+        count,
+        block,
+        key,
+        id,
+        ..
+    }) = read_request(args, 1, "xread", false, ctx)
+    else {
+        return Outcome::Continue;
+    };
+
     if id == b">" {
         ctx.out.error(
             "ERR The > ID can be specified only when calling XREADGROUP using the GROUP <group> <consumer> option.",

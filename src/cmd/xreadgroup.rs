@@ -11,9 +11,8 @@
 //! With `--max-deliveries N`, a pending entry about to be delivered after N
 //! deliveries is acknowledged and appended to `events.dead` instead.
 
-use std::time::Duration;
-
-use super::{Ctx, Outcome, Spec, Wait, group_stream, int_arg, name_arg, no_group, syntax_error};
+use super::xread::{ReadRequest, read_request};
+use super::{Ctx, Outcome, Spec, Wait, group_stream, name_arg, no_group, syntax_error};
 use crate::protocol::Args;
 use crate::stream::{exact_id, write_delivered, write_entry, write_read_header};
 
@@ -40,73 +39,20 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     let Some(consumer) = name_arg(args.get(3).unwrap_or_default(), "consumer", ctx) else {
         return Outcome::Continue;
     };
-    let mut count = super::xread::DEFAULT_READ_COUNT;
-    let mut block: Option<Option<Duration>> = None;
-    let mut noack = false;
-    let mut i = 4;
-    loop {
-        let Some(opt) = args.get(i) else {
-            syntax_error(ctx);
-            return Outcome::Continue;
-        };
-        if opt.eq_ignore_ascii_case(b"streams") {
-            i += 1;
-            break;
-        } else if opt.eq_ignore_ascii_case(b"noack") {
-            noack = true;
-            i += 1;
-            continue;
-        }
-        let value = args.get(i + 1);
-        if opt.eq_ignore_ascii_case(b"count") {
-            match value.and_then(int_arg) {
-                // COUNT 0 (or less) means no COUNT, as in Redis; the default cap
-                // still bounds one reply.
-                Some(n) if n <= 0 => count = super::xread::DEFAULT_READ_COUNT,
-                Some(n) => count = usize::try_from(n).unwrap_or(usize::MAX),
-                None => {
-                    super::not_an_integer(ctx);
-                    return Outcome::Continue;
-                }
-            }
-        } else if opt.eq_ignore_ascii_case(b"block") {
-            match value.and_then(int_arg) {
-                Some(ms) if ms < 0 => {
-                    ctx.out.error("ERR timeout is negative");
-                    return Outcome::Continue;
-                }
-                Some(0) => block = Some(None),
-                Some(ms) => block = Some(Some(Duration::from_millis(ms as u64))),
-                None => {
-                    ctx.out
-                        .error("ERR timeout is not an integer or out of range");
-                    return Outcome::Continue;
-                }
-            }
-        } else {
-            syntax_error(ctx);
-            return Outcome::Continue;
-        }
-        i += 2;
-    }
-    let rest = args.len() - i;
-    if rest == 0 || !rest.is_multiple_of(2) {
-        ctx.out.error(
-            "ERR Unbalanced 'xreadgroup' list of streams: for each stream key an ID or '>' must be specified.",
-        );
+    let Some(ReadRequest {
+        count,
+        block,
+        noack,
+        key,
+        id,
+    }) = read_request(args, 4, "xreadgroup", true, ctx)
+    else {
         return Outcome::Continue;
-    }
-    if rest != 2 {
-        ctx.out.error(
-            "ERR userbus streams are read one at a time: XREADGROUP ... STREAMS events <id>",
-        );
-        return Outcome::Continue;
-    }
-    let key = args.get(i).unwrap_or_default();
+    };
+
     if !group_stream(key, ctx) {
         return Outcome::Continue;
     }
-    let id = args.get(i + 1).unwrap_or_default();
     let now = crate::clock::now_ms();
     if id == b">" {
         let res = ctx
