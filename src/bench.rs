@@ -1,8 +1,9 @@
 //! `userbus bench`: the load generator.
 //!
 //! Opens `-c` connections (and `--subscribers` more in fan-out mode) with blocking
-//! sockets, so a bad address fails at once with a clear message, then hands them to
-//! `--threads` load threads, each a `mio` reactor of its own ([`worker`]) over its
+//! sockets ([`dial`]), so a bad address, or with `--tls` a certificate the CA did
+//! not sign, fails at once with a clear message, then hands them to `--threads`
+//! load threads, each a `mio` reactor of its own ([`worker`]) over its
 //! share of the connections ([`conn`]). Requests come from [`workload`], replies are
 //! counted by [`scan`] without being built, and latencies go into HDR histograms
 //! ([`totals`]) that [`report`] turns into a table, JSON or, via [`plot`], an SVG
@@ -12,8 +13,11 @@
 //!
 //! # Example
 //! `userbus bench -p 7878 -t register -c 50 -P 16 --duration 10 --plot reg.svg`
+//!
+//! `userbus bench --tls --cacert ca.pem -h localhost -p 6380 -t register -n 2000`
 
 pub mod conn;
+pub mod dial;
 pub mod plot;
 pub mod report;
 pub mod scan;
@@ -22,15 +26,16 @@ pub mod worker;
 pub mod workload;
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::client::transport::{self, TlsOptions, Transport};
 use crate::config::DEFAULT_PORT;
+use dial::{Dialer, info_field, subscribe};
 pub use report::Report;
 pub use workload::{Mix, Test};
 
@@ -77,7 +82,7 @@ pub struct Args {
     #[arg(long, default_value = "register:1,lookup:8,unregister:1")]
     pub mix: Mix,
     /// Random names from a keyspace of this size (u000000000000 ...); default:
-    /// sequential unique names <prefix>-<n>.
+    /// sequential unique names PREFIX-N (see --names).
     #[arg(short = 'r', long = "keyspace", value_name = "N")]
     pub keyspace: Option<u64>,
     /// Prefix of sequential names [default: a fresh run id]; reuse one to look up
@@ -92,6 +97,18 @@ pub struct Args {
     /// the report adds the latency of each push.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub subscribers: usize,
+    /// Connect with TLS (to a server's --tls-port); needs --cacert.
+    #[arg(long, requires = "cacert")]
+    pub tls: bool,
+    /// PEM file of the CA that signed the server's certificate (with --tls).
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// PEM client certificate, for servers that require one (--tls-ca).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM key of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -130,7 +147,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// A connection could not be opened.
+    /// The `--tls` files could not be used.
+    Tls(std::io::Error),
+    /// A connection could not be opened (or its TLS handshake failed).
     Connect {
         /// The address tried.
         addr: SocketAddr,
@@ -150,6 +169,7 @@ impl fmt::Display for Error {
         match self {
             Error::Usage(m) => write!(f, "{m}"),
             Error::Resolve { target, source } => write!(f, "cannot resolve {target}: {source}"),
+            Error::Tls(e) => write!(f, "TLS: {e}"),
             Error::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
             Error::Subscribe(m) => write!(f, "subscribing failed: {m}"),
             Error::Io(e) => write!(f, "load thread failed: {e}"),
@@ -162,7 +182,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Resolve { source, .. } | Error::Connect { source, .. } => Some(source),
-            Error::Io(e) => Some(e),
+            Error::Io(e) | Error::Tls(e) => Some(e),
             _ => None,
         }
     }
@@ -189,6 +209,14 @@ impl Args {
         if self.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
             return usage("--rate must be a positive number of requests per second");
         }
+        if self.tls && self.cacert.is_none() {
+            return usage(
+                "--tls needs --cacert FILE, the PEM CA that signed the server's certificate",
+            );
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return usage("--cert and --key go together");
+        }
         if self.subscribers > 0 && !matches!(self.test, Test::Register | Test::Mixed) {
             return usage("--subscribers needs a test that registers: -t register or mixed");
         }
@@ -212,33 +240,34 @@ impl Args {
 pub fn run(args: &Args) -> Result<Report, Error> {
     args.check()?;
     let target = format!("{}:{}", args.host, args.port);
-    let addr = (args.host.as_str(), args.port)
-        .to_socket_addrs()
-        .map_err(|source| Error::Resolve {
-            target: target.clone(),
-            source,
-        })?
-        .next()
-        .ok_or_else(|| Error::Resolve {
-            target: target.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-        })?;
+    let tls = match (args.tls, &args.cacert) {
+        (true, Some(ca)) => {
+            let opts = TlsOptions {
+                cacert: ca.clone(),
+                client: args.cert.clone().zip(args.key.clone()),
+            };
+            Some(transport::client_config(&opts).map_err(Error::Tls)?)
+        }
+        _ => None,
+    };
+    let (dialer, first) = Dialer::resolve(&args.host, args.port, tls)?;
     let prefix = args.names.clone().unwrap_or_else(workload::run_id);
-    let commits_before = info_field(addr, "persistence", "commits");
+    let commits_before = info_field(&dialer, "persistence", "commits");
 
     let mut load = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        load.push(connect(addr)?);
+    load.push(first);
+    for _ in 1..args.connections {
+        load.push(dialer.open()?);
     }
     let mut subs = Vec::with_capacity(args.subscribers);
     for _ in 0..args.subscribers {
-        subs.push(subscribe(addr)?);
+        subs.push(subscribe(&dialer)?);
     }
 
     let threads = args.threads;
     let shared = Arc::new(totals::Shared::new(threads));
     let (tx, rx) = mpsc::channel();
-    let mut shares: Vec<(Vec<TcpStream>, Vec<TcpStream>)> =
+    let mut shares: Vec<(Vec<Transport>, Vec<Transport>)> =
         (0..threads).map(|_| (Vec::new(), Vec::new())).collect();
     for (i, s) in load.into_iter().enumerate() {
         shares[i % threads].0.push(s);
@@ -311,7 +340,7 @@ pub fn run(args: &Args) -> Result<Report, Error> {
     }
     let totals = totals::Totals::sum(&results);
     let commits = commits_before.and_then(|before| {
-        info_field(addr, "persistence", "commits").map(|after| after.saturating_sub(before))
+        info_field(&dialer, "persistence", "commits").map(|after| after.saturating_sub(before))
     });
     let report = Report::new(args, &target, &prefix, &totals, commits);
     if let Some(path) = &args.plot {
@@ -337,72 +366,4 @@ fn progress_bar(args: &Args, total: Option<u64>) -> Option<indicatif::ProgressBa
         bar.set_style(style);
     }
     Some(bar)
-}
-
-/// Opens one blocking connection with Nagle off.
-fn connect(addr: SocketAddr) -> Result<TcpStream, Error> {
-    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-        .map_err(|source| Error::Connect { addr, source })?;
-    s.set_nodelay(true)
-        .map_err(|source| Error::Connect { addr, source })?;
-    Ok(s)
-}
-
-/// Opens a connection that subscribed to [`FANOUT_CHANNEL`] (its confirmation read).
-fn subscribe(addr: SocketAddr) -> Result<TcpStream, Error> {
-    let mut s = connect(addr)?;
-    let io = |e: std::io::Error| Error::Subscribe(e.to_string());
-    s.set_read_timeout(Some(CONNECT_TIMEOUT)).map_err(io)?;
-    let req = format!(
-        "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{FANOUT_CHANNEL}\r\n",
-        FANOUT_CHANNEL.len()
-    );
-    s.write_all(req.as_bytes()).map_err(io)?;
-    let mut scanner = scan::Scanner::new();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = s.read(&mut chunk).map_err(io)?;
-        if n == 0 {
-            return Err(Error::Subscribe("the server closed the connection".into()));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let (used, outcome) = scanner
-            .next(&buf)
-            .map_err(|e| Error::Subscribe(e.to_string()))?;
-        match outcome {
-            Some(scan::Outcome::Value) if used == buf.len() => break,
-            Some(scan::Outcome::Value) => {
-                return Err(Error::Subscribe("unexpected bytes after the reply".into()));
-            }
-            Some(_) => {
-                return Err(Error::Subscribe(format!(
-                    "the server refused: {}",
-                    String::from_utf8_lossy(&buf).trim_end()
-                )));
-            }
-            None => {}
-        }
-    }
-    s.set_read_timeout(None).map_err(io)?;
-    Ok(s)
-}
-
-/// Reads one numeric `field` of an INFO `section` over a fresh connection; `None`
-/// when the server does not report it (or is not userbus).
-pub fn info_field(addr: SocketAddr, section: &str, field: &str) -> Option<u64> {
-    let s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).ok()?;
-    s.set_read_timeout(Some(CONNECT_TIMEOUT)).ok()?;
-    (&s).write_all(format!("*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n", section.len()).as_bytes())
-        .ok()?;
-    let mut r = BufReader::new(&s);
-    let mut header = String::new();
-    r.read_line(&mut header).ok()?;
-    let len: usize = header.trim_end().strip_prefix('$')?.parse().ok()?;
-    let mut body = vec![0; len + 2];
-    r.read_exact(&mut body).ok()?;
-    let text = String::from_utf8_lossy(&body);
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().parse().ok())
 }

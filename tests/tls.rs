@@ -272,3 +272,126 @@ fn the_line_client_speaks_tls() {
     let denied = run(&["PING"]);
     assert!(!denied.status.success(), "{denied:?}");
 }
+
+/// Runs `userbus bench --json -q` with `args`, returning its output.
+fn bench(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_userbus"))
+        .args(["bench", "-q", "--json"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn bench_report(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_load_generator_speaks_tls() {
+    let pki = Pki::new();
+    let server = start(&pki, false);
+    let port = server_tls_port(&server).to_string();
+    let ca = pki.ca.to_str().unwrap();
+    let out = bench(&[
+        "--tls",
+        "--cacert",
+        ca,
+        "-h",
+        "localhost",
+        "-p",
+        &port,
+        "-t",
+        "register",
+        "-n",
+        "2000",
+        "-P",
+        "16",
+    ]);
+    let r = bench_report(&out);
+    assert_eq!(r["requests"], 2000, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["tls"], true, "{r}");
+    // Over TLS the run still reads the server's commits (INFO over TLS too).
+    assert!(r["commits"].as_u64().is_some_and(|c| c > 0), "{r}");
+    let n: i64 = redis::cmd("USERCOUNT").query(&mut server.redis()).unwrap();
+    assert_eq!(n, 2000);
+
+    // Large pipelines of large replies cross many records both ways.
+    let r = bench_report(&bench(&[
+        "--tls",
+        "--cacert",
+        ca,
+        "-h",
+        "localhost",
+        "-p",
+        &port,
+        "-t",
+        "lookup",
+        "-n",
+        "5000",
+        "-c",
+        "3",
+        "-P",
+        "500",
+        "-r",
+        "2000",
+    ]));
+    assert_eq!(r["requests"], 5000, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+}
+
+#[test]
+fn the_load_generator_needs_a_ca_and_checks_the_certificate() {
+    let pki = Pki::new();
+    let server = start(&pki, false);
+    let port = server_tls_port(&server).to_string();
+    let out = bench(&["--tls", "-h", "localhost", "-p", &port, "-n", "10"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cacert"), "{err}");
+
+    // A CA that did not sign the server's certificate: refused at connect.
+    let other = Pki::new();
+    let out = bench(&[
+        "--tls",
+        "--cacert",
+        other.ca.to_str().unwrap(),
+        "-h",
+        "localhost",
+        "-p",
+        &port,
+        "-n",
+        "10",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS handshake failed"), "{err}");
+}
+
+#[test]
+fn the_load_generator_presents_a_client_certificate() {
+    let pki = Pki::new();
+    let server = start(&pki, true);
+    let port = server_tls_port(&server).to_string();
+    let ca = pki.ca.to_str().unwrap();
+    let common = ["--tls", "--cacert", ca, "-h", "localhost", "-p", &port];
+    let cert = pki.client_cert.to_str().unwrap();
+    let key = pki.client_key.to_str().unwrap();
+    let with_cert = [
+        &common[..],
+        &["--cert", cert, "--key", key, "-n", "500", "-c", "5"],
+    ]
+    .concat();
+    let r = bench_report(&bench(&with_cert));
+    assert_eq!(r["requests"], 500, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    // Without one, the server ends the handshake: no request completes.
+    let out = bench(&[&common[..], &["-n", "10", "-c", "1"]].concat());
+    assert!(!out.status.success(), "{out:?}");
+}

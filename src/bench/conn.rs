@@ -3,6 +3,13 @@
 //!
 //! The connection does the socket I/O and the reply scanning; what a reply means
 //! (latency, errors, fan-out) is the worker's business.
+//!
+//! With `--tls` a rustls session sits between the socket and the buffers, driven
+//! without blocking as the server's connections drive theirs: records are read
+//! until `WouldBlock` and decrypted, the plaintext drained into the read buffer;
+//! requests go into the session's writer and its records out until `WouldBlock`.
+//! The socket stays registered for WRITABLE (edge-triggered), so records the
+//! session still wants to write leave at the next writable edge.
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -18,6 +25,9 @@ use super::workload::Kind;
 pub const READ_BUF_BYTES: usize = 64 * 1024;
 /// Largest single reply the generator accepts.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+/// Plaintext handed to a TLS session per write (about one TLS record), so requests
+/// are encrypted no faster than the socket takes them.
+pub const TLS_PLAINTEXT_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Requests whose replies are due, run-length encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +59,8 @@ pub enum Io {
 pub struct Conn {
     /// The socket.
     pub stream: TcpStream,
+    /// The TLS session over the socket (`--tls`).
+    tls: Option<Box<rustls::ClientConnection>>,
     /// A subscriber only reads pushes.
     pub subscriber: bool,
     /// False once closed.
@@ -71,10 +83,17 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection around `stream`, expecting up to `pipeline` batches in flight.
-    pub fn new(stream: TcpStream, subscriber: bool, pipeline: usize) -> Conn {
+    /// A connection around `stream` (and its TLS session, if any), expecting up to
+    /// `pipeline` batches in flight.
+    pub fn new(
+        stream: TcpStream,
+        tls: Option<Box<rustls::ClientConnection>>,
+        subscriber: bool,
+        pipeline: usize,
+    ) -> Conn {
         Conn {
             stream,
+            tls,
             subscriber,
             open: true,
             out: Vec::with_capacity(READ_BUF_BYTES),
@@ -130,12 +149,13 @@ impl Conn {
         std::mem::take(&mut self.in_flight)
     }
 
-    /// True while encoded requests wait to be written.
+    /// True while encoded requests (or TLS records) wait to be written.
     pub fn has_output(&self) -> bool {
-        self.sent < self.out.len()
+        self.sent < self.out.len() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
-    /// One read into the buffer (growing it for a reply larger than it).
+    /// One read into the buffer (growing it for a reply larger than it). `Moved`
+    /// counts the reply bytes read (the plaintext, with TLS).
     pub fn read_some(&mut self) -> Io {
         if self.filled == self.inp.len() {
             if self.inp.len() >= MAX_REPLY_BYTES {
@@ -143,6 +163,9 @@ impl Conn {
             }
             let grown = (self.inp.len() * 2).min(MAX_REPLY_BYTES);
             self.inp.resize(grown, 0);
+        }
+        if self.tls.is_some() {
+            return self.read_tls();
         }
         loop {
             match self.stream.read(&mut self.inp[self.filled..]) {
@@ -154,6 +177,43 @@ impl Conn {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Io::Idle,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Io::Failed(format!("read failed: {e}")),
+            }
+        }
+    }
+
+    /// `read_some` through the TLS session: plaintext it already holds first, else
+    /// records from the socket until some plaintext comes out of them or the
+    /// socket would block.
+    fn read_tls(&mut self) -> Io {
+        let Some(tls) = self.tls.as_mut() else {
+            return Io::Idle;
+        };
+        loop {
+            match tls.reader().read(&mut self.inp[self.filled..]) {
+                Ok(0) => return Io::Failed("connection closed by the server".into()),
+                Ok(n) => {
+                    self.filled += n;
+                    return Io::Moved(n);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                    return Io::Failed(
+                        "connection closed by the server (no TLS close_notify)".into(),
+                    );
+                }
+                Err(e) => return Io::Failed(format!("TLS read failed: {e}")),
+            }
+            match tls.read_tls(&mut self.stream) {
+                // EOF: the session notes it, and the reader reports it above.
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Io::Idle,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Io::Failed(format!("read failed: {e}")),
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Best effort: the alert the session queued tells the server why.
+                let _ = tls.write_tls(&mut self.stream);
+                return Io::Failed(format!("TLS error: {e}"));
             }
         }
     }
@@ -187,8 +247,11 @@ impl Conn {
     }
 
     /// Writes until the output is sent or the socket is full; `Moved` counts the
-    /// bytes written.
+    /// request bytes written (the plaintext, with TLS).
     pub fn write_out(&mut self) -> Io {
+        if self.tls.is_some() {
+            return self.write_tls();
+        }
         let mut moved = 0;
         loop {
             if self.sent == self.out.len() {
@@ -215,6 +278,47 @@ impl Conn {
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Io::Failed(format!("write failed: {e}")),
+            }
+        }
+    }
+
+    /// `write_out` through the TLS session: records it holds go out first, then the
+    /// next chunk of requests goes in, until all is sent or the socket is full.
+    fn write_tls(&mut self) -> Io {
+        let Some(tls) = self.tls.as_mut() else {
+            return Io::Idle;
+        };
+        let mut moved = 0;
+        let progress = |moved| {
+            if moved > 0 {
+                Io::Moved(moved)
+            } else {
+                Io::Idle
+            }
+        };
+        loop {
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return Io::Failed("the server stopped reading".into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return progress(moved),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Io::Failed(format!("write failed: {e}")),
+                }
+            }
+            if self.sent == self.out.len() {
+                self.out.clear();
+                self.sent = 0;
+                return progress(moved);
+            }
+            let end = self.out.len().min(self.sent + TLS_PLAINTEXT_CHUNK_BYTES);
+            match tls.writer().write(&self.out[self.sent..end]) {
+                Ok(0) => return Io::Failed("the TLS session takes no more data".into()),
+                Ok(n) => {
+                    self.sent += n;
+                    moved += n;
+                }
+                Err(e) => return Io::Failed(format!("TLS write failed: {e}")),
             }
         }
     }

@@ -81,6 +81,8 @@ pub struct Report {
     pub test: String,
     /// `host:port`.
     pub target: String,
+    /// Whether the connections spoke TLS (`--tls`).
+    pub tls: bool,
     /// Load connections.
     pub connections: usize,
     /// Pipeline depth.
@@ -168,6 +170,7 @@ impl Report {
         Report {
             test: args.test.as_str().to_string(),
             target: target.to_string(),
+            tls: args.tls,
             connections: args.connections,
             pipeline: args.pipeline,
             threads: args.threads,
@@ -228,9 +231,10 @@ impl fmt::Display for Report {
         };
         let _ = writeln!(
             s,
-            "userbus bench: {} against {}: {} connections, pipeline {}, {} thread{}{mode}",
+            "userbus bench: {} against {}{}: {} connections, pipeline {}, {} thread{}{mode}",
             self.test,
             self.target,
+            if self.tls { " (TLS)" } else { "" },
             self.connections,
             self.pipeline,
             self.threads,

@@ -10,6 +10,9 @@
 //! was due, so a stalled server shows up as latency instead of a slower schedule
 //! (coordinated omission, as wrk2 avoids it).
 //!
+//! With `--tls` each connection carries its rustls session ([`Conn`] drives it);
+//! the loop is the same.
+//!
 //! Subscriber connections (fan-out mode) only read: every push is scanned, the
 //! REGISTER's serial number and send time are read back from the stamp field of its
 //! JSON, and two latencies are recorded: from the send, and from the moment the
@@ -28,6 +31,7 @@ use super::conn::{Conn, Io, Pending};
 use super::scan::Outcome;
 use super::totals::{ReplySeen, Shared, Totals};
 use super::workload::{Kind, Request, Workload};
+use crate::client::transport::Transport;
 
 /// A run gives up on replies that have not come back this long after the last one.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,10 +80,11 @@ struct Worker {
 }
 
 /// Runs one thread's share: `load` connections send requests, `subscribers` read
-/// pushes. Returns what it measured.
+/// pushes. Each arrives connected (and, for TLS, past its handshake). Returns what
+/// it measured.
 pub fn run(
-    load: Vec<std::net::TcpStream>,
-    subscribers: Vec<std::net::TcpStream>,
+    load: Vec<Transport>,
+    subscribers: Vec<Transport>,
     plan: Plan,
     shared: Arc<Shared>,
 ) -> std::io::Result<Totals> {
@@ -89,7 +94,8 @@ pub fn run(
         .into_iter()
         .map(|s| (s, false))
         .chain(subscribers.into_iter().map(|s| (s, true)));
-    for (i, (s, subscriber)) in roles.enumerate() {
+    for (i, (t, subscriber)) in roles.enumerate() {
+        let (s, tls) = t.into_parts();
         s.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(s);
         poll.registry().register(
@@ -97,7 +103,7 @@ pub fn run(
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         )?;
-        conns.push(Conn::new(stream, subscriber, plan.pipeline));
+        conns.push(Conn::new(stream, tls, subscriber, plan.pipeline));
     }
     let finder = plan
         .stamp_needle
@@ -320,7 +326,14 @@ impl Worker {
                         self.refill(i);
                     }
                 }
-                Io::Idle => return,
+                Io::Idle => {
+                    // Records the TLS session queued while reading (or requests a
+                    // refill left behind) go out now, not at some later edge.
+                    if self.conns[i].has_output() {
+                        self.flush(i);
+                    }
+                    return;
+                }
                 Io::Failed(why) => {
                     self.close(i, &why);
                     return;

@@ -1,4 +1,7 @@
 //! The client's byte stream: plain TCP, or TLS (rustls) with `--tls`.
+//!
+//! [`client_config`] turns the `--tls` flags into a rustls configuration; the line
+//! client and the load generator (`userbus bench --tls`) both build theirs here.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -28,23 +31,54 @@ pub struct TlsOptions {
 impl Transport {
     /// Wraps a connected socket, doing nothing or starting TLS for `host`.
     pub fn new(stream: TcpStream, host: &str, tls: Option<&TlsOptions>) -> io::Result<Transport> {
-        let Some(opts) = tls else {
-            return Ok(Transport::Plain(stream));
-        };
-        let config = client_config(opts)?;
+        match tls {
+            None => Ok(Transport::Plain(stream)),
+            Some(opts) => Transport::tls(stream, host, client_config(opts)?),
+        }
+    }
+
+    /// Starts TLS for `host` over a connected, blocking socket with a configuration
+    /// from [`client_config`], and finishes the handshake, so that a bad certificate
+    /// fails here and not at the first command.
+    pub fn tls(
+        stream: TcpStream,
+        host: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> io::Result<Transport> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
         let mut tls = rustls::StreamOwned::new(conn, stream);
-        // Finish the handshake now so a bad certificate fails the connect.
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock)?;
         }
         Ok(Transport::Tls(Box::new(tls)))
     }
+
+    /// The socket and, for TLS, its session (with any plaintext it has buffered),
+    /// for a caller that goes on driving them without blocking.
+    pub fn into_parts(self) -> (TcpStream, Option<Box<rustls::ClientConnection>>) {
+        match self {
+            Transport::Plain(s) => (s, None),
+            Transport::Tls(s) => {
+                let (conn, sock) = s.into_parts();
+                (sock, Some(Box::new(conn)))
+            }
+        }
+    }
+
+    /// The socket under the stream (for timeouts).
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => &s.sock,
+        }
+    }
 }
 
-fn client_config(opts: &TlsOptions) -> io::Result<Arc<rustls::ClientConfig>> {
+/// The rustls client configuration of the `--tls` flags: trust the CA of
+/// `--cacert`, present `--cert`/`--key` when given. Errors name the flag and file.
+pub fn client_config(opts: &TlsOptions) -> io::Result<Arc<rustls::ClientConfig>> {
     let bad = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -59,6 +93,13 @@ fn client_config(opts: &TlsOptions) -> io::Result<Arc<rustls::ClientConfig>> {
         roots
             .add(c)
             .map_err(|e| bad("bad certificate in --cacert", &opts.cacert, &e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(
+            "no certificate in --cacert",
+            &opts.cacert,
+            &"expected PEM \"BEGIN CERTIFICATE\" blocks",
+        ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
