@@ -11,8 +11,12 @@ use mio::net::TcpStream;
 use crate::config::{Limits, MAX_PENDING_OUTPUT_BYTES, PubSubLimits, READ_BUDGET_BYTES};
 use crate::protocol::RequestParser;
 
-/// Bytes asked of the kernel per `read`.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Bytes asked of the kernel per `read` (the size of the reactor's scratch buffer).
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Buffer capacity an empty connection keeps; more is released.
+const IDLE_INPUT_CAPACITY_BYTES: usize = 4 * 1024;
+/// Output capacity an empty connection keeps; more is released after a flush.
+const IDLE_OUTPUT_CAPACITY_BYTES: usize = 64 * 1024;
 /// Reads of unread input drained before a close (bounded: a peer that keeps
 /// sending cannot hold the loop).
 const LINGER_DRAIN_READS: usize = 16;
@@ -194,12 +198,16 @@ impl Conn {
 
     /// Reads until the socket would block, the peer closes, or the tick's budget is
     /// spent. Returns how it ended and the bytes read.
-    pub fn read(&mut self) -> io::Result<(ReadEnd, usize)> {
+    pub fn read(&mut self, scratch: &mut [u8]) -> io::Result<(ReadEnd, usize)> {
         // Drop consumed input first so the buffer holds at most one partial frame
         // plus what this read brings.
         if self.rhead > 0 {
             self.rbuf.drain(..self.rhead);
             self.rhead = 0;
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > IDLE_INPUT_CAPACITY_BYTES {
+            // A burst is over: give its memory back (idle connections stay small).
+            self.rbuf = Vec::new();
         }
         if self.tls.is_some() {
             return self.read_tls();
@@ -209,26 +217,19 @@ impl Conn {
             if total >= READ_BUDGET_BYTES {
                 return Ok((ReadEnd::Budget, total));
             }
-            let len = self.rbuf.len();
-            self.rbuf.resize(len + READ_CHUNK_BYTES, 0);
-            let res = self.stream.read(&mut self.rbuf[len..]);
-            match res {
-                Ok(0) => {
-                    self.rbuf.truncate(len);
-                    return Ok((ReadEnd::Eof, total));
-                }
+            // Reads land in the reactor's scratch buffer and only the bytes that
+            // came are kept, so a connection's buffer is sized by its traffic.
+            match self.stream.read(scratch) {
+                Ok(0) => return Ok((ReadEnd::Eof, total)),
                 Ok(n) => {
-                    self.rbuf.truncate(len + n);
+                    self.rbuf.extend_from_slice(&scratch[..n]);
                     total += n;
                 }
-                Err(e) => {
-                    self.rbuf.truncate(len);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return Ok((ReadEnd::Drained, total)),
-                        io::ErrorKind::Interrupted => {}
-                        _ => return Err(e),
-                    }
-                }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return Ok((ReadEnd::Drained, total)),
+                    io::ErrorKind::Interrupted => {}
+                    _ => return Err(e),
+                },
             }
         }
     }
@@ -321,6 +322,9 @@ impl Conn {
 
     fn compact_output(&mut self) {
         if self.wpos == self.wbuf.len() {
+            if self.wbuf.capacity() > IDLE_OUTPUT_CAPACITY_BYTES {
+                self.wbuf = Vec::new();
+            }
             self.wbuf.clear();
             self.wpos = 0;
         } else if self.wpos >= COMPACT_OUTPUT_BYTES {

@@ -199,6 +199,8 @@ pub struct Reactor {
     stats: Stats,
     handlers: Handlers,
     pubsub: PubSub,
+    /// Where every plain-socket read lands before its bytes join a connection.
+    scratch: Vec<u8>,
     /// Blocked XREADs, in the order they blocked.
     waiters: Vec<Waiter>,
     /// Connections to serve this tick.
@@ -344,6 +346,7 @@ impl Reactor {
             stats: Stats::new(port),
             handlers,
             pubsub: PubSub::default(),
+            scratch: vec![0; crate::conn::READ_CHUNK_BYTES],
             waiters: Vec::new(),
             work: Vec::new(),
             carry: Vec::new(),

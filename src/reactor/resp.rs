@@ -23,7 +23,7 @@ impl Reactor {
             // Come back when the peer has read (the writable event requeues it).
             conn.more_input = true;
         } else {
-            match conn.read() {
+            match conn.read(&mut self.scratch) {
                 Ok((end, n)) => {
                     self.stats.net_input_bytes += n as u64;
                     conn.more_input = end == ReadEnd::Budget;
