@@ -91,3 +91,18 @@ fn a_burst_of_connections_beyond_the_accept_budget_is_served() {
         assert_eq!(&buf, b"+PONG\r\n");
     }
 }
+
+#[test]
+fn client_sockets_have_tcp_keepalive() {
+    let server = TestServer::start();
+    let mut c = server.raw();
+    common::exchange(&mut c, b"PING\r\n", b"+PONG\r\n");
+    // The server's end of the connection runs the keepalive timer (iproute2's ss).
+    let filter = format!("( sport = :{} )", server.addr.port());
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", &filter])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("timer:(keepalive"), "{text}");
+}
