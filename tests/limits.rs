@@ -106,3 +106,58 @@ fn client_sockets_have_tcp_keepalive() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("timer:(keepalive"), "{text}");
 }
+
+#[test]
+fn an_event_stream_that_does_not_read_is_dropped_at_the_subscriber_limit() {
+    let server = TestServer::start_http_with(
+        |c| {
+            c.pubsub_hard_limit_bytes = 64 * 1024;
+            c.pubsub_soft_limit_bytes = 32 * 1024;
+            c.pubsub_soft_limit_seconds = 1;
+            c.durability = userbus::Durability::Normal;
+        },
+        |b| b,
+    );
+    // A live stream that never reads.
+    let mut stalled = server.http_raw();
+    stalled
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Registrations with large fields, far more than the limits, from one client.
+    let mut w = server.raw();
+    let v = "v".repeat(3000);
+    let mut reqs = Vec::new();
+    for i in 0..3000 {
+        reqs.extend_from_slice(format!("REGISTER sse{i} f {v}\r\n").as_bytes());
+    }
+    let reader = {
+        let mut r = w.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut got = 0;
+            let mut buf = [0u8; 65536];
+            while got < 3000 {
+                let n = r.read(&mut buf).unwrap();
+                got += buf[..n].iter().filter(|&&b| b == b'\n').count();
+            }
+        })
+    };
+    w.write_all(&reqs).unwrap();
+    reader.join().unwrap();
+    // The server dropped the stalled stream and counted it; others go on.
+    let deadline = std::time::Instant::now() + common::IO_TIMEOUT;
+    let mut c = server.redis();
+    loop {
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
+        if info.contains("slow_subscriber_disconnects:1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{info}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    common::exchange(&mut w, b"PING\r\n", b"+PONG\r\n");
+}
