@@ -29,6 +29,14 @@ pub struct GroupInfo {
     pub pending: i64,
 }
 
+impl GroupInfo {
+    /// Entries of the log the group has not been given yet, with `last_seq` the
+    /// log's newest sequence number.
+    pub fn lag(&self, last_seq: i64) -> i64 {
+        (last_seq - self.last_delivered).max(0)
+    }
+}
+
 /// One pending entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {

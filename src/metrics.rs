@@ -397,8 +397,7 @@ pub fn prometheus(v: &View<'_>) -> String {
         (
             "group_lag",
             "Entries of the log a consumer group has not been given yet.",
-            (|g: &GroupInfo, last: i64| (last - g.last_delivered).max(0))
-                as fn(&GroupInfo, i64) -> i64,
+            (|g: &GroupInfo, last: i64| g.lag(last)) as fn(&GroupInfo, i64) -> i64,
         ),
         (
             "group_pending",

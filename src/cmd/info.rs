@@ -148,7 +148,7 @@ fn render_events(ctx: &mut Ctx<'_>, t: &mut String) {
                     g.consumers,
                     g.pending,
                     g.last_delivered,
-                    (counts.last_seq - g.last_delivered).max(0)
+                    g.lag(counts.last_seq)
                 );
             }
         }

@@ -124,8 +124,7 @@ fn groups(ctx: &mut Ctx<'_>) {
         out.bulk(b"entries-read");
         out.int(g.entries_read);
         out.bulk(b"lag");
-        // Entries in the log the group has not been given yet.
-        out.int((last_seq - g.last_delivered).max(0));
+        out.int(g.lag(last_seq));
     }
 }
 

@@ -70,13 +70,22 @@ impl Reactor {
                 self.durable_behind = true;
             }
         }
-        self.stats.durable_offsets.clear();
-        self.stats.durable_offsets.extend(
-            self.handlers
-                .durable
-                .iter()
-                .map(|h| (h.name.clone(), h.offset)),
-        );
+        // Runs every tick: refresh the offsets in place; names are copied only when
+        // the set of handlers differs (the first tick).
+        let offsets = &mut self.stats.durable_offsets;
+        if offsets.len() != self.handlers.durable.len() {
+            offsets.clear();
+            offsets.extend(
+                self.handlers
+                    .durable
+                    .iter()
+                    .map(|h| (h.name.clone(), h.offset)),
+            );
+        } else {
+            for (slot, h) in offsets.iter_mut().zip(&self.handlers.durable) {
+                slot.1 = h.offset;
+            }
+        }
     }
 
     /// Ends the tick's transaction; on success the tick's events go out, on failure
