@@ -286,11 +286,10 @@ fn storage_limit(durability: Durability, batch: u64, secs: f64) -> f64 {
         for _ in 0..batch {
             name.clear();
             let _ = write!(name, "limit-{rows}");
-            // As REGISTER does per request: serialize the fields, then insert.
-            let json = serde_json::to_string(&fields).expect("string map serializes");
+            // As REGISTER does per request (the store serializes the fields).
             let now = userbus::clock::now_ms();
             store
-                .register(&name, &json, now)
+                .register(&name, &fields, now)
                 .expect("insert")
                 .expect("fresh name");
             rows += 1;

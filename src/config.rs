@@ -76,6 +76,10 @@ pub const RETENTION_BATCH: usize = 10_000;
 pub const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
 /// Longest time SQLite waits on a lock held by another process (the loop must not stall).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5);
+
+/// SQLite's page cache, in KiB (a ceiling: it fills only as pages are used). The
+/// default 2 MiB makes a large event log re-read pages from the OS.
+pub const SQLITE_CACHE_KIB: u64 = 32 * 1024;
 /// How long shutdown waits for peers to read their last replies.
 pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -12,6 +12,7 @@
 //! - [`conn`]: one connection's buffers, parse progress and interest.
 //! - [`reactor`]: the poll loop, the tick, group commit, timers.
 //! - [`store`]: SQLite schema, statements and the tick's transaction.
+//! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path).
 //! - [`stream`]: the event log as the Redis stream `events`.
 //! - [`groups`]: consumer groups, pending entries and dead letters in SQLite.
 //! - [`http`]: the HTTP side: REST routes, metrics, health, Server-Sent Events.
@@ -50,6 +51,7 @@ pub mod server;
 pub mod store;
 pub mod stream;
 pub mod tls;
+pub mod users;
 
 pub use config::{Config, Durability};
 pub use error::{Error, Result};

@@ -83,10 +83,8 @@ pub fn register(
     name: &str,
     fields: BTreeMap<String, String>,
 ) -> Result<Option<i64>, StorageError> {
-    // Sorted keys make the stored JSON canonical; a string map always serializes.
-    let fields_json = serde_json::to_string(&fields).unwrap_or_else(|_| "{}".to_string());
     let now = crate::clock::now_ms();
-    let Some(change) = store.register(name, &fields_json, now)? else {
+    let Some(change) = store.register(name, &fields, now)? else {
         return Ok(None);
     };
     stats.tick_registrations += 1;
@@ -119,7 +117,7 @@ pub fn unregister(
         kind: EventKind::Unregistered,
         user_id: change.user_id,
         name: name.to_string(),
-        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        fields,
         at_ms: now,
     });
     Ok(true)

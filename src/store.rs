@@ -7,21 +7,36 @@
 //! same tick fails the same way and the reactor can replace the tick's replies.
 
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::config::{Durability, SQLITE_BUSY_TIMEOUT};
+use crate::config::{Durability, SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB};
 use crate::error::{Error, Result};
+use crate::users::{UserRef, Users};
+
+/// A user's fields by name.
+pub type FieldMap = BTreeMap<String, String>;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
-const SCHEMA_V1: &str = "
+/// The users table since version 3: no UNIQUE index on names. The store's
+/// in-memory index (`crate::users`) keeps names unique, so a registration costs two
+/// appends (its user row and its event row, each at the end of its B-tree) rather
+/// than also a random insert into a name index. Rows are read by id (USERS) or all
+/// at start.
+const USERS_V3: &str = "
 CREATE TABLE users (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    name       TEXT    NOT NULL UNIQUE,
+    name       TEXT    NOT NULL,   -- unique: kept so by the server, checked at start
     fields     TEXT    NOT NULL,   -- JSON object of string values
     created_at INTEGER NOT NULL    -- Unix milliseconds
 );
+";
+
+/// The events table, unchanged since version 1 (whose users table had a UNIQUE
+/// name).
+const EVENTS_V1: &str = "
 CREATE TABLE events (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
     kind    TEXT    NOT NULL,      -- user.registered | user.unregistered
@@ -32,8 +47,6 @@ CREATE TABLE events (
 );
 ";
 
-// The NOT EXISTS guard (rather than ON CONFLICT DO NOTHING) keeps a taken name
-// from advancing the AUTOINCREMENT counter, so ids have no gaps from collisions.
 /// Consumer groups of the `events` stream, their consumers and pending entries,
 /// dead letters, and the offsets of durable handlers.
 const SCHEMA_V2: &str = "
@@ -73,12 +86,22 @@ CREATE TABLE handler_offsets (
 ) WITHOUT ROWID;
 ";
 
-const INSERT_USER: &str = "INSERT INTO users (name, fields, created_at) \
-                           SELECT ?1, ?2, ?3 WHERE NOT EXISTS (SELECT 1 FROM users WHERE name = ?1)";
-const DELETE_USER: &str = "DELETE FROM users WHERE name = ?1 RETURNING id, fields";
+/// Version 2 to 3: rebuilds the users table without its UNIQUE name index.
+const MIGRATE_V3: &str = "
+ALTER TABLE users RENAME TO users_v2;
+{USERS_V3}
+INSERT INTO users (id, name, fields, created_at)
+    SELECT id, name, fields, created_at FROM users_v2 ORDER BY id;
+DROP TABLE users_v2;
+";
+
+// Ids come from the in-memory index (the next after the highest ever used, which
+// AUTOINCREMENT's counter remembers), so a taken name never uses one up.
+const INSERT_USER: &str =
+    "INSERT INTO users (id, name, fields, created_at) VALUES (?1, ?2, ?3, ?4)";
+const DELETE_USER: &str = "DELETE FROM users WHERE id = ?1";
 const INSERT_EVENT: &str =
     "INSERT INTO events (kind, user_id, name, fields, at) VALUES (?1, ?2, ?3, ?4, ?5)";
-const SELECT_USER: &str = "SELECT id, name, fields, created_at FROM users WHERE name = ?1";
 const SELECT_EVENTS_ASC: &str = "SELECT seq, kind, user_id, name, fields, at FROM events \
                                  WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq LIMIT ?3";
 const SELECT_EVENTS_DESC: &str = "SELECT seq, kind, user_id, name, fields, at FROM events \
@@ -99,19 +122,6 @@ impl From<rusqlite::Error> for StorageError {
     fn from(e: rusqlite::Error) -> Self {
         StorageError(e.to_string())
     }
-}
-
-/// A stored user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// Its id; ids start at 1 and are never reused.
-    pub id: i64,
-    /// Its unique name.
-    pub name: String,
-    /// Its fields as a JSON object of strings.
-    pub fields: String,
-    /// When it registered, in Unix milliseconds.
-    pub created_at: i64,
 }
 
 /// A user change and its event row, written in the same transaction.
@@ -175,6 +185,8 @@ pub struct Store {
     healthy: bool,
     /// The database size cap in pages (0 = none).
     max_pages: u64,
+    /// Every user, by name, as the tick sees them.
+    users: Users,
 }
 
 impl Store {
@@ -202,6 +214,7 @@ impl Store {
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = OFF;"
         ))?;
+        conn.execute_batch(&format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}"))?;
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&conn)?;
         // The cap limits data, not the schema: it applies once migrations ran.
@@ -211,8 +224,9 @@ impl Store {
                     r.get(0)
                 })?;
         }
+        let users = load_users(&conn, path)?;
         let counts = Counts {
-            users: conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?,
+            users: users.len() as i64,
             events: conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
             // AUTOINCREMENT's high-water mark: sequence numbers never repeat, even
             // after the oldest events are trimmed.
@@ -233,6 +247,7 @@ impl Store {
             commits_since_checkpoint: 0,
             healthy: true,
             max_pages,
+            users,
         })
     }
 
@@ -280,37 +295,34 @@ impl Store {
     pub fn register(
         &mut self,
         name: &str,
-        fields: &str,
+        fields: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> std::result::Result<Option<Change>, StorageError> {
         self.begin()?;
+        if self.users.contains(name) {
+            return Ok(None);
+        }
+        // Sorted keys make the stored JSON canonical; a string map always serializes.
+        let json = serde_json::to_string(fields).unwrap_or_else(|_| "{}".to_string());
+        let user_id = self.users.next_id();
         let res = (|| {
-            let inserted = self
-                .conn
+            self.conn
                 .prepare_cached(INSERT_USER)?
-                .execute(params![name, fields, now_ms])?;
-            if inserted == 0 {
-                return Ok(None);
-            }
-            let user_id = self.conn.last_insert_rowid();
+                .execute(params![user_id, name, json, now_ms])?;
             self.conn.prepare_cached(INSERT_EVENT)?.execute(params![
                 crate::events::REGISTERED,
                 user_id,
                 name,
-                fields,
+                json,
                 now_ms
             ])?;
-            Ok(Some(Change {
-                user_id,
-                seq: self.conn.last_insert_rowid(),
-            }))
+            Ok(self.conn.last_insert_rowid())
         })();
-        let res = self.guard(res)?;
-        if let Some(change) = res {
-            self.tick.users += 1;
-            self.note_event(change.seq);
-        }
-        Ok(res)
+        let seq = self.guard(res)?;
+        self.users.add(name, fields, now_ms);
+        self.tick.users += 1;
+        self.note_event(seq);
+        Ok(Some(Change { user_id, seq }))
     }
 
     /// Removes a user and writes its `user.unregistered` event; `None` when unknown.
@@ -319,54 +331,38 @@ impl Store {
         &mut self,
         name: &str,
         now_ms: i64,
-    ) -> std::result::Result<Option<(Change, String)>, StorageError> {
+    ) -> std::result::Result<Option<(Change, FieldMap)>, StorageError> {
         self.begin()?;
+        let Some(user) = self.users.get(name) else {
+            return Ok(None);
+        };
+        let user_id = user.id;
+        let fields = user.fields.to_map();
+        let json = serde_json::to_string(&fields).unwrap_or_else(|_| "{}".to_string());
         let res = (|| {
-            let removed: Option<(i64, String)> = self
-                .conn
+            self.conn
                 .prepare_cached(DELETE_USER)?
-                .query_row(params![name], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((user_id, fields)) = removed else {
-                return Ok(None);
-            };
+                .execute(params![user_id])?;
             self.conn.prepare_cached(INSERT_EVENT)?.execute(params![
                 crate::events::UNREGISTERED,
                 user_id,
                 name,
-                fields,
+                json,
                 now_ms
             ])?;
-            let seq = self.conn.last_insert_rowid();
-            Ok(Some((Change { user_id, seq }, fields)))
+            Ok(self.conn.last_insert_rowid())
         })();
-        let res = self.guard(res)?;
-        if let Some((change, _)) = &res {
-            self.tick.users -= 1;
-            self.note_event(change.seq);
-        }
-        Ok(res)
+        let seq = self.guard(res)?;
+        self.users.remove(name);
+        self.tick.users -= 1;
+        self.note_event(seq);
+        Ok(Some((Change { user_id, seq }, fields)))
     }
 
-    /// The user named `name`.
-    pub fn lookup(&mut self, name: &str) -> std::result::Result<Option<User>, StorageError> {
+    /// The user named `name`, as the tick sees it; no query (the in-memory index).
+    pub fn lookup(&mut self, name: &str) -> std::result::Result<Option<UserRef<'_>>, StorageError> {
         self.readable()?;
-        let res = self
-            .conn
-            .prepare_cached(SELECT_USER)
-            .and_then(|mut s| {
-                s.query_row(params![name], |r| {
-                    Ok(User {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        fields: r.get(2)?,
-                        created_at: r.get(3)?,
-                    })
-                })
-                .optional()
-            })
-            .map_err(StorageError::from);
-        self.guard_read(res)
+        Ok(self.users.get(name))
     }
 
     /// Up to `count` users with ids above `after`, in id order, as (id, name).
@@ -521,12 +517,13 @@ impl Store {
         match std::mem::replace(&mut self.txn, Txn::Idle) {
             Txn::Idle => Ok(()),
             Txn::Failed(e) => {
-                self.tick = self.committed;
+                self.forget_tick();
                 Err(e)
             }
             Txn::Open => match self.conn.execute_batch("COMMIT") {
                 Ok(()) => {
                     self.committed = self.tick;
+                    self.users.commit();
                     self.commits_since_checkpoint += 1;
                     self.healthy = true;
                     Ok(())
@@ -536,7 +533,7 @@ impl Store {
                     log::error!("commit failed, the tick is rolled back: {err}");
                     // SQLite may already have rolled back; a second rollback is harmless.
                     let _ = self.conn.execute_batch("ROLLBACK");
-                    self.tick = self.committed;
+                    self.forget_tick();
                     self.healthy = false;
                     Err(err)
                 }
@@ -617,6 +614,12 @@ impl Store {
         }
     }
 
+    /// The tick's changes are gone from the database: forget them in memory too.
+    fn forget_tick(&mut self) {
+        self.tick = self.committed;
+        self.users.rollback();
+    }
+
     fn readable(&self) -> std::result::Result<(), StorageError> {
         match &self.txn {
             Txn::Failed(e) => Err(e.clone()),
@@ -634,7 +637,7 @@ impl Store {
             log::error!("write failed, the tick is rolled back: {err}");
             let _ = self.conn.execute_batch("ROLLBACK");
             self.txn = Txn::Failed(err.clone());
-            self.tick = self.committed;
+            self.forget_tick();
             self.healthy = false;
             err
         })
@@ -650,12 +653,47 @@ impl Store {
             Err(e) if self.txn == Txn::Open => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.txn = Txn::Failed(e.clone());
-                self.tick = self.committed;
+                self.forget_tick();
                 Err(e)
             }
             other => other,
         }
     }
+}
+
+/// Builds the in-memory index from the users table; a name found twice (the table
+/// was written by something else) is refused.
+fn load_users(conn: &Connection, path: &Path) -> Result<Users> {
+    let high: i64 = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'users'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    let mut users = Users::new(high + 1);
+    let mut stmt = conn.prepare("SELECT id, name, fields, created_at FROM users")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let name: String = row.get(1)?;
+        let fields: String = row.get(2)?;
+        let fields: BTreeMap<String, String> = serde_json::from_str(&fields).map_err(|e| {
+            Error::Config(format!(
+                "{}: user {id} ('{name}') has unreadable fields: {e}",
+                path.display()
+            ))
+        })?;
+        if !users.load(id, &name, &fields, row.get(3)?) {
+            return Err(Error::Config(format!(
+                "{}: the users table holds the name '{name}' twice (id {id}); \
+                 names must be unique",
+                path.display()
+            )));
+        }
+    }
+    Ok(users)
 }
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -666,17 +704,41 @@ fn migrate(conn: &Connection) -> Result<()> {
             supported: SCHEMA_VERSION,
         });
     }
-    if version < 1 {
+    if version == 0 {
+        // A fresh database gets the current schema in one step.
         conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
+            "BEGIN; {USERS_V3} {EVENTS_V1} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
-        log::info!("created schema version 1");
+        log::info!("created schema version {SCHEMA_VERSION}");
+        return Ok(());
     }
     if version < 2 {
         conn.execute_batch(&format!(
             "BEGIN; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"
         ))?;
         log::info!("migrated schema to version 2");
+    }
+    if version < 3 {
+        // AUTOINCREMENT's counter goes with the old table: carry it over so ids
+        // of removed users are never handed out again.
+        let high: Option<i64> = conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'users'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let keep = high.map_or(String::new(), |h| {
+            format!(
+                "DELETE FROM sqlite_sequence WHERE name = 'users'; \
+                 INSERT INTO sqlite_sequence (name, seq) VALUES ('users', {h});"
+            )
+        });
+        let rebuild = MIGRATE_V3.replace("{USERS_V3}", USERS_V3);
+        conn.execute_batch(&format!(
+            "BEGIN; {rebuild} {keep} PRAGMA user_version = 3; COMMIT;"
+        ))?;
+        log::info!("migrated schema to version 3 (users without a name index)");
     }
     Ok(())
 }

@@ -799,3 +799,100 @@ fn the_library_refuses_a_database_with_a_newer_schema() {
         "the file must be left as it was"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Schema migrations.
+
+/// A version-2 database as an earlier build left it: users with a UNIQUE name
+/// index, `alice` (id 1) and `carol` (id 3), `bob` (id 2) and `dave` (id 4)
+/// registered and removed, so AUTOINCREMENT's counter (4) is above the highest id.
+fn version_2_db(path: &Path) {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE,
+             fields TEXT NOT NULL, created_at INTEGER NOT NULL);
+         CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+             user_id INTEGER NOT NULL, name TEXT NOT NULL, fields TEXT NOT NULL, at INTEGER NOT NULL);
+         CREATE TABLE stream_groups (name TEXT PRIMARY KEY, last_delivered INTEGER NOT NULL,
+             entries_read INTEGER NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE stream_consumers (grp TEXT NOT NULL, name TEXT NOT NULL,
+             seen_at INTEGER NOT NULL, active_at INTEGER, PRIMARY KEY (grp, name)) WITHOUT ROWID;
+         CREATE TABLE stream_pending (grp TEXT NOT NULL, seq INTEGER NOT NULL,
+             consumer TEXT NOT NULL, delivered_at INTEGER NOT NULL, deliveries INTEGER NOT NULL,
+             PRIMARY KEY (grp, seq)) WITHOUT ROWID;
+         CREATE INDEX stream_pending_by_consumer ON stream_pending (grp, consumer, seq);
+         CREATE TABLE dead_letters (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             event_seq INTEGER NOT NULL, grp TEXT NOT NULL, consumer TEXT NOT NULL,
+             deliveries INTEGER NOT NULL, at INTEGER NOT NULL);
+         CREATE TABLE handler_offsets (name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+         INSERT INTO users VALUES (1, 'alice', '{\"email\":\"a@example.com\"}', 1000);
+         INSERT INTO users VALUES (2, 'bob', '{}', 2000);
+         INSERT INTO users VALUES (3, 'carol', '{}', 3000);
+         INSERT INTO users VALUES (4, 'dave', '{}', 4000);
+         DELETE FROM users WHERE id IN (2, 4);
+         PRAGMA user_version = 2;",
+    )
+    .expect("version 2 schema");
+}
+
+#[test]
+fn a_version_2_database_is_migrated_with_its_users_and_id_counter() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("v2.db");
+    version_2_db(&db);
+    let server = TestServer::start_at(&db, |_| {}, |b| b);
+    let mut c = redis_at(server.addr.port());
+    let alice = lookup(&mut c, "alice").expect("alice survives the migration");
+    assert_eq!(alice.id, 1);
+    assert_eq!(alice.fields, fields(&[("email", "a@example.com")]));
+    assert_eq!(lookup(&mut c, "carol").map(|u| u.id), Some(3));
+    assert_eq!(lookup(&mut c, "bob"), None);
+    assert_eq!(usercount(&mut c), 2);
+    // The name stays taken, and a new user gets an id above every id ever used.
+    let taken: i64 = redis::cmd("REGISTER").arg("alice").query(&mut c).unwrap();
+    assert_eq!(taken, 0);
+    let erin: i64 = redis::cmd("REGISTER").arg("erin").query(&mut c).unwrap();
+    assert_eq!(erin, 5);
+    drop(c);
+    server.stop();
+    assert_eq!(user_version(&db), userbus::store::SCHEMA_VERSION);
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'users'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count indexes");
+    assert_eq!(indexes, 0, "the users table keeps no name index");
+}
+
+#[test]
+fn a_name_stored_twice_by_another_writer_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("twice.db");
+    TestServer::start_at(&db, |_| {}, |b| b).stop();
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    conn.execute_batch(
+        "INSERT INTO users (name, fields, created_at) VALUES ('zed', '{}', 1), ('zed', '{}', 2);",
+    )
+    .expect("insert a duplicate behind the server's back");
+    drop(conn);
+    let config = Config {
+        port: 0,
+        http_port: 0,
+        db: db.clone(),
+        ..Config::default()
+    };
+    match Server::builder(config).build() {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("'zed' twice"),
+                "the error should name the duplicate: {text}"
+            );
+        }
+        Ok(_) => panic!("a users table with a duplicate name was served"),
+    }
+}

@@ -6,8 +6,6 @@
 //! and in RESP2 the same as flat arrays:
 //! `["id", 1, "name", "alice", "created_at", "...", "fields", [k, v, ...]]`.
 
-use std::collections::BTreeMap;
-
 use super::{Ctx, Outcome, Spec};
 use crate::protocol::Args;
 
@@ -24,11 +22,9 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         ctx.out.null();
         return Outcome::Continue;
     };
-    match ctx.store().lookup(name) {
+    let (store, out) = ctx.store_and_out();
+    match store.lookup(name) {
         Ok(Some(user)) => {
-            let fields: BTreeMap<String, String> =
-                serde_json::from_str(&user.fields).unwrap_or_default();
-            let out = &mut ctx.out;
             out.map(4);
             out.bulk(b"id");
             out.int(user.id);
@@ -37,14 +33,14 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             out.bulk(b"created_at");
             out.bulk(crate::clock::rfc3339(user.created_at).as_bytes());
             out.bulk(b"fields");
-            out.map(fields.len());
-            for (k, v) in &fields {
+            out.map(user.fields.len());
+            for (k, v) in user.fields.iter() {
                 out.bulk(k.as_bytes());
                 out.bulk(v.as_bytes());
             }
         }
-        Ok(None) => ctx.out.null(),
-        Err(e) => ctx.storage_error(&e),
+        Ok(None) => out.null(),
+        Err(e) => out.error(&format!("ERR storage: {e}")),
     }
     Outcome::Continue
 }

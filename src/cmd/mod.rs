@@ -131,6 +131,13 @@ impl<'a> Ctx<'a> {
         (self.store, self.events, self.stats)
     }
 
+    /// The store with the reply encoder, for replies written straight from what
+    /// the store lends (tied to the commit like `store`).
+    pub fn store_and_out(&mut self) -> (&mut Store, &mut Reply<'a>) {
+        *self.used_storage = true;
+        (self.store, &mut self.out)
+    }
+
     /// The store for counters that do not depend on the commit (INFO).
     pub fn store_view(&self) -> &Store {
         self.store

@@ -261,7 +261,7 @@ fn user(req: &Request, encoded: &str, env: &mut Env<'_>) -> Response {
     }
     match env.store.lookup(name) {
         Ok(Some(u)) => {
-            let fields: Value = serde_json::from_str(&u.fields).unwrap_or_else(|_| json!({}));
+            let fields = u.fields.to_map();
             Response::json(
                 200,
                 &json!({

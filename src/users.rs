@@ -1,0 +1,292 @@
+//! The registered users, kept in memory by the store: the name index that makes
+//! names unique, and the read path of LOOKUP.
+//!
+//! The reactor is the only writer of the database, so an index it updates with
+//! every write is exact. It holds the tick's view (uncommitted registrations
+//! included, like the SQLite transaction it mirrors); when a tick is rolled back,
+//! [`Users::rollback`] brings it back to the committed state. SQLite keeps the rows
+//! (by id); the index is rebuilt from them at start.
+//!
+//! Fields are packed into one allocation per user: for each field, its name and
+//! its value, each a little-endian `u32` length and the UTF-8 bytes.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// A user as the index keeps it (its name is the key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rec {
+    id: i64,
+    created_at: i64,
+    fields: Box<[u8]>,
+}
+
+/// A registered user, borrowed from the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserRef<'a> {
+    /// Its id; ids start at 1 and are never reused.
+    pub id: i64,
+    /// Its unique name.
+    pub name: &'a str,
+    /// When it registered, in Unix milliseconds.
+    pub created_at: i64,
+    /// Its fields.
+    pub fields: Fields<'a>,
+}
+
+/// A user's fields, in field-name order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields<'a> {
+    packed: &'a [u8],
+    len: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// How many fields.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The (name, value) pairs, in name order.
+    pub fn iter(&self) -> FieldIter<'a> {
+        FieldIter { rest: self.packed }
+    }
+
+    /// The fields as an owned map (for events and JSON).
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+/// Iterator over packed fields.
+#[derive(Debug, Clone)]
+pub struct FieldIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> FieldIter<'a> {
+    fn take(&mut self) -> Option<&'a str> {
+        let (len, tail) = self.rest.split_first_chunk::<4>()?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let (s, tail) = tail.split_at_checked(len)?;
+        self.rest = tail;
+        // Packed only from `&str`s (see `pack`): always UTF-8.
+        std::str::from_utf8(s).ok()
+    }
+}
+
+impl<'a> Iterator for FieldIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some((self.take()?, self.take()?))
+    }
+}
+
+/// Packs fields (each string is at most a few KiB: the registry's limits).
+fn pack(fields: &BTreeMap<String, String>) -> Box<[u8]> {
+    let size = fields.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(size);
+    for (k, v) in fields {
+        for s in [k, v] {
+            let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&s.as_bytes()[..len as usize]);
+        }
+    }
+    out.into_boxed_slice()
+}
+
+fn count(packed: &[u8]) -> usize {
+    FieldIter { rest: packed }.count()
+}
+
+/// The users, by name.
+#[derive(Debug, Default)]
+pub struct Users {
+    // Names are chosen by clients: the standard library's keyed hash keeps a
+    // crafted set of names from degrading the table.
+    by_name: HashMap<Box<str>, Rec>,
+    /// The id the next registration gets.
+    next_id: i64,
+    /// `next_id` as committed: every user with an id at or above it was added by
+    /// the open tick.
+    committed_next_id: i64,
+    /// Users the open tick removed, to restore on rollback.
+    removed: Vec<(Box<str>, Rec)>,
+}
+
+impl Users {
+    /// An empty index whose first id is `next_id`.
+    pub fn new(next_id: i64) -> Users {
+        Users {
+            next_id,
+            committed_next_id: next_id,
+            ..Users::default()
+        }
+    }
+
+    /// Adds a committed user while loading; false when the name is already there.
+    pub fn load(
+        &mut self,
+        id: i64,
+        name: &str,
+        fields: &BTreeMap<String, String>,
+        created_at: i64,
+    ) -> bool {
+        if self.by_name.contains_key(name) {
+            return false;
+        }
+        self.by_name.insert(
+            name.into(),
+            Rec {
+                id,
+                created_at,
+                fields: pack(fields),
+            },
+        );
+        self.next_id = self.next_id.max(id + 1);
+        self.committed_next_id = self.next_id;
+        true
+    }
+
+    /// How many users (the tick's view).
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// True when `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    /// The id the next [`Users::add`] assigns.
+    pub fn next_id(&self) -> i64 {
+        self.next_id
+    }
+
+    /// The user named `name`.
+    pub fn get(&self, name: &str) -> Option<UserRef<'_>> {
+        let (name, rec) = self.by_name.get_key_value(name)?;
+        Some(UserRef {
+            id: rec.id,
+            name,
+            created_at: rec.created_at,
+            fields: Fields {
+                packed: &rec.fields,
+                len: count(&rec.fields),
+            },
+        })
+    }
+
+    /// Adds `name` (not registered: the caller checked) with the next id, which
+    /// it returns.
+    pub fn add(&mut self, name: &str, fields: &BTreeMap<String, String>, created_at: i64) -> i64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_name.insert(
+            name.into(),
+            Rec {
+                id,
+                created_at,
+                fields: pack(fields),
+            },
+        );
+        id
+    }
+
+    /// Removes `name`; its id when it was registered.
+    pub fn remove(&mut self, name: &str) -> Option<i64> {
+        let (key, rec) = self.by_name.remove_entry(name)?;
+        let id = rec.id;
+        // Users the tick added itself need no restoring.
+        if id < self.committed_next_id {
+            self.removed.push((key, rec));
+        }
+        Some(id)
+    }
+
+    /// The tick committed: its changes stay.
+    pub fn commit(&mut self) {
+        self.committed_next_id = self.next_id;
+        self.removed.clear();
+    }
+
+    /// The tick rolled back: forget what it added, restore what it removed.
+    pub fn rollback(&mut self) {
+        if self.next_id != self.committed_next_id {
+            let first = self.committed_next_id;
+            self.by_name.retain(|_, r| r.id < first);
+            self.next_id = first;
+        }
+        for (name, rec) in self.removed.drain(..) {
+            self.by_name.insert(name, rec);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn fields_round_trip_through_the_packing() {
+        let f = map(&[("email", "a@example.com"), ("plan", ""), ("é", "ü")]);
+        let mut u = Users::new(1);
+        u.add("alice", &f, 5);
+        let got = u.get("alice").expect("added");
+        assert_eq!(got.fields.len(), 3);
+        assert_eq!(got.fields.to_map(), f);
+        assert_eq!((got.id, got.name, got.created_at), (1, "alice", 5));
+    }
+
+    #[test]
+    fn rollback_restores_the_committed_state() {
+        let mut u = Users::new(1);
+        u.add("a", &map(&[("k", "1")]), 0);
+        u.add("b", &BTreeMap::new(), 0);
+        u.commit();
+        // A tick that removes a, re-adds it, adds c and removes b.
+        u.remove("a");
+        u.add("a", &map(&[("k", "2")]), 0);
+        u.add("c", &BTreeMap::new(), 0);
+        u.remove("b");
+        u.rollback();
+        assert_eq!(u.len(), 2);
+        assert_eq!(
+            u.get("a").map(|r| (r.id, r.fields.to_map())),
+            Some((1, map(&[("k", "1")])))
+        );
+        assert_eq!(u.get("b").map(|r| r.id), Some(2));
+        assert!(!u.contains("c"));
+        assert_eq!(u.next_id(), 3);
+    }
+
+    #[test]
+    fn a_user_added_and_removed_in_one_tick_is_gone_after_rollback() {
+        let mut u = Users::new(10);
+        u.add("x", &BTreeMap::new(), 0);
+        assert_eq!(u.remove("x"), Some(10));
+        u.rollback();
+        assert!(u.is_empty());
+        assert_eq!(u.next_id(), 10);
+    }
+}
