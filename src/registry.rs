@@ -43,6 +43,14 @@ fn check_token<'b>(
     if raw.is_empty() || raw.len() > max {
         return Err(too_long);
     }
+    // ASCII, the usual case: whitespace and control characters are the bytes up to
+    // the space, and DEL.
+    if raw.is_ascii() {
+        if raw.iter().any(|&b| b <= b' ' || b == 0x7f) {
+            return Err(bad_char);
+        }
+        return std::str::from_utf8(raw).map_err(|_| not_utf8);
+    }
     let s = std::str::from_utf8(raw).map_err(|_| not_utf8)?;
     if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad_char);
@@ -121,4 +129,21 @@ pub fn unregister(
         at_ms: now,
     });
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ascii_path_follows_the_character_rule() {
+        for b in 0u8..128 {
+            let c = char::from(b);
+            let refused = c.is_whitespace() || c.is_control();
+            let name = [b'a', b, b'z'];
+            assert_eq!(check_name(&name).is_err(), refused, "byte {b:#04x}");
+        }
+        assert!(check_name("é\u{85}".as_bytes()).is_err(), "NEL is refused");
+        assert_eq!(check_name("名前".as_bytes()), Ok("名前"));
+    }
 }

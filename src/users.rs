@@ -7,18 +7,94 @@
 //! [`Users::rollback`] brings it back to the committed state. SQLite keeps the rows
 //! (by id); the index is rebuilt from them at start.
 //!
-//! Fields are packed into one allocation per user: for each field, its name and
-//! its value, each a little-endian `u32` length and the UTF-8 bytes.
+//! A user is one allocation: its id and creation time (little-endian `i64`s), then
+//! its name and each field's name and value, every string a little-endian `u32`
+//! length and its UTF-8 bytes. The hash table holds just that pointer, so a lookup
+//! touches the table and one block of memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
 
-/// A user as the index keeps it (its name is the key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rec {
-    id: i64,
-    created_at: i64,
-    fields: Box<[u8]>,
+/// A user as the index keeps it (see the module's layout).
+#[derive(Debug, Clone)]
+struct Rec(Box<[u8]>);
+
+const HEAD: usize = 16;
+
+impl Rec {
+    fn new(id: i64, created_at: i64, name: &str, fields: &BTreeMap<String, String>) -> Rec {
+        let size = HEAD
+            + 4
+            + name.len()
+            + fields
+                .iter()
+                .map(|(k, v)| 8 + k.len() + v.len())
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&created_at.to_le_bytes());
+        put(&mut out, name);
+        for (k, v) in fields {
+            put(&mut out, k);
+            put(&mut out, v);
+        }
+        Rec(out.into_boxed_slice())
+    }
+
+    fn i64_at(&self, at: usize) -> i64 {
+        self.0
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, i64::from_le_bytes)
+    }
+
+    fn id(&self) -> i64 {
+        self.i64_at(0)
+    }
+
+    fn created_at(&self) -> i64 {
+        self.i64_at(8)
+    }
+
+    /// The name, and the packed fields after it.
+    fn split(&self) -> (&str, &[u8]) {
+        let mut it = FieldIter {
+            rest: self.0.get(HEAD..).unwrap_or_default(),
+        };
+        let name = it.next_str().unwrap_or_default();
+        (name, it.rest)
+    }
 }
+
+/// Appends a string (its length is bounded by the registry's limits).
+fn put(out: &mut Vec<u8>, s: &str) {
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len as usize]);
+}
+
+// A record is known by its name: the set looks records up by `&str`, so its hash
+// and equality are the name's.
+impl Borrow<str> for Rec {
+    fn borrow(&self) -> &str {
+        self.split().0
+    }
+}
+
+impl Hash for Rec {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.split().0.hash(state);
+    }
+}
+
+impl PartialEq for Rec {
+    fn eq(&self, other: &Rec) -> bool {
+        self.split().0 == other.split().0
+    }
+}
+
+impl Eq for Rec {}
 
 /// A registered user, borrowed from the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +147,7 @@ pub struct FieldIter<'a> {
 }
 
 impl<'a> FieldIter<'a> {
-    fn take(&mut self) -> Option<&'a str> {
+    fn next_str(&mut self) -> Option<&'a str> {
         let (len, tail) = self.rest.split_first_chunk::<4>()?;
         let len = u32::from_le_bytes(*len) as usize;
         let (s, tail) = tail.split_at_checked(len)?;
@@ -85,26 +161,25 @@ impl<'a> Iterator for FieldIter<'a> {
     type Item = (&'a str, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
-        Some((self.take()?, self.take()?))
+        Some((self.next_str()?, self.next_str()?))
     }
-}
-
-/// Packs fields (each string is at most a few KiB: the registry's limits).
-fn pack(fields: &BTreeMap<String, String>) -> Box<[u8]> {
-    let size = fields.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
-    let mut out = Vec::with_capacity(size);
-    for (k, v) in fields {
-        for s in [k, v] {
-            let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&s.as_bytes()[..len as usize]);
-        }
-    }
-    out.into_boxed_slice()
 }
 
 fn count(packed: &[u8]) -> usize {
     FieldIter { rest: packed }.count()
+}
+
+fn user(rec: &Rec) -> UserRef<'_> {
+    let (name, packed) = rec.split();
+    UserRef {
+        id: rec.id(),
+        name,
+        created_at: rec.created_at(),
+        fields: Fields {
+            packed,
+            len: count(packed),
+        },
+    }
 }
 
 /// The users, by name.
@@ -112,14 +187,14 @@ fn count(packed: &[u8]) -> usize {
 pub struct Users {
     // Names are chosen by clients: the standard library's keyed hash keeps a
     // crafted set of names from degrading the table.
-    by_name: HashMap<Box<str>, Rec>,
+    by_name: HashSet<Rec>,
     /// The id the next registration gets.
     next_id: i64,
     /// `next_id` as committed: every user with an id at or above it was added by
     /// the open tick.
     committed_next_id: i64,
     /// Users the open tick removed, to restore on rollback.
-    removed: Vec<(Box<str>, Rec)>,
+    removed: Vec<Rec>,
 }
 
 impl Users {
@@ -140,17 +215,9 @@ impl Users {
         fields: &BTreeMap<String, String>,
         created_at: i64,
     ) -> bool {
-        if self.by_name.contains_key(name) {
+        if !self.by_name.insert(Rec::new(id, created_at, name, fields)) {
             return false;
         }
-        self.by_name.insert(
-            name.into(),
-            Rec {
-                id,
-                created_at,
-                fields: pack(fields),
-            },
-        );
         self.next_id = self.next_id.max(id + 1);
         self.committed_next_id = self.next_id;
         true
@@ -168,7 +235,7 @@ impl Users {
 
     /// True when `name` is registered.
     pub fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        self.by_name.contains(name)
     }
 
     /// The id the next [`Users::add`] assigns.
@@ -178,16 +245,7 @@ impl Users {
 
     /// The user named `name`.
     pub fn get(&self, name: &str) -> Option<UserRef<'_>> {
-        let (name, rec) = self.by_name.get_key_value(name)?;
-        Some(UserRef {
-            id: rec.id,
-            name,
-            created_at: rec.created_at,
-            fields: Fields {
-                packed: &rec.fields,
-                len: count(&rec.fields),
-            },
-        })
+        self.by_name.get(name).map(user)
     }
 
     /// Adds `name` (not registered: the caller checked) with the next id, which
@@ -195,24 +253,17 @@ impl Users {
     pub fn add(&mut self, name: &str, fields: &BTreeMap<String, String>, created_at: i64) -> i64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.by_name.insert(
-            name.into(),
-            Rec {
-                id,
-                created_at,
-                fields: pack(fields),
-            },
-        );
+        self.by_name.insert(Rec::new(id, created_at, name, fields));
         id
     }
 
     /// Removes `name`; its id when it was registered.
     pub fn remove(&mut self, name: &str) -> Option<i64> {
-        let (key, rec) = self.by_name.remove_entry(name)?;
-        let id = rec.id;
+        let rec = self.by_name.take(name)?;
+        let id = rec.id();
         // Users the tick added itself need no restoring.
         if id < self.committed_next_id {
-            self.removed.push((key, rec));
+            self.removed.push(rec);
         }
         Some(id)
     }
@@ -227,12 +278,10 @@ impl Users {
     pub fn rollback(&mut self) {
         if self.next_id != self.committed_next_id {
             let first = self.committed_next_id;
-            self.by_name.retain(|_, r| r.id < first);
+            self.by_name.retain(|r| r.id() < first);
             self.next_id = first;
         }
-        for (name, rec) in self.removed.drain(..) {
-            self.by_name.insert(name, rec);
-        }
+        self.by_name.extend(self.removed.drain(..));
     }
 }
 

@@ -31,7 +31,10 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             out.bulk(b"name");
             out.bulk(user.name.as_bytes());
             out.bulk(b"created_at");
-            out.bulk(crate::clock::rfc3339(user.created_at).as_bytes());
+            match crate::clock::rfc3339_fixed(user.created_at) {
+                Some(b) => out.bulk(&b),
+                None => out.bulk(crate::clock::rfc3339(user.created_at).as_bytes()),
+            }
             out.bulk(b"fields");
             out.map(user.fields.len());
             for (k, v) in user.fields.iter() {
