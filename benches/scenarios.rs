@@ -19,7 +19,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use userbus::bench::{self, Args, Report, Test};
-use userbus::config::CHECKPOINT_COMMITS;
 use userbus::store::Store;
 use userbus::{Config, Durability, Server, ShutdownHandle};
 
@@ -295,7 +294,7 @@ fn storage_limit(durability: Durability, batch: u64, secs: f64) -> f64 {
             rows += 1;
         }
         store.finish_tick().expect("commit");
-        if store.commits_since_checkpoint() >= CHECKPOINT_COMMITS {
+        if store.checkpoint_due() {
             store.checkpoint();
         }
     }

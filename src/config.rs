@@ -64,8 +64,11 @@ pub const PUBSUB_SOFT_LIMIT_BYTES: usize = 8 * 1024 * 1024;
 pub const PUBSUB_SOFT_LIMIT_TIME: Duration = Duration::from_secs(60);
 /// How long to stop accepting after `accept` fails for lack of descriptors.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Commits after which a passive checkpoint runs after the tick's flush, busy or not.
-pub const CHECKPOINT_COMMITS: u64 = 1000;
+/// WAL frames (pages) after which a passive checkpoint runs after the tick's flush,
+/// busy or not. A checkpoint stalls the loop for the time it takes to copy the
+/// frames into the database and sync it, so the log is kept small: 2048 frames is
+/// 8 MiB at SQLite's 4 KiB pages.
+pub const CHECKPOINT_WAL_FRAMES: u64 = 2048;
 /// Idle time after the last commit before a passive checkpoint runs.
 pub const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
 /// How often the event log is trimmed to `--retain-events`.

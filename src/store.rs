@@ -9,8 +9,10 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::{Durability, SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB};
+use crate::config::{CHECKPOINT_WAL_FRAMES, Durability, SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB};
 use crate::error::{Error, Result};
 use crate::users::{UserRef, Users};
 
@@ -182,6 +184,8 @@ pub struct Store {
     /// Counts as the tick sees them (its own uncommitted writes included).
     tick: Counts,
     commits_since_checkpoint: u64,
+    /// Frames in the WAL after the last commit, as SQLite's WAL hook reports it.
+    wal_frames: Arc<AtomicU64>,
     healthy: bool,
     /// The database size cap in pages (0 = none).
     max_pages: u64,
@@ -214,6 +218,14 @@ impl Store {
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = OFF;"
         ))?;
+        // Set after the pragma, which would replace it.
+        let wal_frames = Arc::new(AtomicU64::new(0));
+        let frames = Arc::clone(&wal_frames);
+        let mut conn = conn;
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(u64::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+            Ok(())
+        }))?;
         conn.execute_batch(&format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}"))?;
         conn.set_prepared_statement_cache_capacity(32);
         migrate(&conn)?;
@@ -245,6 +257,7 @@ impl Store {
             committed: counts,
             tick: counts,
             commits_since_checkpoint: 0,
+            wal_frames,
             healthy: true,
             max_pages,
             users,
@@ -546,6 +559,17 @@ impl Store {
         self.commits_since_checkpoint
     }
 
+    /// Frames in the write-ahead log since it last restarted.
+    pub fn wal_frames(&self) -> u64 {
+        self.wal_frames.load(Ordering::Relaxed)
+    }
+
+    /// True when the log has grown enough that a checkpoint should run now, busy
+    /// or not (`CHECKPOINT_WAL_FRAMES`).
+    pub fn checkpoint_due(&self) -> bool {
+        self.commits_since_checkpoint > 0 && self.wal_frames() >= CHECKPOINT_WAL_FRAMES
+    }
+
     /// Copies committed WAL frames into the database without waiting for anyone
     /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit. Returns
     /// false when it failed (it is retried later).
@@ -561,6 +585,10 @@ impl Store {
             }) {
             Ok((log_frames, done)) => {
                 self.commits_since_checkpoint = 0;
+                if done >= log_frames {
+                    // Every frame is in the database: the next commit restarts the log.
+                    self.wal_frames.store(0, Ordering::Relaxed);
+                }
                 log::trace!(
                     "checkpoint: {done}/{log_frames} frames in {:?}",
                     started.elapsed()

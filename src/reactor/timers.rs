@@ -67,7 +67,7 @@ impl Reactor {
             self.trim_events(now);
         }
         let due = self.checkpoint_at.is_some_and(|t| now >= t);
-        if due || self.store.commits_since_checkpoint() >= CHECKPOINT_COMMITS {
+        if due || self.store.checkpoint_due() {
             self.checkpoint_at = if self.store.checkpoint() {
                 None
             } else {
