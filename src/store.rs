@@ -98,9 +98,13 @@ DROP TABLE users_v2;
 ";
 
 // Ids come from the in-memory index (the next after the highest ever used, which
-// AUTOINCREMENT's counter remembers), so a taken name never uses one up.
-const INSERT_USER: &str =
-    "INSERT INTO users (id, name, fields, created_at) VALUES (?1, ?2, ?3, ?4)";
+// AUTOINCREMENT's counter remembers), so a taken name never uses one up. Event
+// sequence numbers likewise come from the counts, and both rows of a tick's
+// registrations are written together, in statements of up to `BATCH_SIZES[0]` rows.
+/// Rows per multi-row INSERT: a batch is cut into the largest sizes that fit.
+const BATCH_SIZES: [usize; 4] = [64, 16, 4, 1];
+/// Registrations held before they are written even though the tick goes on.
+const MAX_PENDING: usize = 1024;
 const DELETE_USER: &str = "DELETE FROM users WHERE id = ?1";
 const INSERT_EVENT: &str =
     "INSERT INTO events (kind, user_id, name, fields, at) VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -144,6 +148,72 @@ pub struct Counts {
     pub events: i64,
     /// The highest event sequence number ever assigned (0 before the first).
     pub last_seq: i64,
+}
+
+/// A registration written to SQLite at the tick's next statement or commit.
+#[derive(Debug)]
+struct Pending {
+    id: i64,
+    seq: i64,
+    name: String,
+    json: String,
+    at: i64,
+}
+
+/// `INSERT INTO <table> (<cols>) VALUES (...), (...)` for `rows` rows of `per_row`
+/// parameters; `kind` puts the literal event kind first in each row.
+fn multi_insert(head: &str, per_row: usize, rows: usize, kind: Option<&str>) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { " VALUES (" } else { ", (" });
+        if let Some(k) = kind {
+            sql.push_str(&format!("'{k}', "));
+        }
+        for p in 0..per_row {
+            if p > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", r * per_row + p + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// The statements that write batches of registrations, one pair per batch size.
+#[derive(Debug)]
+struct BatchSql {
+    users: Vec<String>,
+    events: Vec<String>,
+}
+
+impl BatchSql {
+    fn new() -> BatchSql {
+        BatchSql {
+            users: BATCH_SIZES
+                .iter()
+                .map(|&n| {
+                    multi_insert(
+                        "INSERT INTO users (id, name, fields, created_at)",
+                        4,
+                        n,
+                        None,
+                    )
+                })
+                .collect(),
+            events: BATCH_SIZES
+                .iter()
+                .map(|&n| {
+                    multi_insert(
+                        "INSERT INTO events (kind, seq, user_id, name, fields, at)",
+                        5,
+                        n,
+                        Some(crate::events::REGISTERED),
+                    )
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One row of the event log.
@@ -191,6 +261,9 @@ pub struct Store {
     max_pages: u64,
     /// Every user, by name, as the tick sees them.
     users: Users,
+    /// The tick's registrations not yet written (see `flush`).
+    pending: Vec<Pending>,
+    batch_sql: BatchSql,
 }
 
 impl Store {
@@ -227,7 +300,7 @@ impl Store {
             Ok(())
         }))?;
         conn.execute_batch(&format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}"))?;
-        conn.set_prepared_statement_cache_capacity(32);
+        conn.set_prepared_statement_cache_capacity(64);
         migrate(&conn)?;
         // The cap limits data, not the schema: it applies once migrations ran.
         if max_pages > 0 {
@@ -261,6 +334,8 @@ impl Store {
             healthy: true,
             max_pages,
             users,
+            pending: Vec::new(),
+            batch_sql: BatchSql::new(),
         })
     }
 
@@ -305,6 +380,10 @@ impl Store {
     }
 
     /// Adds a user and its `user.registered` event; `None` when the name is taken.
+    ///
+    /// The rows are written with the tick's other registrations, in a few
+    /// multi-row statements, before the tick's next other statement or its commit;
+    /// a failure there loses the whole tick, as any failed write does.
     pub fn register(
         &mut self,
         name: &str,
@@ -317,25 +396,73 @@ impl Store {
         }
         // Sorted keys make the stored JSON canonical; a string map always serializes.
         let json = serde_json::to_string(fields).unwrap_or_else(|_| "{}".to_string());
-        let user_id = self.users.next_id();
-        let res = (|| {
-            self.conn
-                .prepare_cached(INSERT_USER)?
-                .execute(params![user_id, name, json, now_ms])?;
-            self.conn.prepare_cached(INSERT_EVENT)?.execute(params![
-                crate::events::REGISTERED,
-                user_id,
-                name,
-                json,
-                now_ms
-            ])?;
-            Ok(self.conn.last_insert_rowid())
-        })();
-        let seq = self.guard(res)?;
-        self.users.add(name, fields, now_ms);
+        let user_id = self.users.add(name, fields, now_ms);
+        let seq = self.tick.last_seq + 1;
+        self.pending.push(Pending {
+            id: user_id,
+            seq,
+            name: name.to_string(),
+            json,
+            at: now_ms,
+        });
         self.tick.users += 1;
         self.note_event(seq);
+        if self.pending.len() >= MAX_PENDING {
+            self.flush()?;
+        }
         Ok(Some(Change { user_id, seq }))
+    }
+
+    /// Writes the pending registrations: users, then their events, in statements
+    /// of `BATCH_SIZES` rows.
+    fn flush(&mut self) -> std::result::Result<(), StorageError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let res = (|| {
+            let mut rest = &pending[..];
+            while !rest.is_empty() {
+                let (i, &n) = BATCH_SIZES
+                    .iter()
+                    .enumerate()
+                    .find(|&(_, &n)| n <= rest.len())
+                    .unwrap_or((BATCH_SIZES.len() - 1, &1));
+                let (rows, tail) = rest.split_at(n);
+                let mut users = self.conn.prepare_cached(&self.batch_sql.users[i])?;
+                for (r, p) in rows.iter().enumerate() {
+                    let b = r * 4;
+                    users.raw_bind_parameter(b + 1, p.id)?;
+                    users.raw_bind_parameter(b + 2, &p.name)?;
+                    users.raw_bind_parameter(b + 3, &p.json)?;
+                    users.raw_bind_parameter(b + 4, p.at)?;
+                }
+                users.raw_execute()?;
+                let mut events = self.conn.prepare_cached(&self.batch_sql.events[i])?;
+                for (r, p) in rows.iter().enumerate() {
+                    let b = r * 5;
+                    events.raw_bind_parameter(b + 1, p.seq)?;
+                    events.raw_bind_parameter(b + 2, p.id)?;
+                    events.raw_bind_parameter(b + 3, &p.name)?;
+                    events.raw_bind_parameter(b + 4, &p.json)?;
+                    events.raw_bind_parameter(b + 5, p.at)?;
+                }
+                events.raw_execute()?;
+                rest = tail;
+            }
+            Ok(())
+        })();
+        // Keep the allocation for the next tick.
+        self.pending = pending;
+        self.pending.clear();
+        self.guard(res)
+    }
+
+    /// Before any other statement of the tick: the pending rows go first, so every
+    /// statement sees the tick's registrations.
+    fn settle(&mut self) -> std::result::Result<(), StorageError> {
+        self.readable()?;
+        self.flush()
     }
 
     /// Removes a user and writes its `user.unregistered` event; `None` when unknown.
@@ -346,6 +473,7 @@ impl Store {
         now_ms: i64,
     ) -> std::result::Result<Option<(Change, FieldMap)>, StorageError> {
         self.begin()?;
+        self.flush()?;
         let Some(user) = self.users.get(name) else {
             return Ok(None);
         };
@@ -384,7 +512,7 @@ impl Store {
         after: i64,
         count: usize,
     ) -> std::result::Result<Vec<(i64, String)>, StorageError> {
-        self.readable()?;
+        self.settle()?;
         let res = self
             .conn
             .prepare_cached(SCAN_USERS)
@@ -405,7 +533,7 @@ impl Store {
         count: usize,
         rev: bool,
     ) -> std::result::Result<Vec<EventRow>, StorageError> {
-        self.readable()?;
+        self.settle()?;
         let sql = if rev {
             SELECT_EVENTS_DESC
         } else {
@@ -527,6 +655,10 @@ impl Store {
     /// Ends the tick: commits its transaction. `Err` means nothing the tick wrote is
     /// in the database, and none of its replies may claim success.
     pub fn finish_tick(&mut self) -> std::result::Result<(), StorageError> {
+        if self.txn == Txn::Open {
+            // A failure marks the tick failed, which the match below reports.
+            let _ = self.flush();
+        }
         match std::mem::replace(&mut self.txn, Txn::Idle) {
             Txn::Idle => Ok(()),
             Txn::Failed(e) => {
@@ -609,6 +741,7 @@ impl Store {
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> std::result::Result<T, StorageError> {
         self.begin()?;
+        self.flush()?;
         let res = f(&self.conn);
         self.guard(res)
     }
@@ -618,7 +751,7 @@ impl Store {
         &mut self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> std::result::Result<T, StorageError> {
-        self.readable()?;
+        self.settle()?;
         let res = f(&self.conn).map_err(StorageError::from);
         self.guard_read(res)
     }
@@ -645,6 +778,7 @@ impl Store {
     /// The tick's changes are gone from the database: forget them in memory too.
     fn forget_tick(&mut self) {
         self.tick = self.committed;
+        self.pending.clear();
         self.users.rollback();
     }
 

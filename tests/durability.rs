@@ -896,3 +896,76 @@ fn a_name_stored_twice_by_another_writer_is_refused_at_start() {
         Ok(_) => panic!("a users table with a duplicate name was served"),
     }
 }
+
+/// One write, so one tick as far as the server can read it: registrations in a
+/// run longer than the server writes at once, an UNREGISTER of one of them and a
+/// stream read in the middle. Every reply, the log and the rows after a restart
+/// must agree with the order the requests were sent in.
+#[test]
+fn registrations_written_together_keep_their_order_ids_and_events() {
+    const N: usize = 2500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("userbus.db");
+    let server = TestServer::start_at(&db, |_| {}, |b| b);
+    let mut raw = Raw::connect(server.addr.port());
+    let mut batch = Vec::new();
+    for i in 0..N {
+        batch.extend(register_cmd(
+            &format!("n{i}"),
+            &[("i".into(), i.to_string())],
+        ));
+        if i == N / 2 {
+            batch.extend(resp(&[b"UNREGISTER", b"n7"]));
+            batch.extend(resp(&[b"XLEN", b"events"]));
+        }
+    }
+    raw.send(&batch);
+    let mut ids = Vec::new();
+    for i in 0..N {
+        ids.push(raw.line());
+        if i == N / 2 {
+            assert_eq!(raw.line(), ":1", "UNREGISTER n7");
+            // Events so far: every registration up to here, and the removal.
+            assert_eq!(raw.line(), format!(":{}", N / 2 + 2), "XLEN mid-batch");
+        }
+    }
+    let want: Vec<String> = (1..=N).map(|id| format!(":{id}")).collect();
+    assert_eq!(ids, want, "ids follow the order of the requests");
+    drop(raw);
+    server.stop();
+
+    let server = TestServer::start_at(&db, |_| {}, |b| b);
+    let mut c = server.redis();
+    assert_eq!(usercount(&mut c), (N - 1) as i64);
+    assert_eq!(lookup(&mut c, "n7"), None);
+    let last = lookup(&mut c, &format!("n{}", N - 1)).expect("the last one");
+    assert_eq!(last.id, N as i64);
+    assert_eq!(last.fields, fields(&[("i", &(N - 1).to_string())]));
+    drop(c);
+    server.stop();
+
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let events: Vec<(i64, String, i64, String)> = conn
+        .prepare("SELECT seq, kind, user_id, name FROM events ORDER BY seq")
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+        })
+        .expect("events");
+    let mut expected = Vec::new();
+    for i in 0..N {
+        expected.push((
+            0,
+            "user.registered".to_string(),
+            i as i64 + 1,
+            format!("n{i}"),
+        ));
+        if i == N / 2 {
+            expected.push((0, "user.unregistered".to_string(), 8, "n7".to_string()));
+        }
+    }
+    for (seq, e) in expected.iter_mut().enumerate() {
+        e.0 = seq as i64 + 1;
+    }
+    assert_eq!(events, expected, "one event per change, numbered in order");
+}
