@@ -142,6 +142,11 @@ pub struct Conn {
     /// Input may be waiting in the socket (a read stopped at its budget or was
     /// skipped under backpressure): read again without waiting for an event.
     pub more_input: bool,
+    /// The poll reported the peer's half-close or a socket error. Until then a
+    /// short read proves the socket drained (edge-triggered readiness reports
+    /// whatever arrives after it); from then on reads go on until `WouldBlock` or
+    /// end of stream, since no further event will announce the end.
+    pub read_closed: bool,
     /// What the current tick did here.
     pub tick: Option<TickMark>,
     /// Per request of the current tick: where its reply starts in `wbuf`, and
@@ -191,13 +196,20 @@ impl Conn {
             registered: Interest::READABLE,
             queued: false,
             more_input: false,
+            read_closed: false,
             tick: None,
             tick_replies: Vec::new(),
         }
     }
 
-    /// Reads until the socket would block, the peer closes, or the tick's budget is
+    /// Reads until the socket is drained, the peer closes, or the tick's budget is
     /// spent. Returns how it ended and the bytes read.
+    ///
+    /// A read that fills less than `scratch` took everything the kernel held, so it
+    /// ends the loop as `Drained` without the extra `read` that would only say
+    /// `WouldBlock`: bytes that arrive later raise a new readiness event. Once the
+    /// poll has reported the peer's half-close (`read_closed`), reads go on to the
+    /// end of stream, which no later event would announce.
     pub fn read(&mut self, scratch: &mut [u8]) -> io::Result<(ReadEnd, usize)> {
         // Drop consumed input first so the buffer holds at most one partial frame
         // plus what this read brings.
@@ -224,6 +236,9 @@ impl Conn {
                 Ok(n) => {
                     self.rbuf.extend_from_slice(&scratch[..n]);
                     total += n;
+                    if n < scratch.len() && !self.read_closed {
+                        return Ok((ReadEnd::Drained, total));
+                    }
                 }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return Ok((ReadEnd::Drained, total)),

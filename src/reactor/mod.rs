@@ -437,11 +437,10 @@ impl Reactor {
                         self.drain_signals();
                         self.begin_stop("signal received");
                     }
-                    Token(k) => self.ready(
-                        k,
-                        ev.is_writable(),
-                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    ),
+                    Token(k) => {
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        self.ready(k, ev.is_writable(), ev.is_readable() || closed, closed);
+                    }
                 }
             }
             self.tick();
@@ -455,13 +454,14 @@ impl Reactor {
 
     /// One connection's readiness: flush committed output now, queue reads for the
     /// tick.
-    fn ready(&mut self, k: usize, writable: bool, readable: bool) {
+    fn ready(&mut self, k: usize, writable: bool, readable: bool, read_closed: bool) {
         let Some(conn) = self.conns.get_mut(k) else {
             return; // an event for a key closed earlier: ignore it
         };
         if conn.phase == Phase::Closed {
             return;
         }
+        conn.read_closed |= read_closed;
         if writable && (conn.pending_output() > 0 || conn.tls_wants_write()) {
             let was_blocked = conn.backpressured();
             self.flush(k);
