@@ -213,6 +213,8 @@ pub struct Reactor {
     closing: Vec<usize>,
     /// Events of the tick, dispatched after its commit.
     tick_events: Vec<Event>,
+    /// When the current tick started: the time of every request it runs.
+    tick_now: Instant,
     next_client_id: u64,
     accept_paused_until: Option<Instant>,
     /// When the last accept failure was logged at warn level (rate limit).
@@ -353,6 +355,7 @@ impl Reactor {
             touched: Vec::new(),
             closing: Vec::new(),
             tick_events: Vec::new(),
+            tick_now: Instant::now(),
             next_client_id: 1,
             accept_paused_until: None,
             accept_warned_at: None,
@@ -490,6 +493,7 @@ impl Reactor {
     /// then flushes.
     fn tick(&mut self) {
         let started = Instant::now();
+        self.tick_now = started;
         self.stats.tick_requests = 0;
         let mut work = std::mem::take(&mut self.work);
         for &k in &work {
