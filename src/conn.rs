@@ -54,8 +54,11 @@ pub struct Session {
     pub since: Instant,
     /// When the last request arrived.
     pub last_active: Instant,
-    /// The last command run, lowercase (`client|list` for subcommands).
-    pub last_cmd: String,
+    /// The last command run, lowercase (`NULL` before the first).
+    pub last_cmd: &'static str,
+    /// The subcommand it ran, lowercase, for the commands CLIENT LIST names with
+    /// theirs (`client|list`).
+    pub last_sub: Option<String>,
     /// Subscribed channels, in subscription order.
     pub channels: Vec<Vec<u8>>,
     /// Subscribed patterns, in subscription order.
@@ -88,7 +91,8 @@ impl Session {
             lib_ver: None,
             since: now,
             last_active: now,
-            last_cmd: "NULL".to_string(),
+            last_cmd: "NULL",
+            last_sub: None,
             channels: Vec::new(),
             patterns: Vec::new(),
             block: None,
