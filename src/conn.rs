@@ -54,8 +54,11 @@ pub struct Session {
     pub since: Instant,
     /// When the last request arrived.
     pub last_active: Instant,
-    /// The last command run, lowercase (`client|list` for subcommands).
-    pub last_cmd: String,
+    /// The last command run, lowercase (`NULL` before the first).
+    pub last_cmd: &'static str,
+    /// The subcommand it ran, lowercase, for the commands CLIENT LIST names with
+    /// theirs (`client|list`).
+    pub last_sub: Option<String>,
     /// Subscribed channels, in subscription order.
     pub channels: Vec<Vec<u8>>,
     /// Subscribed patterns, in subscription order.
@@ -88,7 +91,8 @@ impl Session {
             lib_ver: None,
             since: now,
             last_active: now,
-            last_cmd: "NULL".to_string(),
+            last_cmd: "NULL",
+            last_sub: None,
             channels: Vec::new(),
             patterns: Vec::new(),
             block: None,
@@ -142,6 +146,11 @@ pub struct Conn {
     /// Input may be waiting in the socket (a read stopped at its budget or was
     /// skipped under backpressure): read again without waiting for an event.
     pub more_input: bool,
+    /// The poll reported the peer's half-close or a socket error. Until then a
+    /// short read proves the socket drained (edge-triggered readiness reports
+    /// whatever arrives after it); from then on reads go on until `WouldBlock` or
+    /// end of stream, since no further event will announce the end.
+    pub read_closed: bool,
     /// What the current tick did here.
     pub tick: Option<TickMark>,
     /// Per request of the current tick: where its reply starts in `wbuf`, and
@@ -191,13 +200,20 @@ impl Conn {
             registered: Interest::READABLE,
             queued: false,
             more_input: false,
+            read_closed: false,
             tick: None,
             tick_replies: Vec::new(),
         }
     }
 
-    /// Reads until the socket would block, the peer closes, or the tick's budget is
+    /// Reads until the socket is drained, the peer closes, or the tick's budget is
     /// spent. Returns how it ended and the bytes read.
+    ///
+    /// A read that fills less than `scratch` took everything the kernel held, so it
+    /// ends the loop as `Drained` without the extra `read` that would only say
+    /// `WouldBlock`: bytes that arrive later raise a new readiness event. Once the
+    /// poll has reported the peer's half-close (`read_closed`), reads go on to the
+    /// end of stream, which no later event would announce.
     pub fn read(&mut self, scratch: &mut [u8]) -> io::Result<(ReadEnd, usize)> {
         // Drop consumed input first so the buffer holds at most one partial frame
         // plus what this read brings.
@@ -224,6 +240,9 @@ impl Conn {
                 Ok(n) => {
                     self.rbuf.extend_from_slice(&scratch[..n]);
                     total += n;
+                    if n < scratch.len() && !self.read_closed {
+                        return Ok((ReadEnd::Drained, total));
+                    }
                 }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return Ok((ReadEnd::Drained, total)),

@@ -1002,6 +1002,23 @@ fn half_closed_peer_gets_every_reply_then_the_server_closes() {
 }
 
 #[test]
+fn half_close_after_answered_requests_is_noticed() {
+    // The server stops reading at a short read; the end of stream that comes
+    // later, alone or behind more requests, must still reach it.
+    let server = TestServer::start();
+    let mut s = server.raw();
+    exchange_exact(&mut s, b"PING\r\n", b"+PONG\r\n");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    assert_reply_then_close(&mut s, b"", "half-close alone");
+
+    let mut s = server.raw();
+    exchange_exact(&mut s, b"PING\r\n", b"+PONG\r\n");
+    s.write_all(b"ECHO last\r\n").expect("write");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    assert_reply_then_close(&mut s, b"$4\r\nlast\r\n", "a request then half-close");
+}
+
+#[test]
 fn half_closed_peer_with_a_partial_request_gets_the_complete_ones_answered() {
     let server = TestServer::start();
     let mut s = server.raw();

@@ -112,7 +112,7 @@ pub fn describe(
 ) -> String {
     let fmt_addr = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
     format!(
-        "id={} addr={} laddr={} name={} age={} idle={} db=0 sub={} psub={} cmd={} resp={} lib-name={} lib-ver={}\n",
+        "id={} addr={} laddr={} name={} age={} idle={} db=0 sub={} psub={} cmd={}{}{} resp={} lib-name={} lib-ver={}\n",
         s.id,
         fmt_addr(peer),
         fmt_addr(local),
@@ -122,6 +122,8 @@ pub fn describe(
         s.channels.len(),
         s.patterns.len(),
         s.last_cmd,
+        if s.last_sub.is_some() { "|" } else { "" },
+        s.last_sub.as_deref().unwrap_or(""),
         if s.resp3 { 3 } else { 2 },
         s.lib_name.as_deref().unwrap_or(""),
         s.lib_ver.as_deref().unwrap_or(""),

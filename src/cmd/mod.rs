@@ -164,7 +164,9 @@ pub struct Spec {
 }
 
 /// Every command, in the order COMMAND lists them.
-pub static COMMANDS: &[Spec] = &[
+pub static COMMANDS: &[Spec] = &TABLE;
+
+const TABLE: [Spec; 34] = [
     ping::SPEC,
     echo::SPEC,
     quit::SPEC,
@@ -216,24 +218,164 @@ pub fn find(name: &[u8]) -> Option<&'static Spec> {
     find_index(name).map(|(_, s)| s)
 }
 
+/// Longest name a [`NameKey`] holds; no command name is longer.
+const KEY_NAME_BYTES: usize = 15;
+
+/// A name folded to lowercase and packed with its length into one integer, so
+/// that finding a command is a hash probe and an integer compare instead of a
+/// case-insensitive string compare per table entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameKey(u128);
+
+impl NameKey {
+    /// The key of a name as sent; `None` when it is longer than every command's.
+    fn of(name: &[u8]) -> Option<NameKey> {
+        if name.len() > KEY_NAME_BYTES {
+            return None;
+        }
+        // Loaded in word-sized pieces: a byte-wise copy to the stack read back as
+        // one integer stalls on store forwarding.
+        let (low, high) = name.split_at(name.len().min(8));
+        let bytes = u128::from(load_le(low)) | u128::from(load_le(high)) << 64;
+        let folded = ascii_lowercase_16(bytes);
+        // The length goes in the last byte, which no name reaches.
+        Some(NameKey(
+            folded | (name.len() as u128) << (8 * KEY_NAME_BYTES),
+        ))
+    }
+
+    /// The key of a name known at compile time.
+    const fn of_static(name: &str) -> NameKey {
+        let name = name.as_bytes();
+        assert!(
+            name.len() <= KEY_NAME_BYTES,
+            "command name too long for NameKey"
+        );
+        let mut bytes = [0u8; 16];
+        let mut i = 0;
+        while i < name.len() {
+            bytes[i] = name[i].to_ascii_lowercase();
+            i += 1;
+        }
+        bytes[KEY_NAME_BYTES] = name.len() as u8;
+        NameKey(u128::from_le_bytes(bytes))
+    }
+
+    /// Its first slot in `SLOTS` (Fibonacci hashing of the folded key).
+    const fn slot(self) -> usize {
+        let folded = (self.0 as u64) ^ ((self.0 >> 64) as u64);
+        (folded.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOT_BITS)) as usize
+    }
+}
+
+/// Up to eight bytes as a little-endian integer (missing high bytes are zero).
+fn load_le(b: &[u8]) -> u64 {
+    let n = b.len();
+    if let (Some(head), Some(tail)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        if let Some(all) = b.first_chunk::<8>() {
+            return u64::from_le_bytes(*all);
+        }
+        // 4 to 7 bytes: two overlapping words; the bytes both hold are the same.
+        let head = u64::from(u32::from_le_bytes(*head));
+        let tail = u64::from(u32::from_le_bytes(*tail));
+        return head | tail << (8 * (n - 4));
+    }
+    // 0 to 3 bytes: the first, middle and last cover them all.
+    match (b.first(), b.get(n / 2), b.last()) {
+        (Some(&first), Some(&mid), Some(&last)) => {
+            u64::from(first) | u64::from(mid) << (8 * (n / 2)) | u64::from(last) << (8 * (n - 1))
+        }
+        _ => 0,
+    }
+}
+
+/// `to_ascii_lowercase` of each of the sixteen bytes of `x` at once: a byte in
+/// `A..=Z` gets its 0x20 bit set, every other byte stays as it is.
+fn ascii_lowercase_16(x: u128) -> u128 {
+    const ONES: u128 = u128::MAX / 0xff;
+    const HIGH: u128 = ONES * 0x80;
+    // Each byte's low seven bits, plus a bias, carry into its high bit exactly
+    // when the byte is at least 'A' (or above 'Z'); no sum leaves its byte.
+    let low = x & (ONES * 0x7f);
+    let from_a = low + ONES * u128::from(0x80 - b'A');
+    let past_z = low + ONES * u128::from(0x80 - b'Z' - 1);
+    // Upper case: at least 'A', not above 'Z', and ASCII (high bit clear).
+    let upper = from_a & !past_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
+/// The key of every entry of `COMMANDS`, at the same index.
+static KEYS: [NameKey; TABLE.len()] = {
+    let mut keys = [NameKey(0); TABLE.len()];
+    let mut i = 0;
+    while i < TABLE.len() {
+        keys[i] = NameKey::of_static(TABLE[i].name);
+        i += 1;
+    }
+    keys
+};
+
+const SLOT_BITS: u32 = 7;
+/// A free slot of `SLOTS`.
+const NO_COMMAND: u8 = u8::MAX;
+
+/// An open-addressing hash table of `COMMANDS` indices by `NameKey::slot`,
+/// collisions taking the next free slot. Kept at most half full, so a probe for a
+/// name that is no command soon meets a free slot.
+static SLOTS: [u8; 1 << SLOT_BITS] = {
+    let mut slots = [NO_COMMAND; 1 << SLOT_BITS];
+    assert!(TABLE.len() <= slots.len() / 2 && TABLE.len() < NO_COMMAND as usize);
+    let mut i = 0;
+    while i < TABLE.len() {
+        let key = NameKey::of_static(TABLE[i].name);
+        let mut slot = key.slot();
+        while slots[slot] != NO_COMMAND {
+            assert!(
+                KEYS[slots[slot] as usize].0 != key.0,
+                "two commands share a name"
+            );
+            slot = (slot + 1) % slots.len();
+        }
+        slots[slot] = i as u8;
+        i += 1;
+    }
+    slots
+};
+
 /// Finds a command and its index in `COMMANDS`.
 fn find_index(name: &[u8]) -> Option<(usize, &'static Spec)> {
-    COMMANDS
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.name.as_bytes().eq_ignore_ascii_case(name))
+    NameKey::of(name).and_then(find_key)
 }
+
+fn find_key(key: NameKey) -> Option<(usize, &'static Spec)> {
+    let mut slot = key.slot();
+    loop {
+        let index = usize::from(*SLOTS.get(slot)?);
+        if index == usize::from(NO_COMMAND) {
+            return None;
+        }
+        if KEYS.get(index) == Some(&key) {
+            return COMMANDS.get(index).map(|spec| (index, spec));
+        }
+        slot = (slot + 1) % SLOTS.len();
+    }
+}
+
+const POST: NameKey = NameKey::of_static("post");
+const HOST: NameKey = NameKey::of_static("host:");
 
 /// Runs one request and writes its reply.
 pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     let Some(name) = args.get(0) else {
         return Outcome::Continue;
     };
-    if is_cross_protocol(name) {
-        ctx.stats.cross_protocol_attempts += 1;
-        return Outcome::Drop;
-    }
-    let Some((index, spec)) = find_index(name) else {
+    let key = NameKey::of(name);
+    let Some((index, spec)) = key.and_then(find_key) else {
+        // Neither cross-protocol name is a command: they are looked for here only.
+        if matches!(key, Some(POST | HOST)) {
+            ctx.stats.cross_protocol_attempts += 1;
+            return Outcome::Drop;
+        }
         ctx.stats.unknown_commands += 1;
         unknown_command(args, ctx);
         return Outcome::Continue;
@@ -262,15 +404,14 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     if let Some(n) = ctx.stats.command_calls.get_mut(index) {
         *n += 1;
     }
-    let last = &mut ctx.session.last_cmd;
-    last.clear();
-    last.push_str(spec.name);
+    ctx.session.last_cmd = spec.name;
     // Commands with subcommands are named `client|list`, as Redis shows them.
-    if matches!(spec.name, "client" | "config" | "command")
-        && let Some(sub) = args.get(1)
-    {
-        last.push('|');
-        last.push_str(&String::from_utf8_lossy(sub).to_ascii_lowercase());
+    if matches!(spec.name, "client" | "config" | "command") {
+        ctx.session.last_sub = args
+            .get(1)
+            .map(|sub| String::from_utf8_lossy(sub).to_ascii_lowercase());
+    } else if ctx.session.last_sub.is_some() {
+        ctx.session.last_sub = None;
     }
     (spec.run)(args, ctx)
 }
@@ -381,4 +522,92 @@ pub fn no_such_group(group: &str, ctx: &mut Ctx<'_>) {
     ctx.out.error(&format!(
         "NOGROUP No such consumer group '{group}' for key name 'events'"
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_found_in_any_case() {
+        for (i, spec) in COMMANDS.iter().enumerate() {
+            let lower = spec.name.as_bytes().to_vec();
+            let upper = spec.name.to_ascii_uppercase().into_bytes();
+            let mixed: Vec<u8> = lower
+                .iter()
+                .enumerate()
+                .map(|(j, c)| {
+                    if j % 2 == 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        *c
+                    }
+                })
+                .collect();
+            for name in [lower, upper, mixed] {
+                let (index, found) = find_index(&name).expect("found");
+                assert_eq!(index, i);
+                assert_eq!(found.name, spec.name);
+            }
+        }
+    }
+
+    #[test]
+    fn lowercasing_sixteen_bytes_matches_byte_by_byte() {
+        // Every byte value in every position.
+        for base in 0..=255u8 {
+            let bytes: [u8; 16] = std::array::from_fn(|i| base.wrapping_add(i as u8));
+            let want = bytes.map(|b| b.to_ascii_lowercase());
+            let got = ascii_lowercase_16(u128::from_le_bytes(bytes)).to_le_bytes();
+            assert_eq!(got, want, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn load_le_reads_any_short_slice() {
+        let data: Vec<u8> = (1..=8).collect();
+        for n in 0..=8 {
+            let mut want = [0u8; 8];
+            want[..n].copy_from_slice(&data[..n]);
+            assert_eq!(load_le(&data[..n]), u64::from_le_bytes(want), "{n}");
+        }
+    }
+
+    #[test]
+    fn near_names_are_not_commands() {
+        for name in [
+            &b""[..],
+            b"pin",
+            b"pingg",
+            b"ping\0",
+            b"\0ping",
+            b"p\0ng",
+            b"PING ",
+            b"xautoclaimxxxxxx",
+            b"punsubscribe1234567",
+            b"P\xc9NG",
+            b"\xd0ing",
+        ] {
+            assert!(find(name).is_none(), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn cross_protocol_keys_match_the_check() {
+        for name in [
+            &b"POST"[..],
+            b"post",
+            b"Host:",
+            b"HOST:",
+            b"host",
+            b"posts",
+            b"host\x1a",
+            b"GET",
+        ] {
+            let by_key = matches!(NameKey::of(name), Some(POST | HOST));
+            assert_eq!(by_key, is_cross_protocol(name), "{name:?}");
+        }
+        // `execute` looks for them only among names that are not commands.
+        assert!(find(b"post").is_none() && find(b"host:").is_none());
+    }
 }

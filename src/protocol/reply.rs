@@ -27,7 +27,9 @@ impl<'a> Reply<'a> {
     }
 
     /// `+text`: `text` must not contain CR or LF.
+    #[inline]
     pub fn simple(&mut self, text: &str) {
+        self.buf.reserve(text.len() + 3);
         self.buf.push(b'+');
         self.buf.extend_from_slice(text.as_bytes());
         self.buf.extend_from_slice(b"\r\n");

@@ -181,6 +181,17 @@ impl RequestParser {
     /// as the previous call when that one returned `Incomplete`), and may only have
     /// grown at the back since.
     pub fn parse(&mut self, buf: &[u8]) -> Result<Parsed, ProtocolError> {
+        if let State::Start = self.state
+            && buf.first() == Some(&b'*')
+            && let Some(consumed) = self.parse_whole_multibulk(buf)
+        {
+            return Ok(Parsed::Request { consumed });
+        }
+        self.parse_general(buf)
+    }
+
+    /// `parse` for every frame, whole or in pieces, valid or not.
+    fn parse_general(&mut self, buf: &[u8]) -> Result<Parsed, ProtocolError> {
         if let State::Start = self.state {
             match buf.first() {
                 None => return Ok(Parsed::Incomplete),
@@ -234,6 +245,50 @@ impl RequestParser {
             Source::Frame => Args::new(buf, &self.args),
             Source::Scratch => Args::new(&self.scratch, &self.args),
         }
+    }
+
+    /// The common case in one pass: a multibulk frame that is complete in `buf`,
+    /// with plain decimal counts within every limit. Anything else (a partial
+    /// frame, a sign, a leading zero, a count over a limit, a malformed header)
+    /// returns `None` with the parser still between frames, and the general path
+    /// judges the frame from its start, errors and all.
+    fn parse_whole_multibulk(&mut self, buf: &[u8]) -> Option<usize> {
+        let (count, cr) = plain_uint(buf, 1)?;
+        let max_count = if self.unauthenticated {
+            MAX_UNAUTH_MULTIBULK_LEN.min(self.limits.max_multibulk_len)
+        } else {
+            self.limits.max_multibulk_len
+        };
+        if count == 0 || count > max_count as u64 {
+            return None;
+        }
+        let max_bulk = if self.unauthenticated {
+            MAX_UNAUTH_BULK_BYTES.min(self.limits.max_bulk_bytes)
+        } else {
+            self.limits.max_bulk_bytes
+        };
+        self.args.clear();
+        let mut pos = cr + 2;
+        for _ in 0..count {
+            if buf.get(pos) != Some(&b'$') {
+                return None;
+            }
+            let (len, cr) = plain_uint(buf, pos + 1)?;
+            if len > max_bulk as u64 {
+                return None;
+            }
+            // `len` is at most max_bulk_bytes, so the sums cannot overflow.
+            let start = cr + 2;
+            let end = start + len as usize;
+            if end + 2 > buf.len() {
+                return None;
+            }
+            self.args.push(start..end);
+            // Like Redis, the two bytes after a header or a payload go unchecked.
+            pos = end + 2;
+        }
+        self.source = Source::Frame;
+        Some(pos)
     }
 
     fn parse_multibulk(
@@ -333,9 +388,51 @@ impl RequestParser {
     }
 }
 
+/// Bytes of a header line scanned one by one before a vector search takes over.
+const SHORT_SCAN_BYTES: usize = 16;
+
 /// The index of the first `\r` at or after `from`.
 fn find_cr(buf: &[u8], from: usize) -> Option<usize> {
-    memchr::memchr(b'\r', buf.get(from..)?).map(|i| i + from)
+    let rest = buf.get(from..)?;
+    // Header lines are short (`*3`, `$5`): a plain scan finds their CR sooner than
+    // a vector search is set up.
+    let head = rest.get(..SHORT_SCAN_BYTES).unwrap_or(rest);
+    if let Some(i) = head.iter().position(|&b| b == b'\r') {
+        return Some(from + i);
+    }
+    let tail = rest.get(SHORT_SCAN_BYTES..)?;
+    memchr::memchr(b'\r', tail).map(|i| i + from + SHORT_SCAN_BYTES)
+}
+
+/// The plain decimal number at `from` that runs up to a CR followed by one more
+/// byte: its value and the CR's index. `None` for anything else (no digits, a
+/// sign, a leading zero, more than 18 digits, another byte before the CR, or a
+/// line not complete in `buf`); where such a number exists, `parse_int` of the
+/// same bytes gives the same value.
+fn plain_uint(buf: &[u8], from: usize) -> Option<(u64, usize)> {
+    let first = buf.get(from)?.wrapping_sub(b'0');
+    if first > 9 {
+        return None;
+    }
+    let mut value = u64::from(first);
+    let mut i = from + 1;
+    loop {
+        let b = *buf.get(i)?;
+        if b == b'\r' {
+            break;
+        }
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 || value == 0 || i - from >= 18 {
+            return None;
+        }
+        value = value * 10 + u64::from(digit);
+        i += 1;
+    }
+    // The CR's LF must be there too before the line counts.
+    if i + 2 > buf.len() {
+        return None;
+    }
+    Some((value, i))
 }
 
 /// Parses a decimal integer the way Redis's `string2ll` does: an optional `-`, no
@@ -682,6 +779,85 @@ mod tests {
             p.parse(b"*2\r\n$4\r\nAUTH\r\n$1\r\np\r\n").unwrap(),
             Parsed::Request { consumed: 21 }
         );
+    }
+
+    /// Every way through `parse` agrees with the general path alone.
+    #[test]
+    fn whole_frame_path_agrees_with_the_general_path() {
+        let limits = Limits {
+            max_bulk_bytes: 8,
+            max_multibulk_len: 4,
+            ..Limits::default()
+        };
+        let frames: &[&[u8]] = &[
+            b"*1\r\n$4\r\nPING\r\n",
+            b"*2\r\n$4\r\nECHO\r\n$0\r\n\r\n",
+            b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$8\r\n12345678\r\n",
+            b"*1\r\n$4\r\nPINGxx",
+            b"*1\r\n$4\r\nPING\r",
+            b"*1\r\n$4\r\nPI",
+            b"*1\r\n$4\r",
+            b"*1\r\n$",
+            b"*1\r",
+            b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n",
+            b"*5\r\n$1\r\na\r\n",
+            b"*1\r\n$9\r\n123456789\r\n",
+            b"*01\r\n$1\r\na\r\n",
+            b"*1\r\n$01\r\na\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*1\r\n$+1\r\na\r\n",
+            b"*-1\r\n",
+            b"*0\r\n",
+            b"*1\r\n:1\r\n",
+            b"*1\r\n$1x\r\na\r\n",
+            b"*1x\r\n",
+            b"*\r\n",
+            b"*1\r\n$\r\n\r\n",
+            b"*1\r\n$0\r\n\r\n",
+            b"*1\n$1\r\na\r\n",
+            b"*99999999999999999999\r\n",
+            b"*1\r\n$99999999999999999999\r\n",
+            b"*1\r\n$1\r\nab\r\n",
+            b"*2\r\n$1\r\na\r\n$1\r\nb\r\n*1\r\n$1\r\nc\r\n",
+        ];
+        for unauthenticated in [false, true] {
+            for frame in frames {
+                let mut fast = RequestParser::new(limits);
+                fast.set_unauthenticated(unauthenticated);
+                let mut general = RequestParser::new(limits);
+                general.set_unauthenticated(unauthenticated);
+                let a = fast.parse(frame);
+                let b = general.parse_general(frame);
+                assert_eq!(a, b, "{frame:?}");
+                if let Ok(Parsed::Request { .. }) = a {
+                    let args_a: Vec<_> = fast.args(frame).iter_from(0).collect();
+                    let args_b: Vec<_> = general.args(frame).iter_from(0).collect();
+                    assert_eq!(args_a, args_b, "{frame:?}");
+                }
+                assert_eq!(fast.is_idle(), general.is_idle(), "{frame:?}");
+            }
+        }
+        let mut p = RequestParser::new(Limits::default());
+        p.set_unauthenticated(true);
+        assert_eq!(
+            p.parse(b"*11\r\n$1\r\na\r\n"),
+            Err(ProtocolError::UnauthenticatedMultibulkLength)
+        );
+    }
+
+    #[test]
+    fn find_cr_finds_the_first_cr_anywhere() {
+        for at in 0..40 {
+            let mut buf = vec![b'1'; 48];
+            buf[at] = b'\r';
+            buf[at + 3] = b'\r';
+            for from in 0..=at {
+                assert_eq!(find_cr(&buf, from), Some(at), "at {at} from {from}");
+            }
+            assert_eq!(find_cr(&buf[..at], 0), None);
+        }
+        assert_eq!(find_cr(b"abc", 3), None);
+        assert_eq!(find_cr(b"abc", 4), None);
     }
 
     #[test]

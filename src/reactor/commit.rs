@@ -91,12 +91,12 @@ impl Reactor {
     /// Ends the tick's transaction; on success the tick's events go out, on failure
     /// every reply that depended on storage is replaced by the storage error.
     pub(super) fn commit(&mut self) {
-        let wrote = self.store.tick_has_writes();
-        let started = Instant::now();
+        // Only a tick that wrote has a commit worth timing.
+        let started = self.store.tick_has_writes().then(Instant::now);
         match self.store.finish_tick() {
             Ok(()) => {
                 self.stats.finish_tick(true);
-                if wrote {
+                if let Some(started) = started {
                     self.stats
                         .commit_seconds
                         .observe(started.elapsed().as_secs_f64());

@@ -213,6 +213,8 @@ pub struct Reactor {
     closing: Vec<usize>,
     /// Events of the tick, dispatched after its commit.
     tick_events: Vec<Event>,
+    /// When the current tick started: the time of every request it runs.
+    tick_now: Instant,
     next_client_id: u64,
     accept_paused_until: Option<Instant>,
     /// When the last accept failure was logged at warn level (rate limit).
@@ -353,6 +355,7 @@ impl Reactor {
             touched: Vec::new(),
             closing: Vec::new(),
             tick_events: Vec::new(),
+            tick_now: Instant::now(),
             next_client_id: 1,
             accept_paused_until: None,
             accept_warned_at: None,
@@ -437,11 +440,10 @@ impl Reactor {
                         self.drain_signals();
                         self.begin_stop("signal received");
                     }
-                    Token(k) => self.ready(
-                        k,
-                        ev.is_writable(),
-                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                    ),
+                    Token(k) => {
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        self.ready(k, ev.is_writable(), ev.is_readable() || closed, closed);
+                    }
                 }
             }
             self.tick();
@@ -455,13 +457,14 @@ impl Reactor {
 
     /// One connection's readiness: flush committed output now, queue reads for the
     /// tick.
-    fn ready(&mut self, k: usize, writable: bool, readable: bool) {
+    fn ready(&mut self, k: usize, writable: bool, readable: bool, read_closed: bool) {
         let Some(conn) = self.conns.get_mut(k) else {
             return; // an event for a key closed earlier: ignore it
         };
         if conn.phase == Phase::Closed {
             return;
         }
+        conn.read_closed |= read_closed;
         if writable && (conn.pending_output() > 0 || conn.tls_wants_write()) {
             let was_blocked = conn.backpressured();
             self.flush(k);
@@ -490,6 +493,7 @@ impl Reactor {
     /// then flushes.
     fn tick(&mut self) {
         let started = Instant::now();
+        self.tick_now = started;
         self.stats.tick_requests = 0;
         let mut work = std::mem::take(&mut self.work);
         for &k in &work {

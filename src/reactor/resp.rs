@@ -120,7 +120,7 @@ impl Reactor {
                 }
                 Ok(Parsed::Request { consumed }) => {
                     let args = parser.args(input);
-                    session.last_active = Instant::now();
+                    session.last_active = self.tick_now;
                     let mut used_storage = false;
                     let resp3 = session.resp3;
                     let mut ctx = Ctx::new(
