@@ -40,7 +40,7 @@ impl Reactor {
             || self.trim_at.is_some()
             || self.checkpoint_at.is_some()
             || self.waiters.iter().any(|w| w.deadline.is_some());
-        if !timed && self.store.commits_since_checkpoint() < CHECKPOINT_COMMITS {
+        if !timed && !self.store.checkpoint_due() {
             // Nothing is due without a clock (the common tick): skip reading it.
             return;
         }
