@@ -65,10 +65,12 @@ pub const PUBSUB_SOFT_LIMIT_TIME: Duration = Duration::from_secs(60);
 /// How long to stop accepting after `accept` fails for lack of descriptors.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// WAL frames (pages) after which a passive checkpoint runs after the tick's flush,
-/// busy or not. A checkpoint stalls the loop for the time it takes to copy the
-/// frames into the database and sync it, so the log is kept small: 2048 frames is
-/// 8 MiB at SQLite's 4 KiB pages.
-pub const CHECKPOINT_WAL_FRAMES: u64 = 2048;
+/// busy or not: 8192 frames is 32 MiB at SQLite's 4 KiB pages. A checkpoint stalls
+/// the loop while it copies the frames and syncs the database, mostly for its two
+/// syncs at small loads: with 2048 frames, REGISTER at pipeline 1 spent ~6% of its
+/// time in them and its p99 was 2.4× Redis's; with 8192 it is below Redis's, and a
+/// checkpoint under pipelined load takes ~60 ms instead of ~25 ms (docs/BENCHMARKS.md).
+pub const CHECKPOINT_WAL_FRAMES: u64 = 8192;
 /// Idle time after the last commit before a passive checkpoint runs.
 pub const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
 /// How often the event log is trimmed to `--retain-events`.
