@@ -13,47 +13,50 @@ pub fn now_ms() -> i64 {
 /// Formats Unix milliseconds as RFC 3339 UTC with milliseconds:
 /// `2026-11-30T08:02:05.123Z`.
 pub fn rfc3339(ms: i64) -> String {
-    if let Some(b) = rfc3339_fixed(ms) {
-        return b.iter().map(|&c| char::from(c)).collect();
-    }
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    with_rfc3339(ms, |b| String::from_utf8_lossy(b).into_owned())
 }
 
-/// [`rfc3339`] as 24 ASCII bytes, written without the formatting machinery (LOOKUP
-/// runs it per reply); `None` for years outside 0–9999.
-pub fn rfc3339_fixed(ms: i64) -> Option<[u8; 24]> {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
+/// Runs `f` on [`rfc3339`]'s bytes, written on the stack without the formatting
+/// machinery (replies run it per user or entry); years outside 0–9999 take the
+/// formatted path.
+pub fn with_rfc3339<R>(ms: i64, f: impl FnOnce(&[u8]) -> R) -> R {
+    let [y, m, d, hh, mm, ss, millis] = parts(ms);
     if !(0..=9999).contains(&y) {
-        return None;
+        let text = format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{millis:03}Z");
+        return f(text.as_bytes());
     }
     let mut out = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, mut n: i64| {
+    for (at, width, mut n) in [
+        (0, 4, y),
+        (5, 2, m),
+        (8, 2, d),
+        (11, 2, hh),
+        (14, 2, mm),
+        (17, 2, ss),
+        (20, 3, millis),
+    ] {
         for i in (at..at + width).rev() {
             out[i] = b'0' + (n % 10) as u8;
             n /= 10;
         }
-    };
-    put(0, 4, y);
-    put(5, 2, i64::from(m));
-    put(8, 2, i64::from(d));
-    put(11, 2, sod / 3600);
-    put(14, 2, sod / 60 % 60);
-    put(17, 2, sod % 60);
-    put(20, 3, millis);
-    Some(out)
+    }
+    f(&out)
+}
+
+/// Year, month, day, hours, minutes, seconds and milliseconds of `ms`, UTC.
+fn parts(ms: i64) -> [i64; 7] {
+    let secs = ms.div_euclid(1000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    [
+        y,
+        i64::from(m),
+        i64::from(d),
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60,
+        ms.rem_euclid(1000),
+    ]
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard
@@ -95,7 +98,7 @@ mod tests {
             1_796_025_725_123,
             253_402_300_799_999,
         ] {
-            let fixed = rfc3339_fixed(ms).expect("four-digit year");
+            let fixed = with_rfc3339(ms, <[u8]>::to_vec);
             let secs = ms.div_euclid(1000);
             let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
             let sod = secs.rem_euclid(86_400);

@@ -251,7 +251,8 @@ pub struct Store {
     txn: Txn,
     /// Counts as committed.
     committed: Counts,
-    /// Counts as the tick sees them (its own uncommitted writes included).
+    /// The event log's counts as the tick sees them (its own uncommitted writes
+    /// included). Its `users` is not kept up: the index counts users (`counts`).
     tick: Counts,
     commits_since_checkpoint: u64,
     /// Frames in the WAL after the last commit, as SQLite's WAL hook reports it.
@@ -361,12 +362,15 @@ impl Store {
 
     /// Users, as this tick sees them (its own uncommitted changes included).
     pub fn user_count(&self) -> i64 {
-        self.tick.users
+        self.users.len() as i64
     }
 
     /// Counts as this tick sees them.
     pub fn counts(&self) -> Counts {
-        self.tick
+        Counts {
+            users: self.user_count(),
+            ..self.tick
+        }
     }
 
     /// Counts as committed.
@@ -391,12 +395,11 @@ impl Store {
         now_ms: i64,
     ) -> std::result::Result<Option<Change>, StorageError> {
         self.begin()?;
-        if self.users.contains(name) {
+        let Some(user_id) = self.users.add(name, fields, now_ms) else {
             return Ok(None);
-        }
+        };
         // Sorted keys make the stored JSON canonical; a string map always serializes.
         let json = serde_json::to_string(fields).unwrap_or_else(|_| "{}".to_string());
-        let user_id = self.users.add(name, fields, now_ms);
         let seq = self.tick.last_seq + 1;
         self.pending.push(Pending {
             id: user_id,
@@ -405,7 +408,6 @@ impl Store {
             json,
             at: now_ms,
         });
-        self.tick.users += 1;
         self.note_event(seq);
         if self.pending.len() >= MAX_PENDING {
             self.flush()?;
@@ -474,11 +476,10 @@ impl Store {
     ) -> std::result::Result<Option<(Change, FieldMap)>, StorageError> {
         self.begin()?;
         self.flush()?;
-        let Some(user) = self.users.get(name) else {
+        // Out of the index first: a failed write below rolls the index back too.
+        let Some((user_id, fields)) = self.users.remove(name) else {
             return Ok(None);
         };
-        let user_id = user.id;
-        let fields = user.fields.to_map();
         let json = serde_json::to_string(&fields).unwrap_or_else(|_| "{}".to_string());
         let res = (|| {
             self.conn
@@ -494,14 +495,12 @@ impl Store {
             Ok(self.conn.last_insert_rowid())
         })();
         let seq = self.guard(res)?;
-        self.users.remove(name);
-        self.tick.users -= 1;
         self.note_event(seq);
         Ok(Some((Change { user_id, seq }, fields)))
     }
 
     /// The user named `name`, as the tick sees it; no query (the in-memory index).
-    pub fn lookup(&mut self, name: &str) -> std::result::Result<Option<UserRef<'_>>, StorageError> {
+    pub fn lookup(&self, name: &str) -> std::result::Result<Option<UserRef<'_>>, StorageError> {
         self.readable()?;
         Ok(self.users.get(name))
     }
@@ -667,7 +666,7 @@ impl Store {
             }
             Txn::Open => match self.conn.execute_batch("COMMIT") {
                 Ok(()) => {
-                    self.committed = self.tick;
+                    self.committed = self.counts();
                     self.users.commit();
                     self.commits_since_checkpoint += 1;
                     self.healthy = true;

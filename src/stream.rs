@@ -142,7 +142,7 @@ pub fn write_entry(out: &mut Reply<'_>, row: &EventRow) {
     out.bulk(b"fields");
     out.bulk(row.fields.as_bytes());
     out.bulk(b"at");
-    out.bulk(crate::clock::rfc3339(row.at).as_bytes());
+    crate::clock::with_rfc3339(row.at, |b| out.bulk(b));
 }
 
 /// Writes one `events.dead` entry: `[id, [event, <id>, group, .., consumer, ..,
@@ -161,7 +161,7 @@ pub fn write_dead_entry(out: &mut Reply<'_>, dead: &DeadLetter, event: Option<&E
     out.bulk(b"deliveries");
     out.bulk_int(dead.deliveries);
     out.bulk(b"at");
-    out.bulk(crate::clock::rfc3339(dead.at).as_bytes());
+    crate::clock::with_rfc3339(dead.at, |b| out.bulk(b));
     if let Some(ev) = event {
         out.bulk(b"kind");
         out.bulk(ev.kind.as_bytes());

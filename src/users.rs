@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 /// How many hash tables the index is split into (a power of two).
 pub const SHARDS: usize = 256;
@@ -67,13 +68,30 @@ impl Rec {
         self.i64_at(8)
     }
 
-    /// The name, and the packed fields after it.
-    fn split(&self) -> (&str, &[u8]) {
+    /// The name's bytes, and the packed fields after them.
+    fn split_bytes(&self) -> (&[u8], &[u8]) {
         let mut it = FieldIter {
             rest: self.0.get(HEAD..).unwrap_or_default(),
         };
-        let name = it.next_str().unwrap_or_default();
+        let name = it.next_bytes().unwrap_or_default();
         (name, it.rest)
+    }
+
+    /// The name, compared as bytes when probing the tables.
+    fn has_name(&self, name: &str) -> bool {
+        self.split_bytes().0 == name.as_bytes()
+    }
+
+    /// The user as callers see it.
+    fn user(&self) -> UserRef<'_> {
+        let (name, packed) = self.split_bytes();
+        UserRef {
+            id: self.id(),
+            // Packed only from `&str`s (see `put`): always UTF-8.
+            name: std::str::from_utf8(name).unwrap_or_default(),
+            created_at: self.created_at(),
+            fields: Fields { packed },
+        }
     }
 }
 
@@ -108,18 +126,17 @@ pub struct UserRef<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fields<'a> {
     packed: &'a [u8],
-    len: usize,
 }
 
 impl<'a> Fields<'a> {
-    /// How many fields.
+    /// How many fields (counted by walking them).
     pub fn len(&self) -> usize {
-        self.len
+        self.iter().count()
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.packed.is_empty()
     }
 
     /// The (name, value) pairs, in name order.
@@ -142,13 +159,17 @@ pub struct FieldIter<'a> {
 }
 
 impl<'a> FieldIter<'a> {
-    fn next_str(&mut self) -> Option<&'a str> {
+    fn next_bytes(&mut self) -> Option<&'a [u8]> {
         let (len, tail) = self.rest.split_first_chunk::<4>()?;
         let len = u32::from_le_bytes(*len) as usize;
         let (s, tail) = tail.split_at_checked(len)?;
         self.rest = tail;
-        // Packed only from `&str`s (see `pack`): always UTF-8.
-        std::str::from_utf8(s).ok()
+        Some(s)
+    }
+
+    fn next_str(&mut self) -> Option<&'a str> {
+        // Packed only from `&str`s (see `put`): always UTF-8.
+        std::str::from_utf8(self.next_bytes()?).ok()
     }
 }
 
@@ -160,23 +181,6 @@ impl<'a> Iterator for FieldIter<'a> {
     }
 }
 
-fn count(packed: &[u8]) -> usize {
-    FieldIter { rest: packed }.count()
-}
-
-fn user(rec: &Rec) -> UserRef<'_> {
-    let (name, packed) = rec.split();
-    UserRef {
-        id: rec.id(),
-        name,
-        created_at: rec.created_at(),
-        fields: Fields {
-            packed,
-            len: count(packed),
-        },
-    }
-}
-
 /// The users, by name.
 #[derive(Debug)]
 pub struct Users {
@@ -184,7 +188,6 @@ pub struct Users {
     // crafted set of names from degrading the tables.
     hasher: RandomState,
     shards: Vec<HashTable<Slot>>,
-    len: usize,
     /// The id the next registration gets.
     next_id: i64,
     /// `next_id` as committed: every user with an id at or above it was added by
@@ -199,7 +202,6 @@ impl Default for Users {
         Users {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
-            len: 0,
             next_id: 1,
             committed_next_id: 1,
             removed: Vec::new(),
@@ -231,10 +233,9 @@ impl Users {
         fields: &BTreeMap<String, String>,
         created_at: i64,
     ) -> bool {
-        if self.contains(name) {
+        if !self.insert_new(id, name, fields, created_at) {
             return false;
         }
-        self.insert(Rec::new(id, created_at, name, fields));
         self.next_id = self.next_id.max(id + 1);
         self.committed_next_id = self.next_id;
         true
@@ -242,70 +243,70 @@ impl Users {
 
     /// How many users (the tick's view).
     pub fn len(&self) -> usize {
-        self.len
+        self.shards.iter().map(HashTable::len).sum()
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn find(&self, name: &str) -> Option<&Rec> {
-        let hash = self.hasher.hash_one(name);
-        self.shards[shard_of(hash)]
-            .find(hash, |s| s.rec.split().0 == name)
-            .map(|s| &s.rec)
-    }
-
-    /// Inserts a record whose name is not in the index.
-    fn insert(&mut self, rec: Rec) {
-        let hash = self.hasher.hash_one(rec.split().0);
-        self.insert_slot(Slot { hash, rec });
-    }
-
-    fn insert_slot(&mut self, slot: Slot) {
-        self.shards[shard_of(slot.hash)].insert_unique(slot.hash, slot, |s| s.hash);
-        self.len += 1;
-    }
-
-    /// True when `name` is registered.
-    pub fn contains(&self, name: &str) -> bool {
-        self.find(name).is_some()
-    }
-
-    /// The id the next [`Users::add`] assigns.
-    pub fn next_id(&self) -> i64 {
-        self.next_id
+        self.shards.iter().all(HashTable::is_empty)
     }
 
     /// The user named `name`.
     pub fn get(&self, name: &str) -> Option<UserRef<'_>> {
-        self.find(name).map(user)
+        let hash = self.hasher.hash_one(name);
+        self.shards[shard_of(hash)]
+            .find(hash, |s| s.rec.has_name(name))
+            .map(|s| s.rec.user())
     }
 
-    /// Adds `name` (not registered: the caller checked) with the next id, which
-    /// it returns.
-    pub fn add(&mut self, name: &str, fields: &BTreeMap<String, String>, created_at: i64) -> i64 {
+    /// Adds `name` with the next id and returns the id; `None` when the name is
+    /// taken. One hash and one probe.
+    pub fn add(
+        &mut self,
+        name: &str,
+        fields: &BTreeMap<String, String>,
+        created_at: i64,
+    ) -> Option<i64> {
         let id = self.next_id;
-        self.next_id += 1;
-        self.insert(Rec::new(id, created_at, name, fields));
-        id
+        self.insert_new(id, name, fields, created_at).then(|| {
+            self.next_id += 1;
+            id
+        })
     }
 
-    /// Removes `name`; its id when it was registered.
-    pub fn remove(&mut self, name: &str) -> Option<i64> {
+    /// Inserts a user unless its name is there; true when it was inserted.
+    fn insert_new(
+        &mut self,
+        id: i64,
+        name: &str,
+        fields: &BTreeMap<String, String>,
+        created_at: i64,
+    ) -> bool {
+        let hash = self.hasher.hash_one(name);
+        match self.shards[shard_of(hash)].entry(hash, |s| s.rec.has_name(name), |s| s.hash) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(slot) => {
+                let rec = Rec::new(id, created_at, name, fields);
+                slot.insert(Slot { hash, rec });
+                true
+            }
+        }
+    }
+
+    /// Removes `name`; its id and fields when it was registered.
+    pub fn remove(&mut self, name: &str) -> Option<(i64, BTreeMap<String, String>)> {
         let hash = self.hasher.hash_one(name);
         let entry = self.shards[shard_of(hash)]
-            .find_entry(hash, |s| s.rec.split().0 == name)
+            .find_entry(hash, |s| s.rec.has_name(name))
             .ok()?;
         let (slot, _) = entry.remove();
-        self.len -= 1;
-        let id = slot.rec.id();
+        let user = slot.rec.user();
+        let taken = (user.id, user.fields.to_map());
         // Users the tick added itself need no restoring.
-        if id < self.committed_next_id {
+        if taken.0 < self.committed_next_id {
             self.removed.push(slot);
         }
-        Some(id)
+        Some(taken)
     }
 
     /// The tick committed: its changes stay.
@@ -321,11 +322,10 @@ impl Users {
             for shard in &mut self.shards {
                 shard.retain(|s| s.rec.id() < first);
             }
-            self.len = self.shards.iter().map(HashTable::len).sum();
             self.next_id = first;
         }
-        for slot in std::mem::take(&mut self.removed) {
-            self.insert_slot(slot);
+        for slot in self.removed.drain(..) {
+            self.shards[shard_of(slot.hash)].insert_unique(slot.hash, slot, |s| s.hash);
         }
     }
 }
@@ -370,18 +370,18 @@ mod tests {
             Some((1, map(&[("k", "1")])))
         );
         assert_eq!(u.get("b").map(|r| r.id), Some(2));
-        assert!(!u.contains("c"));
-        assert_eq!(u.next_id(), 3);
+        assert!(u.get("c").is_none());
+        assert_eq!(u.next_id, 3);
     }
 
     #[test]
     fn a_user_added_and_removed_in_one_tick_is_gone_after_rollback() {
         let mut u = Users::new(10);
         u.add("x", &BTreeMap::new(), 0);
-        assert_eq!(u.remove("x"), Some(10));
+        assert_eq!(u.remove("x").map(|(id, _)| id), Some(10));
         u.rollback();
         assert!(u.is_empty());
-        assert_eq!(u.next_id(), 10);
+        assert_eq!(u.next_id, 10);
     }
 
     #[test]
@@ -392,7 +392,7 @@ mod tests {
         }
         u.commit();
         for i in (0..20_000).step_by(3) {
-            assert_eq!(u.remove(&format!("user{i}")), Some(i + 1));
+            assert_eq!(u.remove(&format!("user{i}")).map(|(id, _)| id), Some(i + 1));
         }
         for i in 20_000..25_000 {
             u.add(&format!("user{i}"), &BTreeMap::new(), i);

@@ -31,10 +31,7 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             out.bulk(b"name");
             out.bulk(user.name.as_bytes());
             out.bulk(b"created_at");
-            match crate::clock::rfc3339_fixed(user.created_at) {
-                Some(b) => out.bulk(&b),
-                None => out.bulk(crate::clock::rfc3339(user.created_at).as_bytes()),
-            }
+            crate::clock::with_rfc3339(user.created_at, |b| out.bulk(b));
             out.bulk(b"fields");
             out.map(user.fields.len());
             for (k, v) in user.fields.iter() {
