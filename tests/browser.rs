@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::TestServer;
+use common::reply::{call_cmd, register_cmd};
 use redis::{ConnectionLike, Value as Redis};
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
@@ -258,12 +259,7 @@ impl Drop for Browser {
 }
 
 fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
-    let mut cmd = redis::cmd("REGISTER");
-    cmd.arg(name);
-    for (k, v) in fields {
-        cmd.arg(*k).arg(*v);
-    }
-    match con.req_command(&cmd).expect("a reply") {
+    match call_cmd(con, &register_cmd(name, fields)) {
         Redis::Int(id) if id > 0 => id,
         other => panic!("REGISTER {name}: {other:?}"),
     }

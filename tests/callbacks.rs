@@ -8,12 +8,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use common::TestServer;
+use common::reply::{register, unregister};
+use common::{Raw, TestServer, resp};
 use userbus::config::MAX_FIELD_VALUE_BYTES;
 use userbus::{Event, EventKind};
 
@@ -105,68 +104,6 @@ fn stored_events(db: &Path) -> Vec<Event> {
     .expect("rows")
 }
 
-fn register(c: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
-    let mut cmd = redis::cmd("REGISTER");
-    cmd.arg(name);
-    for (k, v) in fields {
-        cmd.arg(*k).arg(*v);
-    }
-    cmd.query(c).expect("REGISTER")
-}
-
-fn unregister(c: &mut redis::Connection, name: &str) -> i64 {
-    redis::cmd("UNREGISTER")
-        .arg(name)
-        .query(c)
-        .expect("UNREGISTER")
-}
-
-/// Encodes a request as a RESP array of bulk strings.
-fn resp(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-    }
-    out
-}
-
-/// A raw connection that reads one-line replies.
-struct Raw {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Raw {
-    fn connect(server: &TestServer) -> Raw {
-        let s = server.raw();
-        Raw {
-            r: BufReader::new(s.try_clone().expect("clone socket")),
-            w: s,
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).expect("write");
-    }
-
-    /// The next reply line, without its CRLF.
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("read reply");
-        assert!(line.ends_with("\r\n"), "incomplete reply line {line:?}");
-        line.truncate(line.len() - 2);
-        line
-    }
-
-    /// The next reply, which must be an integer.
-    fn int(&mut self) -> i64 {
-        let line = self.line();
-        line.strip_prefix(':')
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("expected an integer reply, got {line:?}"))
-    }
-}
-
 fn handler_panics(c: &mut redis::Connection) -> String {
     let text: String = redis::cmd("INFO").arg("stats").query(c).expect("INFO");
     text.lines()
@@ -192,7 +129,7 @@ fn callbacks_see_exactly_the_committed_events_in_commit_order() {
     );
     let started_ms = userbus::clock::now_ms();
     let mut c = server.redis();
-    let mut raw = Raw::connect(&server);
+    let mut raw = Raw::connect(server.addr);
     let mut expected = Vec::new();
 
     let alice = register(&mut c, "alice", &[("plan", "pro"), ("city", "Oslo")]);
@@ -266,7 +203,7 @@ fn a_taken_name_or_an_unknown_name_produces_no_event() {
 
     assert_eq!(register(&mut c, "alice", &[("plan", "pro")]), 0);
     assert_eq!(unregister(&mut c, "nobody"), 0);
-    let mut raw = Raw::connect(&server);
+    let mut raw = Raw::connect(server.addr);
     let mut batch = resp(&["REGISTER", "alice"]);
     batch.extend(resp(&["UNREGISTER", "nobody"]));
     raw.send(&batch);
@@ -313,7 +250,7 @@ fn a_panicking_callback_is_isolated() {
     assert_eq!(pong, "PONG");
 
     // Two panics in one tick: the rest of that tick's dispatch still happens.
-    let mut raw = Raw::connect(&server);
+    let mut raw = Raw::connect(server.addr);
     let mut batch = resp(&["REGISTER", "boom2"]);
     batch.extend(resp(&["REGISTER", "boom3"]));
     batch.extend(resp(&["REGISTER", "carol"]));
@@ -363,7 +300,7 @@ fn events_of_a_rolled_back_tick_never_reach_callbacks() {
                 .on_registered(recorder(&registered))
         },
     );
-    let mut raw = Raw::connect(&server);
+    let mut raw = Raw::connect(server.addr);
     let value = "v".repeat(MAX_FIELD_VALUE_BYTES);
 
     // One tick: the small registration alone would commit, the big one cannot, so

@@ -12,15 +12,17 @@
 //! not answered before the kill) is unknown, and the first restart settles it: from
 //! then on the ledger holds the exact state of every name the test ever sent, and
 //! every later round must keep it.
+mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{IO_TIMEOUT, multibulk, userbus_command};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 /// Kill/restart rounds per durability mode.
@@ -35,8 +37,6 @@ const MAX_PIPELINE: u64 = 24;
 const GROUP: &str = "crashgrp";
 /// The consumer's name in that group.
 const CONSUMER: &str = "c1";
-/// How long to wait for the server to start or a reply to come.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn kill_9_under_load_keeps_every_acknowledged_write_strict() {
@@ -113,20 +113,12 @@ struct Server {
 impl Server {
     /// Starts the binary on `db`; returns once the startup line names the RESP port.
     fn start(db: &Path, durability: &str) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_userbus"));
-        cmd.args(["serve", "--port", "0", "--http-port", "0", "--db"])
+        let mut child = userbus_command()
+            .args(["serve", "--port", "0", "--http-port", "0", "--db"])
             .arg(db)
             .args(["--durability", durability])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("USERBUS_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn userbus");
+            .spawn()
+            .expect("spawn userbus");
         let (tx, lines) = mpsc::channel();
         forward_lines(child.stdout.take().expect("stdout"), tx.clone());
         forward_lines(child.stderr.take().expect("stderr"), tx);
@@ -200,17 +192,6 @@ fn forward_lines(from: impl Read + Send + 'static, to: mpsc::Sender<String>) {
 
 // ---------------------------------------------------------------------------
 // RESP over raw sockets.
-
-/// Encodes a request as a RESP array of bulk strings.
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
 
 /// A raw connection whose replies are read line by line.
 struct Raw {
@@ -298,7 +279,7 @@ impl Value {
 
 fn create_group(port: u16) {
     let mut c = Raw::connect(port).expect("connect");
-    c.w.write_all(&resp(&[
+    c.w.write_all(&multibulk(&[
         b"XGROUP",
         b"CREATE",
         b"events",
@@ -400,13 +381,13 @@ fn writer(port: u16, prefix: &str, seed: u64) -> Outcome {
             if !live.is_empty() && rng.range(0..10) < 3 {
                 let i = rng.range(0..live.len() as u64) as usize;
                 let name = live.swap_remove(i);
-                bytes.extend(resp(&[b"UNREGISTER", name.as_bytes()]));
+                bytes.extend(multibulk(&[b"UNREGISTER", name.as_bytes()]));
                 ops.push(Op::Unregister(name));
             } else {
                 let name = format!("{prefix}n{next}");
                 let value = format!("v{}", rng.next());
                 next += 1;
-                bytes.extend(resp(&[
+                bytes.extend(multibulk(&[
                     b"REGISTER",
                     name.as_bytes(),
                     b"tag",
@@ -465,7 +446,7 @@ fn consumer(port: u16, seed: u64) -> Outcome {
         return out;
     };
     loop {
-        let read = resp(&[
+        let read = multibulk(&[
             b"XREADGROUP",
             b"GROUP",
             GROUP.as_bytes(),
@@ -505,7 +486,7 @@ fn consumer(port: u16, seed: u64) -> Outcome {
         let ids: Vec<String> = to_ack.iter().map(|s| format!("{s}-0")).collect();
         let mut args: Vec<&[u8]> = vec![b"XACK", b"events", GROUP.as_bytes()];
         args.extend(ids.iter().map(|s| s.as_bytes()));
-        if c.w.write_all(&resp(&args)).is_err() {
+        if c.w.write_all(&multibulk(&args)).is_err() {
             out.ack_unknown.extend(to_ack);
             return out;
         }
@@ -646,9 +627,9 @@ fn check_over_resp(port: u16, ledger: &Ledger, round: &Outcome) {
     let undecided: HashSet<&String> = round.unregister_unknown.iter().collect();
     let mut bytes = Vec::new();
     for (name, _) in &round.registered {
-        bytes.extend(resp(&[b"LOOKUP", name.as_bytes()]));
+        bytes.extend(multibulk(&[b"LOOKUP", name.as_bytes()]));
     }
-    bytes.extend(resp(&[b"USERCOUNT"]));
+    bytes.extend(multibulk(&[b"USERCOUNT"]));
     c.w.write_all(&bytes).expect("write LOOKUPs");
     for (name, id) in &round.registered {
         let reply = c.value().expect("LOOKUP reply");

@@ -5,14 +5,14 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
 
-use common::{IO_TIMEOUT, TestServer};
+use common::reply::info;
+use common::{IO_TIMEOUT, Raw, TestServer, fields, multibulk, userbus_command};
 use userbus::config::MAX_FIELD_VALUE_BYTES;
 use userbus::{Config, Error, Server};
 
@@ -32,17 +32,6 @@ const BIG_FIELDS: usize = 2;
 // ---------------------------------------------------------------------------
 // Raw RESP over a socket, as `nc` would send it.
 
-/// Encodes a request as a RESP array of bulk strings.
-fn resp(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// `REGISTER name field value ...` as RESP.
 fn register_cmd(name: &str, fields: &[(String, String)]) -> Vec<u8> {
     let mut args: Vec<&[u8]> = vec![b"REGISTER", name.as_bytes()];
@@ -50,7 +39,7 @@ fn register_cmd(name: &str, fields: &[(String, String)]) -> Vec<u8> {
         args.push(k.as_bytes());
         args.push(v.as_bytes());
     }
-    resp(&args)
+    multibulk(&args)
 }
 
 /// `n` fields whose values are as long as a value may be.
@@ -64,42 +53,6 @@ fn big_fields(n: usize) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-/// A raw connection that reads one-line replies (integers, errors, statuses).
-struct Raw {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        s.set_nodelay(true).expect("nodelay");
-        Raw {
-            r: BufReader::new(s.try_clone().expect("clone socket")),
-            w: s,
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).expect("write");
-    }
-
-    /// The next reply line, without its CRLF.
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("read reply");
-        assert!(line.ends_with("\r\n"), "incomplete reply line {line:?}");
-        line.truncate(line.len() - 2);
-        line
-    }
-
-    fn call(&mut self, bytes: &[u8]) -> String {
-        self.send(bytes);
-        self.line()
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -164,22 +117,6 @@ fn all_names(c: &mut redis::Connection) -> Vec<String> {
         }
         cursor = next;
     }
-}
-
-/// The `field:value` lines of `INFO section`.
-fn info(c: &mut redis::Connection, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -259,7 +196,7 @@ fn a_pipelined_burst_survives_a_restart() {
     let db = dir.path().join("userbus.db");
 
     let server = TestServer::start_at(&db, |_| {}, |b| b);
-    let mut raw = Raw::connect(server.addr.port());
+    let mut raw = Raw::connect(server.addr);
     let burst: Vec<u8> = (0..N)
         .flat_map(|i| register_cmd(&format!("burst{i}"), &[("i".into(), i.to_string())]))
         .collect();
@@ -290,7 +227,7 @@ fn a_full_database_fails_only_the_registrations_it_did_not_acknowledge() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("userbus.db");
     let server = TestServer::start_at(&db, |cfg| cfg.max_db_pages = fill_max_pages(), |b| b);
-    let mut raw = Raw::connect(server.addr.port());
+    let mut raw = Raw::connect(server.addr);
     let big = big_fields(BIG_FIELDS);
 
     let mut acked: Vec<(String, i64)> = Vec::new();
@@ -341,7 +278,7 @@ fn a_full_database_fails_only_the_registrations_it_did_not_acknowledge() {
     // An UNREGISTER may or may not fit (its event row needs room too); either way
     // its reply must match what the database holds afterwards.
     let (gone, gone_id) = acked[0].clone();
-    let reply = raw.call(&resp(&[b"UNREGISTER", gone.as_bytes()]));
+    let reply = raw.call(&multibulk(&[b"UNREGISTER", gone.as_bytes()]));
     let removed = match reply.as_str() {
         ":1" => true,
         r if r.starts_with("-ERR storage: ") => false,
@@ -372,7 +309,7 @@ fn a_full_database_fails_only_the_registrations_it_did_not_acknowledge() {
     for name in &failed {
         assert_eq!(lookup(&mut c, name), None, "{name} was refused but exists");
     }
-    let mut raw = Raw::connect(server.addr.port());
+    let mut raw = Raw::connect(server.addr);
     let reply = raw.call(&register_cmd("after-restart", &big));
     let id: i64 = reply
         .strip_prefix(':')
@@ -392,7 +329,7 @@ fn a_full_database_fails_only_the_registrations_it_did_not_acknowledge() {
 #[test]
 fn a_failed_write_fails_every_request_of_its_tick() {
     let server = TestServer::start_with(|cfg| cfg.max_db_pages = tight_max_pages(), |b| b);
-    let mut raw = Raw::connect(server.addr.port());
+    let mut raw = Raw::connect(server.addr);
     let big = big_fields(BIG_FIELDS);
 
     // One write, so the server reads and runs all three in one tick: the small
@@ -400,7 +337,7 @@ fn a_failed_write_fails_every_request_of_its_tick() {
     // transaction.
     let mut batch = register_cmd("small", &[("plan".into(), "free".into())]);
     batch.extend(register_cmd("big", &big));
-    batch.extend(resp(&[b"USERCOUNT"]));
+    batch.extend(multibulk(&[b"USERCOUNT"]));
     raw.send(&batch);
     let replies = [raw.line(), raw.line(), raw.line()];
     for (reply, what) in replies
@@ -451,19 +388,11 @@ struct Bin {
 impl Bin {
     /// Starts `userbus args...` with `envs`, without any `USERBUS_*` setting of ours.
     fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Bin {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_userbus"));
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("USERBUS_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.envs(envs.iter().copied());
-        let mut child = cmd.spawn().expect("spawn userbus");
+        let mut child = userbus_command()
+            .args(args)
+            .envs(envs.iter().copied())
+            .spawn()
+            .expect("spawn userbus");
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
@@ -583,12 +512,12 @@ fn signal_stops_cleanly_and_keeps_every_acknowledged_write(signal: &str) {
             .expect("REGISTER");
         acked.push((name, id));
     }
-    let mut idle = Raw::connect(port);
+    let mut idle = Raw::connect(("127.0.0.1", port));
     assert_eq!(idle.call(b"PING\r\n"), "+PONG");
 
     // A burst in flight when the signal lands: whatever part of it the server
     // acknowledges must be durable; the rest may be dropped.
-    let mut busy = Raw::connect(port);
+    let mut busy = Raw::connect(("127.0.0.1", port));
     let burst: Vec<u8> = (0..500)
         .flat_map(|i| register_cmd(&format!("burst{i}"), &[]))
         .collect();
@@ -907,7 +836,7 @@ fn registrations_written_together_keep_their_order_ids_and_events() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("userbus.db");
     let server = TestServer::start_at(&db, |_| {}, |b| b);
-    let mut raw = Raw::connect(server.addr.port());
+    let mut raw = Raw::connect(server.addr);
     let mut batch = Vec::new();
     for i in 0..N {
         batch.extend(register_cmd(
@@ -915,8 +844,8 @@ fn registrations_written_together_keep_their_order_ids_and_events() {
             &[("i".into(), i.to_string())],
         ));
         if i == N / 2 {
-            batch.extend(resp(&[b"UNREGISTER", b"n7"]));
-            batch.extend(resp(&[b"XLEN", b"events"]));
+            batch.extend(multibulk(&[b"UNREGISTER", b"n7"]));
+            batch.extend(multibulk(&[b"XLEN", b"events"]));
         }
     }
     raw.send(&batch);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::TestServer;
 use userbus::config::Retention;
-use userbus::{Event, EventKind};
+use userbus::{Builder, Event, EventKind};
 
 /// Waits for `n` events from a channel-fed handler (fails after a deadline).
 fn recv_n(rx: &mpsc::Receiver<Event>, n: usize) -> Vec<Event> {
@@ -20,21 +20,26 @@ fn recv_n(rx: &mpsc::Receiver<Event>, n: usize) -> Vec<Event> {
         .collect()
 }
 
+/// A builder step adding the durable handler `name`, which sends every event it is
+/// given to the returned channel.
+fn forwarding(name: &'static str) -> (impl FnOnce(Builder) -> Builder, mpsc::Receiver<Event>) {
+    let (tx, rx) = mpsc::channel();
+    let add = move |b: Builder| {
+        b.durable_handler(name, move |e| {
+            let _ = tx.send(e.clone());
+        })
+    };
+    (add, rx)
+}
+
 fn register(c: &mut redis::Connection, name: &str) -> i64 {
     redis::cmd("REGISTER").arg(name).query(c).expect("REGISTER")
 }
 
 #[test]
 fn durable_handler_sees_every_event_once_in_order() {
-    let (tx, rx) = mpsc::channel();
-    let server = TestServer::start_with(
-        |_| {},
-        |b| {
-            b.durable_handler("audit", move |e| {
-                let _ = tx.send(e.clone());
-            })
-        },
-    );
+    let (handler, rx) = forwarding("audit");
+    let server = TestServer::start_with(|_| {}, handler);
     let mut c = server.redis();
     for name in ["a", "b", "c"] {
         register(&mut c, name);
@@ -70,16 +75,8 @@ fn durable_handler_resumes_after_restart_without_skipping() {
     server.stop();
 
     // Second run: the same handler, now working, gets both events.
-    let (tx, rx) = mpsc::channel();
-    let server = TestServer::start_at(
-        &db,
-        |_| {},
-        |b| {
-            b.durable_handler("welcome", move |e| {
-                let _ = tx.send(e.clone());
-            })
-        },
-    );
+    let (handler, rx) = forwarding("welcome");
+    let server = TestServer::start_at(&db, |_| {}, handler);
     let got = recv_n(&rx, 2);
     let names: Vec<&str> = got.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["alice", "bob"]);
@@ -90,16 +87,8 @@ fn durable_handler_resumes_after_restart_without_skipping() {
     server.stop();
 
     // Third run: everything was processed, nothing is delivered twice.
-    let (tx, rx) = mpsc::channel();
-    let server = TestServer::start_at(
-        &db,
-        |_| {},
-        |b| {
-            b.durable_handler("welcome", move |e| {
-                let _ = tx.send(e.clone());
-            })
-        },
-    );
+    let (handler, rx) = forwarding("welcome");
+    let server = TestServer::start_at(&db, |_| {}, handler);
     let mut c = server.redis();
     register(&mut c, "dave");
     assert_eq!(recv_n(&rx, 1)[0].name, "dave");
@@ -117,16 +106,8 @@ fn a_new_durable_handler_starts_at_the_end_of_the_log() {
     drop(c);
     server.stop();
 
-    let (tx, rx) = mpsc::channel();
-    let server = TestServer::start_at(
-        &db,
-        |_| {},
-        |b| {
-            b.durable_handler("late", move |e| {
-                let _ = tx.send(e.clone());
-            })
-        },
-    );
+    let (handler, rx) = forwarding("late");
+    let server = TestServer::start_at(&db, |_| {}, handler);
     let mut c = server.redis();
     register(&mut c, "new");
     assert_eq!(recv_n(&rx, 1)[0].name, "new");
@@ -235,12 +216,8 @@ fn retention_never_trims_what_a_durable_handler_has_not_processed() {
     server.stop();
 
     // Once the handler works, it processes all three and the log is trimmed.
-    let (tx, rx) = mpsc::channel();
-    let server = TestServer::start_at(&db, keep_one, |b| {
-        b.durable_handler("stuck", move |e| {
-            let _ = tx.send(e.clone());
-        })
-    });
+    let (handler, rx) = forwarding("stuck");
+    let server = TestServer::start_at(&db, keep_one, handler);
     let names: Vec<String> = recv_n(&rx, 3).into_iter().map(|e| e.name).collect();
     assert_eq!(names, ["a", "b", "c"]);
     let mut c = server.redis();

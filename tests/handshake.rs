@@ -4,101 +4,22 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 
-use common::{TestServer, exchange, read_to_close};
-use redis::{ConnectionLike, Value};
-
-/// Sends `cmd` and returns the reply as the client parsed it, error replies included.
-fn call(con: &mut redis::Connection, cmd: &redis::Cmd) -> Value {
-    con.req_command(cmd).expect("a reply")
-}
-
-/// A command from its words.
-fn cmd(words: &[&str]) -> redis::Cmd {
-    let mut c = redis::cmd(words[0]);
-    for w in &words[1..] {
-        c.arg(*w);
-    }
-    c
-}
-
-fn call_words(con: &mut redis::Connection, words: &[&str]) -> Value {
-    call(con, &cmd(words))
-}
-
-/// The full text of an error reply (`ERR ...`); panics on anything else.
-fn error_text(v: &Value) -> String {
-    match v {
-        Value::ServerError(e) => match e.details() {
-            Some(d) => format!("{} {d}", e.code()),
-            None => e.code().to_string(),
-        },
-        other => panic!("expected an error reply, got {other:?}"),
-    }
-}
-
-/// A string reply of any spelling: bulk, simple or verbatim.
-fn text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).expect("UTF-8 bulk"),
-        Value::SimpleString(s) => s.clone(),
-        Value::VerbatimString { text, .. } => text.clone(),
-        other => panic!("expected a string, got {other:?}"),
-    }
-}
-
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::Int(n) => *n,
-        other => panic!("expected an integer, got {other:?}"),
-    }
-}
-
-fn bulk(s: &str) -> Value {
-    Value::BulkString(s.as_bytes().to_vec())
-}
-
-/// Pairs of a RESP3 map, or of a RESP2 flat array (which must have even length).
-fn pairs(v: &Value, resp3: bool) -> Vec<(Value, Value)> {
-    match (v, resp3) {
-        (Value::Map(p), true) => p.clone(),
-        (Value::Array(items), false) => {
-            assert!(items.len() % 2 == 0, "odd flat map: {v:?}");
-            items
-                .chunks(2)
-                .map(|c| (c[0].clone(), c[1].clone()))
-                .collect()
-        }
-        _ => panic!(
-            "expected a {} map, got {v:?}",
-            if resp3 { "RESP3" } else { "RESP2 flat" }
-        ),
-    }
-}
+use common::reply::{bulk, call, call_cmd, error_text, int, pairs, text_or_verbatim};
+use common::{TestServer, exchange, read_to_close, read_until_suffix};
+use redis::Value;
 
 /// A map reply keyed by its string keys.
 fn map(v: &Value, resp3: bool) -> BTreeMap<String, Value> {
     pairs(v, resp3)
         .into_iter()
-        .map(|(k, v)| (text(&k), v))
+        .map(|(k, v)| (text_or_verbatim(&k), v))
         .collect()
 }
 
 fn client_id(con: &mut redis::Connection) -> i64 {
-    int(&call_words(con, &["CLIENT", "ID"]))
-}
-
-/// Reads until what was read ends with `suffix`.
-fn read_until_suffix(s: &mut TcpStream, suffix: &[u8]) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(suffix) {
-        s.read_exact(&mut byte).expect("read until suffix");
-        got.push(byte[0]);
-    }
-    got
+    int(&call(con, &["CLIENT", "ID"]))
 }
 
 /// `field:value` lines of INFO text.
@@ -124,11 +45,8 @@ fn ping_replies_pong_or_its_message() {
         b"-ERR wrong number of arguments for 'ping' command\r\n",
     );
     let mut c3 = server.redis3();
-    assert_eq!(
-        call_words(&mut c3, &["PING"]),
-        Value::SimpleString("PONG".into())
-    );
-    assert_eq!(call_words(&mut c3, &["PING", "hello"]), bulk("hello"));
+    assert_eq!(call(&mut c3, &["PING"]), Value::SimpleString("PONG".into()));
+    assert_eq!(call(&mut c3, &["PING", "hello"]), bulk("hello"));
     server.stop();
 }
 
@@ -147,11 +65,8 @@ fn echo_returns_its_argument_binary_safe() {
         b"-ERR wrong number of arguments for 'echo' command\r\n",
     );
     let mut c = server.redis();
-    assert_eq!(
-        call_words(&mut c, &["ECHO", "hello world"]),
-        bulk("hello world")
-    );
-    assert_eq!(call_words(&mut c, &["ECHO", ""]), bulk(""));
+    assert_eq!(call(&mut c, &["ECHO", "hello world"]), bulk("hello world"));
+    assert_eq!(call(&mut c, &["ECHO", ""]), bulk(""));
     server.stop();
 }
 
@@ -189,7 +104,7 @@ fn unknown_command_replies_error_naming_it() {
 fn hello_without_arguments_describes_server_in_current_protocol() {
     let server = TestServer::start();
     let mut c2 = server.redis();
-    let v = call_words(&mut c2, &["HELLO"]);
+    let v = call(&mut c2, &["HELLO"]);
     let m = map(&v, false);
     assert_eq!(m["proto"], Value::Int(2), "{v:?}");
     assert_eq!(int(&m["id"]), client_id(&mut c2));
@@ -197,7 +112,7 @@ fn hello_without_arguments_describes_server_in_current_protocol() {
         assert!(m.contains_key(key), "HELLO lacks {key}: {v:?}");
     }
     let mut c3 = server.redis3();
-    let v = call_words(&mut c3, &["HELLO"]);
+    let v = call(&mut c3, &["HELLO"]);
     let m = map(&v, true);
     assert_eq!(m["proto"], Value::Int(3), "{v:?}");
     assert_eq!(int(&m["id"]), client_id(&mut c3));
@@ -208,22 +123,19 @@ fn hello_without_arguments_describes_server_in_current_protocol() {
 fn hello_switches_protocol_both_ways() {
     let server = TestServer::start();
     let mut c = server.redis();
-    assert!(call_words(&mut c, &["REGISTER", "alice"]) != Value::Nil);
+    assert!(call(&mut c, &["REGISTER", "alice"]) != Value::Nil);
     assert!(matches!(
-        call_words(&mut c, &["LOOKUP", "alice"]),
+        call(&mut c, &["LOOKUP", "alice"]),
         Value::Array(_)
     ));
     // HELLO's own reply already speaks the version it picked.
-    let v = call_words(&mut c, &["HELLO", "3"]);
+    let v = call(&mut c, &["HELLO", "3"]);
     assert_eq!(map(&v, true)["proto"], Value::Int(3));
-    assert!(matches!(
-        call_words(&mut c, &["LOOKUP", "alice"]),
-        Value::Map(_)
-    ));
-    let v = call_words(&mut c, &["HELLO", "2"]);
+    assert!(matches!(call(&mut c, &["LOOKUP", "alice"]), Value::Map(_)));
+    let v = call(&mut c, &["HELLO", "2"]);
     assert_eq!(map(&v, false)["proto"], Value::Int(2));
     assert!(matches!(
-        call_words(&mut c, &["LOOKUP", "alice"]),
+        call(&mut c, &["LOOKUP", "alice"]),
         Value::Array(_)
     ));
     server.stop();
@@ -248,17 +160,17 @@ fn hello_unsupported_version_replies_noproto() {
     let mut c = server.redis();
     for ver in ["4", "1", "0"] {
         assert_eq!(
-            error_text(&call_words(&mut c, &["HELLO", ver])),
+            error_text(&call(&mut c, &["HELLO", ver])),
             "NOPROTO unsupported protocol version"
         );
     }
     assert_eq!(
-        error_text(&call_words(&mut c, &["HELLO", "three"])),
+        error_text(&call(&mut c, &["HELLO", "three"])),
         "ERR Protocol version is not an integer or out of range"
     );
     // Still RESP2.
     assert_eq!(
-        map(&call_words(&mut c, &["HELLO"]), false)["proto"],
+        map(&call(&mut c, &["HELLO"]), false)["proto"],
         Value::Int(2)
     );
     server.stop();
@@ -268,20 +180,20 @@ fn hello_unsupported_version_replies_noproto() {
 fn hello_setname_sets_client_name() {
     let server = TestServer::start();
     let mut c = server.redis();
-    let v = call_words(&mut c, &["HELLO", "3", "SETNAME", "foo"]);
+    let v = call(&mut c, &["HELLO", "3", "SETNAME", "foo"]);
     assert_eq!(map(&v, true)["proto"], Value::Int(3));
-    assert_eq!(call_words(&mut c, &["CLIENT", "GETNAME"]), bulk("foo"));
-    let v = call_words(
+    assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("foo"));
+    let v = call(
         &mut c,
         &["HELLO", "2", "AUTH", "default", "any", "SETNAME", "bar"],
     );
     assert_eq!(map(&v, false)["proto"], Value::Int(2));
-    assert_eq!(call_words(&mut c, &["CLIENT", "GETNAME"]), bulk("bar"));
+    assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("bar"));
     assert_eq!(
-        error_text(&call_words(&mut c, &["HELLO", "3", "SETNAME", "a b"])),
+        error_text(&call(&mut c, &["HELLO", "3", "SETNAME", "a b"])),
         "ERR Client names cannot contain spaces, newlines or special characters."
     );
-    assert_eq!(call_words(&mut c, &["CLIENT", "GETNAME"]), bulk("bar"));
+    assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("bar"));
     server.stop();
 }
 
@@ -290,24 +202,21 @@ fn hello_bad_option_replies_syntax_error_and_keeps_protocol() {
     let server = TestServer::start();
     let mut c = server.redis();
     assert_eq!(
-        error_text(&call_words(&mut c, &["HELLO", "3", "FOO"])),
+        error_text(&call(&mut c, &["HELLO", "3", "FOO"])),
         "ERR Syntax error in HELLO option 'FOO'"
     );
     assert_eq!(
-        error_text(&call_words(&mut c, &["HELLO", "3", "SETNAME"])),
+        error_text(&call(&mut c, &["HELLO", "3", "SETNAME"])),
         "ERR Syntax error in HELLO option 'SETNAME'"
     );
     assert_eq!(
-        error_text(&call_words(
-            &mut c,
-            &["HELLO", "3", "SETNAME", "x", "AUTH", "u"]
-        )),
+        error_text(&call(&mut c, &["HELLO", "3", "SETNAME", "x", "AUTH", "u"])),
         "ERR Syntax error in HELLO option 'AUTH'"
     );
     // A rejected HELLO changes nothing: still RESP2, still unnamed.
-    assert_eq!(call_words(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
+    assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
     assert_eq!(
-        map(&call_words(&mut c, &["HELLO"]), false)["proto"],
+        map(&call(&mut c, &["HELLO"]), false)["proto"],
         Value::Int(2)
     );
     server.stop();
@@ -318,20 +227,17 @@ fn auth_without_configured_password_behaves_as_redis() {
     let server = TestServer::start();
     let mut c = server.redis();
     assert_eq!(
-        error_text(&call_words(&mut c, &["AUTH", "secret"])),
+        error_text(&call(&mut c, &["AUTH", "secret"])),
         "ERR AUTH <password> called without any password configured for the default user. \
          Are you sure your configuration is correct?"
     );
+    assert_eq!(call(&mut c, &["AUTH", "default", "anything"]), Value::Okay);
     assert_eq!(
-        call_words(&mut c, &["AUTH", "default", "anything"]),
-        Value::Okay
-    );
-    assert_eq!(
-        error_text(&call_words(&mut c, &["AUTH", "bob", "pw"])),
+        error_text(&call(&mut c, &["AUTH", "bob", "pw"])),
         "WRONGPASS invalid username-password pair or user is disabled."
     );
     assert_eq!(
-        error_text(&call_words(&mut c, &["HELLO", "3", "AUTH", "bob", "pw"])),
+        error_text(&call(&mut c, &["HELLO", "3", "AUTH", "bob", "pw"])),
         "WRONGPASS invalid username-password pair or user is disabled."
     );
     server.stop();
@@ -343,13 +249,13 @@ fn auth_without_configured_password_behaves_as_redis() {
 fn select_0_replies_ok_other_index_errors() {
     let server = TestServer::start();
     let mut c = server.redis();
-    assert_eq!(call_words(&mut c, &["SELECT", "0"]), Value::Okay);
+    assert_eq!(call(&mut c, &["SELECT", "0"]), Value::Okay);
     assert_eq!(
-        error_text(&call_words(&mut c, &["SELECT", "1"])),
+        error_text(&call(&mut c, &["SELECT", "1"])),
         "ERR DB index is out of range"
     );
     assert_eq!(
-        error_text(&call_words(&mut c, &["SELECT", "x"])),
+        error_text(&call(&mut c, &["SELECT", "x"])),
         "ERR value is not an integer or out of range"
     );
     let mut s = server.raw();
@@ -367,7 +273,7 @@ fn entry_names(v: &Value) -> Vec<String> {
     entries
         .iter()
         .map(|e| match e {
-            Value::Array(fields) if fields.len() >= 3 => text(&fields[0]),
+            Value::Array(fields) if fields.len() >= 3 => text_or_verbatim(&fields[0]),
             other => panic!("a command entry is [name, arity, flags, ...]: {other:?}"),
         })
         .collect()
@@ -377,12 +283,8 @@ fn entry_names(v: &Value) -> Vec<String> {
 fn command_lists_every_command_and_count_agrees() {
     let server = TestServer::start();
     for resp3 in [false, true] {
-        let mut c = if resp3 {
-            server.redis3()
-        } else {
-            server.redis()
-        };
-        let all = call_words(&mut c, &["COMMAND"]);
+        let mut c = server.redis_proto(resp3);
+        let all = call(&mut c, &["COMMAND"]);
         let names = entry_names(&all);
         for want in [
             "ping",
@@ -405,7 +307,7 @@ fn command_lists_every_command_and_count_agrees() {
                 "COMMAND lacks {want}: {names:?}"
             );
         }
-        let count = int(&call_words(&mut c, &["COMMAND", "COUNT"]));
+        let count = int(&call(&mut c, &["COMMAND", "COUNT"]));
         assert_eq!(count, names.len() as i64);
     }
     server.stop();
@@ -415,19 +317,15 @@ fn command_lists_every_command_and_count_agrees() {
 fn command_docs_replies_map_containing_register() {
     let server = TestServer::start();
     for resp3 in [false, true] {
-        let mut c = if resp3 {
-            server.redis3()
-        } else {
-            server.redis()
-        };
-        let v = call_words(&mut c, &["COMMAND", "DOCS"]);
+        let mut c = server.redis_proto(resp3);
+        let v = call(&mut c, &["COMMAND", "DOCS"]);
         let docs = map(&v, resp3);
         let register = docs
             .get("register")
             .unwrap_or_else(|| panic!("COMMAND DOCS lacks register: {v:?}"));
-        let summary = text(&map(register, resp3)["summary"]);
+        let summary = text_or_verbatim(&map(register, resp3)["summary"]);
         assert!(!summary.is_empty());
-        let v = call_words(&mut c, &["COMMAND", "DOCS", "register", "nonexistent"]);
+        let v = call(&mut c, &["COMMAND", "DOCS", "register", "nonexistent"]);
         let docs = map(&v, resp3);
         assert_eq!(docs.keys().collect::<Vec<_>>(), ["register"], "{v:?}");
     }
@@ -438,12 +336,8 @@ fn command_docs_replies_map_containing_register() {
 fn command_info_describes_known_and_nil_for_unknown() {
     let server = TestServer::start();
     for resp3 in [false, true] {
-        let mut c = if resp3 {
-            server.redis3()
-        } else {
-            server.redis()
-        };
-        let v = call_words(
+        let mut c = server.redis_proto(resp3);
+        let v = call(
             &mut c,
             &["COMMAND", "INFO", "register", "nonexistent", "LOOKUP"],
         );
@@ -455,14 +349,14 @@ fn command_info_describes_known_and_nil_for_unknown() {
         let (Value::Array(register), Value::Array(lookup)) = (&entries[0], &entries[2]) else {
             panic!("entries: {v:?}")
         };
-        assert_eq!(text(&register[0]), "register");
+        assert_eq!(text_or_verbatim(&register[0]), "register");
         // Redis arity: REGISTER name [field value ...] needs at least 2 words,
         // LOOKUP name exactly 2.
         assert_eq!(register[1], Value::Int(-2));
-        assert_eq!(text(&lookup[0]), "lookup");
+        assert_eq!(text_or_verbatim(&lookup[0]), "lookup");
         assert_eq!(lookup[1], Value::Int(2));
         let flags: Vec<String> = match &register[2] {
-            Value::Array(f) | Value::Set(f) => f.iter().map(text).collect(),
+            Value::Array(f) | Value::Set(f) => f.iter().map(text_or_verbatim).collect(),
             other => panic!("flags: {other:?}"),
         };
         assert!(
@@ -491,10 +385,10 @@ fn unknown_subcommands_reply_error_naming_them() {
             "ERR unknown subcommand 'FOO'. Try CONFIG HELP.",
         ),
     ] {
-        assert_eq!(error_text(&call_words(&mut c, words)), expected);
+        assert_eq!(error_text(&call(&mut c, words)), expected);
     }
     assert_eq!(
-        error_text(&call_words(&mut c, &["CLIENT"])),
+        error_text(&call(&mut c, &["CLIENT"])),
         "ERR wrong number of arguments for 'client' command"
     );
     let mut s = server.raw();
@@ -536,25 +430,25 @@ fn client_id_is_distinct_per_connection() {
 fn client_setname_getname_roundtrip() {
     let server = TestServer::start();
     let mut c = server.redis();
-    assert_eq!(call_words(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
+    assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
     assert_eq!(
-        call_words(&mut c, &["CLIENT", "SETNAME", "worker-1"]),
+        call(&mut c, &["CLIENT", "SETNAME", "worker-1"]),
         Value::Okay
     );
-    assert_eq!(call_words(&mut c, &["CLIENT", "GETNAME"]), bulk("worker-1"));
+    assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("worker-1"));
     for bad in ["has space", "new\nline", "tab\t"] {
         assert_eq!(
-            error_text(&call_words(&mut c, &["CLIENT", "SETNAME", bad])),
+            error_text(&call(&mut c, &["CLIENT", "SETNAME", bad])),
             "ERR Client names cannot contain spaces, newlines or special characters."
         );
     }
-    assert_eq!(call_words(&mut c, &["CLIENT", "GETNAME"]), bulk("worker-1"));
+    assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("worker-1"));
     // Another connection has its own name.
     let mut other = server.redis3();
-    assert_eq!(call_words(&mut other, &["CLIENT", "GETNAME"]), Value::Nil);
+    assert_eq!(call(&mut other, &["CLIENT", "GETNAME"]), Value::Nil);
     // An empty name clears it.
-    assert_eq!(call_words(&mut c, &["CLIENT", "SETNAME", ""]), Value::Okay);
-    assert_eq!(call_words(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
+    assert_eq!(call(&mut c, &["CLIENT", "SETNAME", ""]), Value::Okay);
+    assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
     server.stop();
 }
 
@@ -563,23 +457,20 @@ fn client_setinfo_lib_name_and_ver_show_in_client_info() {
     let server = TestServer::start();
     let mut c = server.redis();
     assert_eq!(
-        call_words(&mut c, &["CLIENT", "SETINFO", "lib-name", "mylib"]),
+        call(&mut c, &["CLIENT", "SETINFO", "lib-name", "mylib"]),
         Value::Okay
     );
     assert_eq!(
-        call_words(&mut c, &["CLIENT", "SETINFO", "LIB-VER", "1.2.3"]),
+        call(&mut c, &["CLIENT", "SETINFO", "LIB-VER", "1.2.3"]),
         Value::Okay
     );
     assert_eq!(
-        error_text(&call_words(&mut c, &["CLIENT", "SETINFO", "colour", "red"])),
+        error_text(&call(&mut c, &["CLIENT", "SETINFO", "colour", "red"])),
         "ERR Unrecognized option 'colour'"
     );
-    let err = error_text(&call_words(
-        &mut c,
-        &["CLIENT", "SETINFO", "lib-name", "my lib"],
-    ));
+    let err = error_text(&call(&mut c, &["CLIENT", "SETINFO", "lib-name", "my lib"]));
     assert!(err.starts_with("ERR "), "{err}");
-    let line = text(&call_words(&mut c, &["CLIENT", "INFO"]));
+    let line = text_or_verbatim(&call(&mut c, &["CLIENT", "INFO"]));
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert!(fields.contains(&"lib-name=mylib"), "{line}");
     assert!(fields.contains(&"lib-ver=1.2.3"), "{line}");
@@ -593,16 +484,16 @@ fn client_list_contains_this_client_id_and_name() {
     let mut c3 = server.redis3();
     let id2 = client_id(&mut c2);
     let id3 = client_id(&mut c3);
-    call_words(&mut c2, &["CLIENT", "SETNAME", "two"]);
-    call_words(&mut c3, &["CLIENT", "SETNAME", "three"]);
+    call(&mut c2, &["CLIENT", "SETNAME", "two"]);
+    call(&mut c3, &["CLIENT", "SETNAME", "three"]);
     for (c, resp3) in [(&mut c2, false), (&mut c3, true)] {
-        let v = call_words(c, &["CLIENT", "LIST"]);
+        let v = call(c, &["CLIENT", "LIST"]);
         if resp3 {
             assert!(matches!(v, Value::VerbatimString { .. }), "{v:?}");
         } else {
             assert!(matches!(v, Value::BulkString(_)), "{v:?}");
         }
-        let list = text(&v);
+        let list = text_or_verbatim(&v);
         let line_of = |id: i64| {
             list.lines()
                 .find(|l| l.split_whitespace().next() == Some(&format!("id={id}")))
@@ -627,7 +518,7 @@ fn client_list_id_lists_only_those_clients() {
     let mut c = server.redis();
     let mut other = server.redis();
     let other_id = client_id(&mut other);
-    let list = text(&call(
+    let list = text_or_verbatim(&call_cmd(
         &mut c,
         redis::cmd("CLIENT").arg("LIST").arg("ID").arg(other_id),
     ));
@@ -645,28 +536,21 @@ fn client_list_id_lists_only_those_clients() {
 fn config_get_save_and_appendonly() {
     let server = TestServer::start();
     for resp3 in [false, true] {
-        let mut c = if resp3 {
-            server.redis3()
-        } else {
-            server.redis()
-        };
-        let save = map(&call_words(&mut c, &["CONFIG", "GET", "save"]), resp3);
+        let mut c = server.redis_proto(resp3);
+        let save = map(&call(&mut c, &["CONFIG", "GET", "save"]), resp3);
         assert_eq!(save.keys().collect::<Vec<_>>(), ["save"]);
-        text(&save["save"]);
-        let aof = map(&call_words(&mut c, &["CONFIG", "GET", "appendonly"]), resp3);
+        text_or_verbatim(&save["save"]);
+        let aof = map(&call(&mut c, &["CONFIG", "GET", "appendonly"]), resp3);
         assert_eq!(aof.keys().collect::<Vec<_>>(), ["appendonly"]);
-        let value = text(&aof["appendonly"]);
+        let value = text_or_verbatim(&aof["appendonly"]);
         assert!(value == "yes" || value == "no", "appendonly {value:?}");
         // Several patterns at once, as redis-benchmark sends them.
         let both = map(
-            &call_words(&mut c, &["CONFIG", "GET", "save", "appendonly"]),
+            &call(&mut c, &["CONFIG", "GET", "save", "appendonly"]),
             resp3,
         );
         assert_eq!(both.keys().collect::<Vec<_>>(), ["appendonly", "save"]);
-        let none = map(
-            &call_words(&mut c, &["CONFIG", "GET", "no-such-setting"]),
-            resp3,
-        );
+        let none = map(&call(&mut c, &["CONFIG", "GET", "no-such-setting"]), resp3);
         assert!(none.is_empty());
     }
     server.stop();
@@ -676,14 +560,14 @@ fn config_get_save_and_appendonly() {
 fn config_get_star_contains_port_and_durability() {
     let server = TestServer::start();
     let mut c = server.redis();
-    let all = map(&call_words(&mut c, &["CONFIG", "GET", "*"]), false);
+    let all = map(&call(&mut c, &["CONFIG", "GET", "*"]), false);
     for key in ["port", "durability", "save", "appendonly"] {
         assert!(all.contains_key(key), "CONFIG GET * lacks {key}: {all:?}");
     }
     // The issue fixes the default durability.
-    assert_eq!(text(&all["durability"]), "strict");
-    let d = map(&call_words(&mut c, &["CONFIG", "GET", "dur*"]), false);
-    assert_eq!(text(&d["durability"]), "strict");
+    assert_eq!(text_or_verbatim(&all["durability"]), "strict");
+    let d = map(&call(&mut c, &["CONFIG", "GET", "dur*"]), false);
+    assert_eq!(text_or_verbatim(&d["durability"]), "strict");
     server.stop();
 }
 
@@ -691,8 +575,8 @@ fn config_get_star_contains_port_and_durability() {
 fn config_get_durability_reports_normal_when_configured() {
     let server = TestServer::start_with(|cfg| cfg.durability = userbus::Durability::Normal, |b| b);
     let mut c = server.redis();
-    let d = map(&call_words(&mut c, &["CONFIG", "GET", "durability"]), false);
-    assert_eq!(text(&d["durability"]), "normal");
+    let d = map(&call(&mut c, &["CONFIG", "GET", "durability"]), false);
+    assert_eq!(text_or_verbatim(&d["durability"]), "normal");
     server.stop();
 }
 
@@ -700,8 +584,11 @@ fn config_get_durability_reports_normal_when_configured() {
 fn config_get_port_reports_the_bound_port() {
     let server = TestServer::start();
     let mut c = server.redis();
-    let port = map(&call_words(&mut c, &["CONFIG", "GET", "port"]), false);
-    assert_eq!(text(&port["port"]), server.addr.port().to_string());
+    let port = map(&call(&mut c, &["CONFIG", "GET", "port"]), false);
+    assert_eq!(
+        text_or_verbatim(&port["port"]),
+        server.addr.port().to_string()
+    );
     server.stop();
 }
 
@@ -710,17 +597,14 @@ fn config_get_without_pattern_replies_arity_error() {
     let server = TestServer::start();
     let mut c = server.redis();
     assert_eq!(
-        error_text(&call_words(&mut c, &["CONFIG", "GET"])),
+        error_text(&call(&mut c, &["CONFIG", "GET"])),
         "ERR wrong number of arguments for 'config|get' command"
     );
     assert_eq!(
-        error_text(&call_words(&mut c, &["CONFIG"])),
+        error_text(&call(&mut c, &["CONFIG"])),
         "ERR wrong number of arguments for 'config' command"
     );
-    assert_eq!(
-        call_words(&mut c, &["PING"]),
-        Value::SimpleString("PONG".into())
-    );
+    assert_eq!(call(&mut c, &["PING"]), Value::SimpleString("PONG".into()));
     server.stop();
 }
 
@@ -730,16 +614,12 @@ fn config_get_without_pattern_replies_arity_error() {
 fn info_replies_every_section() {
     let server = TestServer::start();
     for resp3 in [false, true] {
-        let mut c = if resp3 {
-            server.redis3()
-        } else {
-            server.redis()
-        };
-        let v = call_words(&mut c, &["INFO"]);
+        let mut c = server.redis_proto(resp3);
+        let v = call(&mut c, &["INFO"]);
         if resp3 {
             assert!(matches!(v, Value::VerbatimString { .. }), "{v:?}");
         }
-        let info = text(&v);
+        let info = text_or_verbatim(&v);
         for section in [
             "# Server",
             "# Clients",
@@ -763,10 +643,10 @@ fn info_replies_every_section() {
 fn info_section_replies_only_that_section() {
     let server = TestServer::start();
     let mut c = server.redis();
-    let info = text(&call_words(&mut c, &["INFO", "keyspace"]));
+    let info = text_or_verbatim(&call(&mut c, &["INFO", "keyspace"]));
     let headers: Vec<&str> = info.lines().filter(|l| l.starts_with('#')).collect();
     assert_eq!(headers, ["# Keyspace"]);
-    let info = text(&call_words(&mut c, &["INFO", "SERVER", "clients"]));
+    let info = text_or_verbatim(&call(&mut c, &["INFO", "SERVER", "clients"]));
     let headers: Vec<&str> = info.lines().filter(|l| l.starts_with('#')).collect();
     assert_eq!(headers, ["# Server", "# Clients"]);
     server.stop();
@@ -777,15 +657,15 @@ fn info_keyspace_users_matches_usercount() {
     let server = TestServer::start();
     let mut c = server.redis();
     let users = |c: &mut redis::Connection| {
-        let info = text(&call_words(c, &["INFO", "keyspace"]));
+        let info = text_or_verbatim(&call(c, &["INFO", "keyspace"]));
         info_fields(&info)["users"].parse::<i64>().expect("users:N")
     };
     assert_eq!(users(&mut c), 0);
     for name in ["a", "b", "c", "d"] {
-        call_words(&mut c, &["REGISTER", name]);
+        call(&mut c, &["REGISTER", name]);
     }
-    call_words(&mut c, &["UNREGISTER", "b"]);
-    let count = int(&call_words(&mut c, &["USERCOUNT"]));
+    call(&mut c, &["UNREGISTER", "b"]);
+    let count = int(&call(&mut c, &["USERCOUNT"]));
     assert_eq!(count, 3);
     assert_eq!(users(&mut c), count);
     let mut other = server.redis3();

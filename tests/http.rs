@@ -17,8 +17,9 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, TestServer};
-use redis::{ConnectionLike, Value as Redis};
+use common::reply::{bulk_text, call, call_cmd, register_cmd};
+use common::{IO_TIMEOUT, TestServer, assert_bytes, show};
+use redis::Value as Redis;
 use serde_json::{Value, json};
 use userbus::config::{MAX_FIELD_VALUE_BYTES, MAX_FIELDS, MAX_NAME_BYTES};
 use userbus::http::{
@@ -40,26 +41,6 @@ const SSE_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n
 // ---------------------------------------------------------------------------
 // Bytes on the wire
 // ---------------------------------------------------------------------------
-
-/// Bytes as a readable, escaped string for failure messages.
-fn show(b: &[u8]) -> String {
-    const MAX: usize = 400;
-    if b.len() > MAX {
-        format!("{}... ({} bytes)", b[..MAX].escape_ascii(), b.len())
-    } else {
-        b.escape_ascii().to_string()
-    }
-}
-
-#[track_caller]
-fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    assert!(
-        got == want,
-        "{what}\n  got:  {}\n  want: {}",
-        show(got),
-        show(want)
-    );
-}
 
 /// A response as the server writes it: its headers in the server's order.
 fn response(
@@ -278,30 +259,10 @@ fn list_all(
     }
 }
 
-/// Sends one command and returns its reply, error replies included.
-fn call(con: &mut redis::Connection, args: &[&str]) -> Redis {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    con.req_command(&cmd).expect("a reply")
-}
-
 fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
-    let mut args = vec!["REGISTER", name];
-    for (k, v) in fields {
-        args.extend([*k, *v]);
-    }
-    match call(con, &args) {
+    match call_cmd(con, &register_cmd(name, fields)) {
         Redis::Int(id) if id > 0 => id,
         other => panic!("REGISTER {name}: expected a new id, got {other:?}"),
-    }
-}
-
-fn text(v: &Redis) -> String {
-    match v {
-        Redis::BulkString(b) => String::from_utf8(b.clone()).expect("UTF-8"),
-        other => panic!("expected a bulk string, got {other:?}"),
     }
 }
 
@@ -319,12 +280,15 @@ fn xrange(con: &mut redis::Connection) -> Vec<(i64, Vec<(String, String)>)> {
             let [id, Redis::Array(flat)] = parts.as_slice() else {
                 panic!("entry: {e:?}")
             };
-            let id = text(id);
+            let id = bulk_text(id);
             let seq = id
                 .strip_suffix("-0")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("entry id {id:?}"));
-            let fields = flat.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect();
+            let fields = flat
+                .chunks(2)
+                .map(|p| (bulk_text(&p[0]), bulk_text(&p[1])))
+                .collect();
             (seq, fields)
         })
         .collect()

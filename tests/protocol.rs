@@ -11,50 +11,16 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Barrier;
 use std::time::Instant;
 
-use common::{IO_TIMEOUT, TestServer, read_n, read_to_close};
+use common::{IO_TIMEOUT, TestServer, assert_bytes, bulk, multibulk, read_n, read_to_close, show};
 use userbus::Durability;
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// Bytes as a readable, escaped string for failure messages.
-fn show(b: &[u8]) -> String {
-    b.escape_ascii().to_string()
-}
-
-#[track_caller]
-fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    assert!(
-        got == want,
-        "{what}\n  got:  {}\n  want: {}",
-        show(got),
-        show(want)
-    );
-}
-
 /// True when `needle` occurs in `haystack`.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// A RESP multibulk request of `args`.
-fn multibulk(args: &[&[u8]]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        v.extend_from_slice(a);
-        v.extend_from_slice(b"\r\n");
-    }
-    v
-}
-
-/// A bulk string reply.
-fn bulk(data: &[u8]) -> Vec<u8> {
-    let mut v = format!("${}\r\n", data.len()).into_bytes();
-    v.extend_from_slice(data);
-    v.extend_from_slice(b"\r\n");
-    v
 }
 
 /// The reply and close a protocol error gets.
@@ -514,7 +480,7 @@ fn bulk_over_limit_replies_error_then_closes() {
     let server = TestServer::start_with(|c| c.max_bulk_bytes = 16, |b| b);
     let mut s = server.raw();
     let sixteen = [b'x'; 16];
-    exchange_exact(&mut s, &multibulk(&[b"ECHO", &sixteen]), &bulk(&sixteen));
+    exchange_exact(&mut s, &multibulk(&[b"ECHO", &sixteen]), &bulk(sixteen));
     // Refused from the header, before any payload arrives.
     assert_request_closes_with(
         &server,

@@ -18,9 +18,12 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::Barrier;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, TestServer};
+use common::reply::{info, register, unregister};
+use common::{
+    IO_TIMEOUT, TestServer, assert_bytes, bulk, fields, now_ms, resp, rfc3339_utc_ms, show,
+};
 use redis::{PushKind, Value};
 use rusqlite::OptionalExtension;
 use userbus::Durability;
@@ -45,35 +48,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 // Bytes and frames
 // ---------------------------------------------------------------------------
 
-/// Bytes as a readable, escaped string for failure messages.
-fn show(b: &[u8]) -> String {
-    const MAX: usize = 300;
-    if b.len() > MAX {
-        format!("{}... ({} bytes)", b[..MAX].escape_ascii(), b.len())
-    } else {
-        b.escape_ascii().to_string()
-    }
-}
-
-#[track_caller]
-fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    assert!(
-        got == want,
-        "{what}\n  got:  {}\n  want: {}",
-        show(got),
-        show(want)
-    );
-}
-
-/// A RESP request of `args`.
-fn cmd(args: &[&str]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
-    }
-    v
-}
-
 /// `REGISTER name [field value ...]` as a RESP request.
 fn register_req(name: &str, fields: &[(&str, &str)]) -> Vec<u8> {
     let mut args = vec!["REGISTER", name];
@@ -81,15 +55,7 @@ fn register_req(name: &str, fields: &[(&str, &str)]) -> Vec<u8> {
         args.push(k);
         args.push(v);
     }
-    cmd(&args)
-}
-
-/// A bulk string.
-fn bulk(data: &[u8]) -> Vec<u8> {
-    let mut v = format!("${}\r\n", data.len()).into_bytes();
-    v.extend_from_slice(data);
-    v.extend_from_slice(b"\r\n");
-    v
+    resp(&args)
 }
 
 /// An array (`*`) or push (`>`) of bulk strings followed by an optional integer:
@@ -264,19 +230,12 @@ fn event(payload: &[u8]) -> Ev {
     }
 }
 
-fn fields_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// Checks what a client can know about an event from its own requests and replies.
 #[track_caller]
 fn assert_event(ev: &Ev, kind: &str, id: i64, name: &str, fields: &[(&str, &str)]) {
     assert_eq!(
         (ev.kind.as_str(), ev.id, ev.name.as_str(), &ev.fields),
-        (kind, id, name, &fields_of(fields)),
+        (kind, id, name, &common::fields(fields)),
         "event {ev:?}"
     );
 }
@@ -288,56 +247,6 @@ fn assert_seq_increasing(events: &[Ev]) {
         "seq must strictly increase: {:?}",
         events.iter().map(|e| e.seq).collect::<Vec<_>>()
     );
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` as Unix milliseconds.
-fn rfc3339_utc_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || *b.last()? != b'Z' {
-        return None;
-    }
-    for (i, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
-        if b[i] != sep {
-            return None;
-        }
-    }
-    let digits = |from: usize, to: usize| -> Option<i64> {
-        let d = s.get(from..to)?;
-        d.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| d.parse().ok())?
-    };
-    let (y, mo, d) = (digits(0, 4)?, digits(5, 7)?, digits(8, 10)?);
-    let (h, mi, sec) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
-    let frac = &s[19..s.len() - 1];
-    let ms = if frac.is_empty() {
-        0
-    } else {
-        let f = frac.strip_prefix('.')?;
-        if f.is_empty() || !f.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        format!("{f:0<3}")[..3].parse().ok()?
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
 }
 
 /// One pushed message: `message` (no pattern) or `pmessage`.
@@ -398,7 +307,7 @@ impl Wire {
     /// A connection that sent `HELLO 3` and read its map.
     fn open3(server: &TestServer) -> Wire {
         let mut w = Wire::open(server);
-        w.send(&cmd(&["HELLO", "3"]));
+        w.send(&resp(&["HELLO", "3"]));
         match w.next() {
             Resp::Map(_) => {}
             other => panic!("HELLO 3 replied {other:?}"),
@@ -529,22 +438,6 @@ impl Wire {
 // The `redis` crate side
 // ---------------------------------------------------------------------------
 
-fn register(c: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
-    let mut r = redis::cmd("REGISTER");
-    r.arg(name);
-    for (k, v) in fields {
-        r.arg(*k).arg(*v);
-    }
-    r.query(c).expect("REGISTER")
-}
-
-fn unregister(c: &mut redis::Connection, name: &str) -> i64 {
-    redis::cmd("UNREGISTER")
-        .arg(name)
-        .query(c)
-        .expect("UNREGISTER")
-}
-
 /// LOOKUP's `created_at` (RESP2 flat array reply).
 fn created_at(c: &mut redis::Connection, name: &str) -> String {
     let v: Vec<Value> = redis::cmd("LOOKUP").arg(name).query(c).expect("LOOKUP");
@@ -556,14 +449,6 @@ fn created_at(c: &mut redis::Connection, name: &str) -> String {
         Value::BulkString(b) => String::from_utf8(b.clone()).expect("UTF-8"),
         other => panic!("created_at is {other:?}"),
     }
-}
-
-fn info(c: &mut redis::Connection, section: &str) -> BTreeMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
 }
 
 fn stat(c: &mut redis::Connection, name: &str) -> u64 {
@@ -621,7 +506,7 @@ fn subscriber(server: &TestServer, resp3: bool, channels: &[&str]) -> Wire {
     };
     let mut req = vec!["SUBSCRIBE"];
     req.extend_from_slice(channels);
-    w.send(&cmd(&req));
+    w.send(&resp(&req));
     for (i, ch) in channels.iter().enumerate() {
         w.expect(&confirmation(resp3, "subscribe", ch, i as i64 + 1));
     }
@@ -637,7 +522,7 @@ fn psubscriber(server: &TestServer, resp3: bool, patterns: &[&str]) -> Wire {
     };
     let mut req = vec!["PSUBSCRIBE"];
     req.extend_from_slice(patterns);
-    w.send(&cmd(&req));
+    w.send(&resp(&req));
     for (i, p) in patterns.iter().enumerate() {
         w.expect(&confirmation(resp3, "psubscribe", p, i as i64 + 1));
     }
@@ -657,15 +542,15 @@ fn subscribe_confirms_each_channel_with_the_running_count() {
     s.expect(b"*3\r\n$9\r\nsubscribe\r\n$17\r\nuser.unregistered\r\n:2\r\n");
     // The count is channels plus patterns.
     s.call(
-        &cmd(&["PSUBSCRIBE", "user.*"]),
+        &resp(&["PSUBSCRIBE", "user.*"]),
         b"*3\r\n$10\r\npsubscribe\r\n$6\r\nuser.*\r\n:3\r\n",
     );
     // Subscribing again to what it has changes nothing, as in Redis.
     s.call(
-        &cmd(&["SUBSCRIBE", REGISTERED]),
+        &resp(&["SUBSCRIBE", REGISTERED]),
         b"*3\r\n$9\r\nsubscribe\r\n$15\r\nuser.registered\r\n:3\r\n",
     );
-    s.send(&cmd(&["PSUBSCRIBE", "user.*", "*registered"]));
+    s.send(&resp(&["PSUBSCRIBE", "user.*", "*registered"]));
     s.expect(b"*3\r\n$10\r\npsubscribe\r\n$6\r\nuser.*\r\n:3\r\n");
     s.expect(b"*3\r\n$10\r\npsubscribe\r\n$11\r\n*registered\r\n:4\r\n");
 }
@@ -675,11 +560,11 @@ fn subscriber_gets_message_and_pmessage_after_commit() {
     let server = TestServer::start();
     let mut s = Wire::open(&server);
     s.call(
-        &cmd(&["SUBSCRIBE", REGISTERED]),
+        &resp(&["SUBSCRIBE", REGISTERED]),
         b"*3\r\n$9\r\nsubscribe\r\n$15\r\nuser.registered\r\n:1\r\n",
     );
     s.call(
-        &cmd(&["PSUBSCRIBE", "user.*"]),
+        &resp(&["PSUBSCRIBE", "user.*"]),
         b"*3\r\n$10\r\npsubscribe\r\n$6\r\nuser.*\r\n:2\r\n",
     );
 
@@ -736,16 +621,16 @@ fn unsubscribe_without_subscriptions_replies_nil_and_zero() {
         b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
     );
     s.call(
-        &cmd(&["PUNSUBSCRIBE"]),
+        &resp(&["PUNSUBSCRIBE"]),
         b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n",
     );
     // Naming what it does not have confirms each name with the count.
-    s.send(&cmd(&["UNSUBSCRIBE", REGISTERED, "nope"]));
+    s.send(&resp(&["UNSUBSCRIBE", REGISTERED, "nope"]));
     s.expect(b"*3\r\n$11\r\nunsubscribe\r\n$15\r\nuser.registered\r\n:0\r\n");
     s.expect(b"*3\r\n$11\r\nunsubscribe\r\n$4\r\nnope\r\n:0\r\n");
     // None of it entered subscribed mode.
     s.call(b"PING\r\n", b"+PONG\r\n");
-    s.call(&cmd(&["LOOKUP", "x"]), b"$-1\r\n");
+    s.call(&resp(&["LOOKUP", "x"]), b"$-1\r\n");
 }
 
 #[test]
@@ -753,12 +638,12 @@ fn unsubscribe_without_arguments_leaves_every_channel() {
     let server = TestServer::start();
     let mut s = subscriber(&server, false, &[REGISTERED, UNREGISTERED]);
     s.call(
-        &cmd(&["PSUBSCRIBE", "user.*"]),
+        &resp(&["PSUBSCRIBE", "user.*"]),
         &confirmation(false, "psubscribe", "user.*", 3),
     );
     // A channel it does not have: confirmed, count unchanged.
     s.call(
-        &cmd(&["UNSUBSCRIBE", "nope"]),
+        &resp(&["UNSUBSCRIBE", "nope"]),
         &confirmation(false, "unsubscribe", "nope", 3),
     );
 
@@ -789,7 +674,7 @@ fn unsubscribe_without_arguments_leaves_every_channel() {
 
     // Out of subscribed mode: normal commands and replies, and no more pushes.
     s.call(b"PING\r\n", b"+PONG\r\n");
-    s.call(&cmd(&["LOOKUP", "bob"]), b"$-1\r\n");
+    s.call(&resp(&["LOOKUP", "bob"]), b"$-1\r\n");
     let id = s.register("bob", &[]);
     assert!(id > 0, "REGISTER bob replied {id}");
     s.call(b"PING\r\n", b"+PONG\r\n");
@@ -808,7 +693,7 @@ fn resp2_subscribed_client_may_only_run_pubsub_commands_ping_and_quit() {
     let server = TestServer::start();
     let mut s = subscriber(&server, false, &[REGISTERED]);
     s.call(
-        &cmd(&["LOOKUP", "x"]),
+        &resp(&["LOOKUP", "x"]),
         b"-ERR Can't execute 'lookup': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / \
           RESET are allowed in this context\r\n",
     );
@@ -820,10 +705,10 @@ fn resp2_subscribed_client_may_only_run_pubsub_commands_ping_and_quit() {
     );
     // The connection stays, and PING answers in the shape of a push.
     s.call(b"PING\r\n", b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
-    s.call(&cmd(&["PING", "hi"]), b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n");
+    s.call(&resp(&["PING", "hi"]), b"*2\r\n$4\r\npong\r\n$2\r\nhi\r\n");
     // Subscription commands still work.
     s.call(
-        &cmd(&["SUBSCRIBE", UNREGISTERED]),
+        &resp(&["SUBSCRIBE", UNREGISTERED]),
         &confirmation(false, "subscribe", UNREGISTERED, 2),
     );
 
@@ -847,7 +732,7 @@ fn resp2_register_pipelined_after_subscribe_is_refused() {
     let mut watcher = subscriber(&server, false, &[REGISTERED]);
     // One packet: SUBSCRIBE, then REGISTER which runs in subscribed mode.
     let mut s = Wire::open(&server);
-    let mut batch = cmd(&["SUBSCRIBE", REGISTERED]);
+    let mut batch = resp(&["SUBSCRIBE", REGISTERED]);
     batch.extend(register_req("dave", &[]));
     batch.extend(b"PING\r\n");
     s.send(&batch);
@@ -881,11 +766,11 @@ fn resp3_confirmations_and_messages_are_push_frames() {
         b"PUNSUBSCRIBE\r\n",
         b">3\r\n$12\r\npunsubscribe\r\n_\r\n:0\r\n",
     );
-    s.send(&cmd(&["SUBSCRIBE", REGISTERED, UNREGISTERED]));
+    s.send(&resp(&["SUBSCRIBE", REGISTERED, UNREGISTERED]));
     s.expect(b">3\r\n$9\r\nsubscribe\r\n$15\r\nuser.registered\r\n:1\r\n");
     s.expect(b">3\r\n$9\r\nsubscribe\r\n$17\r\nuser.unregistered\r\n:2\r\n");
     s.call(
-        &cmd(&["PSUBSCRIBE", "user.*"]),
+        &resp(&["PSUBSCRIBE", "user.*"]),
         b">3\r\n$10\r\npsubscribe\r\n$6\r\nuser.*\r\n:3\r\n",
     );
 
@@ -920,11 +805,11 @@ fn resp3_confirmations_and_messages_are_push_frames() {
     assert_eq!(p.event, m.event);
 
     s.call(
-        &cmd(&["UNSUBSCRIBE", REGISTERED]),
+        &resp(&["UNSUBSCRIBE", REGISTERED]),
         b">3\r\n$11\r\nunsubscribe\r\n$15\r\nuser.registered\r\n:2\r\n",
     );
     s.call(
-        &cmd(&["PUNSUBSCRIBE", "user.*"]),
+        &resp(&["PUNSUBSCRIBE", "user.*"]),
         b">3\r\n$12\r\npunsubscribe\r\n$6\r\nuser.*\r\n:1\r\n",
     );
 }
@@ -933,10 +818,10 @@ fn resp3_confirmations_and_messages_are_push_frames() {
 fn resp3_subscriber_runs_any_command_and_gets_normal_replies() {
     let server = TestServer::start();
     let mut s = subscriber(&server, true, &[REGISTERED]);
-    s.call(&cmd(&["LOOKUP", "gina"]), b"_\r\n");
+    s.call(&resp(&["LOOKUP", "gina"]), b"_\r\n");
     s.call(b"PING\r\n", b"+PONG\r\n");
-    s.call(&cmd(&["PING", "hi"]), b"$2\r\nhi\r\n");
-    s.call(&cmd(&["USERCOUNT"]), b":0\r\n");
+    s.call(&resp(&["PING", "hi"]), b"$2\r\nhi\r\n");
+    s.call(&resp(&["USERCOUNT"]), b":0\r\n");
 
     // Its own registration: the reply, then (after the commit) the push.
     let id = s.register("gina", &[("team", "blue")]);
@@ -949,7 +834,7 @@ fn resp3_subscriber_runs_any_command_and_gets_normal_replies() {
         &[("team", "blue")],
     );
     // Nothing else was pending: the next frame is the next reply, a RESP3 map.
-    s.send(&cmd(&["LOOKUP", "gina"]));
+    s.send(&resp(&["LOOKUP", "gina"]));
     match s.next() {
         Resp::Map(items) => assert!(
             items.contains(&Resp::Bulk(b"gina".to_vec())),
@@ -957,14 +842,14 @@ fn resp3_subscriber_runs_any_command_and_gets_normal_replies() {
         ),
         other => panic!("LOOKUP gina replied {other:?}"),
     }
-    s.call(&cmd(&["USERCOUNT"]), b":1\r\n");
+    s.call(&resp(&["USERCOUNT"]), b":1\r\n");
 }
 
 #[test]
 fn resp3_subscribe_and_register_in_one_packet_get_confirmation_reply_then_push() {
     let server = TestServer::start();
     let mut s = Wire::open3(&server);
-    let mut batch = cmd(&["SUBSCRIBE", REGISTERED]);
+    let mut batch = resp(&["SUBSCRIBE", REGISTERED]);
     batch.extend(register_req("hana", &[]));
     s.send(&batch);
     s.expect(&confirmation(true, "subscribe", REGISTERED, 1));
@@ -1170,9 +1055,7 @@ fn pipelined_registrations_reach_every_subscriber_once_in_commit_order() {
     for (who, events) in &seen {
         assert_registrations(who, events, &expected);
         assert!(
-            events
-                .iter()
-                .all(|e| e.fields == fields_of(&[("n", &e.name)])),
+            events.iter().all(|e| e.fields == fields(&[("n", &e.name)])),
             "{who}: fields"
         );
         assert_eq!(events, &seen[0].1, "{who} and channel saw different events");
@@ -1361,9 +1244,9 @@ fn rejected_registrations_publish_nothing() {
         .collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (&k[..], &v[..])).collect();
     let rejected = [
-        cmd(&["REGISTER", ""]),
-        cmd(&["REGISTER", "has space"]),
-        cmd(&["REGISTER", "odd", "field"]),
+        resp(&["REGISTER", ""]),
+        resp(&["REGISTER", "has space"]),
+        resp(&["REGISTER", "odd", "field"]),
         register_req("toolong", &[("bio", &too_long)]),
         register_req("toomany", &many),
         register_req("badfield", &[("has space", "v")]),
@@ -1410,7 +1293,7 @@ fn rolled_back_registration_publishes_nothing() {
     assert!(id > 0, "REGISTER small alone replied {id}");
     assert_event(&s.event_on(REGISTERED), REGISTERED, id, "small", &[]);
     assert_event(&p.message().event, REGISTERED, id, "small", &[]);
-    w.call(&cmd(&["LOOKUP", "big"]), b"$-1\r\n");
+    w.call(&resp(&["LOOKUP", "big"]), b"$-1\r\n");
 }
 
 #[test]
@@ -1420,7 +1303,7 @@ fn subscribe_in_a_rolled_back_tick_leaves_no_subscription_behind() {
     let mut w = Wire::open(&server);
     // One tick on one connection: a write that cannot commit, then a SUBSCRIBE.
     let mut batch = register_req("big", &[("a", &big), ("b", &big)]);
-    batch.extend(cmd(&["SUBSCRIBE", REGISTERED]));
+    batch.extend(resp(&["SUBSCRIBE", REGISTERED]));
     w.send(&batch);
     let first = w.next();
     assert!(
@@ -1516,7 +1399,7 @@ fn subscribe_racing_a_register_sees_the_whole_event_or_none() {
                 publisher.register(&name, &[])
             });
             barrier.wait();
-            sub.send(&cmd(&["SUBSCRIBE", REGISTERED]));
+            sub.send(&resp(&["SUBSCRIBE", REGISTERED]));
             h.join().expect("publisher thread")
         });
         // The confirmation first in any case, then the event or nothing, then the
@@ -1721,7 +1604,7 @@ fn client_list_type_pubsub_lists_only_subscribers_with_their_counts() {
         .expect("CLIENT ID");
 
     let client_id = |w: &mut Wire| {
-        w.send(&cmd(&["CLIENT", "ID"]));
+        w.send(&resp(&["CLIENT", "ID"]));
         w.int().to_string()
     };
     let mut two_channels = Wire::open(&server);
@@ -1733,18 +1616,18 @@ fn client_list_type_pubsub_lists_only_subscribers_with_their_counts() {
     let mut idle = Wire::open(&server);
     let id4 = client_id(&mut idle);
 
-    two_channels.send(&cmd(&["SUBSCRIBE", REGISTERED, UNREGISTERED]));
+    two_channels.send(&resp(&["SUBSCRIBE", REGISTERED, UNREGISTERED]));
     two_channels.expect(&confirmation(false, "subscribe", REGISTERED, 1));
     two_channels.expect(&confirmation(false, "subscribe", UNREGISTERED, 2));
     one_pattern.call(
-        &cmd(&["PSUBSCRIBE", "user.*"]),
+        &resp(&["PSUBSCRIBE", "user.*"]),
         &confirmation(false, "psubscribe", "user.*", 1),
     );
     mixed.call(
-        &cmd(&["SUBSCRIBE", REGISTERED]),
+        &resp(&["SUBSCRIBE", REGISTERED]),
         &confirmation(true, "subscribe", REGISTERED, 1),
     );
-    mixed.send(&cmd(&["PSUBSCRIBE", "user.*", "*registered"]));
+    mixed.send(&resp(&["PSUBSCRIBE", "user.*", "*registered"]));
     mixed.expect(&confirmation(true, "psubscribe", "user.*", 2));
     mixed.expect(&confirmation(true, "psubscribe", "*registered", 3));
 
@@ -1795,7 +1678,7 @@ fn client_list_type_pubsub_lists_only_subscribers_with_their_counts() {
         }
     }
     mixed.call(
-        &cmd(&["UNSUBSCRIBE", REGISTERED]),
+        &resp(&["UNSUBSCRIBE", REGISTERED]),
         &confirmation(true, "unsubscribe", REGISTERED, 2),
     );
     assert_eq!(
@@ -1822,7 +1705,7 @@ fn closed_subscribers_leave_the_index() {
     let mut c = server.redis();
     let mut dropped = subscriber(&server, false, &[REGISTERED, UNREGISTERED]);
     dropped.call(
-        &cmd(&["PSUBSCRIBE", "user.*"]),
+        &resp(&["PSUBSCRIBE", "user.*"]),
         &confirmation(false, "psubscribe", "user.*", 3),
     );
     let mut quitter = psubscriber(&server, true, &["*"]);

@@ -4,73 +4,20 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{TestServer, exchange};
-use redis::{ConnectionLike, Value};
-
-/// Sends `cmd` and returns the reply as the client parsed it, error replies included.
-fn call(con: &mut redis::Connection, cmd: &redis::Cmd) -> Value {
-    con.req_command(cmd).expect("a reply")
-}
-
-/// `REGISTER name [field value ...]`.
-fn register_cmd(name: &str, fields: &[(&str, &str)]) -> redis::Cmd {
-    let mut c = redis::cmd("REGISTER");
-    c.arg(name);
-    for (k, v) in fields {
-        c.arg(*k).arg(*v);
-    }
-    c
-}
-
-/// Registers `name` and returns the integer reply.
-fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
-    match call(con, &register_cmd(name, fields)) {
-        Value::Int(id) => id,
-        other => panic!("REGISTER {name}: expected an integer, got {other:?}"),
-    }
-}
-
-fn unregister(con: &mut redis::Connection, name: &str) -> i64 {
-    match call(con, redis::cmd("UNREGISTER").arg(name)) {
-        Value::Int(n) => n,
-        other => panic!("UNREGISTER {name}: expected an integer, got {other:?}"),
-    }
-}
+use common::reply::{bulk, call_cmd, error_text, pairs, register, register_cmd, text, unregister};
+use common::{TestServer, days_from_civil, exchange, fields, now_ms, read_until_suffix};
+use redis::Value;
 
 fn usercount(con: &mut redis::Connection) -> i64 {
-    match call(con, &redis::cmd("USERCOUNT")) {
+    match call_cmd(con, &redis::cmd("USERCOUNT")) {
         Value::Int(n) => n,
         other => panic!("USERCOUNT: expected an integer, got {other:?}"),
     }
 }
 
 fn lookup(con: &mut redis::Connection, name: &str) -> Value {
-    call(con, redis::cmd("LOOKUP").arg(name))
-}
-
-/// The full text of an error reply (`ERR ...`); panics on anything else.
-fn error_text(v: &Value) -> String {
-    match v {
-        Value::ServerError(e) => match e.details() {
-            Some(d) => format!("{} {d}", e.code()),
-            None => e.code().to_string(),
-        },
-        other => panic!("expected an error reply, got {other:?}"),
-    }
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).expect("UTF-8 bulk"),
-        Value::SimpleString(s) => s.clone(),
-        other => panic!("expected a string, got {other:?}"),
-    }
-}
-
-fn bulk(s: &str) -> Value {
-    Value::BulkString(s.as_bytes().to_vec())
+    call_cmd(con, redis::cmd("LOOKUP").arg(name))
 }
 
 /// A user as LOOKUP describes it, whatever the protocol spelled it as.
@@ -80,24 +27,6 @@ struct User {
     name: String,
     created_at: String,
     fields: BTreeMap<String, String>,
-}
-
-/// Pairs of a RESP3 map, or of a RESP2 flat array (which must have even length).
-fn pairs(v: &Value, resp3: bool) -> Vec<(Value, Value)> {
-    match (v, resp3) {
-        (Value::Map(p), true) => p.clone(),
-        (Value::Array(items), false) => {
-            assert!(items.len() % 2 == 0, "odd flat map: {v:?}");
-            items
-                .chunks(2)
-                .map(|c| (c[0].clone(), c[1].clone()))
-                .collect()
-        }
-        _ => panic!(
-            "expected a {} map, got {v:?}",
-            if resp3 { "RESP3" } else { "RESP2 flat" }
-        ),
-    }
 }
 
 /// Checks the exact shape of a LOOKUP reply and decodes it.
@@ -133,19 +62,6 @@ fn user(v: &Value, resp3: bool) -> User {
     }
 }
 
-fn fields(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-    kv.iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
-
 /// Parses `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339, UTC, milliseconds) to Unix ms.
 fn parse_rfc3339_utc_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
@@ -174,15 +90,7 @@ fn parse_rfc3339_utc_ms(s: &str) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    // Howard Hinnant's days_from_civil.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
+    Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
 }
 
 /// One USERS call: (next cursor, names).
@@ -191,7 +99,7 @@ fn users_page(con: &mut redis::Connection, args: &[&str]) -> (String, Vec<String
     for a in args {
         c.arg(*a);
     }
-    match call(con, &c) {
+    match call_cmd(con, &c) {
         Value::Array(items) if items.len() == 2 => {
             let cursor = match &items[0] {
                 Value::BulkString(b) => String::from_utf8(b.clone()).expect("UTF-8 cursor"),
@@ -283,11 +191,14 @@ fn register_taken_name_replies_zero() {
     let before = user(&lookup(&mut c, "alice"), false);
     // Not an error reply, and the first registration is left as it was.
     assert_eq!(
-        call(&mut c, &register_cmd("alice", &[("city", "Rome")])),
+        call_cmd(&mut c, &register_cmd("alice", &[("city", "Rome")])),
         Value::Int(0)
     );
     let mut c3 = server.redis3();
-    assert_eq!(call(&mut c3, &register_cmd("alice", &[])), Value::Int(0));
+    assert_eq!(
+        call_cmd(&mut c3, &register_cmd("alice", &[])),
+        Value::Int(0)
+    );
     let after = user(&lookup(&mut c, "alice"), false);
     assert_eq!(after, before);
     assert_eq!(after.id, id);
@@ -339,7 +250,7 @@ fn unregister_replies_one_then_zero() {
     assert_eq!(unregister(&mut c, "never-seen"), 0);
     let mut c3 = server.redis3();
     assert_eq!(
-        call(&mut c3, redis::cmd("UNREGISTER").arg("alice")),
+        call_cmd(&mut c3, redis::cmd("UNREGISTER").arg("alice")),
         Value::Int(0)
     );
     assert_eq!(lookup(&mut c, "alice"), Value::Nil);
@@ -369,7 +280,7 @@ fn usercount_tracks_registers_and_unregisters() {
     assert_eq!(usercount(&mut c), 2, "an unknown name removes nobody");
     register(&mut c, "a1", &[]);
     assert_eq!(usercount(&mut other), 3);
-    let _ = call(&mut c, &register_cmd("", &[]));
+    let _ = call_cmd(&mut c, &register_cmd("", &[]));
     assert_eq!(usercount(&mut c), 3, "a rejected REGISTER adds nobody");
     server.stop();
 }
@@ -455,17 +366,6 @@ fn lookup_unknown_name_replies_nil() {
     server.stop();
 }
 
-/// Reads until what was read ends with `suffix`.
-fn read_until_suffix(s: &mut std::net::TcpStream, suffix: &[u8]) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(suffix) {
-        std::io::Read::read_exact(s, &mut byte).expect("read until suffix");
-        got.push(byte[0]);
-    }
-    got
-}
-
 #[test]
 fn register_duplicate_field_keeps_last_value() {
     let server = TestServer::start();
@@ -522,7 +422,7 @@ fn rfc3339_test_parser_agrees_with_known_instants() {
 /// Sends `cmd`, asserts the exact error, then that the connection still works and
 /// nothing was stored.
 fn assert_rejected(con: &mut redis::Connection, cmd: &redis::Cmd, expected: &str) {
-    let v = call(con, cmd);
+    let v = call_cmd(con, cmd);
     assert_eq!(
         error_text(&v),
         expected,
@@ -530,7 +430,7 @@ fn assert_rejected(con: &mut redis::Connection, cmd: &redis::Cmd, expected: &str
         String::from_utf8_lossy(&cmd.get_packed_command())
     );
     assert_eq!(
-        call(con, redis::cmd("PING").arg("still-here")),
+        call_cmd(con, redis::cmd("PING").arg("still-here")),
         bulk("still-here"),
         "the connection continues after {expected:?}"
     );
@@ -910,11 +810,7 @@ fn users_iteration_is_stable_under_concurrent_changes() {
 fn pipelined_read_sees_earlier_write() {
     let server = TestServer::start();
     for resp3 in [false, true] {
-        let mut c = if resp3 {
-            server.redis3()
-        } else {
-            server.redis()
-        };
+        let mut c = server.redis_proto(resp3);
         let name = if resp3 { "x3" } else { "x2" };
         let before = usercount(&mut c);
         let replies: Vec<Value> = redis::pipe()

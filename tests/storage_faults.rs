@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, exchange};
+use common::{TestServer, exchange, read_until_suffix};
 
 fn register_big(s: &mut std::net::TcpStream, name: &str) -> String {
     let v = "v".repeat(userbus::config::MAX_FIELD_VALUE_BYTES);
@@ -20,14 +20,9 @@ fn register_big(s: &mut std::net::TcpStream, name: &str) -> String {
     read_line(s)
 }
 
+/// The next reply line, CRLF included.
 fn read_line(s: &mut std::net::TcpStream) -> String {
-    let mut out = Vec::new();
-    let mut b = [0u8; 1];
-    while !out.ends_with(b"\r\n") {
-        s.read_exact(&mut b).unwrap();
-        out.push(b[0]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&read_until_suffix(s, b"\r\n")).into_owned()
 }
 
 fn healthz(server: &TestServer) -> String {

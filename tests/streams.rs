@@ -12,19 +12,22 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{IO_TIMEOUT, TestServer, exchange, read_n};
+use common::reply::{bulk_text, call, error_text, int, register, unregister};
+use common::{
+    IO_TIMEOUT, TestServer, bulk, exchange, now_ms, read_n, read_until_suffix, resp, rfc3339_utc_ms,
+};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamClaimOptions, StreamClaimReply,
     StreamInfoConsumersReply, StreamInfoGroupsReply, StreamInfoStreamReply,
     StreamPendingCountReply, StreamPendingReply, StreamRangeReply, StreamReadOptions,
     StreamReadReply,
 };
-use redis::{Commands, ConnectionLike, RedisResult, Value};
+use redis::{Commands, RedisResult, Value};
 use userbus::config::MAX_FIELD_VALUE_BYTES;
 
 const EVENTS: &str = "events";
@@ -34,41 +37,6 @@ const REFUSED: &str = "ERR the events stream is written by registrations only";
 
 // ---------------------------------------------------------------------------
 // Talking to the server with the redis crate, replies as the client parsed them.
-
-/// Sends one command and returns its reply, error replies included.
-fn call(con: &mut redis::Connection, args: &[&str]) -> Value {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    con.req_command(&cmd).expect("a reply")
-}
-
-/// The full text of an error reply (`ERR ...`); panics on anything else.
-fn error_text(v: &Value) -> String {
-    match v {
-        Value::ServerError(e) => match e.details() {
-            Some(d) => format!("{} {d}", e.code()),
-            None => e.code().to_string(),
-        },
-        other => panic!("expected an error reply, got {other:?}"),
-    }
-}
-
-fn int(v: &Value) -> i64 {
-    match v {
-        Value::Int(n) => *n,
-        other => panic!("expected an integer, got {other:?}"),
-    }
-}
-
-/// A bulk string as text (stream ids, field names and values are bulk strings).
-fn bulk_text(v: &Value) -> String {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).expect("UTF-8 bulk"),
-        other => panic!("expected a bulk string, got {other:?}"),
-    }
-}
 
 fn items(v: &Value) -> &[Value] {
     match v {
@@ -89,21 +57,6 @@ fn pairs(v: &Value) -> Vec<(String, Value)> {
         }
         other => panic!("expected a map, got {other:?}"),
     }
-}
-
-fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
-    let mut args = vec!["REGISTER", name];
-    for (k, v) in fields {
-        args.extend([*k, *v]);
-    }
-    match call(con, &args) {
-        Value::Int(id) => id,
-        other => panic!("REGISTER {name}: expected an id, got {other:?}"),
-    }
-}
-
-fn unregister(con: &mut redis::Connection, name: &str) -> i64 {
-    int(&call(con, &["UNREGISTER", name]))
 }
 
 fn xlen(con: &mut redis::Connection, key: &str) -> i64 {
@@ -300,62 +253,9 @@ fn unregistered<'a>(id: i64, name: &'a str, fields: &'a [(&'a str, &'a str)]) ->
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Parses RFC 3339 UTC (`2026-01-02T03:04:05.678Z`, fraction optional) to Unix ms.
 fn rfc3339_ms(at: &str) -> i64 {
-    let bad = || -> ! { panic!("`at` is not RFC 3339 UTC: {at:?}") };
-    let b = at.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[b.len() - 1] != b'Z'
-    {
-        bad()
-    }
-    let num = |r: std::ops::Range<usize>| -> i64 {
-        let s = &at[r];
-        if !s.bytes().all(|c| c.is_ascii_digit()) {
-            bad()
-        }
-        s.parse().unwrap_or_else(|_| bad())
-    };
-    let (y, mo, d) = (num(0..4), num(5..7), num(8..10));
-    let (h, mi, s) = (num(11..13), num(14..16), num(17..19));
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        bad()
-    }
-    let frac = &at[19..at.len() - 1];
-    let ms = match frac.strip_prefix('.') {
-        None if frac.is_empty() => 0,
-        Some(digits) if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) => {
-            format!("{digits:0<3}")[..3]
-                .parse::<i64>()
-                .unwrap_or_else(|_| bad())
-        }
-        _ => bad(),
-    };
-    days_from_civil(y, mo, d) * 86_400_000 + ((h * 60 + mi) * 60 + s) * 1000 + ms
+    rfc3339_utc_ms(at).unwrap_or_else(|| panic!("`at` is not RFC 3339 UTC: {at:?}"))
 }
 
 /// Checks an `events` entry: fields `kind`, `id`, `name`, `fields` (a JSON object
@@ -406,22 +306,6 @@ fn words(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
 }
 
-/// Encodes a request as a RESP array of bulk strings.
-fn resp(args: &[&str]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend(bulk(a));
-    }
-    out
-}
-
-fn bulk(s: &str) -> Vec<u8> {
-    let mut out = format!("${}\r\n", s.len()).into_bytes();
-    out.extend_from_slice(s.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
 /// An entry as Redis writes it: `*2 id *2n field value ...`.
 fn entry_bytes(e: &Entry) -> Vec<u8> {
     let mut out = b"*2\r\n".to_vec();
@@ -459,19 +343,9 @@ fn nil_bytes(resp3: bool) -> &'static [u8] {
     if resp3 { b"_\r\n" } else { b"*-1\r\n" }
 }
 
-fn read_line(s: &mut TcpStream) -> Vec<u8> {
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while !line.ends_with(b"\r\n") {
-        s.read_exact(&mut b).expect("read a reply line");
-        line.push(b[0]);
-    }
-    line
-}
-
 /// Reads one complete RESP2/RESP3 reply and returns its bytes.
 fn read_frame(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = read_line(s);
+    let mut out = read_until_suffix(s, b"\r\n");
     let n = || -> i64 {
         std::str::from_utf8(&out[1..out.len() - 2])
             .ok()
@@ -2578,7 +2452,7 @@ fn a_rolled_back_tick_adds_no_entries_and_wakes_no_reader() {
     batch.extend(big_register("big"));
     writer.write_all(&batch).expect("write");
     for what in ["small", "big"] {
-        let line = String::from_utf8_lossy(&read_line(&mut writer)).into_owned();
+        let line = String::from_utf8_lossy(&read_until_suffix(&mut writer, b"\r\n")).into_owned();
         assert!(
             line.starts_with("-ERR storage: "),
             "REGISTER {what} replied {line:?}"

@@ -1,12 +1,17 @@
 //! Test harness: a real server on 127.0.0.1:0 with a temporary database, and small
-//! helpers to talk to it over raw sockets the way `nc` does.
+//! helpers to talk to it over raw sockets the way `nc` does. `reply` reads the
+//! replies of the `redis` crate.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+pub mod reply;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use userbus::{Builder, Config, Server, ShutdownHandle};
 
@@ -109,10 +114,7 @@ impl TestServer {
 
     /// A raw socket to the HTTP port.
     pub fn http_raw(&self) -> TcpStream {
-        let s = TcpStream::connect(self.http_addr()).expect("connect http");
-        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        s.set_nodelay(true).expect("nodelay");
-        s
+        connect(self.http_addr())
     }
 
     /// A `redis` crate connection speaking RESP2.
@@ -128,12 +130,14 @@ impl TestServer {
         client.get_connection().expect("redis connection")
     }
 
+    /// A `redis` crate connection speaking RESP3 when `resp3`, else RESP2.
+    pub fn redis_proto(&self, resp3: bool) -> redis::Connection {
+        if resp3 { self.redis3() } else { self.redis() }
+    }
+
     /// A raw socket, as `nc` would open.
     pub fn raw(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).expect("connect");
-        s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        s.set_nodelay(true).expect("nodelay");
-        s
+        connect(self.addr)
     }
 
     /// Stops the server (finish tick, commit, flush, close) and waits for it.
@@ -160,6 +164,30 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+/// The `userbus` binary with `RUST_LOG=info`, no input, its output piped, and none
+/// of the `USERBUS_*` settings of the environment the tests run in.
+pub fn userbus_command() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_userbus"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "info");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("USERBUS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// A socket to `addr` with the harness's read timeout and Nagle off.
+pub fn connect(addr: impl ToSocketAddrs) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    s
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -207,4 +235,168 @@ pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).expect("read until close");
     buf
+}
+
+/// Reads until what was read ends with `suffix` (a reply line with `b"\r\n"`).
+pub fn read_until_suffix(s: &mut TcpStream, suffix: &[u8]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(suffix) {
+        s.read_exact(&mut byte).expect("read until suffix");
+        got.push(byte[0]);
+    }
+    got
+}
+
+/// Bytes as a readable, escaped string for failure messages (long ones cut).
+pub fn show(b: &[u8]) -> String {
+    const MAX: usize = 400;
+    if b.len() > MAX {
+        format!("{}... ({} bytes)", b[..MAX].escape_ascii(), b.len())
+    } else {
+        b.escape_ascii().to_string()
+    }
+}
+
+/// Asserts `got == want` byte for byte (binary-safe, unlike a lossy string
+/// comparison), showing both escaped when they differ.
+#[track_caller]
+pub fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
+    assert!(
+        got == want,
+        "{what}\n  got:  {}\n  want: {}",
+        show(got),
+        show(want)
+    );
+}
+
+/// A RESP request: a multibulk array of `args`.
+pub fn multibulk(args: &[&[u8]]) -> Vec<u8> {
+    let mut v = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        v.extend(bulk(a));
+    }
+    v
+}
+
+/// A RESP request of text `args`.
+pub fn resp(args: &[&str]) -> Vec<u8> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    multibulk(&args)
+}
+
+/// A bulk string: `$<len>\r\n<data>\r\n`.
+pub fn bulk(data: impl AsRef<[u8]>) -> Vec<u8> {
+    let data = data.as_ref();
+    let mut v = format!("${}\r\n", data.len()).into_bytes();
+    v.extend_from_slice(data);
+    v.extend_from_slice(b"\r\n");
+    v
+}
+
+/// A raw connection that reads one-line replies (integers, errors, statuses).
+pub struct Raw {
+    /// The socket, for writing.
+    pub w: TcpStream,
+    /// The same socket, buffered for reading.
+    pub r: BufReader<TcpStream>,
+}
+
+impl Raw {
+    pub fn connect(addr: impl ToSocketAddrs) -> Raw {
+        let s = connect(addr);
+        Raw {
+            r: BufReader::new(s.try_clone().expect("clone socket")),
+            w: s,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).expect("write");
+    }
+
+    /// The next reply line, without its CRLF.
+    pub fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.r.read_line(&mut line).expect("read reply");
+        assert!(line.ends_with("\r\n"), "incomplete reply line {line:?}");
+        line.truncate(line.len() - 2);
+        line
+    }
+
+    /// The next reply, which must be an integer.
+    pub fn int(&mut self) -> i64 {
+        let line = self.line();
+        line.strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("expected an integer reply, got {line:?}"))
+    }
+
+    /// Sends `bytes` and returns the next reply line.
+    pub fn call(&mut self, bytes: &[u8]) -> String {
+        self.send(bytes);
+        self.line()
+    }
+}
+
+/// A user's fields as a map, to compare with what the server stored.
+pub fn fields(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The test's own clock, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` as Unix milliseconds.
+pub fn rfc3339_utc_ms(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || *b.last()? != b'Z' {
+        return None;
+    }
+    for (i, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+        if b[i] != sep {
+            return None;
+        }
+    }
+    let digits = |from: usize, to: usize| -> Option<i64> {
+        let d = s.get(from..to)?;
+        d.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| d.parse().ok())?
+    };
+    let (y, mo, d) = (digits(0, 4)?, digits(5, 7)?, digits(8, 10)?);
+    let (h, mi, sec) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
+    let frac = &s[19..s.len() - 1];
+    let ms = if frac.is_empty() {
+        0
+    } else {
+        let f = frac.strip_prefix('.')?;
+        if f.is_empty() || !f.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        format!("{f:0<3}")[..3].parse().ok()?
+    };
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
 }

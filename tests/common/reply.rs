@@ -1,0 +1,126 @@
+//! Commands sent with the `redis` crate and its replies read as the client parsed
+//! them, error replies included.
+
+use std::collections::BTreeMap;
+
+use redis::{ConnectionLike, Value};
+
+/// Sends `cmd` and returns the reply as the client parsed it, error replies included.
+pub fn call_cmd(con: &mut redis::Connection, cmd: &redis::Cmd) -> Value {
+    con.req_command(cmd).expect("a reply")
+}
+
+/// A command from its words.
+pub fn cmd(words: &[&str]) -> redis::Cmd {
+    let mut c = redis::cmd(words[0]);
+    for w in &words[1..] {
+        c.arg(*w);
+    }
+    c
+}
+
+/// Sends the command `words` and returns its reply, error replies included.
+pub fn call(con: &mut redis::Connection, words: &[&str]) -> Value {
+    call_cmd(con, &cmd(words))
+}
+
+/// `REGISTER name [field value ...]`.
+pub fn register_cmd(name: &str, fields: &[(&str, &str)]) -> redis::Cmd {
+    let mut c = redis::cmd("REGISTER");
+    c.arg(name);
+    for (k, v) in fields {
+        c.arg(*k).arg(*v);
+    }
+    c
+}
+
+/// Registers `name` and returns the integer reply (0 for a taken name).
+pub fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
+    match call_cmd(con, &register_cmd(name, fields)) {
+        Value::Int(id) => id,
+        other => panic!("REGISTER {name}: expected an integer, got {other:?}"),
+    }
+}
+
+/// Unregisters `name` and returns the integer reply (0 for an unknown name).
+pub fn unregister(con: &mut redis::Connection, name: &str) -> i64 {
+    match call_cmd(con, redis::cmd("UNREGISTER").arg(name)) {
+        Value::Int(n) => n,
+        other => panic!("UNREGISTER {name}: expected an integer, got {other:?}"),
+    }
+}
+
+/// The full text of an error reply (`ERR ...`); panics on anything else.
+pub fn error_text(v: &Value) -> String {
+    match v {
+        Value::ServerError(e) => match e.details() {
+            Some(d) => format!("{} {d}", e.code()),
+            None => e.code().to_string(),
+        },
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+/// A bulk or simple string reply.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).expect("UTF-8 bulk"),
+        Value::SimpleString(s) => s.clone(),
+        other => panic!("expected a string, got {other:?}"),
+    }
+}
+
+/// A string reply of any spelling: bulk, simple or verbatim.
+pub fn text_or_verbatim(v: &Value) -> String {
+    match v {
+        Value::VerbatimString { text, .. } => text.clone(),
+        other => text(other),
+    }
+}
+
+/// A bulk string reply as text (stream ids, field names and values are bulk strings).
+pub fn bulk_text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).expect("UTF-8 bulk"),
+        other => panic!("expected a bulk string, got {other:?}"),
+    }
+}
+
+pub fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(n) => *n,
+        other => panic!("expected an integer, got {other:?}"),
+    }
+}
+
+/// A bulk string value, to compare replies with.
+pub fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+}
+
+/// Pairs of a RESP3 map, or of a RESP2 flat array (which must have even length).
+pub fn pairs(v: &Value, resp3: bool) -> Vec<(Value, Value)> {
+    match (v, resp3) {
+        (Value::Map(p), true) => p.clone(),
+        (Value::Array(items), false) => {
+            assert!(items.len() % 2 == 0, "odd flat map: {v:?}");
+            items
+                .chunks(2)
+                .map(|c| (c[0].clone(), c[1].clone()))
+                .collect()
+        }
+        _ => panic!(
+            "expected a {} map, got {v:?}",
+            if resp3 { "RESP3" } else { "RESP2 flat" }
+        ),
+    }
+}
+
+/// The `field:value` lines of `INFO section`.
+pub fn info(c: &mut redis::Connection, section: &str) -> BTreeMap<String, String> {
+    let text: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
