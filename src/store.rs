@@ -105,6 +105,8 @@ DROP TABLE users_v2;
 const BATCH_SIZES: [usize; 4] = [64, 16, 4, 1];
 /// Registrations held before they are written even though the tick goes on.
 const MAX_PENDING: usize = 1024;
+
+// UNREGISTER's rows, one statement each.
 const DELETE_USER: &str = "DELETE FROM users WHERE id = ?1";
 const INSERT_EVENT: &str =
     "INSERT INTO events (kind, user_id, name, fields, at) VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -183,35 +185,29 @@ fn multi_insert(head: &str, per_row: usize, rows: usize, kind: Option<&str>) -> 
 /// The statements that write batches of registrations, one pair per batch size.
 #[derive(Debug)]
 struct BatchSql {
-    users: Vec<String>,
-    events: Vec<String>,
+    users: [String; BATCH_SIZES.len()],
+    events: [String; BATCH_SIZES.len()],
 }
 
 impl BatchSql {
     fn new() -> BatchSql {
         BatchSql {
-            users: BATCH_SIZES
-                .iter()
-                .map(|&n| {
-                    multi_insert(
-                        "INSERT INTO users (id, name, fields, created_at)",
-                        4,
-                        n,
-                        None,
-                    )
-                })
-                .collect(),
-            events: BATCH_SIZES
-                .iter()
-                .map(|&n| {
-                    multi_insert(
-                        "INSERT INTO events (kind, seq, user_id, name, fields, at)",
-                        5,
-                        n,
-                        Some(crate::events::REGISTERED),
-                    )
-                })
-                .collect(),
+            users: BATCH_SIZES.map(|n| {
+                multi_insert(
+                    "INSERT INTO users (id, name, fields, created_at)",
+                    4,
+                    n,
+                    None,
+                )
+            }),
+            events: BATCH_SIZES.map(|n| {
+                multi_insert(
+                    "INSERT INTO events (kind, seq, user_id, name, fields, at)",
+                    5,
+                    n,
+                    Some(crate::events::REGISTERED),
+                )
+            }),
         }
     }
 }
@@ -424,33 +420,31 @@ impl Store {
         let pending = std::mem::take(&mut self.pending);
         let res = (|| {
             let mut rest = &pending[..];
-            while !rest.is_empty() {
-                let (i, &n) = BATCH_SIZES
-                    .iter()
-                    .enumerate()
-                    .find(|&(_, &n)| n <= rest.len())
-                    .unwrap_or((BATCH_SIZES.len() - 1, &1));
-                let (rows, tail) = rest.split_at(n);
-                let mut users = self.conn.prepare_cached(&self.batch_sql.users[i])?;
-                for (r, p) in rows.iter().enumerate() {
-                    let b = r * 4;
-                    users.raw_bind_parameter(b + 1, p.id)?;
-                    users.raw_bind_parameter(b + 2, &p.name)?;
-                    users.raw_bind_parameter(b + 3, &p.json)?;
-                    users.raw_bind_parameter(b + 4, p.at)?;
+            // The largest sizes first; the last size is 1, so nothing is left over.
+            for (i, &n) in BATCH_SIZES.iter().enumerate() {
+                while rest.len() >= n {
+                    let (rows, tail) = rest.split_at(n);
+                    let mut users = self.conn.prepare_cached(&self.batch_sql.users[i])?;
+                    for (r, p) in rows.iter().enumerate() {
+                        let b = r * 4;
+                        users.raw_bind_parameter(b + 1, p.id)?;
+                        users.raw_bind_parameter(b + 2, &p.name)?;
+                        users.raw_bind_parameter(b + 3, &p.json)?;
+                        users.raw_bind_parameter(b + 4, p.at)?;
+                    }
+                    users.raw_execute()?;
+                    let mut events = self.conn.prepare_cached(&self.batch_sql.events[i])?;
+                    for (r, p) in rows.iter().enumerate() {
+                        let b = r * 5;
+                        events.raw_bind_parameter(b + 1, p.seq)?;
+                        events.raw_bind_parameter(b + 2, p.id)?;
+                        events.raw_bind_parameter(b + 3, &p.name)?;
+                        events.raw_bind_parameter(b + 4, &p.json)?;
+                        events.raw_bind_parameter(b + 5, p.at)?;
+                    }
+                    events.raw_execute()?;
+                    rest = tail;
                 }
-                users.raw_execute()?;
-                let mut events = self.conn.prepare_cached(&self.batch_sql.events[i])?;
-                for (r, p) in rows.iter().enumerate() {
-                    let b = r * 5;
-                    events.raw_bind_parameter(b + 1, p.seq)?;
-                    events.raw_bind_parameter(b + 2, p.id)?;
-                    events.raw_bind_parameter(b + 3, &p.name)?;
-                    events.raw_bind_parameter(b + 4, &p.json)?;
-                    events.raw_bind_parameter(b + 5, p.at)?;
-                }
-                events.raw_execute()?;
-                rest = tail;
             }
             Ok(())
         })();
