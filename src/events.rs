@@ -52,17 +52,31 @@ impl Event {
     /// The event's JSON payload:
     /// `{"seq":1,"kind":"user.registered","id":1,"name":"alice","fields":{},"at":"..."}`.
     pub fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(128);
+        self.write_json(&mut out);
+        // serde_json writes UTF-8, and the rest is ASCII.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends [`Event::to_json`]'s text to `out`, with no allocation of its own
+    /// (pushes and event streams write it straight into an output buffer).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         // Written by hand to keep the documented key order; serde_json escapes the
-        // strings. Serializing a string map cannot fail.
-        let name = serde_json::to_string(&self.name).unwrap_or_default();
-        let fields = serde_json::to_string(&self.fields).unwrap_or_else(|_| "{}".into());
-        format!(
-            r#"{{"seq":{},"kind":"{}","id":{},"name":{name},"fields":{fields},"at":"{}"}}"#,
-            self.seq,
-            self.kind.as_str(),
-            self.user_id,
-            crate::clock::rfc3339(self.at_ms),
-        )
+        // strings. Serializing a string into a Vec cannot fail.
+        let mut num = itoa::Buffer::new();
+        out.extend_from_slice(b"{\"seq\":");
+        out.extend_from_slice(num.format(self.seq).as_bytes());
+        out.extend_from_slice(b",\"kind\":\"");
+        out.extend_from_slice(self.kind.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"id\":");
+        out.extend_from_slice(num.format(self.user_id).as_bytes());
+        out.extend_from_slice(b",\"name\":");
+        let _ = serde_json::to_writer(&mut *out, &self.name);
+        out.extend_from_slice(b",\"fields\":");
+        let _ = serde_json::to_writer(&mut *out, &self.fields);
+        out.extend_from_slice(b",\"at\":\"");
+        crate::clock::with_rfc3339(self.at_ms, |at| out.extend_from_slice(at));
+        out.extend_from_slice(b"\"}");
     }
 }
 

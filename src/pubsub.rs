@@ -15,15 +15,6 @@ pub struct PubSub {
     patterns: Vec<(Vec<u8>, Vec<usize>)>,
 }
 
-/// Where one event goes: exact-channel subscribers and (pattern, subscriber) pairs.
-#[derive(Debug, Default)]
-pub struct Targets<'a> {
-    /// Connections subscribed to the channel itself.
-    pub direct: &'a [usize],
-    /// Patterns matching the channel, with their subscribers.
-    pub patterns: Vec<(&'a [u8], &'a [usize])>,
-}
-
 impl PubSub {
     /// Adds `key` to `channel`; false when it was already there.
     pub fn subscribe(&mut self, key: usize, channel: &[u8]) -> bool {
@@ -81,17 +72,20 @@ impl PubSub {
         true
     }
 
-    /// Where an event on `channel` goes.
-    pub fn targets(&self, channel: &[u8]) -> Targets<'_> {
-        Targets {
-            direct: self.channels.get(channel).map_or(&[][..], Vec::as_slice),
-            patterns: self
-                .patterns
-                .iter()
-                .filter(|(p, _)| crate::glob::matches(p, channel))
-                .map(|(p, subs)| (p.as_slice(), subs.as_slice()))
-                .collect(),
-        }
+    /// The connections subscribed to `channel` itself.
+    pub fn subscribers(&self, channel: &[u8]) -> &[usize] {
+        self.channels.get(channel).map_or(&[][..], Vec::as_slice)
+    }
+
+    /// The patterns matching `channel`, each with its subscribers.
+    pub fn matching<'a>(
+        &'a self,
+        channel: &'a [u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [usize])> + 'a {
+        self.patterns
+            .iter()
+            .filter(move |(p, _)| crate::glob::matches(p, channel))
+            .map(|(p, subs)| (p.as_slice(), subs.as_slice()))
     }
 
     /// True when nobody listens.
@@ -120,10 +114,12 @@ mod tests {
         assert!(ps.subscribe(1, b"user.registered"));
         assert!(!ps.subscribe(1, b"user.registered"));
         assert!(ps.psubscribe(2, b"user.*"));
-        let t = ps.targets(b"user.registered");
-        assert_eq!(t.direct, &[1]);
-        assert_eq!(t.patterns, vec![(&b"user.*"[..], &[2][..])]);
-        assert!(ps.targets(b"user.unregistered").direct.is_empty());
+        assert_eq!(ps.subscribers(b"user.registered"), &[1]);
+        assert_eq!(
+            ps.matching(b"user.registered").collect::<Vec<_>>(),
+            vec![(&b"user.*"[..], &[2][..])]
+        );
+        assert!(ps.subscribers(b"user.unregistered").is_empty());
         assert!(ps.unsubscribe(1, b"user.registered"));
         assert!(!ps.unsubscribe(1, b"user.registered"));
         assert!(ps.punsubscribe(2, b"user.*"));

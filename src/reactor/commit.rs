@@ -219,27 +219,32 @@ impl Reactor {
     /// Pushes a committed event to its channel's subscribers and to the pattern
     /// subscribers it matches; drops subscribers past their output limits.
     pub(super) fn publish(&mut self, event: &Event) {
+        // Out of `self` while the pushes need the rest of it (dropping a slow
+        // subscriber changes no subscription: that happens when it is closed).
+        let pubsub = std::mem::take(&mut self.pubsub);
+        let mut payload = std::mem::take(&mut self.push_payload);
+        payload.clear();
         let channel = event.kind.as_str().as_bytes();
-        let payload = event.to_json();
-        let targets = self.pubsub.targets(channel);
-        let mut deliveries: Vec<(usize, Option<Vec<u8>>)> =
-            targets.direct.iter().map(|&k| (k, None)).collect();
-        for (pattern, keys) in targets.patterns {
-            deliveries.extend(keys.iter().map(|&k| (k, Some(pattern.to_vec()))));
-        }
+        let direct = pubsub.subscribers(channel).iter().map(|&k| (k, None));
+        let by_pattern = pubsub
+            .matching(channel)
+            .flat_map(|(p, keys)| keys.iter().map(move |&k| (k, Some(p))));
         let hard = self.config.pubsub_limits().hard_bytes;
         let memory_guard = hard
             .saturating_mul(2)
             .max(hard.saturating_add(PUBSUB_TICK_SLACK_BYTES));
-        for (k, pattern) in deliveries {
+        for (k, pattern) in direct.chain(by_pattern) {
             let Some(conn) = self.conns.get_mut(k) else {
                 continue;
             };
             if conn.phase != Phase::Open {
                 continue;
             }
+            if payload.is_empty() {
+                event.write_json(&mut payload);
+            }
             let mut out = Reply::new(&mut conn.wbuf, conn.session.resp3);
-            match &pattern {
+            match pattern {
                 None => {
                     out.push(3);
                     out.bulk(b"message");
@@ -251,7 +256,7 @@ impl Reactor {
                 }
             }
             out.bulk(channel);
-            out.bulk(payload.as_bytes());
+            out.bulk(&payload);
             self.stats.pushes += 1;
             // The limits are judged after the flush, on what the peer did not take;
             // this only bounds memory within one tick.
@@ -261,6 +266,8 @@ impl Reactor {
             }
             self.note_touched(k);
         }
+        self.push_payload = payload;
+        self.pubsub = pubsub;
     }
 
     /// Disconnects a subscriber that fell behind its output limits.

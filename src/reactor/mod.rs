@@ -213,6 +213,8 @@ pub struct Reactor {
     closing: Vec<usize>,
     /// Events of the tick, dispatched after its commit.
     tick_events: Vec<Event>,
+    /// An event's JSON while it is pushed to subscribers (kept for its capacity).
+    push_payload: Vec<u8>,
     /// When the current tick started: the time of every request it runs.
     tick_now: Instant,
     next_client_id: u64,
@@ -355,6 +357,7 @@ impl Reactor {
             touched: Vec::new(),
             closing: Vec::new(),
             tick_events: Vec::new(),
+            push_payload: Vec::new(),
             tick_now: Instant::now(),
             next_client_id: 1,
             accept_paused_until: None,
