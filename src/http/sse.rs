@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use crate::events::Event;
-use crate::store::EventRow;
 
 /// Idle time after which a comment line keeps the stream (and proxies) alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -34,15 +33,14 @@ pub fn write_head(out: &mut Vec<u8>) {
 }
 
 /// One event frame.
-pub fn write_event(out: &mut Vec<u8>, row: &EventRow) {
-    let event = Event::from_row(row);
+pub fn write_event(out: &mut Vec<u8>, event: &Event) {
     out.extend_from_slice(b"id: ");
-    out.extend_from_slice(itoa::Buffer::new().format(row.seq).as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(event.seq).as_bytes());
     out.extend_from_slice(b"\nevent: ");
     out.extend_from_slice(event.kind.as_str().as_bytes());
     out.extend_from_slice(b"\ndata: ");
     // The JSON has no raw newlines (serde escapes them), so one data line holds it.
-    out.extend_from_slice(event.to_json().as_bytes());
+    event.write_json(out);
     out.extend_from_slice(b"\n\n");
 }
 

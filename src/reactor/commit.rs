@@ -107,7 +107,7 @@ impl Reactor {
                     self.checkpoint_at = Some(Instant::now() + CHECKPOINT_IDLE);
                     log::trace!("commit in {:?}", started.elapsed());
                 }
-                let mut events = std::mem::take(&mut self.tick_events);
+                let events = std::mem::take(&mut self.tick_events);
                 for event in &events {
                     self.stats.events += 1;
                     self.stats.handler_panics += self.handlers.dispatch(event) as u64;
@@ -116,7 +116,7 @@ impl Reactor {
                     }
                 }
                 let woke = !events.is_empty() && !self.waiters.is_empty();
-                events.clear();
+                // Kept for the event streams; the tick clears them after.
                 self.tick_events = events;
                 if woke {
                     self.wake_readers();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::Reactor;
 use crate::conn::Phase;
+use crate::events::Event;
 use crate::http::router::{Env, Routed, route};
 use crate::http::sse::{self, SseState};
 use crate::http::{Method, REQUEST_TIMEOUT, Response, parse_request};
@@ -119,9 +120,15 @@ impl Reactor {
 
     /// Writes the committed events each stream has not had yet: a batch per tick
     /// for streams catching up (while the client keeps reading), everything new for
-    /// live ones.
-    pub(super) fn feed_sse(&mut self) {
+    /// live ones. `fresh` is what the last commit added to the log (empty outside a
+    /// tick): a stream that had everything before it is fed from it without a read.
+    pub(super) fn feed_sse(&mut self, fresh: &[Event]) {
         let last = self.store.committed_counts().last_seq;
+        // Usable only when it is exactly the log's tail, `first..=last`.
+        let first = match (fresh.first(), fresh.last()) {
+            (Some(a), Some(z)) if z.seq == last && z.seq - a.seq + 1 == fresh.len() as i64 => a.seq,
+            _ => last + 1,
+        };
         self.sse_behind = false;
         let mut i = 0;
         while i < self.sse_conns.len() {
@@ -141,11 +148,21 @@ impl Reactor {
                 // comes back here.
                 continue;
             }
-            let rows =
-                match self
-                    .store
-                    .events_between(state.next_seq, last, sse::CATCH_UP_BATCH, false)
-                {
+            // The same events, at most a batch, from memory or from the log.
+            let (sent, last_sent) = if state.next_seq >= first {
+                let from = usize::try_from(state.next_seq - first).unwrap_or(0);
+                let batch = &fresh[from..fresh.len().min(from + sse::CATCH_UP_BATCH)];
+                for event in batch {
+                    sse::write_event(&mut conn.wbuf, event);
+                }
+                (batch.len(), batch.last().map(|e| e.seq))
+            } else {
+                let rows = match self.store.events_between(
+                    state.next_seq,
+                    last,
+                    sse::CATCH_UP_BATCH,
+                    false,
+                ) {
                     Ok(rows) => rows,
                     Err(e) => {
                         log::warn!(
@@ -155,21 +172,23 @@ impl Reactor {
                         continue;
                     }
                 };
-            for row in &rows {
-                sse::write_event(&mut conn.wbuf, row);
-            }
-            let next = rows.last().map_or(last + 1, |r| r.seq + 1);
+                for row in &rows {
+                    sse::write_event(&mut conn.wbuf, &Event::from_row(row));
+                }
+                (rows.len(), rows.last().map(|r| r.seq))
+            };
+            let next = last_sent.map_or(last + 1, |s| s + 1);
             if let Some(s) = conn.http.as_mut().and_then(|h| h.sse.as_mut()) {
                 s.next_seq = next;
-                if !rows.is_empty() {
+                if sent > 0 {
                     s.last_write = Instant::now();
                 }
             }
             if next <= last {
                 self.sse_behind = true;
             }
-            if !rows.is_empty() {
-                self.stats.pushes += rows.len() as u64;
+            if sent > 0 {
+                self.stats.pushes += sent as u64;
                 self.note_touched(k);
             }
         }
@@ -224,7 +243,7 @@ impl Reactor {
             }
         }
         if !self.sse_conns.is_empty() {
-            self.feed_sse();
+            self.feed_sse(&[]);
             self.flush_touched();
         }
         self.close_finished();

@@ -509,9 +509,13 @@ impl Reactor {
         self.work = work;
         let requests = self.stats.tick_requests;
         self.commit();
+        // The committed events (none after a failed commit) until the streams had them.
+        let mut fresh = std::mem::take(&mut self.tick_events);
         if !self.sse_conns.is_empty() {
-            self.feed_sse();
+            self.feed_sse(&fresh);
         }
+        fresh.clear();
+        self.tick_events = fresh;
         self.flush_touched();
         self.run_durable_handlers();
         if requests > 0 {
