@@ -7,8 +7,9 @@ use super::*;
 impl Reactor {
     /// Feeds each durable handler the committed events after its offset, a batch a
     /// tick, and stores how far it got. A panic stops that handler at the event
-    /// that panicked and retries it after a back-off.
-    pub(super) fn run_durable_handlers(&mut self) {
+    /// that panicked and retries it after a back-off. `fresh` is what the last
+    /// commit added: a handler that had everything before it is fed without a read.
+    pub(super) fn run_durable_handlers(&mut self, fresh: &[Event]) {
         if self.handlers.durable.is_empty() {
             return;
         }
@@ -19,24 +20,29 @@ impl Reactor {
             if h.offset >= last || h.retry_at.is_some_and(|t| now < t) {
                 continue;
             }
-            let rows = match self.store.events_between(
-                h.offset.saturating_add(1),
-                i64::MAX,
-                DURABLE_BATCH,
-                false,
-            ) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    log::warn!("durable handler '{}': cannot read the log: {e}", h.name);
-                    h.retry_at = Some(now + DURABLE_RETRY_MAX);
-                    continue;
-                }
+            let from = h.offset.saturating_add(1);
+            let read;
+            let batch = match committed_tail(fresh, last, from, DURABLE_BATCH) {
+                Some(batch) => batch,
+                None => match self
+                    .store
+                    .events_between(from, i64::MAX, DURABLE_BATCH, false)
+                {
+                    Ok(rows) => {
+                        read = rows.iter().map(Event::from_row).collect::<Vec<_>>();
+                        &read[..]
+                    }
+                    Err(e) => {
+                        log::warn!("durable handler '{}': cannot read the log: {e}", h.name);
+                        h.retry_at = Some(now + DURABLE_RETRY_MAX);
+                        continue;
+                    }
+                },
             };
             let start = h.offset;
-            for row in &rows {
-                let event = Event::from_row(row);
-                if crate::events::call_isolated(&mut h.callback, &event) {
-                    h.offset = row.seq;
+            for event in batch {
+                if crate::events::call_isolated(&mut h.callback, event) {
+                    h.offset = event.seq;
                     h.failures = 0;
                     h.retry_at = None;
                 } else {
@@ -47,14 +53,14 @@ impl Reactor {
                     log::error!(
                         "durable handler '{}' panicked on event {} (retry in {wait:?})",
                         h.name,
-                        row.seq
+                        event.seq
                     );
                     h.retry_at = Some(now + wait);
                     break;
                 }
             }
             // Events missing from the log (trimmed) are skipped over, not waited for.
-            if rows.is_empty() {
+            if batch.is_empty() {
                 h.offset = last;
             }
             if h.offset != start

@@ -124,11 +124,6 @@ impl Reactor {
     /// tick): a stream that had everything before it is fed from it without a read.
     pub(super) fn feed_sse(&mut self, fresh: &[Event]) {
         let last = self.store.committed_counts().last_seq;
-        // Usable only when it is exactly the log's tail, `first..=last`.
-        let first = match (fresh.first(), fresh.last()) {
-            (Some(a), Some(z)) if z.seq == last && z.seq - a.seq + 1 == fresh.len() as i64 => a.seq,
-            _ => last + 1,
-        };
         self.sse_behind = false;
         let mut i = 0;
         while i < self.sse_conns.len() {
@@ -149,9 +144,9 @@ impl Reactor {
                 continue;
             }
             // The same events, at most a batch, from memory or from the log.
-            let (sent, last_sent) = if state.next_seq >= first {
-                let from = usize::try_from(state.next_seq - first).unwrap_or(0);
-                let batch = &fresh[from..fresh.len().min(from + sse::CATCH_UP_BATCH)];
+            let (sent, last_sent) = if let Some(batch) =
+                super::committed_tail(fresh, last, state.next_seq, sse::CATCH_UP_BATCH)
+            {
                 for event in batch {
                     sse::write_event(&mut conn.wbuf, event);
                 }

@@ -158,6 +158,18 @@ struct Waiter {
     consumed: usize,
 }
 
+/// Up to `limit` committed events from sequence number `from` on, out of `fresh`,
+/// the last commit's events; `None` unless `fresh` is exactly the log's tail
+/// (`first..=last`, no gaps) and `from` falls in it, when the log must be read.
+fn committed_tail(fresh: &[Event], last: i64, from: i64, limit: usize) -> Option<&[Event]> {
+    let (first, tail) = (fresh.first()?.seq, fresh.last()?.seq);
+    if tail != last || tail - first + 1 != fresh.len() as i64 || !(first..=last).contains(&from) {
+        return None;
+    }
+    let start = usize::try_from(from - first).ok()?;
+    Some(&fresh[start..fresh.len().min(start.saturating_add(limit))])
+}
+
 /// Asks a running reactor to shut down, from any thread.
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
@@ -509,19 +521,60 @@ impl Reactor {
         self.work = work;
         let requests = self.stats.tick_requests;
         self.commit();
-        // The committed events (none after a failed commit) until the streams had them.
+        // The committed events (none after a failed commit), for the streams and
+        // durable handlers that are not behind them.
         let mut fresh = std::mem::take(&mut self.tick_events);
         if !self.sse_conns.is_empty() {
             self.feed_sse(&fresh);
         }
+        self.flush_touched();
+        self.run_durable_handlers(&fresh);
         fresh.clear();
         self.tick_events = fresh;
-        self.flush_touched();
-        self.run_durable_handlers();
         if requests > 0 {
             self.stats
                 .tick_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventKind;
+
+    fn events(seqs: &[i64]) -> Vec<Event> {
+        seqs.iter()
+            .map(|&seq| Event {
+                seq,
+                kind: EventKind::Registered,
+                user_id: seq,
+                name: format!("u{seq}"),
+                fields: Default::default(),
+                at_ms: 0,
+            })
+            .collect()
+    }
+
+    fn seqs(batch: Option<&[Event]>) -> Option<Vec<i64>> {
+        batch.map(|b| b.iter().map(|e| e.seq).collect())
+    }
+
+    #[test]
+    fn the_commits_events_serve_only_what_they_hold() {
+        let fresh = events(&[4, 5, 6, 7]);
+        assert_eq!(
+            seqs(committed_tail(&fresh, 7, 4, 10)),
+            Some(vec![4, 5, 6, 7])
+        );
+        assert_eq!(seqs(committed_tail(&fresh, 7, 6, 10)), Some(vec![6, 7]));
+        assert_eq!(seqs(committed_tail(&fresh, 7, 5, 2)), Some(vec![5, 6]));
+        // Before them, past them, or not the log's tail: read the log.
+        assert_eq!(seqs(committed_tail(&fresh, 7, 3, 10)), None);
+        assert_eq!(seqs(committed_tail(&fresh, 7, 8, 10)), None);
+        assert_eq!(seqs(committed_tail(&fresh, 8, 5, 10)), None);
+        assert_eq!(seqs(committed_tail(&events(&[4, 6, 7]), 7, 6, 10)), None);
+        assert_eq!(seqs(committed_tail(&[], 7, 7, 10)), None);
     }
 }
