@@ -117,9 +117,16 @@ pub fn id_text(seq: i64) -> String {
     id
 }
 
-/// Writes a stream id as a bulk string.
+/// Writes a stream id as a bulk string ([`id_text`], on the stack).
 pub fn write_id(out: &mut Reply<'_>, seq: i64) {
-    out.bulk(id_text(seq).as_bytes());
+    let mut num = itoa::Buffer::new();
+    let digits = num.format(seq).as_bytes();
+    // An i64 takes at most 20 characters.
+    let mut id = [0u8; 22];
+    let len = digits.len() + 2;
+    id[..digits.len()].copy_from_slice(digits);
+    id[digits.len()..len].copy_from_slice(b"-0");
+    out.bulk(&id[..len]);
 }
 
 /// Parses a single id (no `-`/`+`/`(`), as XACK and XCLAIM take them.
@@ -235,6 +242,16 @@ mod tests {
         assert_eq!(range_end(b"-"), Ok(-1));
         for bad in [&b"x"[..], b"1-x", b"-1", b"1-", b"", b"(-", b"1-2-3"] {
             assert_eq!(range_start(bad), Err(INVALID_ID), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn written_ids_are_the_id_text() {
+        for seq in [0, 7, 1_234_567, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            write_id(&mut Reply::new(&mut out, false), seq);
+            let text = id_text(seq);
+            assert_eq!(out, format!("${}\r\n{text}\r\n", text.len()).into_bytes());
         }
     }
 }
