@@ -67,7 +67,7 @@ impl Reactor {
                 }
             };
             conn.rhead += req.len;
-            conn.session.last_active = Instant::now();
+            conn.session.last_active = self.tick_now;
             if let Some(http) = conn.http.as_mut() {
                 http.deadline = None;
             }
@@ -124,6 +124,7 @@ impl Reactor {
     /// tick): a stream that had everything before it is fed from it without a read.
     pub(super) fn feed_sse(&mut self, fresh: &[Event]) {
         let last = self.store.committed_counts().last_seq;
+        let now = Instant::now();
         self.sse_behind = false;
         let mut i = 0;
         while i < self.sse_conns.len() {
@@ -176,7 +177,7 @@ impl Reactor {
             if let Some(s) = conn.http.as_mut().and_then(|h| h.sse.as_mut()) {
                 s.next_seq = next;
                 if sent > 0 {
-                    s.last_write = Instant::now();
+                    s.last_write = now;
                 }
             }
             if next <= last {
