@@ -9,8 +9,14 @@
 //! averaged per commit in the matching scenario (INFO `commits` around the run).
 //! `server / limit` near 1 means the reactor adds little to what SQLite costs.
 //!
-//! Usage: `cargo bench [-- [--quick] [--json] [FILTER ...]]`. A FILTER keeps the
-//! scenarios whose name contains it.
+//! With two CPUs or more the run is pinned as `compare-redis.sh` pins its servers:
+//! the server thread, and the storage limit after it, on CPU 1, the load on CPU 0.
+//! The limit and the server then have one core each and the same core, so
+//! `server / limit` compares like with like. `--no-pin` leaves placement to the
+//! scheduler.
+//!
+//! Usage: `cargo bench [-- [--quick] [--json] [--no-pin] [FILTER ...]]`. A FILTER
+//! keeps the scenarios whose name contains it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,6 +27,10 @@ use std::time::{Duration, Instant};
 use userbus::bench::{self, Args, Report, Test};
 use userbus::store::Store;
 use userbus::{Config, Durability, Server, ShutdownHandle};
+
+/// The server binary's allocator, so the in-process server runs as `userbus serve`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Load connections in every scenario (as `compare-redis.sh` uses).
 const CONNECTIONS: usize = 50;
@@ -35,6 +45,28 @@ const SCENARIO_SECS: (f64, f64) = (4.0, 1.0);
 /// Seconds each storage-limit measurement runs, and `--quick`.
 const STORAGE_SECS: (f64, f64) = (3.0, 1.0);
 
+/// The CPU the server thread and the storage limit run on when pinned.
+const SERVER_CPU: usize = 1;
+/// The CPU the load runs on when pinned.
+const LOAD_CPU: usize = 0;
+
+/// Pins the calling thread (and the threads it starts from now on) to `cpu`.
+fn pin_to(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("CPU index within the CPU set");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .unwrap_or_else(|e| panic!("cannot pin to CPU {cpu}: {e}"));
+}
+
+/// Whether CPUs 0 and 1 are both ours to pin to.
+fn can_pin() -> bool {
+    nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).is_ok_and(|set| {
+        [LOAD_CPU, SERVER_CPU]
+            .iter()
+            .all(|&c| set.is_set(c).unwrap_or(false))
+    })
+}
+
 /// A server on its own thread.
 struct Running {
     addr: SocketAddr,
@@ -44,7 +76,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(durability: Durability) -> Running {
+    fn start(durability: Durability, pin: bool) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Config {
             port: 0,
@@ -56,7 +88,12 @@ impl Running {
         let server = Server::builder(config).build().expect("server builds");
         let addr = server.local_addr().expect("bound address");
         let handle = server.shutdown_handle();
-        let thread = Some(std::thread::spawn(move || server.run()));
+        let thread = Some(std::thread::spawn(move || {
+            if pin {
+                pin_to(SERVER_CPU);
+            }
+            server.run()
+        }));
         Running {
             addr,
             handle,
@@ -140,6 +177,7 @@ impl Scenario {
 struct Options {
     quick: bool,
     json: bool,
+    pin: bool,
     filters: Vec<String>,
 }
 
@@ -147,12 +185,14 @@ fn options() -> Options {
     let mut o = Options {
         quick: false,
         json: false,
+        pin: true,
         filters: Vec::new(),
     };
     for a in std::env::args().skip(1) {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--json" => o.json = true,
+            "--no-pin" => o.pin = false,
             s if s.starts_with('-') => {}
             s => o.filters.push(s.to_string()),
         }
@@ -188,6 +228,12 @@ fn main() {
         .filter(|s| opts.filters.is_empty() || opts.filters.iter().any(|f| s.name.contains(f)))
         .collect();
 
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let pin = opts.pin && can_pin();
+    if pin {
+        // The load threads start from this one and inherit its CPU.
+        pin_to(LOAD_CPU);
+    }
     let started = Instant::now();
     let mut measured = Vec::new();
     // One server per durability, fresh for this run; the keyspace is filled once,
@@ -202,7 +248,7 @@ fn main() {
         };
         let server = servers
             .entry(key)
-            .or_insert_with(|| Running::start(s.durability));
+            .or_insert_with(|| Running::start(s.durability, pin));
         let port = server.addr.port();
         if s.keyspace && !filled {
             eprintln!("filling {keyspace} names with {fill} registrations ...");
@@ -224,6 +270,10 @@ fn main() {
     }
     drop(servers);
 
+    if pin {
+        // The storage limit gets the core the server had.
+        pin_to(SERVER_CPU);
+    }
     let mut limits = Vec::new();
     // Fan-out is bounded by the pushes, not by storage: it has no limit row.
     for m in measured
@@ -247,9 +297,9 @@ fn main() {
     }
     let took = started.elapsed();
     if opts.json {
-        println!("{}", json(&measured, &limits, opts.quick, took));
+        println!("{}", json(&measured, &limits, opts.quick, cores, pin, took));
     } else {
-        print!("{}", table(&measured, &limits, took));
+        print!("{}", table(&measured, &limits, cores, pin, took));
     }
 }
 
@@ -301,12 +351,22 @@ fn storage_limit(durability: Durability, batch: u64, secs: f64) -> f64 {
     rows as f64 / started.elapsed().as_secs_f64()
 }
 
-fn table(measured: &[Measured], limits: &[Limit], took: Duration) -> String {
+fn table(
+    measured: &[Measured],
+    limits: &[Limit],
+    cores: usize,
+    pin: bool,
+    took: Duration,
+) -> String {
     let mut s = String::new();
+    let placement = if pin {
+        format!("server and storage limit on CPU {SERVER_CPU}, load on CPU {LOAD_CPU}")
+    } else {
+        "not pinned".to_string()
+    };
     let _ = writeln!(
         s,
-        "userbus scenarios: {CONNECTIONS} connections, in-process server, {} cores\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "userbus scenarios: {CONNECTIONS} connections, in-process server, {cores} cores, {placement}\n"
     );
     let _ = writeln!(
         s,
@@ -373,7 +433,14 @@ fn table(measured: &[Measured], limits: &[Limit], took: Duration) -> String {
     s
 }
 
-fn json(measured: &[Measured], limits: &[Limit], quick: bool, took: Duration) -> String {
+fn json(
+    measured: &[Measured],
+    limits: &[Limit],
+    quick: bool,
+    cores: usize,
+    pin: bool,
+    took: Duration,
+) -> String {
     let scenarios: Vec<serde_json::Value> = measured
         .iter()
         .map(|m| {
@@ -386,7 +453,8 @@ fn json(measured: &[Measured], limits: &[Limit], quick: bool, took: Duration) ->
         .collect();
     let doc = serde_json::json!({
         "quick": quick,
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "pinned": pin,
+        "cores": cores,
         "seconds": took.as_secs_f64(),
         "scenarios": scenarios,
         "storage_limit": limits,

@@ -3,6 +3,10 @@
 
 use std::process::ExitCode;
 
+/// See Cargo.toml for why the allocator is mimalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use userbus::{Config, Server, bench};
 
