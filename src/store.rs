@@ -99,8 +99,9 @@ DROP TABLE users_v2;
 
 // Ids come from the in-memory index (the next after the highest ever used, which
 // AUTOINCREMENT's counter remembers), so a taken name never uses one up. Event
-// sequence numbers likewise come from the counts, and both rows of a tick's
-// registrations are written together, in statements of up to `BATCH_SIZES[0]` rows.
+// sequence numbers likewise come from the counts. A tick's registrations are
+// written together: users in statements of up to `BATCH_SIZES[0]` rows, then
+// their events in one statement that copies the user rows.
 /// Rows per multi-row INSERT: a batch is cut into the largest sizes that fit.
 const BATCH_SIZES: [usize; 4] = [64, 16, 4, 1];
 /// Registrations held before they are written even though the tick goes on.
@@ -163,14 +164,11 @@ struct Pending {
 }
 
 /// `INSERT INTO <table> (<cols>) VALUES (...), (...)` for `rows` rows of `per_row`
-/// parameters; `kind` puts the literal event kind first in each row.
-fn multi_insert(head: &str, per_row: usize, rows: usize, kind: Option<&str>) -> String {
+/// parameters.
+fn multi_insert(head: &str, per_row: usize, rows: usize) -> String {
     let mut sql = String::from(head);
     for r in 0..rows {
         sql.push_str(if r == 0 { " VALUES (" } else { ", (" });
-        if let Some(k) = kind {
-            sql.push_str(&format!("'{k}', "));
-        }
         for p in 0..per_row {
             if p > 0 {
                 sql.push_str(", ");
@@ -182,32 +180,27 @@ fn multi_insert(head: &str, per_row: usize, rows: usize, kind: Option<&str>) -> 
     sql
 }
 
-/// The statements that write batches of registrations, one pair per batch size.
+/// The statements that write batches of registrations: users, one per batch size,
+/// and their events.
 #[derive(Debug)]
 struct BatchSql {
     users: [String; BATCH_SIZES.len()],
-    events: [String; BATCH_SIZES.len()],
+    /// The events of users just written, copied from their rows: `?1` is the
+    /// first event's seq minus the first user's id, `?2..=?3` the users' ids.
+    copy_events: String,
 }
 
 impl BatchSql {
     fn new() -> BatchSql {
         BatchSql {
-            users: BATCH_SIZES.map(|n| {
-                multi_insert(
-                    "INSERT INTO users (id, name, fields, created_at)",
-                    4,
-                    n,
-                    None,
-                )
-            }),
-            events: BATCH_SIZES.map(|n| {
-                multi_insert(
-                    "INSERT INTO events (kind, seq, user_id, name, fields, at)",
-                    5,
-                    n,
-                    Some(crate::events::REGISTERED),
-                )
-            }),
+            users: BATCH_SIZES
+                .map(|n| multi_insert("INSERT INTO users (id, name, fields, created_at)", 4, n)),
+            copy_events: format!(
+                "INSERT INTO events (kind, seq, user_id, name, fields, at) \
+                 SELECT '{}', id + ?1, id, name, fields, created_at FROM users \
+                 WHERE id BETWEEN ?2 AND ?3 ORDER BY id",
+                crate::events::REGISTERED
+            ),
         }
     }
 }
@@ -411,8 +404,11 @@ impl Store {
         Ok(Some(Change { user_id, seq }))
     }
 
-    /// Writes the pending registrations: users, then their events, in statements
-    /// of `BATCH_SIZES` rows.
+    /// Writes the pending registrations: users in statements of `BATCH_SIZES`
+    /// rows, then their events, copied from the user rows just written (no text
+    /// is bound twice) by one statement per run of consecutive ids and seqs; a
+    /// tick's registrations form one run, since every other event flushes them
+    /// first.
     fn flush(&mut self) -> std::result::Result<(), StorageError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -433,17 +429,15 @@ impl Store {
                         users.raw_bind_parameter(b + 4, p.at)?;
                     }
                     users.raw_execute()?;
-                    let mut events = self.conn.prepare_cached(&self.batch_sql.events[i])?;
-                    for (r, p) in rows.iter().enumerate() {
-                        let b = r * 5;
-                        events.raw_bind_parameter(b + 1, p.seq)?;
-                        events.raw_bind_parameter(b + 2, p.id)?;
-                        events.raw_bind_parameter(b + 3, &p.name)?;
-                        events.raw_bind_parameter(b + 4, &p.json)?;
-                        events.raw_bind_parameter(b + 5, p.at)?;
-                    }
-                    events.raw_execute()?;
                     rest = tail;
+                }
+            }
+            let mut copy = self.conn.prepare_cached(&self.batch_sql.copy_events)?;
+            for run in pending.chunk_by(|a, b| b.id == a.id + 1 && b.seq == a.seq + 1) {
+                let (first, last) = (&run[0], &run[run.len() - 1]);
+                let copied = copy.execute(params![first.seq - first.id, first.id, last.id])?;
+                if copied != run.len() {
+                    return Err(rusqlite::Error::StatementChangedRows(copied));
                 }
             }
             Ok(())

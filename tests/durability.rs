@@ -874,27 +874,43 @@ fn registrations_written_together_keep_their_order_ids_and_events() {
     server.stop();
 
     let conn = rusqlite::Connection::open(&db).expect("open");
-    let events: Vec<(i64, String, i64, String)> = conn
-        .prepare("SELECT seq, kind, user_id, name FROM events ORDER BY seq")
+    type Row = (i64, String, i64, String, String);
+    let events: Vec<Row> = conn
+        .prepare("SELECT seq, kind, user_id, name, fields FROM events ORDER BY seq")
         .and_then(|mut s| {
-            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect()
+            s.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
         })
         .expect("events");
     let mut expected = Vec::new();
     for i in 0..N {
+        let json = format!("{{\"i\":\"{i}\"}}");
         expected.push((
             0,
-            "user.registered".to_string(),
+            "user.registered".into(),
             i as i64 + 1,
             format!("n{i}"),
+            json,
         ));
         if i == N / 2 {
-            expected.push((0, "user.unregistered".to_string(), 8, "n7".to_string()));
+            let json = "{\"i\":\"7\"}".to_string();
+            expected.push((0, "user.unregistered".into(), 8, "n7".into(), json));
         }
     }
     for (seq, e) in expected.iter_mut().enumerate() {
         e.0 = seq as i64 + 1;
     }
     assert_eq!(events, expected, "one event per change, numbered in order");
+    // A registration's event carries the time its user row does.
+    let mismatched: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM users JOIN events ON events.user_id = users.id \
+             WHERE events.kind = 'user.registered' AND events.at != users.created_at",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(mismatched, 0, "event times match their users' created_at");
 }
