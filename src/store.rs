@@ -813,15 +813,7 @@ impl Store {
 /// Builds the in-memory index from the users table; a name found twice (the table
 /// was written by something else) is refused.
 fn load_users(conn: &Connection, path: &Path) -> Result<Users> {
-    let high: i64 = conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'users'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0);
-    let mut users = Users::new(high + 1);
+    let mut users = Users::new(highest_user_id(conn)?.unwrap_or(0) + 1);
     let mut stmt = conn.prepare("SELECT id, name, fields, created_at FROM users")?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -843,6 +835,17 @@ fn load_users(conn: &Connection, path: &Path) -> Result<Users> {
         }
     }
     Ok(users)
+}
+
+/// The highest user id ever assigned, as AUTOINCREMENT remembers it (`None` before
+/// the first user).
+fn highest_user_id(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'users'",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 fn migrate(conn: &Connection) -> Result<()> {
@@ -870,14 +873,7 @@ fn migrate(conn: &Connection) -> Result<()> {
     if version < 3 {
         // AUTOINCREMENT's counter goes with the old table: carry it over so ids
         // of removed users are never handed out again.
-        let high: Option<i64> = conn
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'users'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let keep = high.map_or(String::new(), |h| {
+        let keep = highest_user_id(conn)?.map_or(String::new(), |h| {
             format!(
                 "DELETE FROM sqlite_sequence WHERE name = 'users'; \
                  INSERT INTO sqlite_sequence (name, seq) VALUES ('users', {h});"
