@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, exchange, read_to_close};
+use common::{TestServer, config_at, exchange, read_to_close};
 
 const SECRET: &str = "s3cret-pass";
 
@@ -165,10 +165,7 @@ fn protected_mode_refuses_a_network_address_without_a_password() {
     let dir = tempfile::tempdir().unwrap();
     let config = userbus::Config {
         bind: "0.0.0.0".parse().unwrap(),
-        port: 0,
-        http_port: 0,
-        db: dir.path().join("db"),
-        ..userbus::Config::default()
+        ..config_at(&dir.path().join("db"))
     };
     let err = userbus::Server::builder(config.clone())
         .build()

@@ -12,9 +12,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
 
 use common::reply::info;
-use common::{IO_TIMEOUT, Raw, TestServer, fields, multibulk, userbus_command};
+use common::{IO_TIMEOUT, Raw, TestServer, config_at, fields, multibulk, userbus_command};
 use userbus::config::MAX_FIELD_VALUE_BYTES;
-use userbus::{Config, Error, Server};
+use userbus::{Error, Server};
 
 /// A cap that lets a handful of users with two maximal field values in (pages beyond a
 /// fresh database; each such user takes about 4 more, for the user row and
@@ -708,13 +708,7 @@ fn the_library_refuses_a_database_with_a_newer_schema() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("future.db");
     let version = newer_schema_db(&db);
-    let config = Config {
-        port: 0,
-        http_port: 0,
-        db: db.clone(),
-        ..Config::default()
-    };
-    match Server::builder(config).build() {
+    match Server::builder(config_at(&db)).build() {
         Err(Error::SchemaTooNew { found, supported }) => {
             assert_eq!(found, version);
             assert_eq!(supported, userbus::store::SCHEMA_VERSION);
@@ -808,13 +802,7 @@ fn a_name_stored_twice_by_another_writer_is_refused_at_start() {
     )
     .expect("insert a duplicate behind the server's back");
     drop(conn);
-    let config = Config {
-        port: 0,
-        http_port: 0,
-        db: db.clone(),
-        ..Config::default()
-    };
-    match Server::builder(config).build() {
+    match Server::builder(config_at(&db)).build() {
         Err(e) => {
             let text = e.to_string();
             assert!(

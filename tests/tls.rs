@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{TestServer, free_port};
+use common::{TestServer, config_at, free_port};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -195,24 +195,18 @@ fn plain_text_on_the_tls_port_is_dropped_without_harm() {
 fn tls_ports_need_a_certificate_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let err = userbus::Server::builder(userbus::Config {
-        port: 0,
-        http_port: 0,
         tls_port: free_port(),
-        db: dir.path().join("db"),
-        ..userbus::Config::default()
+        ..config_at(&dir.path().join("db"))
     })
     .build()
     .err()
     .expect("refused");
     assert!(err.to_string().contains("--tls-cert"), "{err}");
     let missing = userbus::Server::builder(userbus::Config {
-        port: 0,
-        http_port: 0,
         tls_port: free_port(),
         tls_cert: Some(dir.path().join("nope.pem")),
         tls_key: Some(dir.path().join("nope.key")),
-        db: dir.path().join("db"),
-        ..userbus::Config::default()
+        ..config_at(&dir.path().join("db"))
     })
     .build()
     .err()

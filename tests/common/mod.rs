@@ -56,12 +56,7 @@ impl TestServer {
         config: impl FnOnce(&mut Config),
         builder: impl FnOnce(Builder) -> Builder,
     ) -> TestServer {
-        let mut cfg = Config {
-            port: 0,
-            http_port: 0,
-            db: db.to_path_buf(),
-            ..Config::default()
-        };
+        let mut cfg = config_at(db);
         config(&mut cfg);
         let server = builder(Server::builder(cfg))
             .build()
@@ -163,6 +158,17 @@ impl Drop for TestServer {
                 let _ = t.join();
             }
         }
+    }
+}
+
+/// The settings a test server starts with: any free RESP port, no HTTP, the
+/// database at `db`, everything else the default.
+pub fn config_at(db: &Path) -> Config {
+    Config {
+        port: 0,
+        http_port: 0,
+        db: db.to_path_buf(),
+        ..Config::default()
     }
 }
 
