@@ -15,7 +15,6 @@
 //!
 //! Anything that is not a multibulk PING closes the connection.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
@@ -32,7 +31,7 @@ struct Conn {
     /// Bytes of a PING frame split across reads.
     partial: usize,
     /// Replies the socket did not take yet.
-    out: VecDeque<u8>,
+    out: Vec<u8>,
 }
 
 fn main() -> io::Result<()> {
@@ -53,7 +52,6 @@ fn main() -> io::Result<()> {
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut reply = Vec::new();
     loop {
         poll.poll(&mut events, None)?;
         for ev in events.iter() {
@@ -69,7 +67,7 @@ fn main() -> io::Result<()> {
                     entry.insert(Conn {
                         stream,
                         partial: 0,
-                        out: VecDeque::new(),
+                        out: Vec::new(),
                     });
                 }
                 continue;
@@ -78,7 +76,7 @@ fn main() -> io::Result<()> {
             let Some(conn) = conns.get_mut(k) else {
                 continue;
             };
-            let open = serve(conn, &mut buf, &mut reply, ev.is_readable());
+            let open = serve(conn, &mut buf, ev.is_readable());
             if !open {
                 let mut conn = conns.remove(k);
                 let _ = poll.registry().deregister(&mut conn.stream);
@@ -89,9 +87,7 @@ fn main() -> io::Result<()> {
 
 /// Reads until a short read (which drains the socket), answers every whole PING
 /// with one write; false when the connection is done.
-fn serve(conn: &mut Conn, buf: &mut [u8], reply: &mut Vec<u8>, readable: bool) -> bool {
-    reply.clear();
-    reply.extend(conn.out.drain(..));
+fn serve(conn: &mut Conn, buf: &mut [u8], readable: bool) -> bool {
     let mut more = readable;
     while more {
         let n = match conn.stream.read(buf) {
@@ -107,19 +103,19 @@ fn serve(conn: &mut Conn, buf: &mut [u8], reply: &mut Vec<u8>, readable: bool) -
             conn.partial += 1;
             if conn.partial == PING.len() {
                 conn.partial = 0;
-                reply.extend_from_slice(PONG);
+                conn.out.extend_from_slice(PONG);
             }
         }
         more = n == buf.len();
     }
     let mut sent = 0;
-    while sent < reply.len() {
-        match conn.stream.write(&reply[sent..]) {
+    while sent < conn.out.len() {
+        match conn.stream.write(&conn.out[sent..]) {
             Ok(n) => sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(_) => return false,
         }
     }
-    conn.out.extend(&reply[sent..]);
+    conn.out.drain(..sent);
     true
 }
