@@ -112,13 +112,16 @@ pub fn read_after(arg: &[u8], last_seq: i64) -> Result<i64, &'static str> {
 
 /// A stream id as text: `<seq>-0`.
 pub fn id_text(seq: i64) -> String {
-    let mut id = itoa::Buffer::new().format(seq).to_string();
-    id.push_str("-0");
-    id
+    with_id(seq, |id| String::from_utf8_lossy(id).into_owned())
 }
 
-/// Writes a stream id as a bulk string ([`id_text`], on the stack).
+/// Writes a stream id as a bulk string.
 pub fn write_id(out: &mut Reply<'_>, seq: i64) {
+    with_id(seq, |id| out.bulk(id));
+}
+
+/// Runs `f` on [`id_text`]'s bytes, written on the stack.
+fn with_id<R>(seq: i64, f: impl FnOnce(&[u8]) -> R) -> R {
     let mut num = itoa::Buffer::new();
     let digits = num.format(seq).as_bytes();
     // An i64 takes at most 20 characters.
@@ -126,7 +129,7 @@ pub fn write_id(out: &mut Reply<'_>, seq: i64) {
     let len = digits.len() + 2;
     id[..digits.len()].copy_from_slice(digits);
     id[digits.len()..len].copy_from_slice(b"-0");
-    out.bulk(&id[..len]);
+    f(&id[..len])
 }
 
 /// Parses a single id (no `-`/`+`/`(`), as XACK and XCLAIM take them.
