@@ -327,7 +327,7 @@ static SLOTS: [u8; 1 << SLOT_BITS] = {
     assert!(TABLE.len() <= slots.len() / 2 && TABLE.len() < NO_COMMAND as usize);
     let mut i = 0;
     while i < TABLE.len() {
-        let key = NameKey::of_static(TABLE[i].name);
+        let key = KEYS[i];
         let mut slot = key.slot();
         while slots[slot] != NO_COMMAND {
             assert!(
