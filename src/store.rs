@@ -673,20 +673,11 @@ impl Store {
         }
     }
 
-    /// Commits since the last checkpoint.
-    pub fn commits_since_checkpoint(&self) -> u64 {
-        self.commits_since_checkpoint
-    }
-
-    /// Frames in the write-ahead log since it last restarted.
-    pub fn wal_frames(&self) -> u64 {
-        self.wal_frames.load(Ordering::Relaxed)
-    }
-
     /// True when the log has grown enough that a checkpoint should run now, busy
     /// or not (`CHECKPOINT_WAL_FRAMES`).
     pub fn checkpoint_due(&self) -> bool {
-        self.commits_since_checkpoint > 0 && self.wal_frames() >= CHECKPOINT_WAL_FRAMES
+        self.commits_since_checkpoint > 0
+            && self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_WAL_FRAMES
     }
 
     /// Copies committed WAL frames into the database without waiting for anyone
