@@ -103,15 +103,15 @@ impl Reactor {
             Ok(()) => {
                 self.stats.finish_tick(true);
                 if let Some(started) = started {
-                    self.stats
-                        .commit_seconds
-                        .observe(started.elapsed().as_secs_f64());
+                    let done = Instant::now();
+                    let took = done - started;
+                    self.stats.commit_seconds.observe(took.as_secs_f64());
                     self.stats
                         .requests_per_commit
                         .observe(self.stats.tick_requests as f64);
                     self.stats.commits += 1;
-                    self.checkpoint_at = Some(Instant::now() + CHECKPOINT_IDLE);
-                    log::trace!("commit in {:?}", started.elapsed());
+                    self.checkpoint_at = Some(done + CHECKPOINT_IDLE);
+                    log::trace!("commit in {took:?}");
                 }
                 let events = std::mem::take(&mut self.tick_events);
                 for event in &events {
