@@ -48,6 +48,7 @@ pub mod pubsub;
 pub mod reactor;
 pub mod registry;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod stream;
 pub mod tls;

@@ -131,6 +131,37 @@ pub fn unregister(
     Ok(true)
 }
 
+/// One step of a USERS iteration (RESP `USERS`, HTTP `GET /users`).
+#[derive(Debug)]
+pub struct UsersPage {
+    /// The cursor to continue from; 0 when the iteration is complete.
+    pub next: i64,
+    /// The names examined that match the pattern, in id order.
+    pub names: Vec<String>,
+}
+
+/// Examines up to `count` users after cursor `cursor` (a user id) and keeps those
+/// whose names match `pattern`. A page may be empty while the cursor is not 0.
+pub fn users_page(
+    store: &mut Store,
+    cursor: i64,
+    count: usize,
+    pattern: Option<&[u8]>,
+) -> Result<UsersPage, StorageError> {
+    let rows = store.scan(cursor, count)?;
+    let next = if rows.len() < count {
+        0
+    } else {
+        rows.last().map_or(0, |(id, _)| *id)
+    };
+    let names = rows
+        .into_iter()
+        .map(|(_, name)| name)
+        .filter(|name| pattern.is_none_or(|p| crate::glob::matches(p, name.as_bytes())))
+        .collect();
+    Ok(UsersPage { next, names })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

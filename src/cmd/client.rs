@@ -106,7 +106,7 @@ fn list_filter(args: &Args<'_>) -> Result<ClientFilter, &'static str> {
 
 /// One CLIENT LIST line (with its trailing newline) for a connection.
 pub fn describe(
-    s: &crate::conn::Session,
+    s: &crate::session::Session,
     peer: Option<std::net::SocketAddr>,
     local: Option<std::net::SocketAddr>,
 ) -> String {

@@ -1,18 +1,13 @@
 //! Commands: the table of every command, argument checks shared by all, and the
 //! context a command runs in. One command (or one family of subcommands) a file.
 
-use crate::config::Config;
-use crate::conn::Session;
-use crate::events::Event;
-use crate::metrics::Stats;
-use crate::protocol::{Args, Reply};
-use crate::pubsub::PubSub;
-use crate::store::{StorageError, Store};
+use crate::protocol::Args;
 
 mod auth;
 mod client;
 mod command;
 mod config;
+mod ctx;
 mod echo;
 mod hello;
 mod info;
@@ -37,6 +32,7 @@ mod xread;
 mod xreadgroup;
 
 pub use client::describe as describe_client;
+pub use ctx::{Ctx, Shared};
 pub use xread::Wait;
 
 /// What the reactor must do after a command ran.
@@ -67,86 +63,6 @@ pub enum ClientFilter {
     Ids(Vec<u64>),
     /// Connections with (true) or without (false) subscriptions.
     PubSub(bool),
-}
-
-/// What a command may see and touch while it runs.
-pub struct Ctx<'a> {
-    /// The reply encoder over the connection's output.
-    pub out: Reply<'a>,
-    /// The client's settings.
-    pub session: &'a mut Session,
-    /// The database, inside the tick's transaction.
-    store: &'a mut Store,
-    /// Set when the command touched storage (its reply depends on the commit).
-    pub used_storage: &'a mut bool,
-    /// Events the tick produced, dispatched after its commit.
-    pub events: &'a mut Vec<Event>,
-    /// The server's settings.
-    pub config: &'a Config,
-    /// Counters and gauges for INFO.
-    pub stats: &'a mut Stats,
-    /// The subscription index.
-    pub pubsub: &'a mut PubSub,
-    /// The connection's key in the reactor (its pubsub identity).
-    pub key: usize,
-}
-
-impl<'a> Ctx<'a> {
-    /// A context for one request.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        out: Reply<'a>,
-        session: &'a mut Session,
-        store: &'a mut Store,
-        used_storage: &'a mut bool,
-        events: &'a mut Vec<Event>,
-        config: &'a Config,
-        stats: &'a mut Stats,
-        pubsub: &'a mut PubSub,
-        key: usize,
-    ) -> Self {
-        Ctx {
-            out,
-            session,
-            store,
-            used_storage,
-            events,
-            config,
-            stats,
-            pubsub,
-            key,
-        }
-    }
-
-    /// The store; using it ties this request's reply to the tick's commit.
-    pub fn store(&mut self) -> &mut Store {
-        *self.used_storage = true;
-        self.store
-    }
-
-    /// The store, the tick's events and the counters, for the registry's
-    /// operations (which tie the reply to the commit like `store`).
-    pub fn registry(&mut self) -> (&mut Store, &mut Vec<Event>, &mut Stats) {
-        *self.used_storage = true;
-        (self.store, self.events, self.stats)
-    }
-
-    /// The store with the reply encoder, for replies written straight from what
-    /// the store lends (tied to the commit like `store`).
-    pub fn store_and_out(&mut self) -> (&mut Store, &mut Reply<'a>) {
-        *self.used_storage = true;
-        (self.store, &mut self.out)
-    }
-
-    /// The store for counters that do not depend on the commit (INFO).
-    pub fn store_view(&self) -> &Store {
-        self.store
-    }
-
-    /// Replies `-ERR storage: ...`.
-    pub fn storage_error(&mut self, e: &StorageError) {
-        self.out.error(&format!("ERR storage: {e}"));
-    }
 }
 
 /// A command's entry in the table.

@@ -66,27 +66,17 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         }
         i += 2;
     }
-    let rows = match ctx.store().scan(cursor, count) {
-        Ok(rows) => rows,
+    let page = match crate::registry::users_page(ctx.store(), cursor, count, pattern) {
+        Ok(page) => page,
         Err(e) => {
             ctx.storage_error(&e);
             return Outcome::Continue;
         }
     };
-    let next = if rows.len() < count {
-        0
-    } else {
-        rows.last().map_or(0, |(id, _)| *id)
-    };
-    let names: Vec<&String> = rows
-        .iter()
-        .map(|(_, name)| name)
-        .filter(|name| pattern.is_none_or(|p| crate::glob::matches(p, name.as_bytes())))
-        .collect();
     ctx.out.array(2);
-    ctx.out.bulk_int(next);
-    ctx.out.array(names.len());
-    for name in names {
+    ctx.out.bulk_int(page.next);
+    ctx.out.array(page.names.len());
+    for name in &page.names {
         ctx.out.bulk(name.as_bytes());
     }
     Outcome::Continue

@@ -162,8 +162,8 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         }
     };
     // A re-run after a wake keeps the `$` its first run resolved.
-    let last_seq = match &ctx.session.block {
-        Some(b) => b.after,
+    let last_seq = match ctx.woken_after {
+        Some(after) => after,
         None => ctx.store().counts().last_seq,
     };
     let after = match read_after(id, last_seq) {

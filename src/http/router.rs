@@ -7,33 +7,18 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::{Method, Request, Response, percent_decode, query_param};
-use crate::config::{Config, MAX_USERS_PAGE};
-use crate::events::Event;
-use crate::metrics::Stats;
-use crate::pubsub::PubSub;
+use crate::cmd::Ctx;
+use crate::config::MAX_USERS_PAGE;
 use crate::registry;
-use crate::store::{StorageError, Store};
+use crate::store::StorageError;
 
 /// The page served at `/`.
 const PAGE: &str = include_str!("page.html");
 /// Users a `GET /users` page holds when no `limit` is given.
 const DEFAULT_PAGE: usize = 100;
 
-/// What a route needs from the server.
-pub struct Env<'a> {
-    /// The database, in the tick's transaction.
-    pub store: &'a mut Store,
-    /// The tick's events.
-    pub events: &'a mut Vec<Event>,
-    /// Counters.
-    pub stats: &'a mut Stats,
-    /// Settings.
-    pub config: &'a Config,
-    /// Subscriptions (for metrics).
-    pub pubsub: &'a PubSub,
-    /// Set when the route touched storage (its response depends on the commit).
-    pub used_storage: bool,
-}
+/// The context a route runs in: the one requests of both protocols share.
+pub type Env<'a> = Ctx<'a, ()>;
 
 /// What a request turned into.
 #[derive(Debug)]
@@ -108,7 +93,7 @@ fn storage_failure(e: &StorageError) -> Response {
 }
 
 fn health(env: &Env<'_>) -> Response {
-    if env.store.healthy() {
+    if env.store_view().healthy() {
         Response::text(200, "ok\n")
     } else {
         Response::error(503, "storage failing: the last commit did not succeed")
@@ -116,13 +101,13 @@ fn health(env: &Env<'_>) -> Response {
 }
 
 fn metrics(env: &mut Env<'_>) -> Response {
-    let groups = env.store.groups().unwrap_or_default();
+    let groups = env.store_untied().groups().unwrap_or_default();
     let text = crate::metrics::prometheus(&crate::metrics::View {
         stats: env.stats,
-        counts: env.store.committed_counts(),
+        counts: env.store_view().committed_counts(),
         groups: &groups,
         pubsub: env.pubsub,
-        storage_ok: env.store.healthy(),
+        storage_ok: env.store_view().healthy(),
     });
     Response {
         status: 200,
@@ -133,7 +118,7 @@ fn metrics(env: &mut Env<'_>) -> Response {
 }
 
 fn events_start(req: &Request, env: &Env<'_>) -> Routed {
-    let last = env.store.committed_counts().last_seq;
+    let last = env.store_view().committed_counts().last_seq;
     // Last-Event-ID (a reconnect) wins over ?from=; ids are seqs, `N-0` accepted.
     let from = if let Some(id) = &req.last_event_id {
         match id.trim_end_matches("-0").parse::<i64>() {
@@ -169,30 +154,20 @@ fn list(req: &Request, env: &mut Env<'_>) -> Response {
         },
     };
     let pattern = query_param(&req.query, "match");
-    env.used_storage = true;
-    let rows = match env.store.scan(cursor, limit) {
-        Ok(rows) => rows,
+    let page = match registry::users_page(
+        env.store(),
+        cursor,
+        limit,
+        pattern.as_deref().map(str::as_bytes),
+    ) {
+        Ok(page) => page,
         Err(e) => return storage_failure(&e),
     };
-    let next = if rows.len() < limit {
-        0
-    } else {
-        rows.last().map_or(0, |(id, _)| *id)
-    };
-    let names: Vec<&String> = rows
-        .iter()
-        .map(|(_, n)| n)
-        .filter(|n| {
-            pattern
-                .as_ref()
-                .is_none_or(|p| crate::glob::matches(p.as_bytes(), n.as_bytes()))
-        })
-        .collect();
     // last_seq lets a reader of the list follow on with /events?from=last_seq+1.
-    let last_seq = env.store.counts().last_seq;
+    let last_seq = env.store().counts().last_seq;
     Response::json(
         200,
-        &json!({ "users": names, "next_cursor": next, "last_seq": last_seq }),
+        &json!({ "users": page.names, "next_cursor": page.next, "last_seq": last_seq }),
     )
 }
 
@@ -229,8 +204,8 @@ fn create(req: &Request, env: &mut Env<'_>) -> Response {
             Ok(f) => f,
             Err(e) => return Response::error(422, &e),
         };
-    env.used_storage = true;
-    match registry::register(env.store, env.events, env.stats, name, fields) {
+    let (store, events, stats) = env.registry();
+    match registry::register(store, events, stats, name, fields) {
         Ok(Some(id)) => Response::json(201, &json!({ "id": id, "name": name }))
             .with("Location", format!("/users/{}", percent_encode(name))),
         Ok(None) => Response::error(409, "name taken"),
@@ -246,9 +221,9 @@ fn user(req: &Request, encoded: &str, env: &mut Env<'_>) -> Response {
     let Ok(name) = registry::check_name(&raw) else {
         return Response::error(404, "no such user");
     };
-    env.used_storage = true;
     if req.method == Method::Delete {
-        return match registry::unregister(env.store, env.events, env.stats, name) {
+        let (store, events, stats) = env.registry();
+        return match registry::unregister(store, events, stats, name) {
             Ok(true) => Response {
                 status: 204,
                 content_type: "application/json",
@@ -259,7 +234,7 @@ fn user(req: &Request, encoded: &str, env: &mut Env<'_>) -> Response {
             Err(e) => storage_failure(&e),
         };
     }
-    match env.store.lookup(name) {
+    match env.store().lookup(name) {
         Ok(Some(u)) => {
             let fields = u.fields.to_map();
             Response::json(

@@ -2,7 +2,13 @@
 //! it: handler callbacks, pushes to subscribers, waking blocked readers, feeding
 //! durable handlers; or, when it fails, replacing the replies that depended on it.
 
-use super::*;
+use std::time::Instant;
+
+use super::{
+    CHECKPOINT_IDLE, DURABLE_BATCH, DURABLE_RETRY_MAX, DURABLE_RETRY_MIN, PUBSUB_TICK_SLACK_BYTES,
+    Reactor, committed_tail,
+};
+use crate::events::Event;
 
 impl Reactor {
     /// Feeds each durable handler the committed events after its offset, a batch a
@@ -13,7 +19,7 @@ impl Reactor {
         if self.handlers.durable.is_empty() {
             return;
         }
-        let last = self.store.committed_counts().last_seq;
+        let last = self.shared.store.committed_counts().last_seq;
         let now = Instant::now();
         self.durable_behind = false;
         for h in &mut self.handlers.durable {
@@ -25,6 +31,7 @@ impl Reactor {
             let batch = match committed_tail(fresh, last, from, DURABLE_BATCH) {
                 Some(batch) => batch,
                 None => match self
+                    .shared
                     .store
                     .events_between(from, i64::MAX, DURABLE_BATCH, false)
                 {
@@ -49,7 +56,7 @@ impl Reactor {
                     h.failures += 1;
                     let wait = (DURABLE_RETRY_MIN * 2u32.saturating_pow(h.failures.min(16) - 1))
                         .min(DURABLE_RETRY_MAX);
-                    self.stats.handler_panics += 1;
+                    self.shared.stats.handler_panics += 1;
                     log::error!(
                         "durable handler '{}' panicked on event {} (retry in {wait:?})",
                         h.name,
@@ -64,7 +71,7 @@ impl Reactor {
                 h.offset = last;
             }
             if h.offset != start
-                && let Err(e) = self.store.set_handler_offset(&h.name, h.offset)
+                && let Err(e) = self.shared.store.set_handler_offset(&h.name, h.offset)
             {
                 // Go back to what is stored, so retention cannot trim events the
                 // handler would need after a crash; they run again (at-least-once).
@@ -78,7 +85,7 @@ impl Reactor {
         }
         // Runs every tick: refresh the offsets in place; names are copied only when
         // the set of handlers differs (the first tick).
-        let offsets = &mut self.stats.durable_offsets;
+        let offsets = &mut self.shared.stats.durable_offsets;
         if offsets.len() != self.handlers.durable.len() {
             offsets.clear();
             offsets.extend(
@@ -98,128 +105,102 @@ impl Reactor {
     /// every reply that depended on storage is replaced by the storage error.
     pub(super) fn commit(&mut self) {
         // Only a tick that wrote has a commit worth timing.
-        let started = self.store.tick_has_writes().then(Instant::now);
-        match self.store.finish_tick() {
+        let started = self.shared.store.tick_has_writes().then(Instant::now);
+        match self.shared.store.finish_tick() {
             Ok(()) => {
-                self.stats.finish_tick(true);
+                self.shared.stats.finish_tick(true);
                 if let Some(started) = started {
                     let done = Instant::now();
                     let took = done - started;
-                    self.stats.commit_seconds.observe(took.as_secs_f64());
-                    self.stats
+                    self.shared.stats.commit_seconds.observe(took.as_secs_f64());
+                    self.shared
+                        .stats
                         .requests_per_commit
-                        .observe(self.stats.tick_requests as f64);
-                    self.stats.commits += 1;
-                    self.checkpoint_at = Some(done + CHECKPOINT_IDLE);
+                        .observe(self.shared.stats.tick_requests as f64);
+                    self.shared.stats.commits += 1;
+                    self.timers.checkpoint_at = Some(done + CHECKPOINT_IDLE);
                     log::trace!("commit in {took:?}");
                 }
-                let events = std::mem::take(&mut self.tick_events);
+                let events = std::mem::take(&mut self.shared.events);
                 for event in &events {
-                    self.stats.events += 1;
-                    self.stats.handler_panics += self.handlers.dispatch(event) as u64;
-                    if !self.pubsub.is_empty() {
+                    self.shared.stats.events += 1;
+                    self.shared.stats.handler_panics += self.handlers.dispatch(event) as u64;
+                    if !self.shared.pubsub.is_empty() {
                         self.publish(event);
                     }
                 }
-                let woke = !events.is_empty() && !self.waiters.is_empty();
+                let woke = !events.is_empty() && !self.blocked.is_empty();
                 // Kept for the event streams; the tick clears them after.
-                self.tick_events = events;
+                self.shared.events = events;
                 if woke {
                     self.wake_readers();
                 }
             }
             Err(e) => {
-                self.stats.failed_commits += 1;
-                self.stats.finish_tick(false);
-                self.tick_events.clear();
+                self.shared.stats.failed_commits += 1;
+                self.shared.stats.finish_tick(false);
+                self.shared.events.clear();
                 let reply = format!("ERR storage: {e}");
-                for &k in &self.touched {
-                    let Some(conn) = self.conns.get_mut(k) else {
-                        continue;
-                    };
-                    let Some(mark) = conn.tick else { continue };
-                    if !mark.used_storage {
-                        continue;
-                    }
-                    // Replies that did not depend on storage stay (a SUBSCRIBE
-                    // took effect and says so); the others become the error.
-                    let tail = conn.wbuf.split_off(mark.out_len);
-                    let resp3 = conn.session.resp3;
-                    let is_http = conn.http.is_some();
-                    for (i, &(start, storage)) in conn.tick_replies.iter().enumerate() {
-                        if storage && is_http {
-                            // Responses after it may have said keep-alive; this one
-                            // closes, so nothing after it is read as sent.
-                            crate::http::Response::error(503, &reply["ERR ".len()..]).write(
-                                &mut conn.wbuf,
-                                false,
-                                false,
-                            );
-                            conn.phase = Phase::Closing;
-                            break;
-                        } else if storage {
-                            Reply::new(&mut conn.wbuf, resp3).error(&reply);
-                        } else {
-                            let end = conn
-                                .tick_replies
-                                .get(i + 1)
-                                .map_or(mark.out_len + tail.len(), |r| r.0);
-                            conn.wbuf
-                                .extend_from_slice(&tail[start - mark.out_len..end - mark.out_len]);
-                        }
-                    }
+                let touched = std::mem::take(&mut self.touched);
+                for &k in &touched {
                     // A read that blocked this tick already got its error reply:
-                    // consume it and let the connection go on.
-                    if conn.blocked {
-                        if let Some(i) = self.waiters.iter().position(|w| w.key == k) {
-                            conn.rhead += self.waiters.swap_remove(i).consumed;
-                        }
-                        conn.blocked = false;
-                        conn.session.block = None;
-                        conn.queued = true;
-                        self.carry.push(k);
+                    // it is consumed and the connection goes on.
+                    if self
+                        .conns
+                        .get_mut(k)
+                        .is_some_and(|conn| conn.roll_back_tick(&reply))
+                    {
+                        self.blocked.retain(|&b| b != k);
+                        self.carry_over(k);
                     }
                 }
+                self.touched = touched;
             }
         }
     }
 
     /// Lets the blocked readers that the last commit may satisfy run again.
     pub(super) fn wake_readers(&mut self) {
-        let last_seq = self.store.committed_counts().last_seq;
-        let waiters = std::mem::take(&mut self.waiters);
-        for w in waiters {
-            if w.after >= last_seq {
-                self.waiters.push(w);
-            } else {
-                self.unblock(&w, None);
+        let last_seq = self.shared.store.committed_counts().last_seq;
+        let mut blocked = std::mem::take(&mut self.blocked);
+        blocked.retain(|&k| {
+            let Some(conn) = self.conns.get_mut(k) else {
+                return false;
+            };
+            if !conn.wake(last_seq) {
+                return conn.is_blocked();
             }
-        }
+            if conn.is_open() && conn.enqueue() {
+                self.carry.push(k);
+            }
+            false
+        });
+        self.blocked = blocked;
     }
 
-    /// Unparks a blocked connection. With a timeout reply, the blocked command is
-    /// answered and consumed; without, it runs again next tick.
-    pub(super) fn unblock(&mut self, w: &Waiter, timeout_reply: Option<fn(&mut Reply<'_>)>) {
-        let Some(conn) = self.conns.get_mut(w.key) else {
-            return;
-        };
-        if conn.session.id != w.client_id || !conn.blocked {
-            return;
-        }
-        conn.blocked = false;
-        if let Some(reply) = timeout_reply {
-            conn.rhead += w.consumed;
-            conn.session.block = None;
-            reply(&mut Reply::new(&mut conn.wbuf, conn.session.resp3));
-            self.note_touched(w.key);
-        }
-        if let Some(conn) = self.conns.get_mut(w.key)
-            && conn.phase == Phase::Open
-            && !conn.queued
-        {
-            conn.queued = true;
-            self.carry.push(w.key);
-        }
+    /// Answers the blocked readers whose deadline passed with a nil reply;
+    /// true when one was.
+    pub(super) fn time_out_readers(&mut self, now: Instant) -> bool {
+        let mut answered = false;
+        let mut blocked = std::mem::take(&mut self.blocked);
+        blocked.retain(|&k| {
+            let Some(conn) = self.conns.get_mut(k) else {
+                return false;
+            };
+            if !conn.time_out(now) {
+                return conn.is_blocked();
+            }
+            answered = true;
+            if conn.touch() {
+                self.touched.push(k);
+            }
+            if conn.is_open() && conn.enqueue() {
+                self.carry.push(k);
+            }
+            false
+        });
+        self.blocked = blocked;
+        answered
     }
 
     /// Pushes a committed event to its channel's subscribers and to the pattern
@@ -227,7 +208,7 @@ impl Reactor {
     pub(super) fn publish(&mut self, event: &Event) {
         // Out of `self` while the pushes need the rest of it (dropping a slow
         // subscriber changes no subscription: that happens when it is closed).
-        let pubsub = std::mem::take(&mut self.pubsub);
+        let pubsub = std::mem::take(&mut self.shared.pubsub);
         let mut payload = std::mem::take(&mut self.push_payload);
         payload.clear();
         let channel = event.kind.as_str().as_bytes();
@@ -235,7 +216,7 @@ impl Reactor {
         let by_pattern = pubsub
             .matching(channel)
             .flat_map(|(p, keys)| keys.iter().map(move |&k| (k, Some(p))));
-        let hard = self.config.pubsub_limits().hard_bytes;
+        let hard = self.shared.config.pubsub_limits().hard_bytes;
         let memory_guard = hard
             .saturating_mul(2)
             .max(hard.saturating_add(PUBSUB_TICK_SLACK_BYTES));
@@ -243,13 +224,13 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(k) else {
                 continue;
             };
-            if conn.phase != Phase::Open {
+            if !conn.is_open() {
                 continue;
             }
             if payload.is_empty() {
                 event.write_json(&mut payload);
             }
-            let mut out = Reply::new(&mut conn.wbuf, conn.session.resp3);
+            let mut out = conn.out();
             match pattern {
                 None => {
                     out.push(3);
@@ -263,7 +244,7 @@ impl Reactor {
             }
             out.bulk(channel);
             out.bulk(&payload);
-            self.stats.pushes += 1;
+            self.shared.stats.pushes += 1;
             // The limits are judged after the flush, on what the peer did not take;
             // this only bounds memory within one tick.
             if conn.pending_output() > memory_guard {
@@ -273,7 +254,7 @@ impl Reactor {
             self.note_touched(k);
         }
         self.push_payload = payload;
-        self.pubsub = pubsub;
+        self.shared.pubsub = pubsub;
     }
 
     /// Disconnects a subscriber that fell behind its output limits.
@@ -284,12 +265,12 @@ impl Reactor {
         log::warn!(
             "conn={} peer={} reason=subscriber output buffer limit ({} bytes unsent); \
              disconnected, it can resume from the durable log",
-            conn.session.id,
-            conn.peer,
+            conn.id(),
+            conn.peer(),
             conn.pending_output()
         );
-        self.stats.slow_subscriber_disconnects += 1;
-        conn.phase = Phase::Closed;
+        self.shared.stats.slow_subscriber_disconnects += 1;
+        conn.abort();
         self.closing.push(k);
     }
 }

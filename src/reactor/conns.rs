@@ -1,7 +1,15 @@
 //! Connection I/O around the tick: accepting, flushing output with the interest
 //! it calls for, and deferred closes.
 
-use super::*;
+use std::io;
+use std::time::Instant;
+
+use mio::Token;
+
+use super::TCP_KEEPALIVE;
+use super::{ACCEPT_BACKOFF, ACCEPT_BUDGET, ACCEPT_WARN_INTERVAL, MAX_UNAUTH_OUTPUT_BYTES};
+use super::{EMFILE, ENFILE, ENOBUFS, ENOMEM, HTTP_SWEEP, Listener, MAX_CONN_TOKEN, Reactor};
+use crate::conn::Conn;
 
 impl Reactor {
     /// Flushes every connection whose output grew, then removes finished ones.
@@ -9,7 +17,7 @@ impl Reactor {
         let mut touched = std::mem::take(&mut self.touched);
         for &k in &touched {
             if let Some(conn) = self.conns.get_mut(k) {
-                conn.tick = None;
+                conn.end_tick();
             }
             self.flush(k);
         }
@@ -20,9 +28,8 @@ impl Reactor {
 
     pub(super) fn note_touched(&mut self, k: usize) {
         if let Some(conn) = self.conns.get_mut(k)
-            && conn.tick.is_none()
+            && conn.touch()
         {
-            conn.mark_tick();
             self.touched.push(k);
         }
     }
@@ -32,86 +39,67 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(k) else {
             return;
         };
-        if conn.phase == Phase::Closed {
+        if conn.is_closed() {
             return;
         }
         match conn.flush() {
-            Ok(n) => self.stats.net_output_bytes += n as u64,
+            Ok(n) => self.shared.stats.net_output_bytes += n as u64,
             Err(e) => {
                 log::debug!(
                     "conn={} peer={} reason=write error: {e}",
-                    conn.session.id,
-                    conn.peer
+                    conn.id(),
+                    conn.peer()
                 );
-                conn.phase = Phase::Closed;
+                conn.abort();
             }
         }
-        if conn.phase == Phase::Closing && conn.pending_output() == 0 && !conn.tls_wants_write() {
-            if let Some(tls) = conn.tls.as_mut() {
-                // A clean TLS close: best effort, the socket closes either way.
-                tls.send_close_notify();
-                let _ = tls.write_tls(&mut conn.stream);
-            }
-            conn.phase = Phase::Closed;
-        }
-        if !conn.session.authenticated && conn.pending_output() > MAX_UNAUTH_OUTPUT_BYTES {
+        if !conn.session().authenticated && conn.pending_output() > MAX_UNAUTH_OUTPUT_BYTES {
             log::warn!(
                 "conn={} peer={} reason=unauthenticated client output over {MAX_UNAUTH_OUTPUT_BYTES} bytes",
-                conn.session.id,
-                conn.peer
+                conn.id(),
+                conn.peer()
             );
-            conn.phase = Phase::Closed;
+            conn.abort();
         }
-        let streaming = conn.http.as_ref().is_some_and(|h| h.sse.is_some());
-        if conn.phase == Phase::Open
-            && (conn.session.subscriptions() > 0 || streaming)
-            && conn.pubsub_output_exceeded(&self.config.pubsub_limits(), Instant::now())
+        if conn.is_open()
+            && conn.is_subscriber()
+            && conn.pubsub_output_exceeded(&self.shared.config.pubsub_limits(), Instant::now())
         {
             self.drop_slow_subscriber(k);
             return;
         }
-        if conn.phase == Phase::Closed {
+        if conn.is_closed() {
             self.closing.push(k);
             return;
         }
-        let want = conn.interest();
-        if want != conn.registered {
-            match self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, Token(k), want)
-            {
-                Ok(()) => conn.registered = want,
-                Err(e) => {
-                    log::debug!("conn={} reason=reregister failed: {e}", conn.session.id);
-                    conn.phase = Phase::Closed;
-                    self.closing.push(k);
-                }
-            }
+        if let Err(e) = conn.update_interest(self.poll.registry(), Token(k)) {
+            log::debug!("conn={} reason=reregister failed: {e}", conn.id());
+            conn.abort();
+            self.closing.push(k);
         }
     }
 
     /// Removes the connections that finished this tick.
     pub(super) fn close_finished(&mut self) {
         for k in self.closing.drain(..) {
-            if self.conns.get(k).is_some_and(|c| c.phase == Phase::Closed) {
+            if self.conns.get(k).is_some_and(Conn::is_closed) {
                 let mut conn = self.conns.remove(k);
-                let _ = self.poll.registry().deregister(&mut conn.stream);
+                conn.deregister(self.poll.registry());
                 conn.linger_close();
-                if conn.blocked {
-                    self.waiters.retain(|w| w.key != k);
+                if conn.is_blocked() {
+                    self.blocked.retain(|&b| b != k);
                 }
-                if conn.http.as_ref().is_some_and(|h| h.sse.is_some()) {
+                if conn.is_streaming() {
                     self.sse_conns.retain(|&s| s != k);
                 }
-                for ch in &conn.session.channels {
-                    self.pubsub.unsubscribe(k, ch);
+                for ch in &conn.session().channels {
+                    self.shared.pubsub.unsubscribe(k, ch);
                 }
-                for p in &conn.session.patterns {
-                    self.pubsub.punsubscribe(k, p);
+                for p in &conn.session().patterns {
+                    self.shared.pubsub.punsubscribe(k, p);
                 }
-                self.stats.connected_clients -= 1;
-                log::debug!("conn={} peer={} closed", conn.session.id, conn.peer);
+                self.shared.stats.connected_clients -= 1;
+                log::debug!("conn={} peer={} closed", conn.id(), conn.peer());
             }
         }
     }
@@ -125,7 +113,7 @@ impl Reactor {
 
     /// Accepts until a listener would block or descriptors run out.
     pub(super) fn accept(&mut self, which: Listener) {
-        if self.accept_paused_until.is_some() {
+        if self.timers.accept_paused_until.is_some() {
             return;
         }
         let http = which.http();
@@ -136,11 +124,11 @@ impl Reactor {
             };
             match listener.accept() {
                 Ok((mut stream, peer)) => {
-                    self.stats.connections_received += 1;
-                    if self.conns.len() >= self.config.maxclients
+                    self.shared.stats.connections_received += 1;
+                    if self.conns.len() >= self.shared.config.maxclients
                         || self.conns.vacant_key() >= MAX_CONN_TOKEN
                     {
-                        self.stats.rejected_connections += 1;
+                        self.shared.stats.rejected_connections += 1;
                         log::warn!("peer={peer} reason=max number of clients reached");
                         // Best effort: a fresh socket's send buffer takes this at once.
                         let msg: &[u8] = if http {
@@ -157,46 +145,44 @@ impl Reactor {
                         log::debug!("peer={peer} reason=set TCP_NODELAY failed: {e}");
                     }
                     let k = self.conns.vacant_key();
-                    if let Err(e) =
-                        self.poll
-                            .registry()
-                            .register(&mut stream, Token(k), Interest::READABLE)
-                    {
-                        log::warn!("peer={peer} reason=register failed: {e}");
-                        continue;
-                    }
                     let id = self.next_client_id;
-                    self.next_client_id += 1;
                     if let Err(e) = socket2::SockRef::from(&stream)
                         .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE))
                     {
                         log::debug!("peer={peer} reason=set TCP keepalive failed: {e}");
                     }
-                    let mut conn = Conn::new(stream, peer, id, self.config.limits());
-                    if self.config.requirepass.is_some() {
-                        conn.session.authenticated = false;
-                        conn.parser.set_unauthenticated(true);
+                    let mut conn = Conn::new(stream, peer, id, self.shared.config.limits());
+                    if let Err(e) = conn.register(self.poll.registry(), Token(k)) {
+                        log::warn!("peer={peer} reason=register failed: {e}");
+                        continue;
+                    }
+                    self.next_client_id += 1;
+                    if self.shared.config.requirepass.is_some() {
+                        conn.require_auth();
                     }
                     if which.tls() {
                         let Some(cfg) = &self.tls_config else {
+                            conn.deregister(self.poll.registry());
                             continue;
                         };
                         match rustls::ServerConnection::new(cfg.clone()) {
-                            Ok(t) => conn.tls = Some(Box::new(t)),
+                            Ok(t) => conn.use_tls(t),
                             Err(e) => {
                                 log::warn!("peer={peer} reason=TLS session failed: {e}");
+                                conn.deregister(self.poll.registry());
                                 continue;
                             }
                         }
                     }
                     if http {
-                        conn.http = Some(crate::http::HttpState::default());
-                        self.stats.http_connections += 1;
-                        self.http_sweep_at
+                        conn.speak_http();
+                        self.shared.stats.http_connections += 1;
+                        self.timers
+                            .http_sweep_at
                             .get_or_insert(Instant::now() + HTTP_SWEEP);
                     }
                     self.conns.insert(conn);
-                    self.stats.connected_clients += 1;
+                    self.shared.stats.connected_clients += 1;
                     log::debug!("conn={id} peer={peer} accepted");
                 }
                 Err(e) => match e.kind() {
@@ -215,7 +201,7 @@ impl Reactor {
                                 );
                                 self.accept_warned_at = Some(now);
                             }
-                            self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                            self.timers.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                             return;
                         }
                         // The peer gave up before we got to it (ECONNABORTED and such).

@@ -14,7 +14,7 @@
 //! Nothing a tick did leaves the process before its commit. A failing client only
 //! ever closes itself: errors inside the loop are per connection.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,18 +23,16 @@ use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::cmd::{self, ClientFilter, Ctx, Outcome};
+use crate::cmd::Shared;
 use crate::config::{
     ACCEPT_BACKOFF, ACCEPT_BUDGET, CHECKPOINT_IDLE, CHECKPOINT_RETRY, Config,
     MAX_UNAUTH_OUTPUT_BYTES, RETENTION_BATCH, RETENTION_INTERVAL, SHUTDOWN_FLUSH_TIMEOUT,
     TCP_KEEPALIVE,
 };
-use crate::conn::BlockState;
-use crate::conn::{Conn, Phase, ReadEnd};
+use crate::conn::Conn;
 use crate::error::{Error, Result};
 use crate::events::{Event, Handlers};
 use crate::metrics::Stats;
-use crate::protocol::{Parsed, Reply};
 use crate::pubsub::PubSub;
 use crate::store::Store;
 
@@ -137,27 +135,6 @@ const ENFILE: i32 = 23;
 const ENOBUFS: i32 = 105;
 const ENOMEM: i32 = 12;
 
-/// A connection parked in a blocking read (XREAD/XREADGROUP ... BLOCK).
-///
-/// The blocked command stays at the front of the connection's input. A commit
-/// that may satisfy it lets the connection run again, which re-executes the
-/// command inside that tick's transaction (so a group read records its pending
-/// entries in the same group commit); a command that still finds nothing blocks
-/// again until the same deadline. At the deadline the reactor replies nil and
-/// consumes the command.
-#[derive(Debug)]
-struct Waiter {
-    /// The connection's key, and its client id (a guard against key reuse).
-    key: usize,
-    client_id: u64,
-    /// Wake when the committed log grows past this sequence number.
-    after: i64,
-    /// When it gives up with a nil reply; `None` waits forever.
-    deadline: Option<Instant>,
-    /// Bytes the blocked command takes at the front of the input.
-    consumed: usize,
-}
-
 /// Up to `limit` committed events from sequence number `from` on, out of `fresh`,
 /// the last commit's events; `None` unless `fresh` is exactly the log's tail
 /// (`first..=last`, no gaps) and `from` falls in it, when the log must be read.
@@ -188,6 +165,43 @@ impl ShutdownHandle {
     }
 }
 
+/// When each of the reactor's timed jobs is next due; `None` when it is not
+/// scheduled. The poll waits until the nearest of them.
+#[derive(Debug, Default)]
+struct Timers {
+    /// The end of an accept back-off (out of descriptors).
+    accept_paused_until: Option<Instant>,
+    /// The next idle-time WAL checkpoint (pushed back by every commit).
+    checkpoint_at: Option<Instant>,
+    /// The next trim of the event log (with `--retain-events`).
+    trim_at: Option<Instant>,
+    /// The next check of HTTP deadlines and stream heartbeats.
+    http_sweep_at: Option<Instant>,
+    /// The next check for idle connections (with `--timeout`).
+    idle_sweep_at: Option<Instant>,
+}
+
+impl Timers {
+    /// The nearest scheduled time.
+    fn next(&self) -> Option<Instant> {
+        [
+            self.accept_paused_until,
+            self.checkpoint_at,
+            self.trim_at,
+            self.http_sweep_at,
+            self.idle_sweep_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// True when any job is scheduled.
+    fn any(&self) -> bool {
+        self.next().is_some()
+    }
+}
+
 /// The server's single-threaded event loop and everything it owns.
 pub struct Reactor {
     poll: Poll,
@@ -199,22 +213,20 @@ pub struct Reactor {
     sse_conns: Vec<usize>,
     /// A stream is behind the log with room to catch up: poll without waiting.
     sse_behind: bool,
-    /// When HTTP deadlines and heartbeats are next checked.
-    http_sweep_at: Option<Instant>,
     /// A listener stopped at its per-tick accept budget: accept again next tick.
     accept_more: bool,
-    /// When idle connections are next checked (with `--timeout`).
-    idle_sweep_at: Option<Instant>,
     conns: Slab<Conn>,
-    store: Store,
-    config: Config,
-    stats: Stats,
+    /// When each timed job is next due.
+    timers: Timers,
+    /// What every request may touch: store, the tick's events, settings,
+    /// counters, subscriptions.
+    shared: Shared,
     handlers: Handlers,
-    pubsub: PubSub,
     /// Where every plain-socket read lands before its bytes join a connection.
     scratch: Vec<u8>,
-    /// Blocked XREADs, in the order they blocked.
-    waiters: Vec<Waiter>,
+    /// Connections parked in a blocking read, in the order they blocked (an
+    /// index: each connection holds its own wait).
+    blocked: Vec<usize>,
     /// Connections to serve this tick.
     work: Vec<usize>,
     /// Connections to serve next tick without waiting for an event.
@@ -223,26 +235,19 @@ pub struct Reactor {
     touched: Vec<usize>,
     /// Connections to remove at the end of the tick.
     closing: Vec<usize>,
-    /// Events of the tick, dispatched after its commit.
-    tick_events: Vec<Event>,
     /// An event's JSON while it is pushed to subscribers (kept for its capacity).
     push_payload: Vec<u8>,
     /// When the current tick started: the time of every request it runs.
     tick_now: Instant,
     next_client_id: u64,
-    accept_paused_until: Option<Instant>,
     /// When the last accept failure was logged at warn level (rate limit).
     accept_warned_at: Option<Instant>,
-    /// When the next idle-time WAL checkpoint is due (pushed back by every commit).
-    checkpoint_at: Option<Instant>,
     shutdown_flag: Arc<AtomicBool>,
     waker: Arc<Waker>,
     signals: Option<UnixStream>,
     stopping: bool,
     /// A durable handler has more events to catch up on: poll without waiting.
     durable_behind: bool,
-    /// When the event log is trimmed next (with `--retain-events`).
-    trim_at: Option<Instant>,
 }
 
 impl Reactor {
@@ -353,34 +358,36 @@ impl Reactor {
             tls_config,
             sse_conns: Vec::new(),
             sse_behind: false,
-            http_sweep_at: None,
             accept_more: false,
-            idle_sweep_at,
             conns: Slab::new(),
-            store,
-            config,
-            stats: Stats::new(port),
+            timers: Timers {
+                trim_at,
+                idle_sweep_at,
+                ..Timers::default()
+            },
+            shared: Shared {
+                store,
+                events: Vec::new(),
+                config,
+                stats: Stats::new(port),
+                pubsub: PubSub::default(),
+            },
             handlers,
-            pubsub: PubSub::default(),
             scratch: vec![0; crate::conn::READ_CHUNK_BYTES],
-            waiters: Vec::new(),
+            blocked: Vec::new(),
             work: Vec::new(),
             carry: Vec::new(),
             touched: Vec::new(),
             closing: Vec::new(),
-            tick_events: Vec::new(),
             push_payload: Vec::new(),
             tick_now: Instant::now(),
             next_client_id: 1,
-            accept_paused_until: None,
             accept_warned_at: None,
-            checkpoint_at: None,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
             signals,
             stopping: false,
             durable_behind,
-            trim_at,
         })
     }
 
@@ -422,7 +429,7 @@ impl Reactor {
 
     /// The settings the reactor runs with.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.shared.config
     }
 
     /// Runs ticks until shutdown.
@@ -476,11 +483,13 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(k) else {
             return; // an event for a key closed earlier: ignore it
         };
-        if conn.phase == Phase::Closed {
+        if conn.is_closed() {
             return;
         }
-        conn.read_closed |= read_closed;
-        if writable && (conn.pending_output() > 0 || conn.tls_wants_write()) {
+        if read_closed {
+            conn.note_read_closed();
+        }
+        if writable && conn.wants_write() {
             let was_blocked = conn.backpressured();
             self.flush(k);
             let Some(conn) = self.conns.get(k) else {
@@ -497,10 +506,18 @@ impl Reactor {
 
     fn queue(&mut self, k: usize) {
         if let Some(conn) = self.conns.get_mut(k)
-            && !conn.queued
+            && conn.enqueue()
         {
-            conn.queued = true;
             self.work.push(k);
+        }
+    }
+
+    /// Queues connection `k` for the next tick, without waiting for an event.
+    fn carry_over(&mut self, k: usize) {
+        if let Some(conn) = self.conns.get_mut(k)
+            && conn.enqueue()
+        {
+            self.carry.push(k);
         }
     }
 
@@ -509,30 +526,31 @@ impl Reactor {
     fn tick(&mut self) {
         let started = Instant::now();
         self.tick_now = started;
-        self.stats.tick_requests = 0;
+        self.shared.stats.tick_requests = 0;
         let mut work = std::mem::take(&mut self.work);
         for &k in &work {
             if let Some(conn) = self.conns.get_mut(k) {
-                conn.queued = false;
+                conn.dequeue();
             }
             self.serve(k);
         }
         work.clear();
         self.work = work;
-        let requests = self.stats.tick_requests;
+        let requests = self.shared.stats.tick_requests;
         self.commit();
         // The committed events (none after a failed commit), for the streams and
         // durable handlers that are not behind them.
-        let mut fresh = std::mem::take(&mut self.tick_events);
+        let mut fresh = std::mem::take(&mut self.shared.events);
         if !self.sse_conns.is_empty() {
             self.feed_sse(&fresh);
         }
         self.flush_touched();
         self.run_durable_handlers(&fresh);
         fresh.clear();
-        self.tick_events = fresh;
+        self.shared.events = fresh;
         if requests > 0 {
-            self.stats
+            self.shared
+                .stats
                 .tick_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
