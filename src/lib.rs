@@ -11,10 +11,9 @@
 //! - [`registry`]: naming rules and register/unregister, shared by RESP and HTTP.
 //! - [`conn`]: one connection's buffers, parse progress and interest.
 //! - [`reactor`]: the poll loop, the tick, group commit, timers.
-//! - [`store`]: SQLite schema, statements and the tick's transaction.
-//! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path).
+//! - [`store`]: SQLite schema, statements and the tick's transaction; the
+//!   in-memory users index; consumer groups, pending entries and dead letters.
 //! - [`stream`]: the event log as the Redis stream `events`.
-//! - [`groups`]: consumer groups, pending entries and dead letters in SQLite.
 //! - [`http`]: the HTTP side: REST routes, metrics, health, Server-Sent Events.
 //! - [`events`]: the event type and handler dispatch.
 //! - [`pubsub`]: live subscriptions and the fan-out of committed events.
@@ -40,7 +39,6 @@ pub mod conn;
 pub mod error;
 pub mod events;
 pub mod glob;
-pub mod groups;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
@@ -51,7 +49,6 @@ pub mod server;
 pub mod store;
 pub mod stream;
 pub mod tls;
-pub mod users;
 
 pub use config::{Config, Durability};
 pub use error::{Error, Result};

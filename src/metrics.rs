@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::groups::GroupInfo;
 use crate::pubsub::PubSub;
 use crate::store::Counts;
+use crate::store::GroupInfo;
 
 /// A histogram with fixed upper bounds, as Prometheus exposes them.
 #[derive(Debug, Clone)]

@@ -14,7 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{CHECKPOINT_WAL_FRAMES, Durability, SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB};
 use crate::error::{Error, Result};
-use crate::users::{UserRef, Users};
+
+pub mod groups;
+pub mod users;
+
+pub use groups::{ClaimOptions, ConsumerInfo, DeadLetter, Delivered, GroupInfo};
+use users::{UserRef, Users};
 
 /// A user's fields by name.
 pub type FieldMap = BTreeMap<String, String>;
