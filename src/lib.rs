@@ -11,8 +11,9 @@
 //! - [`registry`]: naming rules and register/unregister, shared by RESP and HTTP.
 //! - [`conn`]: one connection's buffers, parse progress and interest.
 //! - [`reactor`]: the poll loop, the tick, group commit, timers.
-//! - [`store`]: SQLite schema, statements and the tick's transaction; the
-//!   in-memory users index; consumer groups, pending entries and dead letters.
+//! - [`store`]: SQLite: schema and migrations, the tick's transaction and batched
+//!   writes, the in-memory users index, the event log, consumer groups, pending
+//!   entries and dead letters.
 //! - [`stream`]: the event log as the Redis stream `events`.
 //! - [`http`]: the HTTP side: REST routes, metrics, health, Server-Sent Events.
 //! - [`events`]: the event type and handler dispatch.
