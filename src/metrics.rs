@@ -6,8 +6,7 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use crate::pubsub::PubSub;
-use crate::store::Counts;
-use crate::store::GroupInfo;
+use crate::store::{Counts, GroupInfo, StorageErrorKind};
 
 /// A histogram with fixed upper bounds, as Prometheus exposes them.
 #[derive(Debug, Clone)]
@@ -213,8 +212,8 @@ pub struct View<'a> {
     pub groups: &'a [GroupInfo],
     /// Subscriptions.
     pub pubsub: &'a PubSub,
-    /// Whether the last commit succeeded.
-    pub storage_ok: bool,
+    /// Why the last commit failed; `None` when it succeeded.
+    pub storage_error: Option<StorageErrorKind>,
 }
 
 /// The Prometheus text exposition of everything the server counts.
@@ -298,7 +297,7 @@ pub fn prometheus(v: &View<'_>) -> String {
         "storage_ok",
         "gauge",
         "1 while the last commit succeeded, 0 after a failed one.",
-        f64::from(u8::from(v.storage_ok)),
+        f64::from(u8::from(v.storage_error.is_none())),
     );
     metric(
         "subscribed_channels",
@@ -349,6 +348,17 @@ pub fn prometheus(v: &View<'_>) -> String {
         s.net_output_bytes as f64,
     );
 
+    let _ = writeln!(
+        out,
+        "# HELP userbus_storage_error 1 for the kind of failure of the last commit while storage is failing, 0 for the other kinds.\n# TYPE userbus_storage_error gauge"
+    );
+    for kind in StorageErrorKind::ALL {
+        let _ = writeln!(
+            out,
+            "userbus_storage_error{{kind=\"{kind}\"}} {}",
+            u8::from(v.storage_error == Some(kind))
+        );
+    }
     let _ = writeln!(
         out,
         "# HELP userbus_commands_total Commands run, by name.\n# TYPE userbus_commands_total counter"

@@ -108,10 +108,12 @@ fn storage_failure(e: &StorageError) -> Response {
 }
 
 fn health(env: &Env<'_>) -> Response {
-    if env.store.healthy() {
-        Response::text(200, "ok\n")
-    } else {
-        Response::error(503, "storage failing: the last commit did not succeed")
+    match env.store.last_error() {
+        None => Response::text(200, "ok\n"),
+        Some(kind) => Response::error(
+            503,
+            &format!("storage failing ({kind}): the last commit did not succeed"),
+        ),
     }
 }
 
@@ -122,7 +124,7 @@ fn metrics(env: &mut Env<'_>) -> Response {
         counts: env.store.committed_counts(),
         groups: &groups,
         pubsub: env.pubsub,
-        storage_ok: env.store.healthy(),
+        storage_error: env.store.last_error(),
     });
     Response {
         status: 200,

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{StorageError, Store, Txn};
+use super::{StorageError, StorageErrorKind, Store, Txn};
 use crate::error::Result;
 
 const INSERT_EVENT: &str =
@@ -117,7 +117,10 @@ impl Store {
         seq: i64,
     ) -> std::result::Result<(), StorageError> {
         if self.txn != Txn::Idle {
-            return Err(StorageError("a tick transaction is open".into()));
+            return Err(StorageError::new(
+                StorageErrorKind::Other,
+                "a tick transaction is open",
+            ));
         }
         self.conn
             .prepare_cached(

@@ -6,6 +6,7 @@
 //! same tick fails the same way and the reactor can replace the tick's replies.
 //!
 //! [`Store`] is the one type; its methods are spread by subject:
+//! - [`error`]: [`StorageError`] and the kinds of failure;
 //! - `schema`: the tables, [`SCHEMA_VERSION`], migrations, loading at open;
 //! - `batch`: the tick's user writes (registrations batched, unregistrations);
 //! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path);
@@ -23,6 +24,7 @@ use crate::config::{CHECKPOINT_WAL_FRAMES, Durability, SQLITE_BUSY_TIMEOUT, SQLI
 use crate::error::{Error, Result};
 
 mod batch;
+pub mod error;
 pub mod event_log;
 pub mod groups;
 pub mod pending;
@@ -30,6 +32,7 @@ mod schema;
 pub mod users;
 
 use batch::{BatchSql, Queued};
+pub use error::{StorageError, StorageErrorKind};
 pub use event_log::EventRow;
 pub use groups::{ConsumerInfo, GroupInfo};
 pub use pending::{ClaimOptions, DeadLetter, Delivered, Pending};
@@ -40,22 +43,6 @@ use users::{UserRef, Users};
 pub type FieldMap = BTreeMap<String, String>;
 
 const SCAN_USERS: &str = "SELECT id, name FROM users WHERE id > ?1 ORDER BY id LIMIT ?2";
-
-/// A storage failure as clients see it: `-ERR storage: <message>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageError(pub String);
-
-impl std::fmt::Display for StorageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<rusqlite::Error> for StorageError {
-    fn from(e: rusqlite::Error) -> Self {
-        StorageError(e.to_string())
-    }
-}
 
 /// A user change and its event row, written in the same transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +88,9 @@ pub struct Store {
     commits_since_checkpoint: u64,
     /// Frames in the WAL after the last commit, as SQLite's WAL hook reports it.
     wal_frames: Arc<AtomicU64>,
-    healthy: bool,
+    /// Why the last commit (or a write of the tick) failed; `None` after one
+    /// succeeded.
+    last_error: Option<StorageErrorKind>,
     /// The database size cap in pages (0 = none).
     max_pages: u64,
     /// Every user, by name, as the tick sees them.
@@ -176,7 +165,7 @@ impl Store {
             tick: counts,
             commits_since_checkpoint: 0,
             wal_frames,
-            healthy: true,
+            last_error: None,
             max_pages,
             users,
             queued: Vec::new(),
@@ -224,7 +213,12 @@ impl Store {
 
     /// False after a commit failed, until one succeeds again.
     pub fn healthy(&self) -> bool {
-        self.healthy
+        self.last_error.is_none()
+    }
+
+    /// The kind of the failure that made the store unhealthy; `None` while healthy.
+    pub fn last_error(&self) -> Option<StorageErrorKind> {
+        self.last_error
     }
 
     /// The user named `name`, as the tick sees it; no query (the in-memory index).
@@ -274,16 +268,19 @@ impl Store {
                     self.committed = self.counts();
                     self.users.commit();
                     self.commits_since_checkpoint += 1;
-                    self.healthy = true;
+                    self.last_error = None;
                     Ok(())
                 }
                 Err(e) => {
                     let err = StorageError::from(e);
-                    log::error!("commit failed, the tick is rolled back: {err}");
+                    log::error!(
+                        "commit failed ({}), the tick is rolled back: {err}",
+                        err.kind()
+                    );
                     // SQLite may already have rolled back; a second rollback is harmless.
                     let _ = self.conn.execute_batch("ROLLBACK");
                     self.forget_tick();
-                    self.healthy = false;
+                    self.last_error = Some(err.kind());
                     Err(err)
                 }
             },
@@ -363,7 +360,7 @@ impl Store {
                 Err(e) => {
                     let err = StorageError::from(e);
                     self.txn = Txn::Failed(err.clone());
-                    self.healthy = false;
+                    self.last_error = Some(err.kind());
                     Err(err)
                 }
             },
@@ -391,11 +388,14 @@ impl Store {
     ) -> std::result::Result<T, StorageError> {
         res.map_err(|e| {
             let err = StorageError::from(e);
-            log::error!("write failed, the tick is rolled back: {err}");
+            log::error!(
+                "write failed ({}), the tick is rolled back: {err}",
+                err.kind()
+            );
             let _ = self.conn.execute_batch("ROLLBACK");
             self.txn = Txn::Failed(err.clone());
             self.forget_tick();
-            self.healthy = false;
+            self.last_error = Some(err.kind());
             err
         })
     }
