@@ -14,10 +14,9 @@
 //! - [`store`]: SQLite: schema and migrations, the tick's transaction and batched
 //!   writes, the in-memory users index, the event log, consumer groups, pending
 //!   entries and dead letters.
-//! - [`stream`]: the event log as the Redis stream `events`.
 //! - [`http`]: the HTTP side: REST routes, metrics, health, Server-Sent Events.
-//! - [`events`]: the event type and handler dispatch.
-//! - [`pubsub`]: live subscriptions and the fan-out of committed events.
+//! - [`events`]: the event type, handler dispatch, live subscriptions (pub/sub)
+//!   and the event log seen as the Redis stream `events`.
 //! - [`server`]: the builder an embedding program uses.
 //! - [`tls`]: the rustls server configuration (sessions live in [`conn`]).
 //! - [`client`]: `userbus cli`, the line client (its own RESP reader and
@@ -43,12 +42,10 @@ pub mod glob;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
-pub mod pubsub;
 pub mod reactor;
 pub mod registry;
 pub mod server;
 pub mod store;
-pub mod stream;
 pub mod tls;
 
 pub use config::{Config, Durability};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::pubsub::PubSub;
+use crate::events::PubSub;
 use crate::store::{Counts, GroupInfo, StorageErrorKind};
 
 /// A histogram with fixed upper bounds, as Prometheus exposes them.

@@ -4,9 +4,9 @@
 use crate::config::Config;
 use crate::conn::Session;
 use crate::events::Event;
+use crate::events::PubSub;
 use crate::metrics::Stats;
 use crate::protocol::{Args, Reply};
-use crate::pubsub::PubSub;
 use crate::store::{StorageError, Store};
 
 mod auth;
@@ -478,9 +478,9 @@ pub fn int_arg(arg: &[u8]) -> Option<i64> {
 
 /// The group commands' stream key: `events` only. Replies the error otherwise.
 pub fn group_stream(key: &[u8], ctx: &mut Ctx<'_>) -> bool {
-    match crate::stream::stream(key) {
-        Ok(crate::stream::Stream::Events) => true,
-        Ok(crate::stream::Stream::Dead) => {
+    match crate::events::stream::stream(key) {
+        Ok(crate::events::stream::Stream::Events) => true,
+        Ok(crate::events::stream::Stream::Dead) => {
             ctx.out
                 .error("ERR consumer groups read the 'events' stream, not 'events.dead'");
             false

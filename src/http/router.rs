@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use super::{Method, Request, Response, percent_decode, query_param};
 use crate::config::{Config, MAX_USERS_PAGE};
 use crate::events::Event;
+use crate::events::PubSub;
 use crate::metrics::Stats;
-use crate::pubsub::PubSub;
 use crate::registry;
 use crate::store::{StorageError, Store};
 

@@ -32,10 +32,10 @@ use crate::config::{
 use crate::conn::BlockState;
 use crate::conn::{Conn, Phase, ReadEnd};
 use crate::error::{Error, Result};
+use crate::events::PubSub;
 use crate::events::{Event, Handlers};
 use crate::metrics::Stats;
 use crate::protocol::{Parsed, Reply};
-use crate::pubsub::PubSub;
 use crate::store::Store;
 
 mod commit;

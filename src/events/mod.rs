@@ -7,6 +7,11 @@
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+pub mod pubsub;
+pub mod stream;
+
+pub use pubsub::PubSub;
+
 /// The kind string of a registration event.
 pub const REGISTERED: &str = "user.registered";
 /// The kind string of an unregistration event.
