@@ -45,7 +45,7 @@ impl Env {
             dir,
             store: None,
             config: Config::default(),
-            stats: Stats::new(0),
+            stats: Stats::new(0, cmd::COMMANDS.iter().map(|c| c.name)),
             inputs: 0,
         }
     }

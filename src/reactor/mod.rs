@@ -359,7 +359,7 @@ impl Reactor {
             conns: Slab::new(),
             store,
             config,
-            stats: Stats::new(port),
+            stats: Stats::new(port, crate::cmd::COMMANDS.iter().map(|c| c.name)),
             handlers,
             pubsub: PubSub::default(),
             scratch: vec![0; crate::conn::READ_CHUNK_BYTES],
