@@ -17,10 +17,8 @@ pub mod stream;
 pub use handlers::{DurableHandler, Handler, Handlers, call_isolated};
 pub use pubsub::PubSub;
 
-/// The kind string of a registration event.
-pub const REGISTERED: &str = "user.registered";
-/// The kind string of an unregistration event.
-pub const UNREGISTERED: &str = "user.unregistered";
+use crate::store::EventRow;
+use crate::store::event_log::{REGISTERED, UNREGISTERED};
 
 /// What happened to a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,7 +90,7 @@ impl Event {
 
 impl Event {
     /// The event an event-log row records.
-    pub fn from_row(row: &crate::store::EventRow) -> Event {
+    pub fn from_row(row: &EventRow) -> Event {
         Event {
             seq: row.seq,
             kind: if row.kind == UNREGISTERED {

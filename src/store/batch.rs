@@ -66,7 +66,7 @@ impl BatchSql {
                 "INSERT INTO events (kind, seq, user_id, name, fields, at) \
                  SELECT '{}', id + ?1, id, name, fields, created_at FROM users \
                  WHERE id BETWEEN ?2 AND ?3 ORDER BY id",
-                crate::events::REGISTERED
+                event_log::REGISTERED
             ),
         }
     }
@@ -176,7 +176,7 @@ impl Store {
                 .execute(params![user_id])?;
             event_log::append(
                 &self.conn,
-                crate::events::UNREGISTERED,
+                event_log::UNREGISTERED,
                 user_id,
                 name,
                 &json,

@@ -6,6 +6,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{StorageError, StorageErrorKind, Store, Txn};
 use crate::error::Result;
 
+/// The kind column of a registration event; also its pub/sub channel.
+pub const REGISTERED: &str = "user.registered";
+/// The kind column of an unregistration event; also its pub/sub channel.
+pub const UNREGISTERED: &str = "user.unregistered";
+
 const INSERT_EVENT: &str =
     "INSERT INTO events (kind, user_id, name, fields, at) VALUES (?1, ?2, ?3, ?4, ?5)";
 const SELECT_EVENTS_ASC: &str = "SELECT seq, kind, user_id, name, fields, at FROM events \
