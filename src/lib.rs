@@ -11,13 +11,12 @@
 //! - [`registry`]: naming rules and register/unregister, shared by RESP and HTTP.
 //! - [`conn`]: one connection's buffers, parse progress and interest.
 //! - [`reactor`]: the poll loop, the tick, group commit, timers.
-//! - [`store`]: SQLite schema, statements and the tick's transaction.
-//! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path).
-//! - [`stream`]: the event log as the Redis stream `events`.
-//! - [`groups`]: consumer groups, pending entries and dead letters in SQLite.
+//! - [`store`]: SQLite: schema and migrations, the tick's transaction and batched
+//!   writes, the in-memory users index, the event log, consumer groups, pending
+//!   entries and dead letters.
 //! - [`http`]: the HTTP side: REST routes, metrics, health, Server-Sent Events.
-//! - [`events`]: the event type and handler dispatch.
-//! - [`pubsub`]: live subscriptions and the fan-out of committed events.
+//! - [`events`]: the event type, handler dispatch, live subscriptions (pub/sub)
+//!   and the event log seen as the Redis stream `events`.
 //! - [`server`]: the builder an embedding program uses.
 //! - [`tls`]: the rustls server configuration (sessions live in [`conn`]).
 //! - [`client`]: `userbus cli`, the line client (its own RESP reader and
@@ -40,19 +39,15 @@ pub mod conn;
 pub mod error;
 pub mod events;
 pub mod glob;
-pub mod groups;
 pub mod http;
 pub mod metrics;
 pub mod protocol;
-pub mod pubsub;
 pub mod reactor;
 pub mod registry;
 pub mod server;
 pub mod session;
 pub mod store;
-pub mod stream;
 pub mod tls;
-pub mod users;
 
 pub use config::{Config, Durability};
 pub use error::{Error, Result};

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::groups::GroupInfo;
-use crate::pubsub::PubSub;
-use crate::store::Counts;
+use crate::events::PubSub;
+use crate::store::{Counts, GroupInfo, StorageErrorKind};
 
 /// A histogram with fixed upper bounds, as Prometheus exposes them.
 #[derive(Debug, Clone)]
@@ -113,8 +112,10 @@ pub struct Stats {
     pub trimmed_events: u64,
     /// Handler callbacks that panicked.
     pub handler_panics: u64,
-    /// Calls per command, indexed like `cmd::COMMANDS`.
+    /// Calls per command, indexed like `command_names`.
     pub command_calls: Vec<u64>,
+    /// The commands' names, as `/metrics` labels their calls.
+    pub command_names: Vec<&'static str>,
     /// HTTP responses by status code.
     pub http_responses: BTreeMap<u16, u64>,
     /// HTTP connections accepted.
@@ -136,8 +137,10 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Fresh counters.
-    pub fn new(tcp_port: u16) -> Self {
+    /// Fresh counters, with a call counter for each of `command_names` (the
+    /// command table's names, in its order).
+    pub fn new(tcp_port: u16, command_names: impl IntoIterator<Item = &'static str>) -> Self {
+        let command_names: Vec<&'static str> = command_names.into_iter().collect();
         Stats {
             started: Instant::now(),
             tcp_port,
@@ -164,7 +167,8 @@ impl Stats {
             durable_offsets: Vec::new(),
             trimmed_events: 0,
             handler_panics: 0,
-            command_calls: vec![0; crate::cmd::COMMANDS.len()],
+            command_calls: vec![0; command_names.len()],
+            command_names,
             http_responses: BTreeMap::new(),
             http_connections: 0,
             sse_streams: 0,
@@ -179,7 +183,7 @@ impl Stats {
 
     /// Zeroes the counters (CONFIG RESETSTAT); gauges and start time stay.
     pub fn reset_counters(&mut self) {
-        let fresh = Stats::new(self.tcp_port);
+        let fresh = Stats::new(self.tcp_port, std::mem::take(&mut self.command_names));
         *self = Stats {
             started: self.started,
             connected_clients: self.connected_clients,
@@ -213,8 +217,8 @@ pub struct View<'a> {
     pub groups: &'a [GroupInfo],
     /// Subscriptions.
     pub pubsub: &'a PubSub,
-    /// Whether the last commit succeeded.
-    pub storage_ok: bool,
+    /// Why the last commit failed; `None` when it succeeded.
+    pub storage_error: Option<StorageErrorKind>,
 }
 
 /// The Prometheus text exposition of everything the server counts.
@@ -298,7 +302,7 @@ pub fn prometheus(v: &View<'_>) -> String {
         "storage_ok",
         "gauge",
         "1 while the last commit succeeded, 0 after a failed one.",
-        f64::from(u8::from(v.storage_ok)),
+        f64::from(u8::from(v.storage_error.is_none())),
     );
     metric(
         "subscribed_channels",
@@ -351,14 +355,21 @@ pub fn prometheus(v: &View<'_>) -> String {
 
     let _ = writeln!(
         out,
-        "# HELP userbus_commands_total Commands run, by name.\n# TYPE userbus_commands_total counter"
+        "# HELP userbus_storage_error 1 for the kind of failure of the last commit while storage is failing, 0 for the other kinds.\n# TYPE userbus_storage_error gauge"
     );
-    for (spec, n) in crate::cmd::COMMANDS.iter().zip(&s.command_calls) {
+    for kind in StorageErrorKind::ALL {
         let _ = writeln!(
             out,
-            "userbus_commands_total{{command=\"{}\"}} {n}",
-            spec.name
+            "userbus_storage_error{{kind=\"{kind}\"}} {}",
+            u8::from(v.storage_error == Some(kind))
         );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP userbus_commands_total Commands run, by name.\n# TYPE userbus_commands_total counter"
+    );
+    for (name, n) in s.command_names.iter().zip(&s.command_calls) {
+        let _ = writeln!(out, "userbus_commands_total{{command=\"{name}\"}} {n}");
     }
     let _ = writeln!(
         out,

@@ -6,6 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use common::reply::info;
 use common::{TestServer, exchange, read_until_suffix};
 
 fn register_big(s: &mut std::net::TcpStream, name: &str) -> String {
@@ -96,4 +97,75 @@ fn a_database_locked_by_another_process_fails_writes_quickly_then_recovers() {
     other.execute_batch("ROLLBACK").unwrap();
     drop(other);
     exchange(&mut s, b"REGISTER during\r\n", b":2\r\n");
+}
+
+/// `GET path` on the HTTP port: the whole response, head and body.
+fn http_get(server: &TestServer, path: &str) -> String {
+    let mut s = server.http_raw();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_full_database_is_named_disk_full_in_info_healthz_and_metrics() {
+    let server =
+        TestServer::start_http_with(|c| c.max_db_pages = common::fresh_db_pages() + 6, |b| b);
+    let mut s = server.raw();
+    let mut c = server.redis();
+    let last_error =
+        |c: &mut redis::Connection| info(c, "persistence")["storage_last_error"].clone();
+    let gauge = |kind: &str, v: u8| format!("\nuserbus_storage_error{{kind=\"{kind}\"}} {v}\n");
+    assert_eq!(last_error(&mut c), "none");
+    let metrics = http_get(&server, "/metrics");
+    assert!(metrics.contains(&gauge("disk_full", 0)), "{metrics}");
+
+    let refused = (0..50)
+        .map(|i| register_big(&mut s, &format!("u{i}")))
+        .find(|reply| !reply.starts_with(':'))
+        .expect("the cap was reached");
+    assert!(refused.starts_with("-ERR storage: "), "{refused}");
+    assert_eq!(last_error(&mut c), "disk_full");
+    let health = http_get(&server, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    assert!(
+        health.ends_with(
+            "\r\n\r\n{\"error\":\"storage failing (disk_full): the last commit did not succeed\"}"
+        ),
+        "{health}"
+    );
+    let metrics = http_get(&server, "/metrics");
+    assert!(metrics.contains(&gauge("disk_full", 1)), "{metrics}");
+    assert!(metrics.contains(&gauge("locked", 0)), "{metrics}");
+    assert!(metrics.contains("\nuserbus_storage_ok 0\n"), "{metrics}");
+
+    // A commit that succeeds clears the kind.
+    exchange(&mut s, b"CONFIG SET max-db-pages 0\r\n", b"+OK\r\n");
+    let reply = register_big(&mut s, "after");
+    assert!(reply.starts_with(':'), "{reply}");
+    assert_eq!(last_error(&mut c), "none");
+    let metrics = http_get(&server, "/metrics");
+    assert!(metrics.contains(&gauge("disk_full", 0)), "{metrics}");
+}
+
+#[test]
+fn a_database_locked_by_another_process_is_named_locked() {
+    let server = TestServer::start();
+    let mut s = server.raw();
+    let mut c = server.redis();
+    let other = rusqlite::Connection::open(&server.db).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    s.write_all(b"REGISTER during\r\n").unwrap();
+    let reply = read_line(&mut s);
+    assert!(reply.starts_with("-ERR storage: "), "{reply}");
+    assert_eq!(info(&mut c, "persistence")["storage_last_error"], "locked");
+    other.execute_batch("ROLLBACK").unwrap();
+    drop(other);
+    exchange(&mut s, b"REGISTER during\r\n", b":1\r\n");
+    assert_eq!(info(&mut c, "persistence")["storage_last_error"], "none");
 }

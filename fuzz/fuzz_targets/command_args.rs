@@ -19,9 +19,9 @@ use userbus::conn::Session;
 use userbus::metrics::Stats;
 use userbus::protocol::request::parse_int;
 use userbus::protocol::{Args, Parsed, Reply, RequestParser};
-use userbus::pubsub::PubSub;
+use userbus::events::{PubSub, stream};
 use userbus::store::Store;
-use userbus::{glob, registry, stream};
+use userbus::{glob, registry};
 
 /// Requests run per input at most (a pipeline of thousands adds nothing).
 const MAX_REQUESTS: usize = 32;
@@ -45,7 +45,7 @@ impl Env {
             dir,
             store: None,
             config: Config::default(),
-            stats: Stats::new(0),
+            stats: Stats::new(0, cmd::COMMANDS.iter().map(|c| c.name)),
             inputs: 0,
         }
     }

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::events::Event;
 use crate::metrics::Stats;
 use crate::protocol::Reply;
-use crate::pubsub::PubSub;
+use crate::events::PubSub;
 use crate::session::Session;
 use crate::store::{StorageError, Store};
 

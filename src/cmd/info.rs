@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use super::{Ctx, Outcome, Spec};
 use crate::protocol::Args;
+use crate::store::StorageErrorKind;
 
 pub const SPEC: Spec = Spec {
     name: "info",
@@ -81,10 +82,13 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
         "persistence" => write!(
             t,
             "# Persistence\r\nloading:0\r\ndb:{}\r\ndurability:{}\r\nstorage_ok:{}\r\n\
-             commits:{}\r\nfailed_commits:{}\r\naof_enabled:1\r\n",
+             storage_last_error:{}\r\ncommits:{}\r\nfailed_commits:{}\r\naof_enabled:1\r\n",
             ctx.config.db.display(),
             ctx.config.durability,
             u8::from(ctx.store_view().healthy()),
+            ctx.store_view()
+                .last_error()
+                .map_or("none", StorageErrorKind::as_str),
             s.commits,
             s.failed_commits,
         ),

@@ -394,9 +394,9 @@ pub fn int_arg(arg: &[u8]) -> Option<i64> {
 
 /// The group commands' stream key: `events` only. Replies the error otherwise.
 pub fn group_stream(key: &[u8], ctx: &mut Ctx<'_>) -> bool {
-    match crate::stream::stream(key) {
-        Ok(crate::stream::Stream::Events) => true,
-        Ok(crate::stream::Stream::Dead) => {
+    match crate::events::stream::stream(key) {
+        Ok(crate::events::stream::Stream::Events) => true,
+        Ok(crate::events::stream::Stream::Dead) => {
             ctx.out
                 .error("ERR consumer groups read the 'events' stream, not 'events.dead'");
             false

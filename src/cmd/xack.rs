@@ -5,8 +5,8 @@
 //! longer are (`:0` for an unknown group, as in Redis).
 
 use super::{Ctx, Outcome, Spec, group_stream, name_arg};
+use crate::events::stream::exact_id;
 use crate::protocol::Args;
-use crate::stream::exact_id;
 
 pub const SPEC: Spec = Spec {
     name: "xack",

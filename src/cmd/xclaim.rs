@@ -12,9 +12,9 @@
 //! acknowledged and appended to `events.dead` instead of being claimed.
 
 use super::{Ctx, Outcome, Spec, group_stream, int_arg, name_arg, no_group, syntax_error};
-use crate::groups::{ClaimOptions, Delivered};
+use crate::events::stream::{exact_id, range_start, write_delivered, write_id};
 use crate::protocol::Args;
-use crate::stream::{exact_id, range_start, write_delivered, write_id};
+use crate::store::{ClaimOptions, Delivered};
 
 pub const XCLAIM: Spec = Spec {
     name: "xclaim",

@@ -15,8 +15,8 @@ use super::{
     Ctx, Outcome, Spec, group_stream, name_arg, no_such_group, syntax_error, unknown_subcommand,
     wrong_arity,
 };
+use crate::events::stream::read_after;
 use crate::protocol::Args;
-use crate::stream::read_after;
 
 pub const SPEC: Spec = Spec {
     name: "xgroup",

@@ -11,8 +11,8 @@
 use super::{
     Ctx, Outcome, Spec, group_stream, name_arg, no_such_group, unknown_subcommand, wrong_arity,
 };
+use crate::events::stream::{write_entry, write_id};
 use crate::protocol::Args;
-use crate::stream::{write_entry, write_id};
 
 pub const SPEC: Spec = Spec {
     name: "xinfo",
@@ -44,7 +44,7 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         return Outcome::Continue;
     }
     let key = args.get(2).unwrap_or_default();
-    if key == crate::stream::DEAD_KEY {
+    if key == crate::events::stream::DEAD_KEY {
         ctx.out.error(
             "ERR XINFO describes the 'events' stream; read 'events.dead' with XLEN and XRANGE",
         );

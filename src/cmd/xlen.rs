@@ -5,8 +5,8 @@
 //! (dead letters).
 
 use super::{Ctx, Outcome, Spec};
+use crate::events::stream::{Stream, stream};
 use crate::protocol::Args;
-use crate::stream::{Stream, stream};
 
 pub const SPEC: Spec = Spec {
     name: "xlen",

@@ -7,8 +7,8 @@
 //!   `[[id, consumer, idle-ms, deliveries], ...]`
 
 use super::{Ctx, Outcome, Spec, group_stream, int_arg, name_arg, no_group, syntax_error};
+use crate::events::stream::{range_end, range_start, write_id};
 use crate::protocol::Args;
-use crate::stream::{range_end, range_start, write_id};
 
 pub const SPEC: Spec = Spec {
     name: "xpending",

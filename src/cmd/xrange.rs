@@ -10,8 +10,10 @@
 //! `at` (when it was given up) and, while the event is in the log, its fields.
 
 use super::{Ctx, Outcome, Spec, int_arg, not_an_integer, syntax_error};
+use crate::events::stream::{
+    Stream, range_end, range_start, stream, write_dead_entry, write_entry,
+};
 use crate::protocol::Args;
-use crate::stream::{Stream, range_end, range_start, stream, write_dead_entry, write_entry};
 
 pub const XRANGE: Spec = Spec {
     name: "xrange",

@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use super::{Ctx, Outcome, Spec, int_arg, syntax_error};
+use crate::events::stream::{Stream, read_after, stream, write_read_reply};
 use crate::protocol::Args;
-use crate::stream::{Stream, read_after, stream, write_read_reply};
 
 pub const SPEC: Spec = Spec {
     name: "xread",
@@ -185,10 +185,13 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             .dead_letters(after.saturating_add(1), i64::MAX, count, false)
         {
             Ok(rows) if !rows.is_empty() => {
-                crate::stream::write_read_header(&mut ctx.out, crate::stream::DEAD_KEY);
+                crate::events::stream::write_read_header(
+                    &mut ctx.out,
+                    crate::events::stream::DEAD_KEY,
+                );
                 ctx.out.array(rows.len());
                 for (dead, ev) in &rows {
-                    crate::stream::write_dead_entry(&mut ctx.out, dead, ev.as_ref());
+                    crate::events::stream::write_dead_entry(&mut ctx.out, dead, ev.as_ref());
                 }
             }
             Ok(_) => ctx.out.null_array(),

@@ -13,8 +13,8 @@
 
 use super::xread::{ReadRequest, read_request};
 use super::{Ctx, Outcome, Spec, Wait, group_stream, name_arg, no_group, syntax_error};
+use crate::events::stream::{exact_id, write_delivered, write_entry, write_read_header};
 use crate::protocol::Args;
-use crate::stream::{exact_id, write_delivered, write_entry, write_read_header};
 
 pub const SPEC: Spec = Spec {
     name: "xreadgroup",

@@ -93,10 +93,12 @@ fn storage_failure(e: &StorageError) -> Response {
 }
 
 fn health(env: &Env<'_>) -> Response {
-    if env.store_view().healthy() {
-        Response::text(200, "ok\n")
-    } else {
-        Response::error(503, "storage failing: the last commit did not succeed")
+    match env.store_view().last_error() {
+        None => Response::text(200, "ok\n"),
+        Some(kind) => Response::error(
+            503,
+            &format!("storage failing ({kind}): the last commit did not succeed"),
+        ),
     }
 }
 
@@ -107,7 +109,7 @@ fn metrics(env: &mut Env<'_>) -> Response {
         counts: env.store_view().committed_counts(),
         groups: &groups,
         pubsub: env.pubsub,
-        storage_ok: env.store_view().healthy(),
+        storage_error: env.store_view().last_error(),
     });
     Response {
         status: 200,

@@ -31,9 +31,9 @@ use crate::config::{
 };
 use crate::conn::Conn;
 use crate::error::{Error, Result};
+use crate::events::PubSub;
 use crate::events::{Event, Handlers};
 use crate::metrics::Stats;
-use crate::pubsub::PubSub;
 use crate::store::Store;
 
 mod commit;
@@ -369,7 +369,7 @@ impl Reactor {
                 store,
                 events: Vec::new(),
                 config,
-                stats: Stats::new(port),
+                stats: Stats::new(port, crate::cmd::COMMANDS.iter().map(|c| c.name)),
                 pubsub: PubSub::default(),
             },
             handlers,

@@ -3,8 +3,8 @@
 //! (RFC 3339). This module maps stream ids onto sequence numbers and encodes
 //! entries; the commands live in `cmd/x*.rs`.
 
-use crate::groups::DeadLetter;
 use crate::protocol::Reply;
+use crate::store::DeadLetter;
 use crate::store::EventRow;
 
 /// The stream of committed events.

@@ -1,41 +1,17 @@
-//! Consumer groups over the `events` stream, persisted in SQLite inside the tick's
-//! transaction: each group's last delivered entry, its consumers, its pending
-//! entries (who has them, since when, how many deliveries), and dead letters.
+//! Pending entries of consumer groups: re-reading a consumer's own entries, the
+//! XPENDING views, XCLAIM/XAUTOCLAIM moving idle entries to another consumer, and
+//! dead letters.
 //!
-//! Redis Streams semantics: `>` reads hand out entries never delivered to the group
-//! and record them as pending until XACK; explicit ids re-read a consumer's own
-//! pending entries; XCLAIM/XAUTOCLAIM move idle pending entries to another
-//! consumer. With a delivery limit, an entry about to be delivered again after
-//! reaching it is acknowledged and appended to `events.dead` instead.
+//! Redis Streams semantics: explicit ids re-read a consumer's own pending entries;
+//! XCLAIM/XAUTOCLAIM move idle pending entries to another consumer. With a
+//! delivery limit, an entry about to be delivered again after reaching it is
+//! acknowledged and appended to `events.dead` instead.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::{EventRow, StorageError, Store};
-
-type Res<T> = Result<T, StorageError>;
-
-/// A group's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupInfo {
-    /// Its name.
-    pub name: String,
-    /// Seq of the last entry delivered to it.
-    pub last_delivered: i64,
-    /// Entries delivered to it so far.
-    pub entries_read: i64,
-    /// Consumers it knows.
-    pub consumers: i64,
-    /// Entries delivered and not yet acknowledged.
-    pub pending: i64,
-}
-
-impl GroupInfo {
-    /// Entries of the log the group has not been given yet, with `last_seq` the
-    /// log's newest sequence number.
-    pub fn lag(&self, last_seq: i64) -> i64 {
-        (last_seq - self.last_delivered).max(0)
-    }
-}
+use super::event_log::{EVENT_COLUMNS, event_row};
+use super::groups::{Res, group_exists, touch_consumer};
+use super::{EventRow, Store};
 
 /// One pending entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,19 +24,6 @@ pub struct Pending {
     pub idle_ms: i64,
     /// Deliveries so far.
     pub deliveries: i64,
-}
-
-/// One consumer's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerInfo {
-    /// Its name.
-    pub name: String,
-    /// Its pending entries.
-    pub pending: i64,
-    /// Milliseconds since it last interacted.
-    pub idle_ms: i64,
-    /// Milliseconds since its last successful read or claim (-1: never).
-    pub inactive_ms: i64,
 }
 
 /// A dead letter: an entry given up on after too many deliveries.
@@ -99,47 +62,13 @@ pub struct ClaimOptions {
     pub just_id: bool,
 }
 
-const EVENT_COLUMNS: &str = "seq, kind, user_id, name, fields, at";
-
-fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok(EventRow {
-        seq: r.get(0)?,
-        kind: r.get(1)?,
-        user_id: r.get(2)?,
-        name: r.get(3)?,
-        fields: r.get(4)?,
-        at: r.get(5)?,
-    })
-}
-
-fn group_exists(c: &Connection, group: &str) -> rusqlite::Result<bool> {
-    c.prepare_cached("SELECT 1 FROM stream_groups WHERE name = ?1")?
-        .exists(params![group])
-}
-
+/// The event `seq`, unless it was trimmed from the log.
 fn event(c: &Connection, seq: i64) -> rusqlite::Result<Option<EventRow>> {
     c.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1"
     ))?
     .query_row(params![seq], event_row)
     .optional()
-}
-
-/// Records that `consumer` interacted now (creating it), and was active if `active`.
-fn touch_consumer(
-    c: &Connection,
-    group: &str,
-    consumer: &str,
-    now: i64,
-    active: bool,
-) -> rusqlite::Result<()> {
-    c.prepare_cached(
-        "INSERT INTO stream_consumers (grp, name, seen_at, active_at) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (grp, name) DO UPDATE SET seen_at = ?3, \
-         active_at = coalesce(?4, active_at)",
-    )?
-    .execute(params![group, consumer, now, active.then_some(now)])?;
-    Ok(())
 }
 
 /// Moves `seq` from the group's pending entries to `events.dead`.
@@ -165,127 +94,6 @@ fn bury(
 }
 
 impl Store {
-    /// XGROUP CREATE: false when the group exists.
-    pub fn group_create(&mut self, group: &str, last_delivered: i64, now: i64) -> Res<bool> {
-        self.write(|c| {
-            if group_exists(c, group)? {
-                return Ok(false);
-            }
-            let read: i64 = c
-                .prepare_cached("SELECT count(*) FROM events WHERE seq <= ?1")?
-                .query_row(params![last_delivered], |r| r.get(0))?;
-            c.prepare_cached(
-                "INSERT INTO stream_groups (name, last_delivered, entries_read, created_at) \
-                 VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![group, last_delivered, read, now])?;
-            Ok(true)
-        })
-    }
-
-    /// XGROUP DESTROY: false when there was no such group.
-    pub fn group_destroy(&mut self, group: &str) -> Res<bool> {
-        self.write(|c| {
-            c.prepare_cached("DELETE FROM stream_pending WHERE grp = ?1")?
-                .execute(params![group])?;
-            c.prepare_cached("DELETE FROM stream_consumers WHERE grp = ?1")?
-                .execute(params![group])?;
-            Ok(
-                c.prepare_cached("DELETE FROM stream_groups WHERE name = ?1")?
-                    .execute(params![group])?
-                    > 0,
-            )
-        })
-    }
-
-    /// XGROUP SETID: false when there is no such group.
-    pub fn group_set_id(&mut self, group: &str, last_delivered: i64) -> Res<bool> {
-        self.write(|c| {
-            Ok(c.prepare_cached(
-                "UPDATE stream_groups SET last_delivered = ?2, \
-                 entries_read = (SELECT count(*) FROM events WHERE seq <= ?2) WHERE name = ?1",
-            )?
-            .execute(params![group, last_delivered])?
-                > 0)
-        })
-    }
-
-    /// XGROUP CREATECONSUMER: `None` without the group, else whether it was new.
-    pub fn consumer_create(&mut self, group: &str, consumer: &str, now: i64) -> Res<Option<bool>> {
-        self.write(|c| {
-            if !group_exists(c, group)? {
-                return Ok(None);
-            }
-            let n = c
-                .prepare_cached(
-                    "INSERT INTO stream_consumers (grp, name, seen_at, active_at) \
-                     VALUES (?1, ?2, ?3, NULL) ON CONFLICT DO NOTHING",
-                )?
-                .execute(params![group, consumer, now])?;
-            Ok(Some(n > 0))
-        })
-    }
-
-    /// XGROUP DELCONSUMER: `None` without the group, else the pending entries the
-    /// consumer had (now dropped).
-    pub fn consumer_delete(&mut self, group: &str, consumer: &str) -> Res<Option<i64>> {
-        self.write(|c| {
-            if !group_exists(c, group)? {
-                return Ok(None);
-            }
-            let pending = c
-                .prepare_cached("DELETE FROM stream_pending WHERE grp = ?1 AND consumer = ?2")?
-                .execute(params![group, consumer])?;
-            c.prepare_cached("DELETE FROM stream_consumers WHERE grp = ?1 AND name = ?2")?
-                .execute(params![group, consumer])?;
-            Ok(Some(pending as i64))
-        })
-    }
-
-    /// XREADGROUP with `>`: up to `count` entries never delivered to the group.
-    /// `None` without the group.
-    pub fn group_read_new(
-        &mut self,
-        group: &str,
-        consumer: &str,
-        count: usize,
-        noack: bool,
-        now: i64,
-    ) -> Res<Option<Vec<EventRow>>> {
-        let limit = i64::try_from(count).unwrap_or(i64::MAX);
-        self.write(|c| {
-            let last: Option<i64> = c
-                .prepare_cached("SELECT last_delivered FROM stream_groups WHERE name = ?1")?
-                .query_row(params![group], |r| r.get(0))
-                .optional()?;
-            let Some(last) = last else { return Ok(None) };
-            let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                ))?
-                .query_map(params![last, limit], event_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            touch_consumer(c, group, consumer, now, !rows.is_empty())?;
-            if let Some(newest) = rows.last() {
-                c.prepare_cached(
-                    "UPDATE stream_groups SET last_delivered = ?2, entries_read = entries_read + ?3 \
-                     WHERE name = ?1",
-                )?
-                .execute(params![group, newest.seq, rows.len() as i64])?;
-                if !noack {
-                    let mut ins = c.prepare_cached(
-                        "INSERT OR REPLACE INTO stream_pending \
-                         (grp, seq, consumer, delivered_at, deliveries) VALUES (?1, ?2, ?3, ?4, 1)",
-                    )?;
-                    for row in &rows {
-                        ins.execute(params![group, row.seq, consumer, now])?;
-                    }
-                }
-            }
-            Ok(Some(rows))
-        })
-    }
-
     /// XREADGROUP with an id: the consumer's own pending entries after `after`,
     /// delivered again (counted). Entries past `max_deliveries` (0 = no limit) are
     /// dead-lettered instead. `None` without the group.
@@ -326,19 +134,6 @@ impl Store {
                 )?);
             }
             Ok(Some(out))
-        })
-    }
-
-    /// XACK: how many of `seqs` were pending in the group (and no longer are).
-    pub fn group_ack(&mut self, group: &str, seqs: &[i64]) -> Res<i64> {
-        self.write(|c| {
-            let mut del =
-                c.prepare_cached("DELETE FROM stream_pending WHERE grp = ?1 AND seq = ?2")?;
-            let mut n = 0;
-            for seq in seqs {
-                n += del.execute(params![group, seq])? as i64;
-            }
-            Ok(n)
         })
     }
 
@@ -540,54 +335,6 @@ impl Store {
                 touch_consumer(c, group, consumer, now, true)?;
             }
             Ok(Some((next, claimed, deleted)))
-        })
-    }
-
-    /// XINFO GROUPS.
-    pub fn groups(&mut self) -> Res<Vec<GroupInfo>> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT g.name, g.last_delivered, g.entries_read, \
-                 (SELECT count(*) FROM stream_consumers s WHERE s.grp = g.name), \
-                 (SELECT count(*) FROM stream_pending p WHERE p.grp = g.name) \
-                 FROM stream_groups g ORDER BY g.name",
-            )?
-            .query_map([], |r| {
-                Ok(GroupInfo {
-                    name: r.get(0)?,
-                    last_delivered: r.get(1)?,
-                    entries_read: r.get(2)?,
-                    consumers: r.get(3)?,
-                    pending: r.get(4)?,
-                })
-            })?
-            .collect()
-        })
-    }
-
-    /// XINFO CONSUMERS: `None` without the group.
-    pub fn consumers(&mut self, group: &str, now: i64) -> Res<Option<Vec<ConsumerInfo>>> {
-        self.read(|c| {
-            if !group_exists(c, group)? {
-                return Ok(None);
-            }
-            let rows = c
-                .prepare_cached(
-                    "SELECT s.name, (SELECT count(*) FROM stream_pending p \
-                     WHERE p.grp = s.grp AND p.consumer = s.name), \
-                     ?2 - s.seen_at, coalesce(?2 - s.active_at, -1) \
-                     FROM stream_consumers s WHERE s.grp = ?1 ORDER BY s.name",
-                )?
-                .query_map(params![group, now], |r| {
-                    Ok(ConsumerInfo {
-                        name: r.get(0)?,
-                        pending: r.get(1)?,
-                        idle_ms: r.get::<_, i64>(2)?.max(0),
-                        inactive_ms: r.get(3)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(Some(rows))
         })
     }
 

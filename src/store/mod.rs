@@ -1,0 +1,419 @@
+//! Storage: one SQLite connection and the tick's transaction over it.
+//!
+//! The first write of a tick opens a transaction; the reactor commits it once, after
+//! every request of the tick ran (group commit). A failed write rolls the whole tick
+//! back at once and the store remembers why, so every later storage request of the
+//! same tick fails the same way and the reactor can replace the tick's replies.
+//!
+//! [`Store`] is the one type; its methods are spread by subject:
+//! - [`error`]: [`StorageError`] and the kinds of failure;
+//! - `schema`: the tables, [`SCHEMA_VERSION`], migrations, loading at open;
+//! - `batch`: the tick's user writes (registrations batched, unregistrations);
+//! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path);
+//! - [`event_log`]: the event log: append, read between seqs, trim, handler offsets;
+//! - [`groups`]: consumer groups, their consumers, `>` reads and XACK;
+//! - [`pending`]: pending entries, claims and dead letters.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{CHECKPOINT_WAL_FRAMES, Durability, SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB};
+use crate::error::{Error, Result};
+
+mod batch;
+pub mod error;
+pub mod event_log;
+pub mod groups;
+pub mod pending;
+mod schema;
+pub mod users;
+
+use batch::{BatchSql, Queued};
+pub use error::{StorageError, StorageErrorKind};
+pub use event_log::EventRow;
+pub use groups::{ConsumerInfo, GroupInfo};
+pub use pending::{ClaimOptions, DeadLetter, Delivered, Pending};
+pub use schema::SCHEMA_VERSION;
+use users::{UserRef, Users};
+
+/// A user's fields by name.
+pub type FieldMap = BTreeMap<String, String>;
+
+const SCAN_USERS: &str = "SELECT id, name FROM users WHERE id > ?1 ORDER BY id LIMIT ?2";
+
+/// A user change and its event row, written in the same transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// The user's id.
+    pub user_id: i64,
+    /// The event's sequence number.
+    pub seq: i64,
+}
+
+/// Sizes kept in memory so that reading them costs no query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Registered users.
+    pub users: i64,
+    /// Entries in the event log.
+    pub events: i64,
+    /// The highest event sequence number ever assigned (0 before the first).
+    pub last_seq: i64,
+}
+
+/// The state of the tick's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Txn {
+    /// No write yet this tick.
+    Idle,
+    /// A write opened the tick's transaction.
+    Open,
+    /// A write failed and the transaction was rolled back; the tick is lost.
+    Failed(StorageError),
+}
+
+/// The database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    txn: Txn,
+    /// Counts as committed.
+    committed: Counts,
+    /// The event log's counts as the tick sees them (its own uncommitted writes
+    /// included). Its `users` is not kept up: the index counts users (`counts`).
+    tick: Counts,
+    commits_since_checkpoint: u64,
+    /// Frames in the WAL after the last commit, as SQLite's WAL hook reports it.
+    wal_frames: Arc<AtomicU64>,
+    /// Why the last commit (or a write of the tick) failed; `None` after one
+    /// succeeded.
+    last_error: Option<StorageErrorKind>,
+    /// The database size cap in pages (0 = none).
+    max_pages: u64,
+    /// Every user, by name, as the tick sees them.
+    users: Users,
+    /// The tick's registrations not yet written (see `flush`).
+    queued: Vec<Queued>,
+    batch_sql: BatchSql,
+}
+
+impl Store {
+    /// Opens (creating or migrating) the database at `path`.
+    pub fn open(path: &Path, durability: Durability, max_pages: u64) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot open the database {}: {e} (does the directory exist and is it writable?)",
+                path.display()
+            ))
+        })?;
+        conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Config(format!(
+                "{} cannot use WAL journal mode (got {mode})",
+                path.display()
+            )));
+        }
+        let sync = match durability {
+            Durability::Strict => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        // Checkpoints run between ticks (see `checkpoint`), never inside a commit.
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = OFF;"
+        ))?;
+        // Set after the pragma, which would replace it.
+        let wal_frames = Arc::new(AtomicU64::new(0));
+        let frames = Arc::clone(&wal_frames);
+        let mut conn = conn;
+        conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+            frames.store(u64::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+            Ok(())
+        }))?;
+        conn.execute_batch(&format!("PRAGMA cache_size = -{SQLITE_CACHE_KIB}"))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        schema::migrate(&conn)?;
+        // The cap limits data, not the schema: it applies once migrations ran.
+        if max_pages > 0 {
+            let _: i64 =
+                conn.query_row(&format!("PRAGMA max_page_count = {max_pages}"), [], |r| {
+                    r.get(0)
+                })?;
+        }
+        let users = schema::load_users(&conn, path)?;
+        let counts = Counts {
+            users: users.len() as i64,
+            events: conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
+            // AUTOINCREMENT's high-water mark: sequence numbers never repeat, even
+            // after the oldest events are trimmed.
+            last_seq: conn
+                .query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0),
+        };
+        Ok(Store {
+            conn,
+            txn: Txn::Idle,
+            committed: counts,
+            tick: counts,
+            commits_since_checkpoint: 0,
+            wal_frames,
+            last_error: None,
+            max_pages,
+            users,
+            queued: Vec::new(),
+            batch_sql: BatchSql::new(),
+        })
+    }
+
+    /// The database size cap in pages (0 = none).
+    pub fn max_pages(&self) -> u64 {
+        self.max_pages
+    }
+
+    /// Changes the database size cap at run time (0 lifts it): after a disk-full
+    /// episode caused by the cap, writes succeed again without a restart.
+    pub fn set_max_pages(&mut self, pages: u64) -> std::result::Result<u64, StorageError> {
+        // SQLite's own ceiling stands for "no cap"; it never goes below the
+        // current size.
+        let asked = if pages == 0 { 4_294_967_294 } else { pages };
+        let set: i64 =
+            self.conn
+                .query_row(&format!("PRAGMA max_page_count = {asked}"), [], |r| {
+                    r.get(0)
+                })?;
+        self.max_pages = if pages == 0 { 0 } else { set as u64 };
+        Ok(self.max_pages)
+    }
+
+    /// Users, as this tick sees them (its own uncommitted changes included).
+    pub fn user_count(&self) -> i64 {
+        self.users.len() as i64
+    }
+
+    /// Counts as this tick sees them.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            users: self.user_count(),
+            ..self.tick
+        }
+    }
+
+    /// Counts as committed.
+    pub fn committed_counts(&self) -> Counts {
+        self.committed
+    }
+
+    /// False after a commit failed, until one succeeds again.
+    pub fn healthy(&self) -> bool {
+        self.last_error.is_none()
+    }
+
+    /// The kind of the failure that made the store unhealthy; `None` while healthy.
+    pub fn last_error(&self) -> Option<StorageErrorKind> {
+        self.last_error
+    }
+
+    /// The user named `name`, as the tick sees it; no query (the in-memory index).
+    pub fn lookup(&self, name: &str) -> std::result::Result<Option<UserRef<'_>>, StorageError> {
+        self.readable()?;
+        Ok(self.users.get(name))
+    }
+
+    /// Up to `count` users with ids above `after`, in id order, as (id, name).
+    pub fn scan(
+        &mut self,
+        after: i64,
+        count: usize,
+    ) -> std::result::Result<Vec<(i64, String)>, StorageError> {
+        self.settle()?;
+        let res = self
+            .conn
+            .prepare_cached(SCAN_USERS)
+            .and_then(|mut s| {
+                s.query_map(params![after, count as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(StorageError::from);
+        self.guard_read(res)
+    }
+
+    /// True when this tick wrote something (or tried to).
+    pub fn tick_has_writes(&self) -> bool {
+        self.txn != Txn::Idle
+    }
+
+    /// Ends the tick: commits its transaction. `Err` means nothing the tick wrote is
+    /// in the database, and none of its replies may claim success.
+    pub fn finish_tick(&mut self) -> std::result::Result<(), StorageError> {
+        if self.txn == Txn::Open {
+            // A failure marks the tick failed, which the match below reports.
+            let _ = self.flush();
+        }
+        match std::mem::replace(&mut self.txn, Txn::Idle) {
+            Txn::Idle => Ok(()),
+            Txn::Failed(e) => {
+                self.forget_tick();
+                Err(e)
+            }
+            Txn::Open => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => {
+                    self.committed = self.counts();
+                    self.users.commit();
+                    self.commits_since_checkpoint += 1;
+                    self.last_error = None;
+                    Ok(())
+                }
+                Err(e) => {
+                    let err = StorageError::from(e);
+                    log::error!(
+                        "commit failed ({}), the tick is rolled back: {err}",
+                        err.kind()
+                    );
+                    // SQLite may already have rolled back; a second rollback is harmless.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.forget_tick();
+                    self.last_error = Some(err.kind());
+                    Err(err)
+                }
+            },
+        }
+    }
+
+    /// True when the log has grown enough that a checkpoint should run now, busy
+    /// or not (`CHECKPOINT_WAL_FRAMES`).
+    pub fn checkpoint_due(&self) -> bool {
+        self.commits_since_checkpoint > 0
+            && self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_WAL_FRAMES
+    }
+
+    /// Copies committed WAL frames into the database without waiting for anyone
+    /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit. Returns
+    /// false when it failed (it is retried later).
+    pub fn checkpoint(&mut self) -> bool {
+        if self.txn != Txn::Idle || self.commits_since_checkpoint == 0 {
+            return true;
+        }
+        let started = std::time::Instant::now();
+        match self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+            }) {
+            Ok((log_frames, done)) => {
+                self.commits_since_checkpoint = 0;
+                if done >= log_frames {
+                    // Every frame is in the database: the next commit restarts the log.
+                    self.wal_frames.store(0, Ordering::Relaxed);
+                }
+                log::trace!(
+                    "checkpoint: {done}/{log_frames} frames in {:?}",
+                    started.elapsed()
+                );
+                true
+            }
+            Err(e) => {
+                log::warn!("checkpoint failed (will retry): {e}");
+                false
+            }
+        }
+    }
+
+    /// Runs `f` as part of the tick's transaction (opening it if needed). A
+    /// failure loses the whole tick.
+    pub fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> std::result::Result<T, StorageError> {
+        self.begin()?;
+        self.flush()?;
+        let res = f(&self.conn);
+        self.guard(res)
+    }
+
+    /// Runs the read-only `f`, inside the tick's transaction when one is open.
+    pub fn read<T>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> std::result::Result<T, StorageError> {
+        self.settle()?;
+        let res = f(&self.conn).map_err(StorageError::from);
+        self.guard_read(res)
+    }
+
+    fn begin(&mut self) -> std::result::Result<(), StorageError> {
+        match &self.txn {
+            Txn::Open => Ok(()),
+            Txn::Failed(e) => Err(e.clone()),
+            Txn::Idle => match self.conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => {
+                    self.txn = Txn::Open;
+                    Ok(())
+                }
+                Err(e) => {
+                    let err = StorageError::from(e);
+                    self.txn = Txn::Failed(err.clone());
+                    self.last_error = Some(err.kind());
+                    Err(err)
+                }
+            },
+        }
+    }
+
+    /// The tick's changes are gone from the database: forget them in memory too.
+    fn forget_tick(&mut self) {
+        self.tick = self.committed;
+        self.queued.clear();
+        self.users.rollback();
+    }
+
+    fn readable(&self) -> std::result::Result<(), StorageError> {
+        match &self.txn {
+            Txn::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A failed write loses the whole tick: roll back now, remember why.
+    fn guard<T>(
+        &mut self,
+        res: std::result::Result<T, rusqlite::Error>,
+    ) -> std::result::Result<T, StorageError> {
+        res.map_err(|e| {
+            let err = StorageError::from(e);
+            log::error!(
+                "write failed ({}), the tick is rolled back: {err}",
+                err.kind()
+            );
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.txn = Txn::Failed(err.clone());
+            self.forget_tick();
+            self.last_error = Some(err.kind());
+            err
+        })
+    }
+
+    /// A failed read inside the tick's transaction loses the tick too (the
+    /// transaction's state is unknown); outside one it fails only its request.
+    fn guard_read<T>(
+        &mut self,
+        res: std::result::Result<T, StorageError>,
+    ) -> std::result::Result<T, StorageError> {
+        match res {
+            Err(e) if self.txn == Txn::Open => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.txn = Txn::Failed(e.clone());
+                self.forget_tick();
+                Err(e)
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The database's shape: the tables, `SCHEMA_VERSION` (`PRAGMA user_version`),
+//! the migrations from older versions, and the checks and loads that opening a
+//! database runs before the first tick.
+
+use rusqlite::{Connection, OptionalExtension};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::users::Users;
+use crate::error::{Error, Result};
+
+/// The schema version this build writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// The users table since version 3: no UNIQUE index on names. The store's
+/// in-memory index (`store::users`) keeps names unique, so a registration costs two
+/// appends (its user row and its event row, each at the end of its B-tree) rather
+/// than also a random insert into a name index. Rows are read by id (USERS) or all
+/// at start.
+const USERS_V3: &str = "
+CREATE TABLE users (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT    NOT NULL,   -- unique: kept so by the server, checked at start
+    fields     TEXT    NOT NULL,   -- JSON object of string values
+    created_at INTEGER NOT NULL    -- Unix milliseconds
+);
+";
+
+/// The events table, unchanged since version 1 (whose users table had a UNIQUE
+/// name).
+const EVENTS_V1: &str = "
+CREATE TABLE events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind    TEXT    NOT NULL,      -- user.registered | user.unregistered
+    user_id INTEGER NOT NULL,
+    name    TEXT    NOT NULL,
+    fields  TEXT    NOT NULL,      -- the user's fields at the time of the event
+    at      INTEGER NOT NULL       -- Unix milliseconds
+);
+";
+
+/// Consumer groups of the `events` stream, their consumers and pending entries,
+/// dead letters, and the offsets of durable handlers.
+const SCHEMA_V2: &str = "
+CREATE TABLE stream_groups (
+    name           TEXT    PRIMARY KEY,
+    last_delivered INTEGER NOT NULL,   -- seq of the last entry delivered to the group
+    entries_read   INTEGER NOT NULL,   -- entries delivered to the group so far
+    created_at     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE stream_consumers (
+    grp       TEXT    NOT NULL,
+    name      TEXT    NOT NULL,
+    seen_at   INTEGER NOT NULL,        -- last interaction, Unix ms
+    active_at INTEGER,                 -- last successful read or claim, Unix ms
+    PRIMARY KEY (grp, name)
+) WITHOUT ROWID;
+CREATE TABLE stream_pending (
+    grp          TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    consumer     TEXT    NOT NULL,
+    delivered_at INTEGER NOT NULL,     -- last delivery, Unix ms
+    deliveries   INTEGER NOT NULL,
+    PRIMARY KEY (grp, seq)
+) WITHOUT ROWID;
+CREATE INDEX stream_pending_by_consumer ON stream_pending (grp, consumer, seq);
+CREATE TABLE dead_letters (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,  -- entry id in events.dead
+    event_seq  INTEGER NOT NULL,
+    grp        TEXT    NOT NULL,
+    consumer   TEXT    NOT NULL,
+    deliveries INTEGER NOT NULL,
+    at         INTEGER NOT NULL
+);
+CREATE TABLE handler_offsets (
+    name TEXT    PRIMARY KEY,
+    seq  INTEGER NOT NULL               -- last event the handler returned from
+) WITHOUT ROWID;
+";
+
+/// Version 2 to 3: rebuilds the users table without its UNIQUE name index.
+const MIGRATE_V3: &str = "
+ALTER TABLE users RENAME TO users_v2;
+{USERS_V3}
+INSERT INTO users (id, name, fields, created_at)
+    SELECT id, name, fields, created_at FROM users_v2 ORDER BY id;
+DROP TABLE users_v2;
+";
+
+/// Builds the in-memory index from the users table; a name found twice (the table
+/// was written by something else) is refused.
+pub(super) fn load_users(conn: &Connection, path: &Path) -> Result<Users> {
+    let mut users = Users::new(highest_user_id(conn)?.unwrap_or(0) + 1);
+    let mut stmt = conn.prepare("SELECT id, name, fields, created_at FROM users")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let name: String = row.get(1)?;
+        let fields: String = row.get(2)?;
+        let fields: BTreeMap<String, String> = serde_json::from_str(&fields).map_err(|e| {
+            Error::Config(format!(
+                "{}: user {id} ('{name}') has unreadable fields: {e}",
+                path.display()
+            ))
+        })?;
+        if !users.load(id, &name, &fields, row.get(3)?) {
+            return Err(Error::Config(format!(
+                "{}: the users table holds the name '{name}' twice (id {id}); \
+                 names must be unique",
+                path.display()
+            )));
+        }
+    }
+    Ok(users)
+}
+
+/// The highest user id ever assigned, as AUTOINCREMENT remembers it (`None` before
+/// the first user).
+fn highest_user_id(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'users'",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// Brings the database to `SCHEMA_VERSION`, in one transaction per step; a newer
+/// schema is refused.
+pub(super) fn migrate(conn: &Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == 0 {
+        // A fresh database gets the current schema in one step.
+        conn.execute_batch(&format!(
+            "BEGIN; {USERS_V3} {EVENTS_V1} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?;
+        log::info!("created schema version {SCHEMA_VERSION}");
+        return Ok(());
+    }
+    if version < 2 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V2} PRAGMA user_version = 2; COMMIT;"
+        ))?;
+        log::info!("migrated schema to version 2");
+    }
+    if version < 3 {
+        // AUTOINCREMENT's counter goes with the old table: carry it over so ids
+        // of removed users are never handed out again.
+        let keep = highest_user_id(conn)?.map_or(String::new(), |h| {
+            format!(
+                "DELETE FROM sqlite_sequence WHERE name = 'users'; \
+                 INSERT INTO sqlite_sequence (name, seq) VALUES ('users', {h});"
+            )
+        });
+        let rebuild = MIGRATE_V3.replace("{USERS_V3}", USERS_V3);
+        conn.execute_batch(&format!(
+            "BEGIN; {rebuild} {keep} PRAGMA user_version = 3; COMMIT;"
+        ))?;
+        log::info!("migrated schema to version 3 (users without a name index)");
+    }
+    Ok(())
+}
