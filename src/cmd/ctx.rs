@@ -6,9 +6,9 @@
 
 use crate::config::Config;
 use crate::events::Event;
+use crate::events::PubSub;
 use crate::metrics::Stats;
 use crate::protocol::Reply;
-use crate::events::PubSub;
 use crate::session::Session;
 use crate::store::{StorageError, Store};
 
