@@ -145,7 +145,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The fields as an owned map (for events and JSON).
-    pub fn to_map(&self) -> BTreeMap<String, String> {
+    pub fn to_map(self) -> BTreeMap<String, String> {
         self.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
@@ -247,6 +247,7 @@ impl Users {
     }
 
     /// True when there are none.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.shards.iter().all(HashTable::is_empty)
     }

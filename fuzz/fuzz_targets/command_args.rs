@@ -1,8 +1,9 @@
 //! Fuzzes command argument handling: the input is parsed as a pipeline of RESP or
 //! inline requests, and each request runs through the real command table
-//! (`cmd::execute`) against a real SQLite store, one tick per input, the way the
-//! reactor runs them (minus sockets). The pure argument helpers (names, fields,
-//! stream ids, globs, retention specs, integers) also get every argument.
+//! (`cmd::execute`, which `userbus::fuzzing` re-exports) against a real SQLite
+//! store, one tick per input, the way the reactor runs them (minus sockets). The
+//! pure argument helpers (names, fields, stream ids, globs, retention specs,
+//! integers) also get every argument.
 //!
 //! The store lives in a temporary directory and is replaced every
 //! `INPUTS_PER_STORE` inputs, so what earlier inputs registered stays bounded.
@@ -13,15 +14,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use libfuzzer_sys::fuzz_target;
-use userbus::cmd::{self, Ctx, Outcome};
 use userbus::config::{Config, Durability, Limits, Retention};
-use userbus::conn::Session;
-use userbus::metrics::Stats;
+use userbus::fuzzing::{Ctx, Outcome, PubSub, Session, Stats, registry, stream};
 use userbus::protocol::request::parse_int;
 use userbus::protocol::{Args, Parsed, Reply, RequestParser};
-use userbus::pubsub::PubSub;
 use userbus::store::Store;
-use userbus::{glob, registry, stream};
+use userbus::{fuzzing, glob};
 
 /// Requests run per input at most (a pipeline of thousands adds nothing).
 const MAX_REQUESTS: usize = 32;
@@ -193,7 +191,7 @@ fuzz_target!(|data: &[u8]| {
                 &mut pubsub,
                 1,
             );
-            let outcome = cmd::execute(&args, &mut ctx);
+            let outcome = fuzzing::execute(&args, &mut ctx);
             start += consumed;
             match outcome {
                 Outcome::Close | Outcome::Drop => break,
