@@ -242,6 +242,8 @@ pub struct Config {
     /// SQLite database file (created when missing).
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_DB", value_name = "PATH", default_value = DEFAULT_DB))]
     pub db: PathBuf,
+    /// strict (fsync per commit) or normal.
+    ///
     /// strict: every acknowledged write survives power loss (fsync per commit);
     /// normal: survives a process crash, the last commits may be lost on power loss.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_DURABILITY", value_name = "MODE", default_value_t = Durability::default()))]
@@ -258,12 +260,14 @@ pub struct Config {
     /// Longest inline command line, in bytes.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_INLINE_BYTES", value_name = "N", default_value_t = MAX_INLINE_BYTES))]
     pub max_inline_bytes: usize,
-    /// Unparsed input one connection may hold, in bytes; over it the connection is
-    /// closed.
+    /// Unparsed input one connection may hold, in bytes.
+    ///
+    /// Over it the connection is closed.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_QUERY_BUFFER_BYTES", value_name = "N", default_value_t = MAX_QUERY_BUFFER_BYTES))]
     pub max_query_buffer_bytes: usize,
-    /// Close connections idle for this many seconds (0 = never; subscribers,
-    /// blocked readers and event streams are exempt).
+    /// Close connections idle for this many seconds (0 = never).
+    ///
+    /// Subscribers, blocked readers and event streams are exempt.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS))]
     pub timeout: u64,
     /// The password clients must give (AUTH, HELLO ... AUTH, HTTP Bearer token).
@@ -288,13 +292,17 @@ pub struct Config {
         )
     )]
     pub password_file: Option<PathBuf>,
-    /// Refuse to listen on a non-loopback address without a password (yes|no).
+    /// Without a password, refuse to listen on a non-loopback address.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_PROTECTED_MODE", value_name = "yes|no", default_value = yes_no(DEFAULT_PROTECTED_MODE), value_parser = parse_yes_no, action = clap::ArgAction::Set))]
     pub protected_mode: bool,
-    /// RESP over TLS on this port (0 = off); needs --tls-cert and --tls-key.
+    /// RESP over TLS on this port (0 = off).
+    ///
+    /// Needs --tls-cert and --tls-key.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_TLS_PORT", value_name = "PORT", default_value_t = DEFAULT_TLS_PORT))]
     pub tls_port: u16,
-    /// HTTPS on this port (0 = off); needs --tls-cert and --tls-key.
+    /// HTTPS on this port (0 = off).
+    ///
+    /// Needs --tls-cert and --tls-key.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_HTTPS_PORT", value_name = "PORT", default_value_t = DEFAULT_HTTPS_PORT))]
     pub https_port: u16,
     /// Server certificate chain (PEM).
@@ -315,18 +323,21 @@ pub struct Config {
         arg(long, env = "USERBUS_TLS_CA", value_name = "PEM")
     )]
     pub tls_ca: Option<PathBuf>,
-    /// Cap on the database size in SQLite pages (0 = no cap); writes past it fail with
-    /// a storage error instead of filling the disk.
+    /// Cap on the database size in SQLite pages (0 = no cap).
+    ///
+    /// Writes past it fail with a storage error instead of filling the disk.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_DB_PAGES", value_name = "N", default_value_t = DEFAULT_MAX_DB_PAGES))]
     pub max_db_pages: u64,
-    /// Deliveries after which a consumer group gives up on an entry: the next
-    /// delivery attempt acknowledges it and appends it to the stream `events.dead`
-    /// instead (0 = never).
+    /// Deliveries after which a consumer group dead-letters an entry (0 = never).
+    ///
+    /// The next delivery attempt acknowledges the entry and appends it to the
+    /// stream `events.dead` instead.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_DELIVERIES", value_name = "N", default_value_t = DEFAULT_MAX_DELIVERIES))]
     pub max_deliveries: u64,
-    /// Trim the event log to a count and/or an age, e.g. 1000000, 30d or
-    /// 1000000,30d (default: keep everything). Entries a durable handler has not
-    /// processed yet are never trimmed.
+    /// Trim the event log to a count and/or an age: 1000000, 30d or 1000000,30d.
+    ///
+    /// By default everything is kept. Entries a durable handler has not processed
+    /// yet are never trimmed.
     #[cfg_attr(
         feature = "tools",
         arg(long, env = "USERBUS_RETAIN_EVENTS", value_name = "SPEC")
@@ -494,5 +505,32 @@ impl Config {
             ("save", String::new()),
             ("databases", "1".to_string()),
         ]
+    }
+}
+
+#[cfg(all(test, feature = "tools"))]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `userbus serve`'s flags alone.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn default_is_what_the_flags_default_to() {
+        if std::env::vars().any(|(k, _)| k.starts_with("USERBUS_")) {
+            eprintln!("skipped: a USERBUS_* variable would set a flag");
+            return;
+        }
+        let parsed = Serve::try_parse_from(["serve"]).expect("no flags parse");
+        assert_eq!(
+            format!("{:?}", parsed.config),
+            format!("{:?}", Config::default())
+        );
     }
 }
