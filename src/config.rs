@@ -1,6 +1,13 @@
-//! Configuration: every setting and limit of the server, named, with units and
-//! defaults, in one place. `userbus serve` fills it from flags and `USERBUS_*`
-//! environment variables; an embedding program builds it directly.
+//! Configuration: every setting of the server, and its limits, named, with units
+//! and defaults. `userbus serve` fills [`Config`] from flags and `USERBUS_*`
+//! environment variables (the `tools` feature); an embedding program builds it
+//! directly.
+//!
+//! Not every fixed limit is here: those that only one piece of code enforces live
+//! beside it (HTTP's in `src/http/`, the reactor's sweeps and batches, a
+//! connection's buffer sizes in `src/conn.rs`, the store's batch sizes, the
+//! commands' default counts). docs/OPERATIONS.md, "Where each limit lives", lists
+//! every one with its file and value.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
