@@ -50,15 +50,14 @@ pub mod config;
 mod error;
 mod server;
 
-// Reached by tests/, benches/ and fuzz/: the parsers that proptest and libFuzzer
-// drive, `store::SCHEMA_VERSION` and `store::Store` (the schema tests, and cargo
-// bench's storage ceiling), `clock::now_ms`, `glob::matches`. Public so those crates
-// link them, hidden from the docs because they are not the embedding API and change
-// without notice.
+// Reached by tests/, benches/ and fuzz/, which are crates of their own: the
+// parsers and limits that proptest, libFuzzer and tests/http.rs drive (`protocol`,
+// `http`), `store::SCHEMA_VERSION` (tests/durability.rs), `store::Store` (cargo
+// bench's storage ceiling, fuzz/command_args) and `clock::now_ms`. Public so those
+// crates link them, hidden from the docs because they are not the embedding API and
+// change without notice.
 #[doc(hidden)]
 pub mod clock;
-#[doc(hidden)]
-pub mod glob;
 #[doc(hidden)]
 pub mod http;
 #[doc(hidden)]
@@ -77,6 +76,7 @@ pub(crate) mod auth;
 pub(crate) mod cmd;
 pub(crate) mod conn;
 pub(crate) mod events;
+pub(crate) mod glob;
 pub(crate) mod groups;
 pub(crate) mod metrics;
 pub(crate) mod pubsub;
@@ -105,6 +105,11 @@ pub mod fuzzing {
     /// Name and field checks (`crate::registry`).
     pub mod registry {
         pub use crate::registry::{check_field_name, check_fields, check_name};
+    }
+
+    /// Redis-style patterns (`crate::glob`).
+    pub mod glob {
+        pub use crate::glob::matches;
     }
 
     /// Stream key and id parsing (`crate::stream`).

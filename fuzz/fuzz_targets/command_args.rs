@@ -15,11 +15,10 @@ use std::str::FromStr;
 
 use libfuzzer_sys::fuzz_target;
 use userbus::config::{Config, Durability, Limits, Retention};
-use userbus::fuzzing::{Ctx, Outcome, PubSub, Session, Stats, registry, stream};
+use userbus::fuzzing::{self, Ctx, Outcome, PubSub, Session, Stats, glob, registry, stream};
 use userbus::protocol::request::parse_int;
 use userbus::protocol::{Args, Parsed, Reply, RequestParser};
 use userbus::store::Store;
-use userbus::{fuzzing, glob};
 
 /// Requests run per input at most (a pipeline of thousands adds nothing).
 const MAX_REQUESTS: usize = 32;
