@@ -1,9 +1,16 @@
-//! Configuration: every setting and limit of the server, named, with units and
-//! defaults, in one place. `userbus serve` fills it from flags and `USERBUS_*`
-//! environment variables; an embedding program builds it directly.
+//! Configuration: every setting of the server, and its limits, named, with units
+//! and defaults. `userbus serve` fills [`Config`] from flags and `USERBUS_*`
+//! environment variables (the `tools` feature); an embedding program builds it
+//! directly.
+//!
+//! Not every fixed limit is here: those that only one piece of code enforces live
+//! beside it (HTTP's in `src/http/`, the reactor's sweeps and batches, a
+//! connection's buffer sizes in `src/conn/`, the store's batch sizes, the
+//! commands' default counts). docs/OPERATIONS.md, "Where each limit lives", lists
+//! every one with its file and value.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,6 +21,20 @@ pub const DEFAULT_PORT: u16 = 7878;
 pub const DEFAULT_HTTP_PORT: u16 = 7879;
 /// Default database file.
 pub const DEFAULT_DB: &str = "./userbus.db";
+/// Default address to listen on: loopback only.
+pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Default RESP-over-TLS port: 0, off.
+pub const DEFAULT_TLS_PORT: u16 = 0;
+/// Default HTTPS port: 0, off.
+pub const DEFAULT_HTTPS_PORT: u16 = 0;
+/// Default idle timeout, in seconds: 0, never.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 0;
+/// Default protected mode: on (without a password, loopback addresses only).
+pub const DEFAULT_PROTECTED_MODE: bool = true;
+/// Default database size cap, in SQLite pages: 0, no cap.
+pub const DEFAULT_MAX_DB_PAGES: u64 = 0;
+/// Default deliveries before a consumer group dead-letters an entry: 0, never.
+pub const DEFAULT_MAX_DELIVERIES: u64 = 0;
 
 /// Largest bulk string a request may carry (Redis's `proto-max-bulk-len` is 512 MiB;
 /// the largest thing userbus stores, a user with 32 fields of 4 KiB, is 128 KiB).
@@ -207,118 +228,165 @@ impl Default for Limits {
 }
 
 /// Everything `userbus serve` can be told.
-#[derive(Debug, Clone, clap::Args)]
+///
+/// The flag definitions below are the source of every default: each names a
+/// constant of this module, which [`Config::default`] uses too, and `--help`, the
+/// README's flag table (checked by `tests/readme.rs`) and `userbus --help`'s summary
+/// follow from them. The flags exist with the `tools` feature; an embedding program
+/// fills the struct in code.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "tools", derive(clap::Args))]
 pub struct Config {
     /// Address to listen on (RESP and HTTP).
-    #[arg(long, env = "USERBUS_BIND", default_value = "127.0.0.1")]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_BIND", value_name = "ADDR", default_value_t = DEFAULT_BIND))]
     pub bind: IpAddr,
     /// RESP port (0 picks a free port).
-    #[arg(long, env = "USERBUS_PORT", default_value_t = DEFAULT_PORT)]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_PORT", value_name = "PORT", default_value_t = DEFAULT_PORT))]
     pub port: u16,
     /// HTTP port (0 disables the HTTP side).
-    #[arg(long, env = "USERBUS_HTTP_PORT", default_value_t = DEFAULT_HTTP_PORT)]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_HTTP_PORT", value_name = "PORT", default_value_t = DEFAULT_HTTP_PORT))]
     pub http_port: u16,
     /// SQLite database file (created when missing).
-    #[arg(long, env = "USERBUS_DB", default_value = DEFAULT_DB)]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_DB", value_name = "PATH", default_value = DEFAULT_DB))]
     pub db: PathBuf,
+    /// strict (fsync per commit) or normal.
+    ///
     /// strict: every acknowledged write survives power loss (fsync per commit);
     /// normal: survives a process crash, the last commits may be lost on power loss.
-    #[arg(long, env = "USERBUS_DURABILITY", default_value = "strict")]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_DURABILITY", value_name = "MODE", default_value_t = Durability::default()))]
     pub durability: Durability,
     /// Most clients connected at once.
-    #[arg(long, env = "USERBUS_MAXCLIENTS", default_value_t = MAX_CLIENTS)]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAXCLIENTS", value_name = "N", default_value_t = MAX_CLIENTS))]
     pub maxclients: usize,
     /// Largest bulk string in a request, in bytes.
-    #[arg(long, env = "USERBUS_MAX_BULK_BYTES", default_value_t = MAX_BULK_BYTES)]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_BULK_BYTES", value_name = "N", default_value_t = MAX_BULK_BYTES))]
     pub max_bulk_bytes: usize,
     /// Most elements in a request array.
-    #[arg(long, env = "USERBUS_MAX_MULTIBULK_LEN", default_value_t = MAX_MULTIBULK_LEN)]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_MULTIBULK_LEN", value_name = "N", default_value_t = MAX_MULTIBULK_LEN))]
     pub max_multibulk_len: usize,
     /// Longest inline command line, in bytes.
-    #[arg(long, env = "USERBUS_MAX_INLINE_BYTES", default_value_t = MAX_INLINE_BYTES)]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_INLINE_BYTES", value_name = "N", default_value_t = MAX_INLINE_BYTES))]
     pub max_inline_bytes: usize,
-    /// Unparsed input one connection may hold, in bytes; over it the connection is
-    /// closed.
-    #[arg(long, env = "USERBUS_MAX_QUERY_BUFFER_BYTES", default_value_t = MAX_QUERY_BUFFER_BYTES)]
+    /// Unparsed input one connection may hold, in bytes.
+    ///
+    /// Over it the connection is closed.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_QUERY_BUFFER_BYTES", value_name = "N", default_value_t = MAX_QUERY_BUFFER_BYTES))]
     pub max_query_buffer_bytes: usize,
-    /// Close connections idle for this many seconds (0 = never; subscribers,
-    /// blocked readers and event streams are exempt).
-    #[arg(long, env = "USERBUS_TIMEOUT", default_value_t = 0)]
+    /// Close connections idle for this many seconds (0 = never).
+    ///
+    /// Subscribers, blocked readers and event streams are exempt.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_TIMEOUT", value_name = "SECS", default_value_t = DEFAULT_IDLE_TIMEOUT_SECS))]
     pub timeout: u64,
     /// The password clients must give (AUTH, HELLO ... AUTH, HTTP Bearer token).
-    #[arg(long, env = "USERBUS_PASSWORD", hide_env_values = true)]
+    #[cfg_attr(
+        feature = "tools",
+        arg(
+            long,
+            env = "USERBUS_PASSWORD",
+            value_name = "PASS",
+            hide_env_values = true
+        )
+    )]
     pub requirepass: Option<String>,
     /// Read the password from the first line of this file instead.
-    #[arg(long, env = "USERBUS_PASSWORD_FILE", conflicts_with = "requirepass")]
+    #[cfg_attr(
+        feature = "tools",
+        arg(
+            long,
+            env = "USERBUS_PASSWORD_FILE",
+            value_name = "PATH",
+            conflicts_with = "requirepass"
+        )
+    )]
     pub password_file: Option<PathBuf>,
-    /// Refuse to listen on a non-loopback address without a password (yes|no).
-    #[arg(long, env = "USERBUS_PROTECTED_MODE", default_value = "yes", value_parser = parse_yes_no)]
+    /// Without a password, refuse to listen on a non-loopback address.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_PROTECTED_MODE", value_name = "yes|no", default_value = yes_no(DEFAULT_PROTECTED_MODE), value_parser = parse_yes_no, action = clap::ArgAction::Set))]
     pub protected_mode: bool,
-    /// RESP over TLS on this port (0 = off); needs --tls-cert and --tls-key.
-    #[arg(long, env = "USERBUS_TLS_PORT", default_value_t = 0)]
+    /// RESP over TLS on this port (0 = off).
+    ///
+    /// Needs --tls-cert and --tls-key.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_TLS_PORT", value_name = "PORT", default_value_t = DEFAULT_TLS_PORT))]
     pub tls_port: u16,
-    /// HTTPS on this port (0 = off); needs --tls-cert and --tls-key.
-    #[arg(long, env = "USERBUS_HTTPS_PORT", default_value_t = 0)]
+    /// HTTPS on this port (0 = off).
+    ///
+    /// Needs --tls-cert and --tls-key.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_HTTPS_PORT", value_name = "PORT", default_value_t = DEFAULT_HTTPS_PORT))]
     pub https_port: u16,
     /// Server certificate chain (PEM).
-    #[arg(long, env = "USERBUS_TLS_CERT")]
+    #[cfg_attr(
+        feature = "tools",
+        arg(long, env = "USERBUS_TLS_CERT", value_name = "PEM")
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Server private key (PEM).
-    #[arg(long, env = "USERBUS_TLS_KEY")]
+    #[cfg_attr(
+        feature = "tools",
+        arg(long, env = "USERBUS_TLS_KEY", value_name = "PEM")
+    )]
     pub tls_key: Option<PathBuf>,
     /// Require client certificates signed by this CA (PEM).
-    #[arg(long, env = "USERBUS_TLS_CA")]
+    #[cfg_attr(
+        feature = "tools",
+        arg(long, env = "USERBUS_TLS_CA", value_name = "PEM")
+    )]
     pub tls_ca: Option<PathBuf>,
-    /// Cap on the database size in SQLite pages (0 = no cap); writes past it fail with
-    /// a storage error instead of filling the disk.
-    #[arg(long, env = "USERBUS_MAX_DB_PAGES", default_value_t = 0)]
+    /// Cap on the database size in SQLite pages (0 = no cap).
+    ///
+    /// Writes past it fail with a storage error instead of filling the disk.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_DB_PAGES", value_name = "N", default_value_t = DEFAULT_MAX_DB_PAGES))]
     pub max_db_pages: u64,
-    /// Deliveries after which a consumer group gives up on an entry: the next
-    /// delivery attempt acknowledges it and appends it to the stream `events.dead`
-    /// instead (0 = never).
-    #[arg(long, env = "USERBUS_MAX_DELIVERIES", default_value_t = 0)]
+    /// Deliveries after which a consumer group dead-letters an entry (0 = never).
+    ///
+    /// The next delivery attempt acknowledges the entry and appends it to the
+    /// stream `events.dead` instead.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAX_DELIVERIES", value_name = "N", default_value_t = DEFAULT_MAX_DELIVERIES))]
     pub max_deliveries: u64,
-    /// Trim the event log to a count and/or an age, e.g. 1000000, 30d or
-    /// 1000000,30d (default: keep everything). Entries a durable handler has not
-    /// processed yet are never trimmed.
-    #[arg(long, env = "USERBUS_RETAIN_EVENTS")]
+    /// Trim the event log to a count and/or an age: 1000000, 30d or 1000000,30d.
+    ///
+    /// By default everything is kept. Entries a durable handler has not processed
+    /// yet are never trimmed.
+    #[cfg_attr(
+        feature = "tools",
+        arg(long, env = "USERBUS_RETAIN_EVENTS", value_name = "SPEC")
+    )]
     pub retain_events: Option<Retention>,
     /// A subscriber with more unsent pushes than this is disconnected at once.
-    #[arg(long, env = "USERBUS_PUBSUB_HARD_LIMIT_BYTES", default_value_t = PUBSUB_HARD_LIMIT_BYTES)]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_PUBSUB_HARD_LIMIT_BYTES", value_name = "N", default_value_t = PUBSUB_HARD_LIMIT_BYTES))]
     pub pubsub_hard_limit_bytes: usize,
     /// A subscriber over this many unsent bytes for --pubsub-soft-limit-seconds is
     /// disconnected.
-    #[arg(long, env = "USERBUS_PUBSUB_SOFT_LIMIT_BYTES", default_value_t = PUBSUB_SOFT_LIMIT_BYTES)]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_PUBSUB_SOFT_LIMIT_BYTES", value_name = "N", default_value_t = PUBSUB_SOFT_LIMIT_BYTES))]
     pub pubsub_soft_limit_bytes: usize,
     /// See --pubsub-soft-limit-bytes.
-    #[arg(long, env = "USERBUS_PUBSUB_SOFT_LIMIT_SECONDS", default_value_t = PUBSUB_SOFT_LIMIT_TIME.as_secs())]
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_PUBSUB_SOFT_LIMIT_SECONDS", value_name = "N", default_value_t = PUBSUB_SOFT_LIMIT_TIME.as_secs()))]
     pub pubsub_soft_limit_seconds: u64,
 }
 
 impl Default for Config {
+    /// The flags' defaults, without reading the environment.
     fn default() -> Self {
         Config {
-            bind: IpAddr::from([127, 0, 0, 1]),
+            bind: DEFAULT_BIND,
             port: DEFAULT_PORT,
             http_port: DEFAULT_HTTP_PORT,
             db: PathBuf::from(DEFAULT_DB),
-            durability: Durability::Strict,
+            durability: Durability::default(),
             maxclients: MAX_CLIENTS,
             max_bulk_bytes: MAX_BULK_BYTES,
             max_multibulk_len: MAX_MULTIBULK_LEN,
             max_inline_bytes: MAX_INLINE_BYTES,
-            max_db_pages: 0,
+            max_db_pages: DEFAULT_MAX_DB_PAGES,
             max_query_buffer_bytes: MAX_QUERY_BUFFER_BYTES,
-            tls_port: 0,
-            https_port: 0,
+            tls_port: DEFAULT_TLS_PORT,
+            https_port: DEFAULT_HTTPS_PORT,
             tls_cert: None,
             tls_key: None,
             tls_ca: None,
-            timeout: 0,
+            timeout: DEFAULT_IDLE_TIMEOUT_SECS,
             requirepass: None,
             password_file: None,
-            protected_mode: true,
-            max_deliveries: 0,
+            protected_mode: DEFAULT_PROTECTED_MODE,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
             retain_events: None,
             pubsub_hard_limit_bytes: PUBSUB_HARD_LIMIT_BYTES,
             pubsub_soft_limit_bytes: PUBSUB_SOFT_LIMIT_BYTES,
@@ -327,7 +395,14 @@ impl Default for Config {
     }
 }
 
+/// `yes` or `no`, as `--protected-mode` is written.
+#[cfg(feature = "tools")]
+const fn yes_no(yes: bool) -> &'static str {
+    if yes { "yes" } else { "no" }
+}
+
 /// Parses `yes`/`no` (and `true`/`false`) as Redis configuration does.
+#[cfg(feature = "tools")]
 fn parse_yes_no(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "yes" | "true" | "1" => Ok(true),
@@ -437,5 +512,32 @@ impl Config {
             ("save", String::new()),
             ("databases", "1".to_string()),
         ]
+    }
+}
+
+#[cfg(all(test, feature = "tools"))]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `userbus serve`'s flags alone.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn default_is_what_the_flags_default_to() {
+        if std::env::vars().any(|(k, _)| k.starts_with("USERBUS_")) {
+            eprintln!("skipped: a USERBUS_* variable would set a flag");
+            return;
+        }
+        let parsed = Serve::try_parse_from(["serve"]).expect("no flags parse");
+        assert_eq!(
+            format!("{:?}", parsed.config),
+            format!("{:?}", Config::default())
+        );
     }
 }

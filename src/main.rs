@@ -7,46 +7,16 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 use userbus::{Config, Server, bench};
 
 /// An event-driven user registry: RESP over TCP, SQLite underneath, events out.
 #[derive(Debug, Parser)]
-#[command(name = "userbus", version, about, long_about = None, after_help = SERVE_FLAGS)]
+#[command(name = "userbus", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
-
-/// The serve flags, summarised on the top-level help too.
-const SERVE_FLAGS: &str = "\
-serve flags (each also read from its environment variable; see `userbus serve --help`):
-  --bind <ADDR>             USERBUS_BIND              address to listen on [127.0.0.1]
-  --port <PORT>             USERBUS_PORT              RESP port, 0 = any free port [7878]
-  --http-port <PORT>        USERBUS_HTTP_PORT         HTTP port, 0 disables [7879]
-  --db <PATH>               USERBUS_DB                SQLite database file [./userbus.db]
-  --durability <MODE>       USERBUS_DURABILITY        strict (fsync per commit) | normal [strict]
-  --maxclients <N>          USERBUS_MAXCLIENTS        most clients at once [10000]
-  --max-bulk-bytes <N>      USERBUS_MAX_BULK_BYTES    largest bulk string [524288]
-  --max-multibulk-len <N>   USERBUS_MAX_MULTIBULK_LEN most request arguments [1048576]
-  --max-inline-bytes <N>    USERBUS_MAX_INLINE_BYTES  longest inline line [65536]
-  --max-db-pages <N>        USERBUS_MAX_DB_PAGES      database size cap in pages, 0 = none [0]
-  --max-query-buffer-bytes <N> USERBUS_MAX_QUERY_BUFFER_BYTES unparsed input per client [1048576]
-  --timeout <SECS>          USERBUS_TIMEOUT           close idle clients, 0 = never [0]
-  --requirepass <PASS>      USERBUS_PASSWORD          password for AUTH and HTTP Bearer [none]
-  --password-file <PATH>    USERBUS_PASSWORD_FILE     read the password from a file [none]
-  --protected-mode <yes|no> USERBUS_PROTECTED_MODE    no password: loopback only [yes]
-  --tls-port <PORT>         USERBUS_TLS_PORT          RESP over TLS, 0 = off [0]
-  --https-port <PORT>       USERBUS_HTTPS_PORT        HTTPS, 0 = off [0]
-  --tls-cert <PEM>          USERBUS_TLS_CERT          certificate chain [none]
-  --tls-key <PEM>           USERBUS_TLS_KEY           private key [none]
-  --tls-ca <PEM>            USERBUS_TLS_CA            require client certificates from this CA [none]
-  --max-deliveries <N>      USERBUS_MAX_DELIVERIES    dead-letter after N deliveries, 0 = never [0]
-  --retain-events <SPEC>    USERBUS_RETAIN_EVENTS     trim the log: 1000000, 30d or 1000000,30d [keep all]
-  --pubsub-hard-limit-bytes <N>   USERBUS_PUBSUB_HARD_LIMIT_BYTES   drop a subscriber at once [33554432]
-  --pubsub-soft-limit-bytes <N>   USERBUS_PUBSUB_SOFT_LIMIT_BYTES   ... or when over this [8388608]
-  --pubsub-soft-limit-seconds <N> USERBUS_PUBSUB_SOFT_LIMIT_SECONDS ... for this long [60]
-RUST_LOG sets the log level (default info).";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -60,12 +30,74 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = Cli::command();
+    let summary = serve_summary(&command);
+    let cli = match Cli::from_arg_matches(&command.after_help(summary).get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match cli.command {
         Command::Serve(config) => serve(*config),
         Command::Cli(args) => userbus::client::run(args),
         Command::Bench(args) => run_bench(&args),
+    }
+}
+
+/// The serve flags, summarised on the top-level help: one line a flag with its
+/// environment variable, its short help and its default, all taken from the flag
+/// definitions (`Config`), so the summary cannot drift from them.
+fn serve_summary(cli: &clap::Command) -> String {
+    let Some(serve) = cli.find_subcommand("serve") else {
+        return String::new();
+    };
+    let rows: Vec<[String; 3]> = serve
+        .get_arguments()
+        .filter(|a| a.get_long().is_some_and(|l| l != "help"))
+        .map(|a| [flag(a), env(a), help(a)])
+        .collect();
+    let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+    let (flag_w, env_w) = (width(0), width(1));
+    let mut out = String::from(
+        "serve flags (each also read from its environment variable; \
+         see `userbus serve --help`):\n",
+    );
+    for [flag, env, help] in &rows {
+        out.push_str(&format!("  {flag:flag_w$}  {env:env_w$}  {help}\n"));
+    }
+    out.push_str("RUST_LOG sets the log level (default info).");
+    out
+}
+
+/// `--name <VALUE>` as the usage line writes it.
+fn flag(arg: &Arg) -> String {
+    let long = arg.get_long().unwrap_or_default();
+    match arg.get_value_names() {
+        Some([value, ..]) => format!("--{long} <{value}>"),
+        _ => format!("--{long}"),
+    }
+}
+
+/// The environment variable a flag reads, or nothing.
+fn env(arg: &Arg) -> String {
+    arg.get_env()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The short help (the first paragraph of the field's doc) and the default in
+/// brackets, `[none]` when there is none.
+fn help(arg: &Arg) -> String {
+    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+    let default: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| v.to_string_lossy().into_owned())
+        .collect();
+    if default.is_empty() {
+        format!("{help} [none]")
+    } else {
+        format!("{help} [{}]", default.join(","))
     }
 }
 
@@ -121,12 +153,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn top_level_help_lists_every_serve_flag() {
+    fn top_level_help_lists_every_serve_flag_with_its_env_and_default() {
         let cli = Cli::command();
+        let summary = serve_summary(&cli);
         let serve = cli.find_subcommand("serve").expect("serve exists");
         for arg in serve.get_arguments() {
-            if let Some(long) = arg.get_long().filter(|l| *l != "help") {
-                assert!(SERVE_FLAGS.contains(&format!("--{long} ")), "--{long}");
+            let Some(long) = arg.get_long().filter(|l| *l != "help") else {
+                continue;
+            };
+            let line = summary
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("--{long} ")))
+                .unwrap_or_else(|| panic!("--{long} missing from\n{summary}"));
+            if let Some(env) = arg.get_env() {
+                assert!(line.contains(&*env.to_string_lossy()), "{line}");
+            }
+            for value in arg.get_default_values() {
+                assert!(line.contains(&*value.to_string_lossy()), "{line}");
             }
         }
     }

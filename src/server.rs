@@ -119,18 +119,17 @@ impl Server {
     /// Serves until shutdown (a signal, when enabled, or the shutdown handle).
     pub fn run(self) -> Result<()> {
         let c = self.reactor.config();
+        let on =
+            |addr: Option<SocketAddr>| addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         log::info!(
-            "userbus {} listening on resp={} db={} durability={} (http port {}: {})",
+            "userbus {} listening on resp={} http={} tls={} https={} db={} durability={}",
             env!("CARGO_PKG_VERSION"),
             self.reactor.local_addr()?,
+            on(self.http_addr()),
+            on(self.tls_addr()),
+            on(self.https_addr()),
             c.db.display(),
             c.durability,
-            c.http_port,
-            if c.http_port == 0 {
-                "disabled"
-            } else {
-                "not served yet"
-            },
         );
         self.reactor.run()
     }

@@ -1,8 +1,9 @@
 //! Fuzzes command argument handling: the input is parsed as a pipeline of RESP or
 //! inline requests, and each request runs through the real command table
-//! (`cmd::execute`) against a real SQLite store, one tick per input, the way the
-//! reactor runs them (minus sockets). The pure argument helpers (names, fields,
-//! stream ids, globs, retention specs, integers) also get every argument.
+//! (`cmd::execute`, which `userbus::fuzzing` re-exports) against a real SQLite
+//! store, one tick per input, the way the reactor runs them (minus sockets). The
+//! pure argument helpers (names, fields, stream ids, globs, retention specs,
+//! integers) also get every argument.
 //!
 //! The store lives in a temporary directory and is replaced every
 //! `INPUTS_PER_STORE` inputs, so what earlier inputs registered stays bounded.
@@ -13,15 +14,13 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use libfuzzer_sys::fuzz_target;
-use userbus::cmd::{self, Ctx, Outcome};
 use userbus::config::{Config, Durability, Limits, Retention};
-use userbus::conn::Session;
-use userbus::metrics::Stats;
+use userbus::fuzzing::{
+    self, COMMANDS, Ctx, Outcome, PubSub, Session, Shared, Stats, glob, registry, stream,
+};
 use userbus::protocol::request::parse_int;
 use userbus::protocol::{Args, Parsed, Reply, RequestParser};
-use userbus::events::{PubSub, stream};
 use userbus::store::Store;
-use userbus::{glob, registry};
 
 /// Requests run per input at most (a pipeline of thousands adds nothing).
 const MAX_REQUESTS: usize = 32;
@@ -30,9 +29,9 @@ const INPUTS_PER_STORE: u64 = 20_000;
 
 struct Env {
     dir: PathBuf,
-    store: Option<Store>,
-    config: Config,
-    stats: Stats,
+    /// What the commands share: the store (replaced now and then), settings,
+    /// counters, the subscription index and the tick's events.
+    shared: Option<Shared>,
     inputs: u64,
 }
 
@@ -43,9 +42,7 @@ impl Env {
         std::fs::create_dir_all(&dir).expect("temp dir");
         Env {
             dir,
-            store: None,
-            config: Config::default(),
-            stats: Stats::new(0, cmd::COMMANDS.iter().map(|c| c.name)),
+            shared: None,
             inputs: 0,
         }
     }
@@ -53,12 +50,25 @@ impl Env {
     /// Counts an input, replacing the store when it is due.
     fn next_input(&mut self) {
         if self.inputs.is_multiple_of(INPUTS_PER_STORE) {
-            self.store = None;
+            // The old store closes before its files go.
+            let (config, stats) = match self.shared.take() {
+                Some(old) => (old.config, old.stats),
+                None => (
+                    Config::default(),
+                    Stats::new(0, COMMANDS.iter().map(|c| c.name)),
+                ),
+            };
             let db = self.dir.join("fuzz.db");
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
             }
-            self.store = Some(Store::open(&db, Durability::Normal, 0).expect("open store"));
+            self.shared = Some(Shared {
+                store: Store::open(&db, Durability::Normal, 0).expect("open store"),
+                events: Vec::new(),
+                config,
+                stats,
+                pubsub: PubSub::default(),
+            });
         }
         self.inputs += 1;
     }
@@ -153,18 +163,12 @@ fuzz_target!(|data: &[u8]| {
     ENV.with(|env| {
         let mut env = env.borrow_mut();
         env.next_input();
-        let Env {
-            store,
-            config,
-            stats,
-            inputs,
-            ..
-        } = &mut *env;
-        let store = store.as_mut().expect("invariant: next_input opened it");
+        let Env { shared, inputs, .. } = &mut *env;
+        let shared = shared.as_mut().expect("invariant: next_input opened it");
         let mut parser = RequestParser::new(Limits::default());
         let mut session = session();
-        let mut pubsub = PubSub::default();
-        let mut events = Vec::new();
+        shared.pubsub = PubSub::default();
+        shared.events.clear();
         let mut out = Vec::new();
         let mut start = 0;
         for _ in 0..MAX_REQUESTS {
@@ -179,21 +183,10 @@ fuzz_target!(|data: &[u8]| {
             };
             let args = parser.args(window);
             helpers(&args);
-            let mut used_storage = false;
             out.clear();
             let resp3 = session.resp3;
-            let mut ctx = Ctx::new(
-                Reply::new(&mut out, resp3),
-                &mut session,
-                store,
-                &mut used_storage,
-                &mut events,
-                config,
-                stats,
-                &mut pubsub,
-                1,
-            );
-            let outcome = cmd::execute(&args, &mut ctx);
+            let mut ctx = Ctx::new(shared, Reply::new(&mut out, resp3), &mut session, 1);
+            let outcome = fuzzing::execute(&args, &mut ctx);
             start += consumed;
             match outcome {
                 Outcome::Close | Outcome::Drop => break,
@@ -202,9 +195,9 @@ fuzz_target!(|data: &[u8]| {
                 Outcome::Continue | Outcome::ClientList(_) => {}
             }
         }
-        let _ = store.finish_tick();
+        let _ = shared.store.finish_tick();
         if inputs.is_multiple_of(256) {
-            store.checkpoint();
+            shared.store.checkpoint();
         }
     });
 });

@@ -214,11 +214,6 @@ impl Conn {
 
     // ---- life ----------------------------------------------------------------
 
-    /// Where it is in its life.
-    pub fn phase(&self) -> Phase {
-        self.phase
-    }
-
     /// Serving requests.
     pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
@@ -359,11 +354,6 @@ impl Conn {
     /// had this tick, so the reactor lists it once.
     pub fn touch(&mut self) -> bool {
         self.tick.begin()
-    }
-
-    /// True when the tick touched it.
-    pub fn touched(&self) -> bool {
-        self.tick.begun()
     }
 
     /// The tick is over: its replies are final.

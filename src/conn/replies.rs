@@ -32,11 +32,6 @@ impl TickReplies {
         self.begun = false;
     }
 
-    /// True between `begin` and `end`.
-    pub(super) fn begun(&self) -> bool {
-        self.begun
-    }
-
     /// A reply starts at `at` in the output; `used_storage` ties it to the commit.
     pub(super) fn record(&mut self, at: usize, used_storage: bool) {
         self.blocks.push((at, used_storage));

@@ -91,14 +91,6 @@ impl Handlers {
         });
     }
 
-    /// True when no callback is registered.
-    pub fn is_empty(&self) -> bool {
-        self.registered.is_empty()
-            && self.unregistered.is_empty()
-            && self.any.is_empty()
-            && self.durable.is_empty()
-    }
-
     /// Runs the callbacks for `event`; returns how many panicked.
     pub fn dispatch(&mut self, event: &Event) -> usize {
         let specific = match event.kind {

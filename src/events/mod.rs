@@ -14,7 +14,7 @@ pub mod handlers;
 pub mod pubsub;
 pub mod stream;
 
-pub use handlers::{DurableHandler, Handler, Handlers, call_isolated};
+pub use handlers::{Handlers, call_isolated};
 pub use pubsub::PubSub;
 
 use crate::store::EventRow;

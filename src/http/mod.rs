@@ -7,8 +7,8 @@
 //! long to arrive (408). Request smuggling is refused: any `Transfer-Encoding`
 //! (501) and a duplicate or malformed `Content-Length` (400) close the connection.
 
-pub mod router;
-pub mod sse;
+pub(crate) mod router;
+pub(crate) mod sse;
 
 use std::time::Instant;
 
@@ -25,7 +25,7 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// HTTP state of a connection accepted on the HTTP port.
 #[derive(Debug, Clone, Default)]
-pub struct HttpState {
+pub(crate) struct HttpState {
     /// When the request being received must be complete (408 after).
     pub deadline: Option<Instant>,
     /// Set once the connection became an event stream.
@@ -176,7 +176,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
 
 /// A response to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(crate) struct Response {
     /// The status code.
     pub status: u16,
     /// Its `Content-Type`.
@@ -243,7 +243,7 @@ impl Response {
 }
 
 /// The reason phrase of a status code.
-pub fn reason(status: u16) -> &'static str {
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",

@@ -145,7 +145,7 @@ impl<'a> Fields<'a> {
     }
 
     /// The fields as an owned map (for events and JSON).
-    pub fn to_map(&self) -> BTreeMap<String, String> {
+    pub fn to_map(self) -> BTreeMap<String, String> {
         self.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
