@@ -36,8 +36,7 @@ fn healthz(server: &TestServer) -> String {
 
 #[test]
 fn a_full_database_fails_writes_keeps_reads_and_recovers_without_restart() {
-    let server =
-        TestServer::start_http_with(|c| c.max_db_pages = common::fresh_db_pages() + 6, |b| b);
+    let server = TestServer::start_http_with(|c| c.max_db_pages = common::fresh_db_pages() + 6);
     let mut s = server.raw();
     let mut acknowledged = Vec::new();
     let mut failed = None;

@@ -1,9 +1,10 @@
 //! Test harness: a real server on 127.0.0.1:0 with a temporary database, and small
 //! helpers to talk to it over raw sockets the way `nc` does. `reply` reads the
-//! replies of the `redis` crate.
+//! replies of the `redis` crate; `stream` reads the durable stream `events`.
 #![allow(dead_code)]
 
 pub mod reply;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -26,6 +27,8 @@ pub struct TestServer {
     pub db: PathBuf,
     /// The HTTP address, when the HTTP side is on (see `start_http`).
     pub http: Option<SocketAddr>,
+    /// The settings it was started with, for `restart`.
+    config: Config,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<userbus::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -58,7 +61,11 @@ impl TestServer {
     ) -> TestServer {
         let mut cfg = config_at(db);
         config(&mut cfg);
-        let server = builder(Server::builder(cfg))
+        Self::start_config(cfg, builder)
+    }
+
+    fn start_config(cfg: Config, builder: impl FnOnce(Builder) -> Builder) -> TestServer {
+        let server = builder(Server::builder(cfg.clone()))
             .build()
             .expect("server builds");
         let addr = server.local_addr().expect("bound address");
@@ -67,33 +74,40 @@ impl TestServer {
         let thread = std::thread::spawn(move || server.run());
         TestServer {
             addr,
-            db: db.to_path_buf(),
+            db: cfg.db.clone(),
             http,
+            config: cfg,
             handle,
             thread: Some(thread),
             _dir: None,
         }
     }
 
-    /// A server with the HTTP side on, default settings and a fresh database.
-    pub fn start_http() -> TestServer {
-        Self::start_http_with(|_| {}, |b| b)
+    /// Stops the server like `stop`, then starts it again on the same database with
+    /// the same settings (a RESP port of 0 is a new port) and no callbacks. A
+    /// temporary directory of the first server stays until the new one is dropped.
+    pub fn restart(mut self) -> TestServer {
+        self.shutdown();
+        let mut s = Self::start_config(self.config.clone(), |b| b);
+        s._dir = self._dir.take();
+        s
     }
 
-    /// Like `start_with`, with the HTTP side on a free port (`http_port` 0 would
-    /// disable it, so a port the kernel just handed out is passed instead).
-    pub fn start_http_with(
-        config: impl FnOnce(&mut Config),
-        builder: impl FnOnce(Builder) -> Builder,
-    ) -> TestServer {
+    /// A server with the HTTP side on, default settings and a fresh database.
+    pub fn start_http() -> TestServer {
+        Self::start_http_with(|_| {})
+    }
+
+    /// A fresh database and the HTTP side on a free port (`http_port` 0 would
+    /// disable it, so a port the kernel just handed out is passed instead);
+    /// `config` adjusts the other settings.
+    pub fn start_http_with(config: impl FnOnce(&mut Config)) -> TestServer {
         let port = free_port();
-        Self::start_with(
-            |cfg| {
-                cfg.http_port = port;
-                config(cfg);
-            },
-            builder,
-        )
+        let http = |cfg: &mut Config| {
+            cfg.http_port = port;
+            config(cfg);
+        };
+        Self::start_with(http, |b| b)
     }
 
     /// The HTTP address; panics when the server was started without HTTP.
@@ -227,6 +241,11 @@ pub fn exchange(s: &mut TcpStream, request: &[u8], expected: &[u8]) {
         "reply to {:?}",
         String::from_utf8_lossy(request)
     );
+}
+
+/// `exchange` for the RESP request of text `args`.
+pub fn exchange_resp(s: &mut TcpStream, args: &[&str], expected: &[u8]) {
+    exchange(s, &resp(args), expected);
 }
 
 /// Reads exactly `n` bytes (fails the test after IO_TIMEOUT).
