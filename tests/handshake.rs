@@ -34,8 +34,7 @@ fn info_fields(text: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn ping_replies_pong_or_its_message() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
     exchange(&mut s, b"*1\r\n$4\r\nping\r\n", b"+PONG\r\n");
     exchange(&mut s, b"*2\r\n$4\r\nPING\r\n$2\r\nhi\r\n", b"$2\r\nhi\r\n");
@@ -52,8 +51,7 @@ fn ping_replies_pong_or_its_message() {
 
 #[test]
 fn echo_returns_its_argument_binary_safe() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(
         &mut s,
         b"*2\r\n$4\r\nECHO\r\n$5\r\na\x00\xff\r\n\r\n",
@@ -72,8 +70,7 @@ fn echo_returns_its_argument_binary_safe() {
 
 #[test]
 fn quit_replies_ok_then_closes() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     s.write_all(b"QUIT\r\nPING\r\n").expect("write");
     // The request after QUIT is never answered.
     assert_eq!(read_to_close(&mut s), b"+OK\r\n");
@@ -82,8 +79,7 @@ fn quit_replies_ok_then_closes() {
 
 #[test]
 fn unknown_command_replies_error_naming_it() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(
         &mut s,
         b"FOO a b\r\n",
@@ -102,8 +98,7 @@ fn unknown_command_replies_error_naming_it() {
 
 #[test]
 fn hello_without_arguments_describes_server_in_current_protocol() {
-    let server = TestServer::start();
-    let mut c2 = server.redis();
+    let (server, mut c2) = TestServer::start_redis();
     let v = call(&mut c2, &["HELLO"]);
     let m = map(&v, false);
     assert_eq!(m["proto"], Value::Int(2), "{v:?}");
@@ -121,8 +116,7 @@ fn hello_without_arguments_describes_server_in_current_protocol() {
 
 #[test]
 fn hello_switches_protocol_both_ways() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert!(call(&mut c, &["REGISTER", "alice"]) != Value::Nil);
     assert!(matches!(
         call(&mut c, &["LOOKUP", "alice"]),
@@ -143,8 +137,7 @@ fn hello_switches_protocol_both_ways() {
 
 #[test]
 fn hello_3_makes_nulls_resp3_on_the_wire() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(&mut s, b"CLIENT GETNAME\r\n", b"$-1\r\n");
     s.write_all(b"HELLO 3\r\nPING\r\n").expect("write");
     let hello = read_until_suffix(&mut s, b"+PONG\r\n");
@@ -156,8 +149,7 @@ fn hello_3_makes_nulls_resp3_on_the_wire() {
 
 #[test]
 fn hello_unsupported_version_replies_noproto() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     for ver in ["4", "1", "0"] {
         assert_eq!(
             error_text(&call(&mut c, &["HELLO", ver])),
@@ -178,8 +170,7 @@ fn hello_unsupported_version_replies_noproto() {
 
 #[test]
 fn hello_setname_sets_client_name() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let v = call(&mut c, &["HELLO", "3", "SETNAME", "foo"]);
     assert_eq!(map(&v, true)["proto"], Value::Int(3));
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("foo"));
@@ -199,8 +190,7 @@ fn hello_setname_sets_client_name() {
 
 #[test]
 fn hello_bad_option_replies_syntax_error_and_keeps_protocol() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(
         error_text(&call(&mut c, &["HELLO", "3", "FOO"])),
         "ERR Syntax error in HELLO option 'FOO'"
@@ -224,8 +214,7 @@ fn hello_bad_option_replies_syntax_error_and_keeps_protocol() {
 
 #[test]
 fn auth_without_configured_password_behaves_as_redis() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(
         error_text(&call(&mut c, &["AUTH", "secret"])),
         "ERR AUTH <password> called without any password configured for the default user. \
@@ -247,8 +236,7 @@ fn auth_without_configured_password_behaves_as_redis() {
 
 #[test]
 fn select_0_replies_ok_other_index_errors() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(call(&mut c, &["SELECT", "0"]), Value::Okay);
     assert_eq!(
         error_text(&call(&mut c, &["SELECT", "1"])),
@@ -369,8 +357,7 @@ fn command_info_describes_known_and_nil_for_unknown() {
 
 #[test]
 fn unknown_subcommands_reply_error_naming_them() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     for (words, expected) in [
         (
             &["CLIENT", "FOO"][..],
@@ -428,8 +415,7 @@ fn client_id_is_distinct_per_connection() {
 
 #[test]
 fn client_setname_getname_roundtrip() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
     assert_eq!(
         call(&mut c, &["CLIENT", "SETNAME", "worker-1"]),
@@ -454,8 +440,7 @@ fn client_setname_getname_roundtrip() {
 
 #[test]
 fn client_setinfo_lib_name_and_ver_show_in_client_info() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(
         call(&mut c, &["CLIENT", "SETINFO", "lib-name", "mylib"]),
         Value::Okay
@@ -479,8 +464,7 @@ fn client_setinfo_lib_name_and_ver_show_in_client_info() {
 
 #[test]
 fn client_list_contains_this_client_id_and_name() {
-    let server = TestServer::start();
-    let mut c2 = server.redis();
+    let (server, mut c2) = TestServer::start_redis();
     let mut c3 = server.redis3();
     let id2 = client_id(&mut c2);
     let id3 = client_id(&mut c3);
@@ -514,8 +498,7 @@ fn client_list_contains_this_client_id_and_name() {
 
 #[test]
 fn client_list_id_lists_only_those_clients() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let mut other = server.redis();
     let other_id = client_id(&mut other);
     let list = text_or_verbatim(&call_cmd(
@@ -558,8 +541,7 @@ fn config_get_save_and_appendonly() {
 
 #[test]
 fn config_get_star_contains_port_and_durability() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let all = map(&call(&mut c, &["CONFIG", "GET", "*"]), false);
     for key in ["port", "durability", "save", "appendonly"] {
         assert!(all.contains_key(key), "CONFIG GET * lacks {key}: {all:?}");
@@ -582,8 +564,7 @@ fn config_get_durability_reports_normal_when_configured() {
 
 #[test]
 fn config_get_port_reports_the_bound_port() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let port = map(&call(&mut c, &["CONFIG", "GET", "port"]), false);
     assert_eq!(
         text_or_verbatim(&port["port"]),
@@ -594,8 +575,7 @@ fn config_get_port_reports_the_bound_port() {
 
 #[test]
 fn config_get_without_pattern_replies_arity_error() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(
         error_text(&call(&mut c, &["CONFIG", "GET"])),
         "ERR wrong number of arguments for 'config|get' command"
@@ -641,8 +621,7 @@ fn info_replies_every_section() {
 
 #[test]
 fn info_section_replies_only_that_section() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let info = text_or_verbatim(&call(&mut c, &["INFO", "keyspace"]));
     let headers: Vec<&str> = info.lines().filter(|l| l.starts_with('#')).collect();
     assert_eq!(headers, ["# Keyspace"]);
@@ -654,8 +633,7 @@ fn info_section_replies_only_that_section() {
 
 #[test]
 fn info_keyspace_users_matches_usercount() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let users = |c: &mut redis::Connection| {
         let info = text_or_verbatim(&call(c, &["INFO", "keyspace"]));
         info_fields(&info)["users"].parse::<i64>().expect("users:N")

@@ -94,8 +94,7 @@ fn a_burst_of_connections_beyond_the_accept_budget_is_served() {
 
 #[test]
 fn client_sockets_have_tcp_keepalive() {
-    let server = TestServer::start();
-    let mut c = server.raw();
+    let (server, mut c) = TestServer::start_raw();
     common::exchange(&mut c, b"PING\r\n", b"+PONG\r\n");
     // The server's end of the connection runs the keepalive timer (iproute2's ss).
     let filter = format!("( sport = :{} )", server.addr.port());

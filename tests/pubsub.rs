@@ -864,8 +864,7 @@ fn resp3_subscribe_and_register_in_one_packet_get_confirmation_reply_then_push()
 
 #[test]
 fn redis_crate_pubsub_receives_messages_and_pmessages_in_resp2() {
-    let server = TestServer::start();
-    let mut publisher = server.redis();
+    let (server, mut publisher) = TestServer::start_redis();
     let mut con = server.redis();
     {
         let mut ps = con.as_pubsub();
@@ -922,8 +921,7 @@ fn redis_crate_pubsub_receives_messages_and_pmessages_in_resp2() {
 
 #[test]
 fn redis_crate_pubsub_receives_pushes_in_resp3() {
-    let server = TestServer::start();
-    let mut publisher = server.redis();
+    let (server, mut publisher) = TestServer::start_redis();
     let mut con = server.redis3();
     {
         let mut ps = con.as_pubsub();
@@ -954,8 +952,7 @@ fn redis_crate_pubsub_receives_pushes_in_resp3() {
 
 #[test]
 fn redis_crate_push_sender_gets_pushes_between_commands_in_resp3() {
-    let server = TestServer::start();
-    let mut publisher = server.redis();
+    let (server, mut publisher) = TestServer::start_redis();
     let mut con = server.redis3();
     con.set_read_timeout(Some(IO_TIMEOUT))
         .expect("read timeout");
@@ -1596,8 +1593,7 @@ fn subscriber_over_the_soft_limit_is_dropped_only_after_the_soft_time() {
 
 #[test]
 fn client_list_type_pubsub_lists_only_subscribers_with_their_counts() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let my_id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query(&mut c)
@@ -1701,8 +1697,7 @@ fn client_list_type_pubsub_lists_only_subscribers_with_their_counts() {
 
 #[test]
 fn closed_subscribers_leave_the_index() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let mut dropped = subscriber(&server, false, &[REGISTERED, UNREGISTERED]);
     dropped.call(
         &resp(&["PSUBSCRIBE", "user.*"]),

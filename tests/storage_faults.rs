@@ -74,8 +74,7 @@ fn a_full_database_fails_writes_keeps_reads_and_recovers_without_restart() {
 
 #[test]
 fn a_database_locked_by_another_process_fails_writes_quickly_then_recovers() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(&mut s, b"REGISTER before\r\n", b":1\r\n");
     let other = rusqlite::Connection::open(&server.db).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();

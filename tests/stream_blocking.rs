@@ -146,8 +146,7 @@ fn requests_pipelined_behind_a_blocked_xread_are_answered_after_it_in_order() {
 
 #[test]
 fn blocked_readers_do_not_stall_others_and_all_wake_on_the_commit() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let mut a = server.raw();
     let mut b = raw3(&server);
     let mut gone = server.raw();

@@ -202,8 +202,7 @@ fn process(con: &mut redis::Connection, delivered: &[StreamId], processed: &mut 
 
 #[test]
 fn a_killed_consumer_is_replaced_and_every_registration_is_processed() {
-    let server = TestServer::start();
-    let mut producer = server.redis();
+    let (server, mut producer) = TestServer::start_redis();
     let mut registered: Vec<String> = Vec::new();
     let mut produce = |producer: &mut redis::Connection, range: std::ops::Range<usize>| {
         for i in range {

@@ -17,8 +17,7 @@ use redis::{Commands, Value};
 
 #[test]
 fn xrange_lists_registrations_and_unregistrations_in_commit_order() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let from = now_ms();
     let alice_fields = [("plan", "pro"), ("city", "Oslo")];
     let alice = register(&mut c, "alice", &alice_fields);
@@ -67,8 +66,7 @@ fn xrange_lists_registrations_and_unregistrations_in_commit_order() {
 
 #[test]
 fn xrange_and_xrevrange_honour_count_and_inclusive_and_exclusive_bounds() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     for i in 0..5 {
         register(&mut c, &format!("u{i}"), &[("i", &i.to_string())]);
     }
@@ -140,8 +138,7 @@ fn xrange_and_xrevrange_honour_count_and_inclusive_and_exclusive_bounds() {
 
 #[test]
 fn xrange_replies_are_redis_stream_entries_byte_for_byte() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let from = now_ms();
     let alice = register(&mut c, "alice", &[("plan", "pro")]);
     let bob = register(&mut c, "bob", &[]);
@@ -283,8 +280,7 @@ fn xread_returns_the_entries_after_an_id() {
 
 #[test]
 fn xread_replies_have_redis_shapes_byte_for_byte() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     register(&mut c, "alice", &[("plan", "pro")]);
     register(&mut c, "bob", &[]);
     let all = all_events(&mut c);

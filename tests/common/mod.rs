@@ -40,6 +40,21 @@ impl TestServer {
         Self::start_with(|_| {}, |b| b)
     }
 
+    /// A server with default settings and a fresh database, and a RESP2 connection
+    /// to it from the `redis` crate.
+    pub fn start_redis() -> (TestServer, redis::Connection) {
+        let server = Self::start();
+        let c = server.redis();
+        (server, c)
+    }
+
+    /// A server with default settings and a fresh database, and a raw socket to it.
+    pub fn start_raw() -> (TestServer, TcpStream) {
+        let server = Self::start();
+        let s = server.raw();
+        (server, s)
+    }
+
     /// A fresh database; `config` adjusts the settings, `builder` adds callbacks.
     pub fn start_with(
         config: impl FnOnce(&mut Config),
