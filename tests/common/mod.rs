@@ -101,9 +101,14 @@ impl TestServer {
     /// Stops the server like `stop`, then starts it again on the same database with
     /// the same settings (a RESP port of 0 is a new port) and no callbacks. A
     /// temporary directory of the first server stays until the new one is dropped.
-    pub fn restart(mut self) -> TestServer {
+    pub fn restart(self) -> TestServer {
+        self.restart_with(|b| b)
+    }
+
+    /// Like `restart`, with `builder` adding the new run's callbacks.
+    pub fn restart_with(mut self, builder: impl FnOnce(Builder) -> Builder) -> TestServer {
         self.shutdown();
-        let mut s = Self::start_config(self.config.clone(), |b| b);
+        let mut s = Self::start_config(self.config.clone(), builder);
         s._dir = self._dir.take();
         s
     }
