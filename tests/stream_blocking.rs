@@ -12,9 +12,11 @@ use common::reply::{call, register};
 use common::stream::{
     EVENTS, all_events, assert_event, big_register, create_group, name_raw, newest_event,
     nil_bytes, park_typed_read, park_xread, pending, pending_count, raw_both, raw3, read_bytes,
-    read_events, read_frame, read_ids, redis_both, registered, serve_log, wait_parked, words, xlen,
+    read_events, read_frame, read_ids, redis_both, registered, serve_log, wait_parked, xlen,
 };
-use common::{TestServer, bulk, exchange, exchange_resp, now_ms, read_n, read_until_suffix, resp};
+use common::{
+    TestServer, bulk, exchange, exchange_resp, now_ms, read_n, read_until_suffix, resp, words,
+};
 use redis::Commands;
 use redis::streams::{StreamInfoStreamReply, StreamReadOptions, StreamReadReply};
 

@@ -7,9 +7,9 @@ mod common;
 use common::reply::{call, error_text};
 use common::stream::{
     DEAD, EVENTS, INVALID_ID, REFUSED, all_events, create_group, ids, items, pending, raw3,
-    serve_delivered, serve_log, words, xinfo_groups, xlen,
+    serve_delivered, serve_log, xinfo_groups, xlen,
 };
-use common::{exchange, exchange_resp, resp};
+use common::{exchange, exchange_resp, resp, words};
 use redis::{Commands, RedisResult, Value};
 
 #[test]

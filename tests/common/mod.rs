@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -206,20 +206,36 @@ pub fn config_at(db: &Path) -> Config {
     }
 }
 
-/// The `userbus` binary with `RUST_LOG=info`, no input, its output piped, and none
-/// of the `USERBUS_*` settings of the environment the tests run in.
-pub fn userbus_command() -> Command {
+/// The `userbus` binary without the `USERBUS_*` settings of the environment the
+/// tests run in.
+pub fn userbus() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_userbus"));
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("RUST_LOG", "info");
     for (k, _) in std::env::vars() {
         if k.starts_with("USERBUS_") {
             cmd.env_remove(k);
         }
     }
     cmd
+}
+
+/// `userbus` with `RUST_LOG=info`, no input and its output piped.
+pub fn userbus_command() -> Command {
+    let mut cmd = userbus();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// Runs `userbus args...` to its end and returns what it printed.
+pub fn run_userbus(args: &[&str]) -> Output {
+    userbus().args(args).output().expect("run userbus")
+}
+
+/// Words of a command line, split on whitespace.
+pub fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
 }
 
 /// A socket to `addr` with the harness's read timeout and Nagle off.
@@ -251,8 +267,8 @@ pub fn fresh_db_pages() -> u64 {
 }
 
 /// Sends `request` and reads exactly as many bytes as `expected` has, then
-/// asserts they are equal.
-pub fn exchange(s: &mut TcpStream, request: &[u8], expected: &[u8]) {
+/// asserts they are equal (on a socket or a TLS stream).
+pub fn exchange(s: &mut (impl Read + Write), request: &[u8], expected: &[u8]) {
     s.write_all(request).expect("write");
     let got = read_n(s, expected.len());
     assert_eq!(
@@ -269,7 +285,7 @@ pub fn exchange_resp(s: &mut TcpStream, args: &[&str], expected: &[u8]) {
 }
 
 /// Reads exactly `n` bytes (fails the test after IO_TIMEOUT).
-pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+pub fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
     let mut buf = vec![0; n];
     s.read_exact(&mut buf).expect("read reply");
     buf

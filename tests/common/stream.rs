@@ -416,11 +416,6 @@ pub fn assert_consecutive(entries: &[Entry]) {
 // ---------------------------------------------------------------------------
 // Raw sockets: requests as RESP, replies as exact bytes.
 
-/// A request written as one line, split on spaces.
-pub fn words(line: &str) -> Vec<&str> {
-    line.split_whitespace().collect()
-}
-
 /// An entry as Redis writes it: `*2 id *2n field value ...`.
 pub fn entry_bytes(e: &Entry) -> Vec<u8> {
     let mut out = b"*2\r\n".to_vec();
