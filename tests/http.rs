@@ -1367,7 +1367,7 @@ fn healthz_is_200_ok() {
 
 #[test]
 fn failing_storage_turns_healthz_and_writes_into_503() {
-    let server = TestServer::start_http_with(|cfg| cfg.max_db_pages = common::fresh_db_pages() + 3);
+    let server = TestServer::start_http_with(|cfg| cfg.max_db_pages = common::tight_max_pages());
     let agent = agent();
     let mut redis = server.redis();
     register(&mut redis, "small", &[]);

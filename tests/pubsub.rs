@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::reply::{info, register, unregister};
 use common::{
-    IO_TIMEOUT, TestServer, assert_bytes, bulk, fields, now_ms, resp, rfc3339_utc_ms, show,
+    IO_TIMEOUT, TestServer, assert_bytes, big_register, bulk, fields, now_ms, resp, rfc3339_utc_ms,
+    show, tight_max_pages,
 };
 use redis::{PushKind, Value};
 use rusqlite::OptionalExtension;
@@ -31,12 +32,6 @@ use userbus::config::{MAX_FIELD_VALUE_BYTES, MAX_FIELDS};
 
 const REGISTERED: &str = "user.registered";
 const UNREGISTERED: &str = "user.unregistered";
-
-/// A database cap with room for a small user but not for one with two maximal field
-/// values (a fresh database takes 5 pages).
-fn tight_max_pages() -> u64 {
-    common::fresh_db_pages() + 3
-}
 
 /// PING's reply to a subscribed RESP2 client.
 const SUBSCRIBED_PONG: &[u8] = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n";
@@ -1270,13 +1265,12 @@ fn rolled_back_registration_publishes_nothing() {
     let server = TestServer::start_with(|cfg| cfg.max_db_pages = tight_max_pages(), |b| b);
     let mut s = subscriber(&server, false, &[REGISTERED]);
     let mut p = psubscriber(&server, true, &["user.*"]);
-    let big = "v".repeat(MAX_FIELD_VALUE_BYTES);
 
     // One tick: the small registration alone would commit, the big one cannot, so
     // neither does and neither is published.
     let mut w = Wire::open(&server);
     let mut batch = register_req("small", &[]);
-    batch.extend(register_req("big", &[("a", &big), ("b", &big)]));
+    batch.extend(big_register("big"));
     w.send(&batch);
     for what in ["small", "big"] {
         match w.next() {
@@ -1296,10 +1290,9 @@ fn rolled_back_registration_publishes_nothing() {
 #[test]
 fn subscribe_in_a_rolled_back_tick_leaves_no_subscription_behind() {
     let server = TestServer::start_with(|cfg| cfg.max_db_pages = tight_max_pages(), |b| b);
-    let big = "v".repeat(MAX_FIELD_VALUE_BYTES);
     let mut w = Wire::open(&server);
     // One tick on one connection: a write that cannot commit, then a SUBSCRIBE.
-    let mut batch = register_req("big", &[("a", &big), ("b", &big)]);
+    let mut batch = big_register("big");
     batch.extend(resp(&["SUBSCRIBE", REGISTERED]));
     w.send(&batch);
     let first = w.next();

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use common::reply::{call, register};
 use common::stream::{
-    EVENTS, all_events, assert_event, big_register, create_group, name_raw, newest_event,
-    nil_bytes, park_typed_read, park_xread, pending, pending_count, raw_both, raw3, read_bytes,
-    read_events, read_frame, read_ids, redis_both, registered, serve_log, wait_parked, xlen,
+    EVENTS, all_events, assert_event, create_group, name_raw, newest_event, nil_bytes,
+    park_typed_read, park_xread, pending, pending_count, raw_both, raw3, read_bytes, read_events,
+    read_frame, read_ids, redis_both, registered, serve_log, wait_parked, xlen,
 };
 use common::{
-    TestServer, bulk, exchange, exchange_resp, now_ms, read_n, read_until_suffix, resp, words,
+    TestServer, big_register, bulk, exchange, exchange_resp, now_ms, read_n, read_until_suffix,
+    resp, tight_max_pages, words,
 };
 use redis::Commands;
 use redis::streams::{StreamInfoStreamReply, StreamReadOptions, StreamReadReply};
@@ -242,8 +243,7 @@ fn xreadgroup_block_wakes_on_a_registration_and_leaves_it_pending() {
 
 #[test]
 fn a_rolled_back_tick_adds_no_entries_and_wakes_no_reader() {
-    let server =
-        TestServer::start_with(|cfg| cfg.max_db_pages = common::fresh_db_pages() + 3, |b| b);
+    let server = TestServer::start_with(|cfg| cfg.max_db_pages = tight_max_pages(), |b| b);
     let mut c = server.redis();
     let mut reader = server.raw();
     park_xread(&server, &mut reader, "reader");

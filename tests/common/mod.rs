@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use userbus::config::MAX_FIELD_VALUE_BYTES;
 use userbus::{Builder, Config, Server, ShutdownHandle};
 
 /// How long a test waits for bytes that should come before calling it a hang.
@@ -264,6 +265,19 @@ pub fn fresh_db_pages() -> u64 {
         conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
             .expect("page_count") as u64
     })
+}
+
+/// A database cap with room for a small user but not for one with two maximal
+/// field values (`big_register`).
+pub fn tight_max_pages() -> u64 {
+    fresh_db_pages() + 3
+}
+
+/// `REGISTER name a <value> b <value>` with both values as long as a field value
+/// may be: a registration that cannot fit under `tight_max_pages`.
+pub fn big_register(name: &str) -> Vec<u8> {
+    let value = "v".repeat(MAX_FIELD_VALUE_BYTES);
+    resp(&["REGISTER", name, "a", &value, "b", &value])
 }
 
 /// Sends `request` and reads exactly as many bytes as `expected` has, then

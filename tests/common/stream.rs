@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use redis::streams::{StreamId, StreamInfoConsumersReply, StreamReadOptions, StreamReadReply};
 use redis::{Commands, Value};
 use userbus::Config;
-use userbus::config::MAX_FIELD_VALUE_BYTES;
 
 use super::reply::{bulk_text, call, int, register};
 use super::{
@@ -559,10 +558,4 @@ pub fn wait_parked(server: &TestServer, name: &str, command: &str) {
         );
         thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// A registration that cannot fit under a small page cap.
-pub fn big_register(name: &str) -> Vec<u8> {
-    let value = "v".repeat(MAX_FIELD_VALUE_BYTES);
-    resp(&["REGISTER", name, "a", &value, "b", &value])
 }
