@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use common::reply::{register, unregister};
-use common::{Raw, TestServer, big_register, resp, tight_max_pages};
+use common::{Raw, TestServer, big_register, resp, temp_db, tight_max_pages};
 use userbus::{Event, EventKind};
 
 /// Events a callback saw, in the order it saw them.
@@ -108,8 +108,7 @@ fn handler_panics(c: &mut redis::Connection) -> String {
 
 #[test]
 fn callbacks_see_exactly_the_committed_events_in_commit_order() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let (all, registered, unregistered) = (new_log(), new_log(), new_log());
     let server = TestServer::start_at(
         &db,
@@ -282,8 +281,7 @@ fn a_panicking_callback_is_isolated() {
 
 #[test]
 fn events_of_a_rolled_back_tick_never_reach_callbacks() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let (all, registered) = (new_log(), new_log());
     let server = TestServer::start_at(
         &db,

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use common::reply::{info, register, unregister};
 use common::{
-    IO_TIMEOUT, Raw, TestServer, config_at, fields, multibulk, tight_max_pages, userbus_command,
+    IO_TIMEOUT, Raw, TestServer, config_at, fields, multibulk, temp_db, tight_max_pages,
+    userbus_command,
 };
 use userbus::config::MAX_FIELD_VALUE_BYTES;
 use userbus::{Error, Server};
@@ -198,8 +199,7 @@ fn a_pipelined_burst_survives_a_restart() {
 
 #[test]
 fn a_full_database_fails_only_the_registrations_it_did_not_acknowledge() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let server = TestServer::start_at(&db, |cfg| cfg.max_db_pages = fill_max_pages(), |b| b);
     let mut raw = Raw::connect(server.addr);
     let big = big_fields(BIG_FIELDS);
@@ -470,8 +470,7 @@ impl Drop for Bin {
 /// middle of a pipelined burst, and checks that it exits 0 and that everything it
 /// acknowledged is there after a restart.
 fn signal_stops_cleanly_and_keeps_every_acknowledged_write(signal: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let (bin, port) = Bin::serve(&db, &[], &[]);
 
     let mut c = redis_at(port);
@@ -590,8 +589,7 @@ fn config_get(c: &mut redis::Connection, name: &str) -> String {
 
 #[test]
 fn durability_comes_from_the_environment_and_the_flag_wins() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     for (extra, envs, expected) in [
         (&[][..], &[][..], "strict"),
         (&[][..], &[("USERBUS_DURABILITY", "normal")][..], "normal"),
@@ -618,8 +616,7 @@ fn durability_comes_from_the_environment_and_the_flag_wins() {
 
 #[test]
 fn an_unknown_durability_is_refused_with_a_clear_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let db = db.to_str().expect("utf-8 path");
     let args = ["serve", "--port", "0", "--http-port", "0", "--db", db];
     for (extra, envs) in [
@@ -795,8 +792,7 @@ fn a_name_stored_twice_by_another_writer_is_refused_at_start() {
 #[test]
 fn registrations_written_together_keep_their_order_ids_and_events() {
     const N: usize = 2500;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let server = TestServer::start_at(&db, |_| {}, |b| b);
     let mut raw = Raw::connect(server.addr);
     let mut batch = Vec::new();

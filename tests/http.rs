@@ -17,7 +17,8 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::reply::{bulk_text, call, call_cmd, register_cmd};
+use common::reply::{call, register_new};
+use common::stream::{Entry, all_events};
 use common::{IO_TIMEOUT, TestServer, assert_bytes, show};
 use redis::Value as Redis;
 use serde_json::{Value, json};
@@ -259,49 +260,6 @@ fn list_all(
     }
 }
 
-fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
-    match call_cmd(con, &register_cmd(name, fields)) {
-        Redis::Int(id) if id > 0 => id,
-        other => panic!("REGISTER {name}: expected a new id, got {other:?}"),
-    }
-}
-
-/// XRANGE events - + as (seq, fields as pairs).
-fn xrange(con: &mut redis::Connection) -> Vec<(i64, Vec<(String, String)>)> {
-    let Redis::Array(entries) = call(con, &["XRANGE", "events", "-", "+"]) else {
-        panic!("XRANGE: expected an array");
-    };
-    entries
-        .iter()
-        .map(|e| {
-            let Redis::Array(parts) = e else {
-                panic!("entry: {e:?}")
-            };
-            let [id, Redis::Array(flat)] = parts.as_slice() else {
-                panic!("entry: {e:?}")
-            };
-            let id = bulk_text(id);
-            let seq = id
-                .strip_suffix("-0")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("entry id {id:?}"));
-            let fields = flat
-                .chunks(2)
-                .map(|p| (bulk_text(&p[0]), bulk_text(&p[1])))
-                .collect();
-            (seq, fields)
-        })
-        .collect()
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no field {name} in {fields:?}"))
-}
-
 /// One event-stream frame.
 #[derive(Debug)]
 struct Frame {
@@ -378,7 +336,7 @@ fn assert_frame(f: &Frame, seq: i64, kind: &str, id: i64, name: &str) {
 
 /// The `seq` of the newest event, from XRANGE.
 fn newest_seq(con: &mut redis::Connection) -> i64 {
-    xrange(con).last().map_or(0, |e| e.0)
+    all_events(con).last().map_or(0, Entry::seq)
 }
 
 // ---------------------------------------------------------------------------
@@ -772,7 +730,7 @@ fn http_1_0_closes_by_default_and_keeps_alive_when_asked() {
 fn head_sends_the_headers_of_get_without_the_body() {
     let server = TestServer::start_http();
     let mut redis = server.redis();
-    register(&mut redis, "hd", &[]);
+    register_new(&mut redis, "hd", &[]);
     let mut s = server.http_raw();
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     for path in [
@@ -1032,11 +990,11 @@ fn user_list_pages_with_the_cursor_until_it_is_zero() {
     let mut want = BTreeSet::new();
     for i in 0..23 {
         let name = format!("u{i:02}");
-        register(&mut redis, &name, &[]);
+        register_new(&mut redis, &name, &[]);
         want.insert(name);
     }
     // A user that comes and goes leaves no hole in the listing.
-    register(&mut redis, "gone", &[]);
+    register_new(&mut redis, "gone", &[]);
     assert_eq!(call(&mut redis, &["UNREGISTER", "gone"]), Redis::Int(1));
     let (names, pages, last_seq) = list_all(&agent, &server, 5, None);
     let got: BTreeSet<String> = names.iter().cloned().collect();
@@ -1062,7 +1020,7 @@ fn user_list_filters_with_a_match_glob() {
     let agent = agent();
     let mut redis = server.redis();
     for name in ["ann", "anna", "bob", "annika", "ben", "xan"] {
-        register(&mut redis, name, &[]);
+        register_new(&mut redis, name, &[]);
     }
     let sorted = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
     let (names, _, _) = list_all(&agent, &server, 2, Some("ann*"));
@@ -1093,7 +1051,7 @@ fn http_writes_produce_the_same_events_as_resp() {
     ps.subscribe(REGISTERED).expect("SUBSCRIBE");
     ps.subscribe(UNREGISTERED).expect("SUBSCRIBE");
 
-    let resp_id = register(&mut redis, "viaresp", &[("from", "resp")]);
+    let resp_id = register_new(&mut redis, "viaresp", &[("from", "resp")]);
     let (status, body) = create(
         &agent,
         &server,
@@ -1127,10 +1085,10 @@ fn http_writes_produce_the_same_events_as_resp() {
     assert_eq!(removed["id"], http_id);
 
     // The durable log has the same three events, with the pushed seqs.
-    let log = xrange(&mut redis);
+    let log = all_events(&mut redis);
     let summary: Vec<(i64, &str, &str, &str)> = log
         .iter()
-        .map(|(seq, f)| (*seq, field(f, "kind"), field(f, "name"), field(f, "fields")))
+        .map(|e| (e.seq(), e.field("kind"), e.field("name"), e.field("fields")))
         .collect();
     let s1 = first["seq"].as_i64().expect("seq");
     assert_eq!(
@@ -1141,8 +1099,8 @@ fn http_writes_produce_the_same_events_as_resp() {
             (s1 + 2, UNREGISTERED, "viahttp", r#"{"from":"http"}"#),
         ]
     );
-    assert_eq!(field(&log[1].1, "id"), http_id.to_string());
-    assert_eq!(field(&log[1].1, "at"), pushed["at"].as_str().expect("at"));
+    assert_eq!(log[1].field("id"), http_id.to_string());
+    assert_eq!(log[1].field("at"), pushed["at"].as_str().expect("at"));
     // And each side reads what the other wrote.
     let (status, user) = outcome(agent.get(server.url("/users/viaresp")).call());
     assert_eq!((status, user["id"].as_i64()), (200, Some(resp_id)));
@@ -1208,12 +1166,12 @@ fn http_and_resp_writes_arriving_together_stay_consistent() {
 
     // The log has one event per acknowledged registration, seqs without gaps.
     let mut redis = server.redis();
-    let log = xrange(&mut redis);
-    let seqs: Vec<i64> = log.iter().map(|e| e.0).collect();
+    let log = all_events(&mut redis);
+    let seqs: Vec<i64> = log.iter().map(Entry::seq).collect();
     assert_eq!(seqs, (1..=total as i64).collect::<Vec<_>>());
     let logged: BTreeSet<i64> = log
         .iter()
-        .map(|(_, f)| field(f, "id").parse().expect("id"))
+        .map(|e| e.field("id").parse().expect("id"))
         .collect();
     assert_eq!(logged, unique);
     assert_eq!(call(&mut redis, &["USERCOUNT"]), Redis::Int(total as i64));
@@ -1229,11 +1187,11 @@ fn http_and_resp_writes_arriving_together_stay_consistent() {
 fn events_stream_starts_live_and_sends_new_events() {
     let server = TestServer::start_http();
     let mut redis = server.redis();
-    let before = register(&mut redis, "before", &[]);
+    let before = register_new(&mut redis, "before", &[]);
     assert!(before > 0);
     let mut stream = EventStream::open(&server, "/events", "");
     // The stream started after `before`: the first frame is the next event.
-    let id = register(&mut redis, "live", &[("plan", "pro")]);
+    let id = register_new(&mut redis, "live", &[("plan", "pro")]);
     let f = stream.next();
     assert_frame(&f, 2, REGISTERED, id, "live");
     assert_eq!(f.data["fields"], json!({"plan": "pro"}));
@@ -1249,7 +1207,7 @@ fn events_stream_starts_live_and_sends_new_events() {
 /// Registers `n` users named `u1`.. and returns their ids; seqs are 1..=n.
 fn register_n(con: &mut redis::Connection, n: usize) -> Vec<i64> {
     (1..=n)
-        .map(|i| register(con, &format!("u{i}"), &[]))
+        .map(|i| register_new(con, &format!("u{i}"), &[]))
         .collect()
 }
 
@@ -1262,14 +1220,14 @@ fn events_resume_after_last_event_id() {
     assert_frame(&stream.next(), 3, REGISTERED, ids[2], "u3");
     assert_frame(&stream.next(), 4, REGISTERED, ids[3], "u4");
     // Nothing else was queued: the next frame is the next new event.
-    let id = register(&mut redis, "u5", &[]);
+    let id = register_new(&mut redis, "u5", &[]);
     assert_frame(&stream.next(), 5, REGISTERED, id, "u5");
     // A stream id in `N-0` form works too (as XRANGE prints it).
     let mut stream = EventStream::open(&server, "/events", "Last-Event-ID: 4-0\r\n");
     assert_frame(&stream.next(), 5, REGISTERED, id, "u5");
     // Caught up: a reconnect at the head waits for the next event.
     let mut stream = EventStream::open(&server, "/events", "Last-Event-ID: 5\r\n");
-    let id = register(&mut redis, "u6", &[]);
+    let id = register_new(&mut redis, "u6", &[]);
     assert_frame(&stream.next(), 6, REGISTERED, id, "u6");
 }
 
@@ -1281,7 +1239,7 @@ fn events_from_query_starts_at_that_seq() {
     let mut stream = EventStream::open(&server, "/events?from=2", "");
     assert_frame(&stream.next(), 2, REGISTERED, ids[1], "u2");
     assert_frame(&stream.next(), 3, REGISTERED, ids[2], "u3");
-    let id = register(&mut redis, "u4", &[]);
+    let id = register_new(&mut redis, "u4", &[]);
     assert_frame(&stream.next(), 4, REGISTERED, id, "u4");
     // From the start of the log.
     let mut stream = EventStream::open(&server, "/events?from=0", "");
@@ -1315,7 +1273,7 @@ fn events_with_a_bad_resume_point_are_400() {
 fn events_stream_is_readable_by_a_real_http_client() {
     let server = TestServer::start_http();
     let mut redis = server.redis();
-    let id = register(&mut redis, "seen", &[]);
+    let id = register_new(&mut redis, "seen", &[]);
     let resp = agent()
         .get(server.url("/events?from=1"))
         .call()
@@ -1370,7 +1328,7 @@ fn failing_storage_turns_healthz_and_writes_into_503() {
     let server = TestServer::start_http_with(|cfg| cfg.max_db_pages = common::tight_max_pages());
     let agent = agent();
     let mut redis = server.redis();
-    register(&mut redis, "small", &[]);
+    register_new(&mut redis, "small", &[]);
     assert_serves(&mut server.http_raw());
     // Two maximal field values do not fit under the cap: the commit fails.
     let a = "a".repeat(MAX_FIELD_VALUE_BYTES);
@@ -1488,7 +1446,7 @@ fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)
 fn metrics_parse_as_prometheus_exposition_and_count_what_happened() {
     let server = TestServer::start_http();
     let mut redis = server.redis();
-    register(&mut redis, "m1", &[]);
+    register_new(&mut redis, "m1", &[]);
     let (status, _) = create(&agent(), &server, &json!({"name": "m2"}));
     assert_eq!(status, 201);
     assert_eq!(call(&mut redis, &["UNREGISTER", "m1"]), Redis::Int(1));

@@ -6,17 +6,11 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, exchange, read_until_suffix};
+use common::{TestServer, big_register, exchange, read_until_suffix};
 
+/// Sends `big_register(name)` and returns its reply line.
 fn register_big(s: &mut std::net::TcpStream, name: &str) -> String {
-    let v = "v".repeat(userbus::config::MAX_FIELD_VALUE_BYTES);
-    let req = format!(
-        "*6\r\n$8\r\nREGISTER\r\n${}\r\n{name}\r\n$1\r\na\r\n${}\r\n{v}\r\n$1\r\nb\r\n${}\r\n{v}\r\n",
-        name.len(),
-        v.len(),
-        v.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(&big_register(name)).unwrap();
     read_line(s)
 }
 

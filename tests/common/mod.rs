@@ -61,8 +61,7 @@ impl TestServer {
         config: impl FnOnce(&mut Config),
         builder: impl FnOnce(Builder) -> Builder,
     ) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("userbus.db");
+        let (dir, db) = temp_db();
         let mut s = Self::start_at(&db, config, builder);
         s._dir = Some(dir);
         s
@@ -194,6 +193,14 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+/// A temporary directory and the path of the database file `userbus.db` in it;
+/// the directory goes when the returned `TempDir` is dropped.
+pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("userbus.db");
+    (dir, db)
 }
 
 /// The settings a test server starts with: any free RESP port, no HTTP, the

@@ -42,6 +42,14 @@ pub fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]
     }
 }
 
+/// Registers a free `name` and returns the new user's id, which must be positive.
+pub fn register_new(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
+    match call_cmd(con, &register_cmd(name, fields)) {
+        Value::Int(id) if id > 0 => id,
+        other => panic!("REGISTER {name}: expected a new id, got {other:?}"),
+    }
+}
+
 /// Unregisters `name` and returns the integer reply (0 for an unknown name).
 pub fn unregister(con: &mut redis::Connection, name: &str) -> i64 {
     match call_cmd(con, redis::cmd("UNREGISTER").arg(name)) {
