@@ -6,8 +6,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use common::reply::{bulk, call, call_cmd, error_text, int, pairs, text_or_verbatim};
-use common::{TestServer, exchange, read_to_close, read_until_suffix};
+use common::reply::{
+    assert_error_reply, bulk, call, call_cmd, error_text, int, pairs, text_or_verbatim,
+};
+use common::{TestServer, exchange, in_both_protocols, read_to_close, read_until_suffix};
 use redis::Value;
 
 /// A map reply keyed by its string keys.
@@ -151,14 +153,16 @@ fn hello_3_makes_nulls_resp3_on_the_wire() {
 fn hello_unsupported_version_replies_noproto() {
     let (server, mut c) = TestServer::start_redis();
     for ver in ["4", "1", "0"] {
-        assert_eq!(
-            error_text(&call(&mut c, &["HELLO", ver])),
-            "NOPROTO unsupported protocol version"
+        assert_error_reply(
+            &mut c,
+            &["HELLO", ver],
+            "NOPROTO unsupported protocol version",
         );
     }
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "three"])),
-        "ERR Protocol version is not an integer or out of range"
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "three"],
+        "ERR Protocol version is not an integer or out of range",
     );
     // Still RESP2.
     assert_eq!(
@@ -180,9 +184,10 @@ fn hello_setname_sets_client_name() {
     );
     assert_eq!(map(&v, false)["proto"], Value::Int(2));
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("bar"));
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "SETNAME", "a b"])),
-        "ERR Client names cannot contain spaces, newlines or special characters."
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "SETNAME", "a b"],
+        "ERR Client names cannot contain spaces, newlines or special characters.",
     );
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("bar"));
     server.stop();
@@ -191,17 +196,20 @@ fn hello_setname_sets_client_name() {
 #[test]
 fn hello_bad_option_replies_syntax_error_and_keeps_protocol() {
     let (server, mut c) = TestServer::start_redis();
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "FOO"])),
-        "ERR Syntax error in HELLO option 'FOO'"
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "FOO"],
+        "ERR Syntax error in HELLO option 'FOO'",
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "SETNAME"])),
-        "ERR Syntax error in HELLO option 'SETNAME'"
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "SETNAME"],
+        "ERR Syntax error in HELLO option 'SETNAME'",
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "SETNAME", "x", "AUTH", "u"])),
-        "ERR Syntax error in HELLO option 'AUTH'"
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "SETNAME", "x", "AUTH", "u"],
+        "ERR Syntax error in HELLO option 'AUTH'",
     );
     // A rejected HELLO changes nothing: still RESP2, still unnamed.
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
@@ -215,19 +223,22 @@ fn hello_bad_option_replies_syntax_error_and_keeps_protocol() {
 #[test]
 fn auth_without_configured_password_behaves_as_redis() {
     let (server, mut c) = TestServer::start_redis();
-    assert_eq!(
-        error_text(&call(&mut c, &["AUTH", "secret"])),
+    assert_error_reply(
+        &mut c,
+        &["AUTH", "secret"],
         "ERR AUTH <password> called without any password configured for the default user. \
-         Are you sure your configuration is correct?"
+         Are you sure your configuration is correct?",
     );
     assert_eq!(call(&mut c, &["AUTH", "default", "anything"]), Value::Okay);
-    assert_eq!(
-        error_text(&call(&mut c, &["AUTH", "bob", "pw"])),
-        "WRONGPASS invalid username-password pair or user is disabled."
+    assert_error_reply(
+        &mut c,
+        &["AUTH", "bob", "pw"],
+        "WRONGPASS invalid username-password pair or user is disabled.",
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "AUTH", "bob", "pw"])),
-        "WRONGPASS invalid username-password pair or user is disabled."
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "AUTH", "bob", "pw"],
+        "WRONGPASS invalid username-password pair or user is disabled.",
     );
     server.stop();
 }
@@ -238,13 +249,11 @@ fn auth_without_configured_password_behaves_as_redis() {
 fn select_0_replies_ok_other_index_errors() {
     let (server, mut c) = TestServer::start_redis();
     assert_eq!(call(&mut c, &["SELECT", "0"]), Value::Okay);
-    assert_eq!(
-        error_text(&call(&mut c, &["SELECT", "1"])),
-        "ERR DB index is out of range"
-    );
-    assert_eq!(
-        error_text(&call(&mut c, &["SELECT", "x"])),
-        "ERR value is not an integer or out of range"
+    assert_error_reply(&mut c, &["SELECT", "1"], "ERR DB index is out of range");
+    assert_error_reply(
+        &mut c,
+        &["SELECT", "x"],
+        "ERR value is not an integer or out of range",
     );
     let mut s = server.raw();
     exchange(&mut s, b"SELECT 0\r\n", b"+OK\r\n");
@@ -269,9 +278,7 @@ fn entry_names(v: &Value) -> Vec<String> {
 
 #[test]
 fn command_lists_every_command_and_count_agrees() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, _| {
         let all = call(&mut c, &["COMMAND"]);
         let names = entry_names(&all);
         for want in [
@@ -297,15 +304,12 @@ fn command_lists_every_command_and_count_agrees() {
         }
         let count = int(&call(&mut c, &["COMMAND", "COUNT"]));
         assert_eq!(count, names.len() as i64);
-    }
-    server.stop();
+    });
 }
 
 #[test]
 fn command_docs_replies_map_containing_register() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, resp3| {
         let v = call(&mut c, &["COMMAND", "DOCS"]);
         let docs = map(&v, resp3);
         let register = docs
@@ -316,15 +320,12 @@ fn command_docs_replies_map_containing_register() {
         let v = call(&mut c, &["COMMAND", "DOCS", "register", "nonexistent"]);
         let docs = map(&v, resp3);
         assert_eq!(docs.keys().collect::<Vec<_>>(), ["register"], "{v:?}");
-    }
-    server.stop();
+    });
 }
 
 #[test]
 fn command_info_describes_known_and_nil_for_unknown() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, _| {
         let v = call(
             &mut c,
             &["COMMAND", "INFO", "register", "nonexistent", "LOOKUP"],
@@ -351,8 +352,7 @@ fn command_info_describes_known_and_nil_for_unknown() {
             flags.iter().any(|f| f == "write"),
             "REGISTER writes: {flags:?}"
         );
-    }
-    server.stop();
+    });
 }
 
 #[test]
@@ -372,11 +372,12 @@ fn unknown_subcommands_reply_error_naming_them() {
             "ERR unknown subcommand 'FOO'. Try CONFIG HELP.",
         ),
     ] {
-        assert_eq!(error_text(&call(&mut c, words)), expected);
+        assert_error_reply(&mut c, words, expected);
     }
-    assert_eq!(
-        error_text(&call(&mut c, &["CLIENT"])),
-        "ERR wrong number of arguments for 'client' command"
+    assert_error_reply(
+        &mut c,
+        &["CLIENT"],
+        "ERR wrong number of arguments for 'client' command",
     );
     let mut s = server.raw();
     exchange(
@@ -423,9 +424,10 @@ fn client_setname_getname_roundtrip() {
     );
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("worker-1"));
     for bad in ["has space", "new\nline", "tab\t"] {
-        assert_eq!(
-            error_text(&call(&mut c, &["CLIENT", "SETNAME", bad])),
-            "ERR Client names cannot contain spaces, newlines or special characters."
+        assert_error_reply(
+            &mut c,
+            &["CLIENT", "SETNAME", bad],
+            "ERR Client names cannot contain spaces, newlines or special characters.",
         );
     }
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("worker-1"));
@@ -449,9 +451,10 @@ fn client_setinfo_lib_name_and_ver_show_in_client_info() {
         call(&mut c, &["CLIENT", "SETINFO", "LIB-VER", "1.2.3"]),
         Value::Okay
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["CLIENT", "SETINFO", "colour", "red"])),
-        "ERR Unrecognized option 'colour'"
+    assert_error_reply(
+        &mut c,
+        &["CLIENT", "SETINFO", "colour", "red"],
+        "ERR Unrecognized option 'colour'",
     );
     let err = error_text(&call(&mut c, &["CLIENT", "SETINFO", "lib-name", "my lib"]));
     assert!(err.starts_with("ERR "), "{err}");
@@ -517,9 +520,7 @@ fn client_list_id_lists_only_those_clients() {
 
 #[test]
 fn config_get_save_and_appendonly() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, resp3| {
         let save = map(&call(&mut c, &["CONFIG", "GET", "save"]), resp3);
         assert_eq!(save.keys().collect::<Vec<_>>(), ["save"]);
         text_or_verbatim(&save["save"]);
@@ -535,8 +536,7 @@ fn config_get_save_and_appendonly() {
         assert_eq!(both.keys().collect::<Vec<_>>(), ["appendonly", "save"]);
         let none = map(&call(&mut c, &["CONFIG", "GET", "no-such-setting"]), resp3);
         assert!(none.is_empty());
-    }
-    server.stop();
+    });
 }
 
 #[test]
@@ -576,13 +576,15 @@ fn config_get_port_reports_the_bound_port() {
 #[test]
 fn config_get_without_pattern_replies_arity_error() {
     let (server, mut c) = TestServer::start_redis();
-    assert_eq!(
-        error_text(&call(&mut c, &["CONFIG", "GET"])),
-        "ERR wrong number of arguments for 'config|get' command"
+    assert_error_reply(
+        &mut c,
+        &["CONFIG", "GET"],
+        "ERR wrong number of arguments for 'config|get' command",
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["CONFIG"])),
-        "ERR wrong number of arguments for 'config' command"
+    assert_error_reply(
+        &mut c,
+        &["CONFIG"],
+        "ERR wrong number of arguments for 'config' command",
     );
     assert_eq!(call(&mut c, &["PING"]), Value::SimpleString("PONG".into()));
     server.stop();
@@ -592,9 +594,7 @@ fn config_get_without_pattern_replies_arity_error() {
 
 #[test]
 fn info_replies_every_section() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|server, mut c, resp3| {
         let v = call(&mut c, &["INFO"]);
         if resp3 {
             assert!(matches!(v, Value::VerbatimString { .. }), "{v:?}");
@@ -615,8 +615,7 @@ fn info_replies_every_section() {
         let fields = info_fields(&info);
         assert_eq!(fields["tcp_port"], server.addr.port().to_string());
         assert_eq!(fields["durability"], "strict");
-    }
-    server.stop();
+    });
 }
 
 #[test]

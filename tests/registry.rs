@@ -6,7 +6,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::reply::{bulk, call_cmd, error_text, pairs, register, register_cmd, text, unregister};
-use common::{TestServer, days_from_civil, exchange, fields, now_ms, read_until_suffix};
+use common::{
+    TestServer, days_from_civil, exchange, fields, in_both_protocols, now_ms, read_until_suffix,
+};
 use redis::Value;
 
 fn usercount(con: &mut redis::Connection) -> i64 {
@@ -783,9 +785,7 @@ fn users_iteration_is_stable_under_concurrent_changes() {
 
 #[test]
 fn pipelined_read_sees_earlier_write() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, resp3| {
         let name = if resp3 { "x3" } else { "x2" };
         let before = usercount(&mut c);
         let replies: Vec<Value> = redis::pipe()
@@ -829,8 +829,7 @@ fn pipelined_read_sees_earlier_write() {
         };
         assert!(new_id > id);
         assert_eq!(user(&replies[4], resp3).id, new_id);
-    }
-    server.stop();
+    });
 }
 
 #[test]

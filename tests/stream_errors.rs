@@ -4,7 +4,7 @@
 //! A refused request creates and changes nothing.
 mod common;
 
-use common::reply::{call, error_text};
+use common::reply::{assert_error_reply, call, error_text};
 use common::stream::{
     DEAD, EVENTS, INVALID_ID, REFUSED, all_events, create_group, ids, items, pending, raw3,
     serve_delivered, serve_log, xinfo_groups, xlen,
@@ -159,13 +159,11 @@ fn commands_on_a_missing_group_get_nogroup_errors() {
 fn xreadgroup_with_dollar_gets_the_redis_error() {
     let (_server, mut c, _) = serve_log(&["a"]);
     create_group(&mut c, "g", "0");
-    assert_eq!(
-        error_text(&call(
-            &mut c,
-            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", EVENTS, "$"]
-        )),
+    assert_error_reply(
+        &mut c,
+        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", EVENTS, "$"],
         "ERR The $ ID is meaningless in the context of XREADGROUP: you want to read the \
          history of this consumer by specifying a proper ID, or use the > ID to get new \
-         messages. The $ ID would just return an empty result set."
+         messages. The $ ID would just return an empty result set.",
     );
 }

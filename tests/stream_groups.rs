@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
-use common::reply::{bulk_text, call, error_text, int, register, unregister};
+use common::reply::{assert_error_reply, bulk_text, call, int, register, unregister};
 use common::stream::{
     EVENTS, all_events, assert_consecutive, consumers, create_group, entry, group_info, ids, items,
     named_pairs, nil_bytes, pending, pending_count, raw_both, read_bytes, read_frame, read_ids,
@@ -516,12 +516,10 @@ fn xgroup_destroy_forgets_the_group_and_its_pending_entries() {
     let mut raw = server.raw();
     exchange_resp(&mut raw, &["XGROUP", "DESTROY", EVENTS, "g"], b":1\r\n");
     exchange_resp(&mut raw, &["XGROUP", "DESTROY", EVENTS, "g"], b":0\r\n");
-    assert_eq!(
-        error_text(&call(
-            &mut c,
-            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", EVENTS, ">"]
-        )),
-        "NOGROUP No such key 'events' or consumer group 'g' in XREADGROUP with GROUP option"
+    assert_error_reply(
+        &mut c,
+        &["XREADGROUP", "GROUP", "g", "c", "STREAMS", EVENTS, ">"],
+        "NOGROUP No such key 'events' or consumer group 'g' in XREADGROUP with GROUP option",
     );
     let groups: StreamInfoGroupsReply = c.xinfo_groups(EVENTS).expect("xinfo_groups");
     let names: Vec<&str> = groups.groups.iter().map(|g| g.name.as_str()).collect();
@@ -566,9 +564,10 @@ fn xgroup_setid_moves_the_group_position() {
         Value::Okay
     );
     assert_eq!(readgroup(&mut c, "g", "c", &[], ">"), None);
-    assert_eq!(
-        error_text(&call(&mut c, &["XGROUP", "SETID", EVENTS, "nope", "0"])),
-        "NOGROUP No such consumer group 'nope' for key name 'events'"
+    assert_error_reply(
+        &mut c,
+        &["XGROUP", "SETID", EVENTS, "nope", "0"],
+        "NOGROUP No such consumer group 'nope' for key name 'events'",
     );
 }
 

@@ -203,6 +203,17 @@ pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
     (dir, db)
 }
 
+/// Starts a server with default settings, runs `check` with a RESP2 and then a
+/// RESP3 `redis` connection to it (and whether that one speaks RESP3), then stops
+/// the server.
+pub fn in_both_protocols(check: impl Fn(&TestServer, redis::Connection, bool)) {
+    let server = TestServer::start();
+    for resp3 in [false, true] {
+        check(&server, server.redis_proto(resp3), resp3);
+    }
+    server.stop();
+}
+
 /// The settings a test server starts with: any free RESP port, no HTTP, the
 /// database at `db`, everything else the default.
 pub fn config_at(db: &Path) -> Config {

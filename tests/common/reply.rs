@@ -69,6 +69,12 @@ pub fn error_text(v: &Value) -> String {
     }
 }
 
+/// Asserts that the command `words` gets exactly the error reply `expected`.
+#[track_caller]
+pub fn assert_error_reply(con: &mut redis::Connection, words: &[&str], expected: &str) {
+    assert_eq!(error_text(&call(con, words)), expected);
+}
+
 /// A bulk or simple string reply.
 pub fn text(v: &Value) -> String {
     match v {
