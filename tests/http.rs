@@ -107,6 +107,20 @@ fn assert_serves(s: &mut TcpStream) {
     assert_bytes(&got, HEALTHZ_OK, "a keep-alive connection beside it");
 }
 
+/// Sends `request` (which ends the connection: `Connection: close`) on a fresh
+/// connection and asserts the exact response, up to the server's close.
+#[track_caller]
+fn assert_answers(server: &TestServer, request: &[u8], want: &[u8], what: &str) {
+    let mut s = server.http_raw();
+    s.write_all(request).expect("write");
+    assert_bytes(&read_until_closed(&mut s), want, what);
+}
+
+/// `GET /healthz` answered on a connection that closes after it.
+fn healthz_closing() -> Vec<u8> {
+    response("200 OK", "text/plain; charset=utf-8", b"ok\n", false, &[])
+}
+
 /// Sends `request` on a fresh connection and asserts the exact refusal, that the
 /// server closes after it, and that a keep-alive connection opened before it is
 /// still served afterwards.
@@ -366,14 +380,9 @@ fn head_over_16_kib_is_refused_with_431_and_close() {
     endless.resize(MAX_HEAD_BYTES + 100, b'a');
     assert_refused(&server, &endless, &refusal);
     // Exactly at the limit is served.
-    let mut s = server.http_raw();
-    s.write_all(&head_of_len(MAX_HEAD_BYTES)).expect("write");
-    let got = read_until_closed(&mut s);
-    assert_bytes(
-        &got,
-        &response("200 OK", "text/plain; charset=utf-8", b"ok\n", false, &[]),
-        "a head of exactly MAX_HEAD_BYTES",
-    );
+    let at_limit = head_of_len(MAX_HEAD_BYTES);
+    let what = "a head of exactly MAX_HEAD_BYTES";
+    assert_answers(&server, &at_limit, &healthz_closing(), what);
 }
 
 /// A GET of `/healthz` with `n` headers, the last one `Connection: close`.
@@ -398,14 +407,9 @@ fn more_than_64_headers_are_refused_with_431_and_close() {
             false,
         ),
     );
-    let mut s = server.http_raw();
-    s.write_all(&with_headers(MAX_HEADERS)).expect("write");
-    let got = read_until_closed(&mut s);
-    assert_bytes(
-        &got,
-        &response("200 OK", "text/plain; charset=utf-8", b"ok\n", false, &[]),
-        "exactly MAX_HEADERS headers",
-    );
+    let at_limit = with_headers(MAX_HEADERS);
+    let what = "exactly MAX_HEADERS headers";
+    assert_answers(&server, &at_limit, &healthz_closing(), what);
 }
 
 #[test]
@@ -421,17 +425,13 @@ fn target_over_4096_bytes_is_refused_with_414_and_close() {
         &json_error("414 URI Too Long", "request target too long", false),
     );
     // A target of exactly the limit is routed (to a 404: no such route).
-    let mut s = server.http_raw();
     let at_limit = format!(
         "GET /{} HTTP/1.1\r\nConnection: close\r\n\r\n",
         "a".repeat(MAX_TARGET_BYTES - 1)
     );
-    s.write_all(at_limit.as_bytes()).expect("write");
-    assert_bytes(
-        &read_until_closed(&mut s),
-        &json_error("404 Not Found", "no such route", false),
-        "a target of exactly MAX_TARGET_BYTES",
-    );
+    let not_found = json_error("404 Not Found", "no such route", false);
+    let what = "a target of exactly MAX_TARGET_BYTES";
+    assert_answers(&server, at_limit.as_bytes(), &not_found, what);
 }
 
 #[test]
@@ -489,20 +489,14 @@ fn body_of_exactly_256_kib_is_accepted() {
     )
     .into_bytes();
     req.extend_from_slice(&body);
-    let mut s = server.http_raw();
-    s.write_all(&req).expect("write");
-    let got = read_until_closed(&mut s);
-    assert_bytes(
-        &got,
-        &response(
-            "201 Created",
-            "application/json",
-            br#"{"id":1,"name":"padded"}"#,
-            false,
-            &[("Location", "/users/padded")],
-        ),
-        "a body of exactly MAX_BODY_BYTES",
+    let created = response(
+        "201 Created",
+        "application/json",
+        br#"{"id":1,"name":"padded"}"#,
+        false,
+        &[("Location", "/users/padded")],
     );
+    assert_answers(&server, &req, &created, "a body of exactly MAX_BODY_BYTES");
 }
 
 #[test]
@@ -1204,18 +1198,20 @@ fn events_stream_starts_live_and_sends_new_events() {
     assert_frame(&stream.next(), 4, REGISTERED, web, "web");
 }
 
-/// Registers `n` users named `u1`.. and returns their ids; seqs are 1..=n.
-fn register_n(con: &mut redis::Connection, n: usize) -> Vec<i64> {
-    (1..=n)
-        .map(|i| register_new(con, &format!("u{i}"), &[]))
-        .collect()
+/// A server with its HTTP side on and `n` users `u1`.. registered: the server, the
+/// RESP2 connection that registered them, and their ids (their seqs are 1..=n).
+fn serve_users(n: usize) -> (TestServer, redis::Connection, Vec<i64>) {
+    let server = TestServer::start_http();
+    let mut redis = server.redis();
+    let ids = (1..=n)
+        .map(|i| register_new(&mut redis, &format!("u{i}"), &[]))
+        .collect();
+    (server, redis, ids)
 }
 
 #[test]
 fn events_resume_after_last_event_id() {
-    let server = TestServer::start_http();
-    let mut redis = server.redis();
-    let ids = register_n(&mut redis, 4);
+    let (server, mut redis, ids) = serve_users(4);
     let mut stream = EventStream::open(&server, "/events", "Last-Event-ID: 2\r\n");
     assert_frame(&stream.next(), 3, REGISTERED, ids[2], "u3");
     assert_frame(&stream.next(), 4, REGISTERED, ids[3], "u4");
@@ -1233,9 +1229,7 @@ fn events_resume_after_last_event_id() {
 
 #[test]
 fn events_from_query_starts_at_that_seq() {
-    let server = TestServer::start_http();
-    let mut redis = server.redis();
-    let ids = register_n(&mut redis, 3);
+    let (server, mut redis, ids) = serve_users(3);
     let mut stream = EventStream::open(&server, "/events?from=2", "");
     assert_frame(&stream.next(), 2, REGISTERED, ids[1], "u2");
     assert_frame(&stream.next(), 3, REGISTERED, ids[2], "u3");
@@ -1464,37 +1458,20 @@ fn metrics_parse_as_prometheus_exposition_and_count_what_happened() {
     assert_eq!(value(&m, "userbus_events", &[]), 3.0);
     assert_eq!(value(&m, "userbus_events_last_seq", &[]), 3.0);
     assert_eq!(value(&m, "userbus_storage_ok", &[]), 1.0);
-    // RESP commands by name (HTTP requests are counted by status instead).
-    assert_eq!(
-        value(&m, "userbus_commands_total", &[("command", "register")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_commands_total", &[("command", "unregister")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_http_responses_total", &[("status", "201")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_http_responses_total", &[("status", "404")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_errors_total", &[("kind", "http_4xx")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_errors_total", &[("kind", "protocol")]),
-        0.0
-    );
-    // The group has been given nothing of the three events yet.
-    assert_eq!(value(&m, "userbus_group_lag", &[("group", "mailer")]), 3.0);
-    assert_eq!(
-        value(&m, "userbus_group_pending", &[("group", "mailer")]),
-        0.0
-    );
+    for (metric, label, want) in [
+        // RESP commands by name (HTTP requests are counted by status instead).
+        ("userbus_commands_total", ("command", "register"), 1.0),
+        ("userbus_commands_total", ("command", "unregister"), 1.0),
+        ("userbus_http_responses_total", ("status", "201"), 1.0),
+        ("userbus_http_responses_total", ("status", "404"), 1.0),
+        ("userbus_errors_total", ("kind", "http_4xx"), 1.0),
+        ("userbus_errors_total", ("kind", "protocol"), 0.0),
+        // The group has been given nothing of the three events yet.
+        ("userbus_group_lag", ("group", "mailer"), 3.0),
+        ("userbus_group_pending", ("group", "mailer"), 0.0),
+    ] {
+        assert_eq!(value(&m, metric, &[label]), want, "{metric} {label:?}");
+    }
     // Connections: the two redis connections and ureq's pooled one, at least.
     assert!(value(&m, "userbus_connections", &[]) >= 2.0);
     assert!(value(&m, "userbus_connections_accepted_total", &[]) >= 3.0);

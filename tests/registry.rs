@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use common::reply::{bulk, call_cmd, error_text, pairs, register, register_cmd, text, unregister};
 use common::{
-    TestServer, days_from_civil, exchange, fields, in_both_protocols, now_ms, read_until_suffix,
+    TestServer, days_from_civil, exchange, fields, in_both_protocols, multibulk, now_ms, raw3,
 };
 use redis::Value;
 
@@ -350,10 +350,8 @@ fn lookup_unknown_name_replies_nil() {
     assert_eq!(lookup(&mut c3, "ghost"), Value::Nil);
     // A name no one could register is unknown too, not an error.
     assert_eq!(lookup(&mut c2, "has space"), Value::Nil);
-    let mut s = server.raw();
-    // After HELLO 3 the null is RESP3's `_`; PING marks the end of HELLO's reply.
-    std::io::Write::write_all(&mut s, b"HELLO 3\r\nPING\r\n").expect("write");
-    read_until_suffix(&mut s, b"+PONG\r\n");
+    // After HELLO 3 the null is RESP3's `_`.
+    let mut s = raw3(&server);
     exchange(&mut s, b"LOOKUP ghost\r\n", b"_\r\n");
     server.stop();
 }
@@ -461,7 +459,7 @@ fn register_invalid_utf8_name_replies_error_and_connection_continues() {
     let (server, mut s) = TestServer::start_raw();
     exchange(
         &mut s,
-        b"*2\r\n$8\r\nREGISTER\r\n$3\r\na\xffb\r\n",
+        &multibulk(&[b"REGISTER", b"a\xffb"]),
         b"-ERR invalid name: must be valid UTF-8\r\n",
     );
     exchange(&mut s, b"*1\r\n$9\r\nUSERCOUNT\r\n", b":0\r\n");
@@ -474,7 +472,7 @@ fn register_invalid_utf8_field_value_replies_error() {
     let (server, mut s) = TestServer::start_raw();
     exchange(
         &mut s,
-        b"*4\r\n$8\r\nREGISTER\r\n$5\r\nalice\r\n$4\r\nbio_\r\n$2\r\n\xc3\x28\r\n",
+        &multibulk(&[b"REGISTER", b"alice", b"bio_", b"\xc3\x28"]),
         b"-ERR invalid field value for 'bio_': must be valid UTF-8\r\n",
     );
     exchange(&mut s, b"USERCOUNT\r\n", b":0\r\n");

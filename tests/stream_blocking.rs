@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use common::reply::{call, register};
 use common::stream::{
     EVENTS, all_events, assert_event, create_group, name_raw, newest_event, nil_bytes,
-    park_typed_read, park_xread, pending, pending_count, raw_both, raw3, read_bytes, read_events,
-    read_frame, read_ids, redis_both, registered, serve_log, wait_parked, xlen,
+    park_typed_read, park_xread, pending, pending_count, raw_both, read_bytes, read_events,
+    read_ids, redis_both, registered, serve_log, wait_parked, xlen,
 };
 use common::{
-    TestServer, big_register, bulk, exchange, exchange_resp, now_ms, read_n, read_until_suffix,
-    resp, tight_max_pages, words,
+    TestServer, big_register, bulk, exchange, exchange_resp, now_ms, raw3, read_frame, read_n,
+    read_until_suffix, resp, tight_max_pages, words,
 };
 use redis::Commands;
 use redis::streams::{StreamInfoStreamReply, StreamReadOptions, StreamReadReply};

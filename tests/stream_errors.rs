@@ -6,10 +6,10 @@ mod common;
 
 use common::reply::{assert_error_reply, call, error_text};
 use common::stream::{
-    DEAD, EVENTS, INVALID_ID, REFUSED, all_events, create_group, ids, items, pending, raw3,
+    DEAD, EVENTS, INVALID_ID, REFUSED, all_events, create_group, ids, items, pending,
     serve_delivered, serve_log, xinfo_groups, xlen,
 };
-use common::{exchange, exchange_resp, resp, words};
+use common::{exchange, exchange_resp, raw3, resp, words};
 use redis::{Commands, RedisResult, Value};
 
 #[test]

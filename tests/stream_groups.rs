@@ -11,10 +11,10 @@ use std::io::Write;
 use common::reply::{assert_error_reply, bulk_text, call, int, register, unregister};
 use common::stream::{
     EVENTS, all_events, assert_consecutive, consumers, create_group, entry, group_info, ids, items,
-    named_pairs, nil_bytes, pending, pending_count, raw_both, read_bytes, read_frame, read_ids,
-    readgroup, redis_both, seq_of, serve_log, typed_read, xinfo_groups,
+    named_pairs, nil_bytes, pending, pending_count, raw_both, read_bytes, read_ids, readgroup,
+    redis_both, seq_of, serve_log, typed_read, xinfo_groups,
 };
-use common::{bulk, exchange_resp, resp};
+use common::{bulk, exchange_resp, read_frame, resp};
 use redis::streams::{
     StreamInfoGroupsReply, StreamInfoStreamReply, StreamPendingCountReply, StreamPendingReply,
     StreamReadOptions,

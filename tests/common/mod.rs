@@ -387,6 +387,46 @@ pub fn bulk(data: impl AsRef<[u8]>) -> Vec<u8> {
     v
 }
 
+/// Reads one complete RESP2/RESP3 reply and returns its bytes.
+pub fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = read_until_suffix(s, b"\r\n");
+    let n = || -> i64 {
+        std::str::from_utf8(&out[1..out.len() - 2])
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("bad length line {:?}", String::from_utf8_lossy(&out)))
+    };
+    match out[0] {
+        b'$' | b'=' | b'!' => {
+            let len = n();
+            if len >= 0 {
+                out.extend(read_n(s, len as usize + 2));
+            }
+        }
+        b'*' | b'~' | b'>' => {
+            for _ in 0..n().max(0) {
+                out.extend(read_frame(s));
+            }
+        }
+        b'%' => {
+            for _ in 0..2 * n().max(0) {
+                out.extend(read_frame(s));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// A raw connection switched to RESP3.
+pub fn raw3(server: &TestServer) -> TcpStream {
+    let mut s = server.raw();
+    s.write_all(&resp(&["HELLO", "3"])).expect("write");
+    let hello = read_frame(&mut s);
+    assert!(hello.starts_with(b"%"), "HELLO 3 replied {hello:?}");
+    s
+}
+
 /// A raw connection that reads one-line replies (integers, errors, statuses).
 pub struct Raw {
     /// The socket, for writing.

@@ -20,9 +20,7 @@ use redis::{Commands, Value};
 use userbus::Config;
 
 use super::reply::{bulk_text, call, int, register};
-use super::{
-    IO_TIMEOUT, TestServer, bulk, exchange, read_n, read_until_suffix, resp, rfc3339_utc_ms,
-};
+use super::{IO_TIMEOUT, TestServer, bulk, exchange, raw3, read_frame, resp, rfc3339_utc_ms};
 
 /// The stream of every committed event.
 pub const EVENTS: &str = "events";
@@ -453,51 +451,11 @@ pub fn nil_bytes(resp3: bool) -> &'static [u8] {
     if resp3 { b"_\r\n" } else { b"*-1\r\n" }
 }
 
-/// Reads one complete RESP2/RESP3 reply and returns its bytes.
-pub fn read_frame(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = read_until_suffix(s, b"\r\n");
-    let n = || -> i64 {
-        std::str::from_utf8(&out[1..out.len() - 2])
-            .ok()
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("bad length line {:?}", String::from_utf8_lossy(&out)))
-    };
-    match out[0] {
-        b'$' | b'=' | b'!' => {
-            let len = n();
-            if len >= 0 {
-                out.extend(read_n(s, len as usize + 2));
-            }
-        }
-        b'*' | b'~' | b'>' => {
-            for _ in 0..n().max(0) {
-                out.extend(read_frame(s));
-            }
-        }
-        b'%' => {
-            for _ in 0..2 * n().max(0) {
-                out.extend(read_frame(s));
-            }
-        }
-        _ => {}
-    }
-    out
-}
-
 /// Sends `request` and returns the whole reply, as text (for comparisons that
 /// must not wait for bytes a wrong reply lacks).
 pub fn reply_to(s: &mut TcpStream, request: &[u8]) -> String {
     s.write_all(request).expect("write");
     String::from_utf8_lossy(&read_frame(s)).into_owned()
-}
-
-/// A raw connection switched to RESP3.
-pub fn raw3(server: &TestServer) -> TcpStream {
-    let mut s = server.raw();
-    s.write_all(&resp(&["HELLO", "3"])).expect("write");
-    let hello = read_frame(&mut s);
-    assert!(hello.starts_with(b"%"), "HELLO 3 replied {hello:?}");
-    s
 }
 
 /// Names a raw connection, so CLIENT LIST can tell when it is parked.
