@@ -156,6 +156,26 @@ fn wait_for_clients(s: &mut TcpStream, n: usize) {
     }
 }
 
+/// While `half_received` hold requests the server has only part of, another client
+/// is served; once they close, the server notices, frees them (one client left)
+/// and still serves.
+fn assert_others_served_then_freed(server: &TestServer, half_received: [TcpStream; 2]) {
+    let mut other = server.raw();
+    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
+    drop(half_received);
+    wait_for_clients(&mut other, 1);
+    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
+}
+
+/// Sends `request`, half-closes (no more requests follow) and asserts the server
+/// answers exactly `want`, then closes.
+#[track_caller]
+fn assert_half_closed_answer(s: &mut TcpStream, request: &[u8], want: &[u8], what: &str) {
+    s.write_all(request).expect("write");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    assert_reply_then_close(s, want, what);
+}
+
 /// A server that commits without fsync, for the tests that register a lot.
 fn fast_server() -> TestServer {
     TestServer::start_with(|c| c.durability = Durability::Normal, |b| b)
@@ -433,18 +453,11 @@ fn multibulk_length_over_limit_replies_error_then_closes() {
         b"-ERR wrong number of arguments for 'ping' command\r\n",
     );
     // One over: refused from the header alone.
-    assert_request_closes_with(
-        &server,
-        b"*5\r\n",
-        &protocol_error("invalid multibulk length"),
-    );
+    let want = protocol_error("invalid multibulk length");
+    assert_request_closes_with(&server, b"*5\r\n", &want);
     // The default limit refuses a count past 1 Mi elements the same way.
     let server = TestServer::start();
-    assert_request_closes_with(
-        &server,
-        b"*1048577\r\n",
-        &protocol_error("invalid multibulk length"),
-    );
+    assert_request_closes_with(&server, b"*1048577\r\n", &want);
 }
 
 #[test]
@@ -469,38 +482,24 @@ fn bulk_over_limit_replies_error_then_closes() {
     let sixteen = [b'x'; 16];
     exchange_exact(&mut s, &multibulk(&[b"ECHO", &sixteen]), &bulk(sixteen));
     // Refused from the header, before any payload arrives.
-    assert_request_closes_with(
-        &server,
-        b"*2\r\n$4\r\nECHO\r\n$17\r\n",
-        &protocol_error("invalid bulk length"),
-    );
+    let want = protocol_error("invalid bulk length");
+    assert_request_closes_with(&server, b"*2\r\n$4\r\nECHO\r\n$17\r\n", &want);
     // The default limit: 1 MiB.
     let server = TestServer::start();
-    assert_request_closes_with(
-        &server,
-        b"*2\r\n$4\r\nECHO\r\n$1048577\r\n",
-        &protocol_error("invalid bulk length"),
-    );
+    assert_request_closes_with(&server, b"*2\r\n$4\r\nECHO\r\n$1048577\r\n", &want);
 }
 
 #[test]
 fn element_without_dollar_replies_expected_dollar_then_closes() {
     let server = TestServer::start();
-    assert_request_closes_with(
-        &server,
-        b"*1\r\nx\r\n",
-        &protocol_error("expected '$', got 'x'"),
-    );
-    assert_request_closes_with(
-        &server,
-        b"*2\r\n$4\r\nECHO\r\nhello\r\n",
-        &protocol_error("expected '$', got 'h'"),
-    );
-    assert_request_closes_with(
-        &server,
-        b"*2\r\n$4\r\nECHO\r\n:3\r\n",
-        &protocol_error("expected '$', got ':'"),
-    );
+    for (request, got) in [
+        (&b"*1\r\nx\r\n"[..], 'x'),
+        (b"*2\r\n$4\r\nECHO\r\nhello\r\n", 'h'),
+        (b"*2\r\n$4\r\nECHO\r\n:3\r\n", ':'),
+    ] {
+        let want = protocol_error(&format!("expected '$', got '{got}'"));
+        assert_request_closes_with(&server, request, &want);
+    }
 }
 
 #[test]
@@ -549,20 +548,14 @@ fn inline_line_over_64_kib_with_newline_replies_error_then_closes() {
 fn header_lines_over_64_kib_reply_error_then_close() {
     let server = TestServer::start();
     let digits = vec![b'1'; 64 * 1024 + 1];
-    let mut request = b"*".to_vec();
-    request.extend_from_slice(&digits);
-    assert_request_closes_with(
-        &server,
-        &request,
-        &protocol_error("too big mbulk count string"),
-    );
-    let mut request = b"*1\r\n$".to_vec();
-    request.extend_from_slice(&digits);
-    assert_request_closes_with(
-        &server,
-        &request,
-        &protocol_error("too big bulk count string"),
-    );
+    for (header, error) in [
+        (&b"*"[..], "too big mbulk count string"),
+        (b"*1\r\n$", "too big bulk count string"),
+    ] {
+        let mut request = header.to_vec();
+        request.extend_from_slice(&digits);
+        assert_request_closes_with(&server, &request, &protocol_error(error));
+    }
 }
 
 #[test]
@@ -637,13 +630,7 @@ fn declared_counts_without_their_data_leave_the_server_serving_others() {
     length
         .write_all(b"*2\r\n$4\r\nECHO\r\n$1000000\r\n")
         .expect("write");
-    let mut other = server.raw();
-    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
-    drop(count);
-    drop(length);
-    // The server notices both closes and frees the half-received requests.
-    wait_for_clients(&mut other, 1);
-    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
+    assert_others_served_then_freed(&server, [count, length]);
     let mut fresh = server.raw();
     exchange_exact(&mut fresh, b"PING\r\n", b"+PONG\r\n");
 }
@@ -669,13 +656,7 @@ fn declared_counts_far_beyond_memory_are_not_allocated() {
     length
         .write_all(format!("*2\r\n$4\r\nECHO\r\n${HUGE}\r\nsome bytes").as_bytes())
         .expect("write");
-    let mut other = server.raw();
-    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
-    drop(count);
-    drop(length);
-    // The server notices both closes and frees the half-received requests.
-    wait_for_clients(&mut other, 1);
-    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
+    assert_others_served_then_freed(&server, [count, length]);
 }
 
 #[test]
@@ -934,11 +915,9 @@ fn quit_answers_earlier_requests_and_ignores_later_ones() {
 #[test]
 fn half_closed_peer_gets_every_reply_then_the_server_closes() {
     let (_server, mut s) = TestServer::start_raw();
-    s.write_all(b"PING\r\n*2\r\n$4\r\nECHO\r\n$3\r\nbye\r\nECHO \"x y\"\r\n")
-        .expect("write");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    assert_reply_then_close(
+    assert_half_closed_answer(
         &mut s,
+        b"PING\r\n*2\r\n$4\r\nECHO\r\n$3\r\nbye\r\nECHO \"x y\"\r\n",
         b"+PONG\r\n$3\r\nbye\r\n$3\r\nx y\r\n",
         "replies to a half-closed peer",
     );
@@ -950,23 +929,20 @@ fn half_close_after_answered_requests_is_noticed() {
     // later, alone or behind more requests, must still reach it.
     let (server, mut s) = TestServer::start_raw();
     exchange_exact(&mut s, b"PING\r\n", b"+PONG\r\n");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    assert_reply_then_close(&mut s, b"", "half-close alone");
+    assert_half_closed_answer(&mut s, b"", b"", "half-close alone");
 
     let mut s = server.raw();
     exchange_exact(&mut s, b"PING\r\n", b"+PONG\r\n");
-    s.write_all(b"ECHO last\r\n").expect("write");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    assert_reply_then_close(&mut s, b"$4\r\nlast\r\n", "a request then half-close");
+    let what = "a request then half-close";
+    assert_half_closed_answer(&mut s, b"ECHO last\r\n", b"$4\r\nlast\r\n", what);
 }
 
 #[test]
 fn half_closed_peer_with_a_partial_request_gets_the_complete_ones_answered() {
     let (_server, mut s) = TestServer::start_raw();
-    s.write_all(b"PING\r\n*2\r\n$4\r\nECHO\r\n$3\r\nbyt")
-        .expect("write");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    assert_reply_then_close(&mut s, b"+PONG\r\n", "partial request then half-close");
+    let partial = b"PING\r\n*2\r\n$4\r\nECHO\r\n$3\r\nbyt";
+    let what = "partial request then half-close";
+    assert_half_closed_answer(&mut s, partial, b"+PONG\r\n", what);
 }
 
 #[test]
