@@ -12,7 +12,6 @@ use std::sync::Barrier;
 use std::time::Instant;
 
 use common::{IO_TIMEOUT, TestServer, assert_bytes, bulk, multibulk, read_n, read_to_close, show};
-use userbus::Durability;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -174,11 +173,6 @@ fn assert_half_closed_answer(s: &mut TcpStream, request: &[u8], want: &[u8], wha
     s.write_all(request).expect("write");
     s.shutdown(Shutdown::Write).expect("half-close");
     assert_reply_then_close(s, want, what);
-}
-
-/// A server that commits without fsync, for the tests that register a lot.
-fn fast_server() -> TestServer {
-    TestServer::start_with(|c| c.durability = Durability::Normal, |b| b)
 }
 
 // ---------------------------------------------------------------------------
@@ -751,7 +745,7 @@ fn check_mixed(got: &[Vec<u8>], reference: &[Vec<u8>], last_id: &mut i64, what: 
 
 #[test]
 fn pipeline_gives_the_same_replies_in_one_write_split_anywhere_or_bytewise() {
-    let server = fast_server();
+    let server = TestServer::start_fast(|_| {});
     let mut s = server.raw();
     let mut pending = Vec::new();
     s.write_all(b"REGISTER fixed team blue\r\n").expect("write");

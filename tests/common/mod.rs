@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use userbus::config::MAX_FIELD_VALUE_BYTES;
-use userbus::{Builder, Config, Server, ShutdownHandle};
+use userbus::{Builder, Config, Durability, Server, ShutdownHandle};
 
 /// How long a test waits for bytes that should come before calling it a hang.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +39,16 @@ impl TestServer {
     /// A server with default settings and a fresh database.
     pub fn start() -> TestServer {
         Self::start_with(|_| {}, |b| b)
+    }
+
+    /// A server that commits without fsync (`Durability::Normal`), for the tests
+    /// that register a lot; `config` adjusts the other settings.
+    pub fn start_fast(config: impl FnOnce(&mut Config)) -> TestServer {
+        let fast = |cfg: &mut Config| {
+            cfg.durability = Durability::Normal;
+            config(cfg);
+        };
+        Self::start_with(fast, |b| b)
     }
 
     /// A server with default settings and a fresh database, and a RESP2 connection
