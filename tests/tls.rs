@@ -110,15 +110,16 @@ fn connect_tls(port: u16, config: Arc<rustls::ClientConfig>) -> Tls {
     rustls::StreamOwned::new(conn, sock)
 }
 
-fn port_of(addr: Option<std::net::SocketAddr>) -> u16 {
-    addr.expect("listener on").port()
+/// A TLS client of `server`'s RESP port trusting `pki`'s CA, presenting the
+/// client certificate when `with_cert`.
+fn tls_client(pki: &Pki, server: &TestServer, with_cert: bool) -> Tls {
+    connect_tls(server_tls_port(server), pki.client(with_cert))
 }
 
 #[test]
 fn resp_over_tls_serves_commands_and_shares_the_registry() {
     let (pki, server) = start(false);
-    let tls_port = server_tls_port(&server);
-    let mut s = connect_tls(tls_port, pki.client(false));
+    let mut s = tls_client(&pki, &server, false);
     exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
     exchange(
         &mut s,
@@ -156,10 +157,9 @@ fn https_serves_the_routes() {
 #[test]
 fn client_certificates_are_required_with_a_ca() {
     let (pki, server) = start(true);
-    let port = server_tls_port(&server);
-    let mut ok = connect_tls(port, pki.client(true));
+    let mut ok = tls_client(&pki, &server, true);
     exchange(&mut ok, b"PING\r\n", b"+PONG\r\n");
-    let mut denied = connect_tls(port, pki.client(false));
+    let mut denied = tls_client(&pki, &server, false);
     let res = denied
         .write_all(b"PING\r\n")
         .and_then(|()| denied.read(&mut [0u8; 16]));
@@ -207,24 +207,27 @@ fn tls_ports_need_a_certificate_and_key() {
     assert!(missing.to_string().contains("nope.pem"), "{missing}");
 }
 
+/// The port of the RESP-over-TLS listener.
 fn server_tls_port(server: &TestServer) -> u16 {
-    port_of(config_addr(server, "tls-port"))
+    config_port(server, "tls-port")
 }
 
+/// The port of the HTTPS listener.
 fn server_https_port(server: &TestServer) -> u16 {
-    port_of(config_addr(server, "https-port"))
+    config_port(server, "https-port")
 }
 
-/// The bound port of a listener, as CONFIG GET reports it.
-fn config_addr(server: &TestServer, key: &str) -> Option<std::net::SocketAddr> {
+/// The bound port of the listener `key`, as CONFIG GET reports it; the listener
+/// must be on.
+fn config_port(server: &TestServer, key: &str) -> u16 {
     let mut c = server.redis();
     let kv: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg(key)
         .query(&mut c)
         .unwrap();
-    let port: u16 = kv.get(1)?.parse().ok()?;
-    (port != 0).then(|| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    let port = kv.get(1).and_then(|p| p.parse::<u16>().ok());
+    port.filter(|&p| p != 0).expect("listener on")
 }
 
 #[test]
