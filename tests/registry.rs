@@ -457,9 +457,10 @@ fn register_invalid_names_reply_errors_naming_the_rule() {
 #[test]
 fn register_invalid_utf8_name_replies_error_and_connection_continues() {
     let (server, mut s) = TestServer::start_raw();
+    let bad_name = multibulk(&[b"REGISTER", b"a\xffb"]);
     exchange(
         &mut s,
-        &multibulk(&[b"REGISTER", b"a\xffb"]),
+        &bad_name,
         b"-ERR invalid name: must be valid UTF-8\r\n",
     );
     exchange(&mut s, b"*1\r\n$9\r\nUSERCOUNT\r\n", b":0\r\n");
@@ -470,11 +471,9 @@ fn register_invalid_utf8_name_replies_error_and_connection_continues() {
 #[test]
 fn register_invalid_utf8_field_value_replies_error() {
     let (server, mut s) = TestServer::start_raw();
-    exchange(
-        &mut s,
-        &multibulk(&[b"REGISTER", b"alice", b"bio_", b"\xc3\x28"]),
-        b"-ERR invalid field value for 'bio_': must be valid UTF-8\r\n",
-    );
+    let bad_value = multibulk(&[b"REGISTER", b"alice", b"bio_", b"\xc3\x28"]);
+    let error = b"-ERR invalid field value for 'bio_': must be valid UTF-8\r\n";
+    exchange(&mut s, &bad_value, error);
     exchange(&mut s, b"USERCOUNT\r\n", b":0\r\n");
     exchange(&mut s, b"REGISTER alice bio_ fine\r\n", b":1\r\n");
     server.stop();
