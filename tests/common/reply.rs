@@ -100,6 +100,7 @@ pub fn bulk_text(v: &Value) -> String {
     }
 }
 
+/// An integer reply.
 pub fn int(v: &Value) -> i64 {
     match v {
         Value::Int(n) => *n,
