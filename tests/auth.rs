@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 use common::{TestServer, config_at, exchange, read_to_close};
 
 const SECRET: &str = "s3cret-pass";
+/// The reply to a command that needs a password before it.
+const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
+/// The reply to a wrong password.
+const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 
 fn with_password() -> TestServer {
     TestServer::start_with(|c| c.requirepass = Some(SECRET.into()), |b| b)
@@ -19,32 +23,12 @@ fn with_password() -> TestServer {
 fn commands_before_auth_get_noauth_except_auth_hello_ping_quit() {
     let server = with_password();
     let mut s = server.raw();
-    exchange(
-        &mut s,
-        b"REGISTER alice\r\n",
-        b"-NOAUTH Authentication required.\r\n",
-    );
-    exchange(
-        &mut s,
-        b"LOOKUP alice\r\n",
-        b"-NOAUTH Authentication required.\r\n",
-    );
+    exchange(&mut s, b"REGISTER alice\r\n", NOAUTH);
+    exchange(&mut s, b"LOOKUP alice\r\n", NOAUTH);
     exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
-    exchange(
-        &mut s,
-        b"AUTH wrong\r\n",
-        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
-    );
-    exchange(
-        &mut s,
-        b"AUTH someone s3cret-pass\r\n",
-        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
-    );
-    exchange(
-        &mut s,
-        b"USERCOUNT\r\n",
-        b"-NOAUTH Authentication required.\r\n",
-    );
+    exchange(&mut s, b"AUTH wrong\r\n", WRONGPASS);
+    exchange(&mut s, b"AUTH someone s3cret-pass\r\n", WRONGPASS);
+    exchange(&mut s, b"USERCOUNT\r\n", NOAUTH);
     exchange(&mut s, b"AUTH s3cret-pass\r\n", b"+OK\r\n");
     exchange(&mut s, b"REGISTER alice\r\n", b":1\r\n");
     let mut t = server.raw();
@@ -97,11 +81,7 @@ fn password_file_is_read_from_its_first_line() {
     std::fs::write(&file, "from-a-file\nignored\n").unwrap();
     let server = TestServer::start_with(|c| c.password_file = Some(file.clone()), |b| b);
     let mut s = server.raw();
-    exchange(
-        &mut s,
-        b"USERCOUNT\r\n",
-        b"-NOAUTH Authentication required.\r\n",
-    );
+    exchange(&mut s, b"USERCOUNT\r\n", NOAUTH);
     exchange(&mut s, b"AUTH from-a-file\r\n", b"+OK\r\n");
     exchange(&mut s, b"USERCOUNT\r\n", b":0\r\n");
 }
@@ -132,13 +112,7 @@ fn unauthenticated_clients_get_redis_limits() {
 
 #[test]
 fn http_requires_the_bearer_token_except_healthz() {
-    let server = TestServer::start_with(
-        |c| {
-            c.requirepass = Some(SECRET.into());
-            c.http_port = common::free_port();
-        },
-        |b| b,
-    );
+    let server = TestServer::start_http_with(|c| c.requirepass = Some(SECRET.into()));
     let http = server.http.expect("http side on");
     let get = |path: &str, auth: Option<&str>| -> String {
         let mut s = std::net::TcpStream::connect(http).unwrap();

@@ -3,15 +3,15 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-use common::TestServer;
+use common::{TestServer, free_port, run_userbus, userbus, words};
 use serde_json::Value;
 
 /// Runs `userbus bench` against `server` with `args` (and `-p` its port).
 fn bench(server: &TestServer, args: &[&str]) -> Output {
     let port = server.addr.port().to_string();
-    Command::new(env!("CARGO_BIN_EXE_userbus"))
+    userbus()
         .args(["bench", "-h", "127.0.0.1", "-p", &port, "-q"])
         .args(args)
         .output()
@@ -36,6 +36,14 @@ fn bench_json(server: &TestServer, args: &[&str]) -> Value {
     })
 }
 
+/// Starts a server and runs `userbus bench --json` with the words of `line` against
+/// it; returns the server, for more runs and checks, and the report.
+fn bench_fresh(line: &str) -> (TestServer, Value) {
+    let server = TestServer::start();
+    let r = bench_json(&server, &words(line));
+    (server, r)
+}
+
 fn assert_clean(report: &Value, requests: u64) {
     assert_eq!(report["requests"], requests, "{report}");
     assert_eq!(report["errors"], 0, "{report}");
@@ -50,8 +58,7 @@ fn user_count(server: &TestServer) -> i64 {
 
 #[test]
 fn ping_sends_exactly_n_requests_without_errors() {
-    let server = TestServer::start();
-    let r = bench_json(&server, &["-t", "ping", "-n", "1000", "-c", "5", "-P", "7"]);
+    let (_server, r) = bench_fresh("-t ping -n 1000 -c 5 -P 7");
     assert_clean(&r, 1000);
     assert_eq!(r["test"], "ping");
     assert_eq!(r["pipeline"], 7);
@@ -60,17 +67,17 @@ fn ping_sends_exactly_n_requests_without_errors() {
 #[test]
 fn register_adds_every_user_then_lookup_and_unregister_find_them() {
     let server = TestServer::start();
-    let common = ["-n", "300", "-c", "4", "-P", "4", "--names", "t1"];
-    let r = bench_json(&server, &[&["-t", "register"][..], &common].concat());
+    let common = "-n 300 -c 4 -P 4 --names t1";
+    let r = bench_json(&server, &words(&format!("-t register {common}")));
     assert_clean(&r, 300);
     assert_eq!(r["misses"], 0, "sequential names never collide");
     assert_eq!(user_count(&server), 300);
 
-    let r = bench_json(&server, &[&["-t", "lookup"][..], &common].concat());
+    let r = bench_json(&server, &words(&format!("-t lookup {common}")));
     assert_clean(&r, 300);
     assert_eq!(r["misses"], 0, "every registered name is found: {r}");
 
-    let r = bench_json(&server, &[&["-t", "unregister"][..], &common].concat());
+    let r = bench_json(&server, &words(&format!("-t unregister {common}")));
     assert_clean(&r, 300);
     assert_eq!(r["misses"], 0, "every registered name is removed: {r}");
     assert_eq!(user_count(&server), 0);
@@ -80,7 +87,7 @@ fn register_adds_every_user_then_lookup_and_unregister_find_them() {
 fn runs_without_names_do_not_collide() {
     let server = TestServer::start();
     for _ in 0..2 {
-        let r = bench_json(&server, &["-t", "register", "-n", "100", "-c", "3"]);
+        let r = bench_json(&server, &words("-t register -n 100 -c 3"));
         assert_clean(&r, 100);
         assert_eq!(r["misses"], 0);
     }
@@ -89,24 +96,8 @@ fn runs_without_names_do_not_collide() {
 
 #[test]
 fn mixed_reports_each_command() {
-    let server = TestServer::start();
-    let r = bench_json(
-        &server,
-        &[
-            "-t",
-            "mixed",
-            "-n",
-            "2000",
-            "-r",
-            "50",
-            "-c",
-            "8",
-            "-P",
-            "3",
-            "--mix",
-            "register:2,lookup:6,unregister:2",
-        ],
-    );
+    let (_server, r) =
+        bench_fresh("-t mixed -n 2000 -r 50 -c 8 -P 3 --mix register:2,lookup:6,unregister:2");
     assert_clean(&r, 2000);
     assert_eq!(r["mix"], "register:2,lookup:6,unregister:2");
     let commands = r["commands"].as_object().expect("commands");
@@ -119,15 +110,13 @@ fn mixed_reports_each_command() {
 
 #[test]
 fn mixed_with_sequential_names_has_no_errors() {
-    let server = TestServer::start();
-    let r = bench_json(&server, &["-t", "mixed", "-n", "1000", "-c", "4"]);
+    let (_server, r) = bench_fresh("-t mixed -n 1000 -c 4");
     assert_clean(&r, 1000);
 }
 
 #[test]
 fn json_report_has_the_documented_fields() {
-    let server = TestServer::start();
-    let r = bench_json(&server, &["-t", "register", "-n", "200", "-c", "2"]);
+    let (_server, r) = bench_fresh("-t register -n 200 -c 2");
     for field in [
         "test",
         "target",
@@ -161,7 +150,7 @@ fn json_report_has_the_documented_fields() {
 #[test]
 fn text_report_shows_rate_and_percentiles() {
     let server = TestServer::start();
-    let out = bench(&server, &["-t", "ping", "-n", "500", "-c", "2"]);
+    let out = bench(&server, &words("-t ping -n 500 -c 2"));
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for s in [
@@ -181,17 +170,9 @@ fn plot_writes_an_svg() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let svg = dir.path().join("latency.svg");
-    let r = bench_json(
-        &server,
-        &[
-            "-t",
-            "ping",
-            "-n",
-            "500",
-            "--plot",
-            svg.to_str().expect("utf-8 path"),
-        ],
-    );
+    let mut args = words("-t ping -n 500 --plot");
+    args.push(svg.to_str().expect("utf-8 path"));
+    let r = bench_json(&server, &args);
     assert_clean(&r, 500);
     let text = std::fs::read_to_string(&svg).expect("plot written");
     assert!(
@@ -204,20 +185,7 @@ fn plot_writes_an_svg() {
 
 #[test]
 fn subscribers_receive_every_registration_and_report_fanout_latency() {
-    let server = TestServer::start();
-    let r = bench_json(
-        &server,
-        &[
-            "-t",
-            "register",
-            "-n",
-            "200",
-            "-c",
-            "4",
-            "--subscribers",
-            "3",
-        ],
-    );
+    let (_server, r) = bench_fresh("-t register -n 200 -c 4 --subscribers 3");
     assert_clean(&r, 200);
     let f = &r["fanout"];
     assert_eq!(f["subscribers"], 3, "{r}");
@@ -229,11 +197,7 @@ fn subscribers_receive_every_registration_and_report_fanout_latency() {
 
 #[test]
 fn open_loop_rate_sends_on_schedule() {
-    let server = TestServer::start();
-    let r = bench_json(
-        &server,
-        &["-t", "ping", "-n", "300", "-c", "4", "--rate", "1000"],
-    );
+    let (_server, r) = bench_fresh("-t ping -n 300 -c 4 --rate 1000");
     assert_clean(&r, 300);
     assert_eq!(r["rate"], 1000.0);
     // 300 requests at 1000/s take about 0.3 s, not the few ms of a closed loop.
@@ -242,22 +206,7 @@ fn open_loop_rate_sends_on_schedule() {
 
 #[test]
 fn threads_share_the_connections_and_the_count() {
-    let server = TestServer::start();
-    let r = bench_json(
-        &server,
-        &[
-            "-t",
-            "register",
-            "-n",
-            "1001",
-            "-c",
-            "6",
-            "--threads",
-            "3",
-            "-P",
-            "5",
-        ],
-    );
+    let (server, r) = bench_fresh("-t register -n 1001 -c 6 --threads 3 -P 5");
     assert_clean(&r, 1001);
     assert_eq!(r["threads"], 3);
     assert_eq!(user_count(&server), 1001);
@@ -265,8 +214,7 @@ fn threads_share_the_connections_and_the_count() {
 
 #[test]
 fn duration_bounds_the_run() {
-    let server = TestServer::start();
-    let r = bench_json(&server, &["-t", "ping", "--duration", "0.3", "-c", "2"]);
+    let (_server, r) = bench_fresh("-t ping --duration 0.3 -c 2");
     assert!(r["requests"].as_u64().expect("requests") > 0);
     assert_eq!(r["errors"], 0);
     let secs = r["seconds"].as_f64().expect("seconds");
@@ -275,10 +223,7 @@ fn duration_bounds_the_run() {
 
 #[test]
 fn unknown_host_fails_with_a_clear_message() {
-    let out = Command::new(env!("CARGO_BIN_EXE_userbus"))
-        .args(["bench", "-h", "no-such-host.invalid", "-n", "10"])
-        .output()
-        .expect("run");
+    let out = run_userbus(&words("bench -h no-such-host.invalid -n 10"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -290,14 +235,8 @@ fn unknown_host_fails_with_a_clear_message() {
 #[test]
 fn refused_connection_fails_with_a_clear_message() {
     // A port that was free a moment ago: nothing listens there.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let out = Command::new(env!("CARGO_BIN_EXE_userbus"))
-        .args(["bench", "-p", &port.to_string(), "-n", "10"])
-        .output()
-        .expect("run");
+    let port = free_port();
+    let out = run_userbus(&["bench", "-p", &port.to_string(), "-n", "10"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -309,17 +248,14 @@ fn refused_connection_fails_with_a_clear_message() {
 #[test]
 fn subscribers_without_registrations_is_a_usage_error() {
     let server = TestServer::start();
-    let out = bench(&server, &["-t", "ping", "--subscribers", "2", "-n", "10"]);
+    let out = bench(&server, &words("-t ping --subscribers 2 -n 10"));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--subscribers"));
 }
 
 #[test]
 fn help_is_long_flag_only_since_h_is_the_host() {
-    let out = Command::new(env!("CARGO_BIN_EXE_userbus"))
-        .args(["bench", "--help"])
-        .output()
-        .expect("run");
+    let out = run_userbus(&["bench", "--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("-h, --host"), "{text}");

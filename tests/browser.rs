@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::TestServer;
-use common::reply::{call_cmd, register_cmd};
+use common::reply::register_new;
 use redis::{ConnectionLike, Value as Redis};
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
@@ -258,13 +258,6 @@ impl Drop for Browser {
     }
 }
 
-fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
-    match call_cmd(con, &register_cmd(name, fields)) {
-        Redis::Int(id) if id > 0 => id,
-        other => panic!("REGISTER {name}: {other:?}"),
-    }
-}
-
 #[test]
 fn page_shows_users_registered_over_resp_and_follows_live_events() {
     let Some(binary) = chromium() else {
@@ -282,8 +275,8 @@ fn page_shows_users_registered_over_resp_and_follows_live_events() {
     };
     let server = TestServer::start_http();
     let mut redis = server.redis();
-    register(&mut redis, "alice", &[("email", "alice@example.com")]);
-    register(&mut redis, "bob", &[]);
+    register_new(&mut redis, "alice", &[("email", "alice@example.com")]);
+    register_new(&mut redis, "bob", &[]);
 
     let mut browser = Browser::launch(&binary);
     let tab = browser.open(&server.url("/"));
@@ -298,7 +291,7 @@ fn page_shows_users_registered_over_resp_and_follows_live_events() {
     );
 
     // Live: a registration over RESP reaches the page through /events.
-    let carol = register(&mut redis, "carol", &[]);
+    let carol = register_new(&mut redis, "carol", &[]);
     let page = browser.wait_for(
         &tab,
         r#"s.names.includes("carol") && s.events.some((e) => e.includes("user.registered carol"))"#,

@@ -12,15 +12,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use common::reply::{register, unregister};
-use common::{Raw, TestServer, resp};
-use userbus::config::MAX_FIELD_VALUE_BYTES;
+use common::{Raw, TestServer, big_register, resp, temp_db, tight_max_pages};
 use userbus::{Event, EventKind};
-
-/// A cap with room for a small user but not for one with two maximal field values
-/// (pages beyond what a fresh database takes).
-fn tight_max_pages() -> u64 {
-    common::fresh_db_pages() + 3
-}
 
 /// Events a callback saw, in the order it saw them.
 type Log = Arc<Mutex<Vec<Event>>>;
@@ -115,8 +108,7 @@ fn handler_panics(c: &mut redis::Connection) -> String {
 
 #[test]
 fn callbacks_see_exactly_the_committed_events_in_commit_order() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let (all, registered, unregistered) = (new_log(), new_log(), new_log());
     let server = TestServer::start_at(
         &db,
@@ -289,8 +281,7 @@ fn a_panicking_callback_is_isolated() {
 
 #[test]
 fn events_of_a_rolled_back_tick_never_reach_callbacks() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let (all, registered) = (new_log(), new_log());
     let server = TestServer::start_at(
         &db,
@@ -301,12 +292,11 @@ fn events_of_a_rolled_back_tick_never_reach_callbacks() {
         },
     );
     let mut raw = Raw::connect(server.addr);
-    let value = "v".repeat(MAX_FIELD_VALUE_BYTES);
 
     // One tick: the small registration alone would commit, the big one cannot, so
     // neither does.
     let mut batch = resp(&["REGISTER", "small"]);
-    batch.extend(resp(&["REGISTER", "big", "a", &value, "b", &value]));
+    batch.extend(big_register("big"));
     raw.send(&batch);
     for what in ["small", "big"] {
         let reply = raw.line();

@@ -4,24 +4,21 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use common::{IO_TIMEOUT, TestServer};
+use common::{IO_TIMEOUT, TestServer, free_port, run_userbus, userbus};
 
 /// `userbus cli -h <ip> -p <port> <args>`, with no `USERBUS_*` from the outside.
 fn command(server: &TestServer, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_userbus"));
+    let mut c = userbus();
     c.arg("cli")
         .arg("-h")
         .arg(server.addr.ip().to_string())
         .arg("-p")
         .arg(server.addr.port().to_string())
         .args(args)
-        .env_remove("USERBUS_HOST")
-        .env_remove("USERBUS_PORT")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -46,8 +43,8 @@ fn run(server: &TestServer, args: &[&str]) -> Output {
 }
 
 /// Runs the cli with `script` on standard input.
-fn run_script(server: &TestServer, args: &[&str], script: &str) -> Output {
-    let mut child = command(server, args)
+fn run_script(server: &TestServer, script: &str) -> Output {
+    let mut child = command(server, &[])
         .stdin(Stdio::piped())
         .spawn()
         .expect("spawn the cli");
@@ -196,7 +193,6 @@ fn piped_script_runs_every_line_and_speaks_resp3_after_hello() {
     let server = TestServer::start();
     let out = run_script(
         &server,
-        &[],
         "REGISTER alice email a@b.c\r\nHELLO 3\nLOOKUP alice\n\nLOOKUP nobody\nUSERS 0 MATCH zz*\n",
     );
     assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
@@ -242,7 +238,6 @@ fn script_lines_use_the_servers_quoting_rules() {
     let server = TestServer::start();
     let out = run_script(
         &server,
-        &[],
         "REGISTER \"a b\"\nECHO \"x\\ty\"\nECHO 'it\\'s' \"\\x41\"\nECHO \"unbalanced\nPING\n",
     );
     assert_output(
@@ -254,7 +249,7 @@ fn script_lines_use_the_servers_quoting_rules() {
          Invalid argument(s)\n\
          PONG\n",
     );
-    let out = run_script(&server, &[], "ECHO \"a b\"\nquit\nPING\n");
+    let out = run_script(&server, "ECHO \"a b\"\nquit\nPING\n");
     assert_output(&out, 0, "\"a b\"\n");
     server.stop();
 }
@@ -266,20 +261,12 @@ fn exit_status_is_0_ok_1_error_reply_2_no_connection() {
     assert_eq!(run(&server, &["NOSUCHCOMMAND"]).status.code(), Some(1));
     // A script's error replies do not fail it, as in redis-cli.
     assert_eq!(
-        run_script(&server, &[], "NOSUCHCOMMAND\n").status.code(),
+        run_script(&server, "NOSUCHCOMMAND\n").status.code(),
         Some(0)
     );
 
-    let port = {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let out = Command::new(env!("CARGO_BIN_EXE_userbus"))
-        .args(["cli", "-p", &port.to_string(), "PING"])
-        .env_remove("USERBUS_HOST")
-        .env_remove("USERBUS_PORT")
-        .output()
-        .expect("run the cli");
+    let port = free_port();
+    let out = run_userbus(&["cli", "-p", &port.to_string(), "PING"]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stdout(&out), "");
     assert_eq!(
@@ -292,7 +279,7 @@ fn exit_status_is_0_ok_1_error_reply_2_no_connection() {
 #[test]
 fn host_and_port_come_from_the_environment_too() {
     let server = TestServer::start();
-    let out = Command::new(env!("CARGO_BIN_EXE_userbus"))
+    let out = userbus()
         .args(["cli", "PING"])
         .env("USERBUS_HOST", server.addr.ip().to_string())
         .env("USERBUS_PORT", server.addr.port().to_string())
@@ -304,10 +291,7 @@ fn host_and_port_come_from_the_environment_too() {
 
 #[test]
 fn help_is_a_long_flag_because_dash_h_is_the_host() {
-    let out = Command::new(env!("CARGO_BIN_EXE_userbus"))
-        .args(["cli", "--help"])
-        .output()
-        .expect("run the cli");
+    let out = run_userbus(&["cli", "--help"]);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(text.contains("-h, --host <HOST>"), "{text}");

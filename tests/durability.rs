@@ -11,8 +11,11 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::Instant;
 
-use common::reply::info;
-use common::{IO_TIMEOUT, Raw, TestServer, config_at, fields, multibulk, userbus_command};
+use common::reply::{info, register, unregister};
+use common::{
+    IO_TIMEOUT, Raw, TestServer, config_at, fields, multibulk, temp_db, tight_max_pages,
+    userbus_command,
+};
 use userbus::config::MAX_FIELD_VALUE_BYTES;
 use userbus::{Error, Server};
 
@@ -21,10 +24,6 @@ use userbus::{Error, Server};
 /// its event row).
 fn fill_max_pages() -> u64 {
     common::fresh_db_pages() + 25
-}
-/// A cap with room for a small user but not for one with two maximal field values.
-fn tight_max_pages() -> u64 {
-    common::fresh_db_pages() + 3
 }
 /// Maximal field values per "big" registration.
 const BIG_FIELDS: usize = 2;
@@ -124,31 +123,13 @@ fn all_names(c: &mut redis::Connection) -> Vec<String> {
 
 #[test]
 fn acknowledged_changes_survive_a_restart_and_ids_are_never_reused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
-
-    let server = TestServer::start_at(&db, |_| {}, |b| b);
-    let mut c = server.redis();
-    let register = |c: &mut redis::Connection, name: &str, f: &[(&str, &str)]| -> i64 {
-        let mut cmd = redis::cmd("REGISTER");
-        cmd.arg(name);
-        for (k, v) in f {
-            cmd.arg(*k).arg(*v);
-        }
-        cmd.query(c).expect("REGISTER")
-    };
+    let (server, mut c) = TestServer::start_redis();
     let alice_fields = [("plan", "pro"), ("city", "Oslo"), ("note", "two words")];
     assert_eq!(register(&mut c, "alice", &alice_fields), 1);
     assert_eq!(register(&mut c, "bob", &[]), 2);
     assert_eq!(register(&mut c, "carol", &[("x", "y")]), 3);
     assert_eq!(register(&mut c, "dave", &[("plan", "free")]), 4);
     assert_eq!(register(&mut c, "alice", &[("plan", "other")]), 0);
-    let unregister = |c: &mut redis::Connection, name: &str| -> i64 {
-        redis::cmd("UNREGISTER")
-            .arg(name)
-            .query(c)
-            .expect("UNREGISTER")
-    };
     assert_eq!(unregister(&mut c, "bob"), 1);
     // The highest id leaves too: a store that reused ids would hand 4 out again.
     assert_eq!(unregister(&mut c, "dave"), 1);
@@ -156,9 +137,8 @@ fn acknowledged_changes_survive_a_restart_and_ids_are_never_reused() {
     let alice_before = lookup(&mut c, "alice").expect("alice before restart");
     let carol_before = lookup(&mut c, "carol").expect("carol before restart");
     drop(c);
-    server.stop();
 
-    let server = TestServer::start_at(&db, |_| {}, |b| b);
+    let server = server.restart();
     let mut c = server.redis();
     assert_eq!(lookup(&mut c, "alice"), Some(alice_before.clone()));
     assert_eq!(alice_before.id, 1);
@@ -176,10 +156,9 @@ fn acknowledged_changes_survive_a_restart_and_ids_are_never_reused() {
     assert_eq!(bob, 6, "a returning name gets a new id");
     assert_eq!(usercount(&mut c), 4);
     drop(c);
-    server.stop();
 
     // And once more, so the second run's changes are durable as well.
-    let server = TestServer::start_at(&db, |_| {}, |b| b);
+    let server = server.restart();
     let mut c = server.redis();
     assert_eq!(usercount(&mut c), 4);
     assert_eq!(lookup(&mut c, "erin").map(|u| u.id), Some(erin));
@@ -192,10 +171,7 @@ fn acknowledged_changes_survive_a_restart_and_ids_are_never_reused() {
 #[test]
 fn a_pipelined_burst_survives_a_restart() {
     const N: usize = 300;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
-
-    let server = TestServer::start_at(&db, |_| {}, |b| b);
+    let server = TestServer::start();
     let mut raw = Raw::connect(server.addr);
     let burst: Vec<u8> = (0..N)
         .flat_map(|i| register_cmd(&format!("burst{i}"), &[("i".into(), i.to_string())]))
@@ -205,9 +181,8 @@ fn a_pipelined_burst_survives_a_restart() {
     let expected: Vec<String> = (1..=N).map(|id| format!(":{id}")).collect();
     assert_eq!(ids, expected);
     drop(raw);
-    server.stop();
 
-    let server = TestServer::start_at(&db, |_| {}, |b| b);
+    let server = server.restart();
     let mut c = server.redis();
     assert_eq!(usercount(&mut c), N as i64);
     for i in [0, 1, N / 2, N - 1] {
@@ -224,8 +199,7 @@ fn a_pipelined_burst_survives_a_restart() {
 
 #[test]
 fn a_full_database_fails_only_the_registrations_it_did_not_acknowledge() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let server = TestServer::start_at(&db, |cfg| cfg.max_db_pages = fill_max_pages(), |b| b);
     let mut raw = Raw::connect(server.addr);
     let big = big_fields(BIG_FIELDS);
@@ -496,8 +470,7 @@ impl Drop for Bin {
 /// middle of a pipelined burst, and checks that it exits 0 and that everything it
 /// acknowledged is there after a restart.
 fn signal_stops_cleanly_and_keeps_every_acknowledged_write(signal: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let (bin, port) = Bin::serve(&db, &[], &[]);
 
     let mut c = redis_at(port);
@@ -616,8 +589,7 @@ fn config_get(c: &mut redis::Connection, name: &str) -> String {
 
 #[test]
 fn durability_comes_from_the_environment_and_the_flag_wins() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     for (extra, envs, expected) in [
         (&[][..], &[][..], "strict"),
         (&[][..], &[("USERBUS_DURABILITY", "normal")][..], "normal"),
@@ -644,8 +616,7 @@ fn durability_comes_from_the_environment_and_the_flag_wins() {
 
 #[test]
 fn an_unknown_durability_is_refused_with_a_clear_message() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let db = db.to_str().expect("utf-8 path");
     let args = ["serve", "--port", "0", "--http-port", "0", "--db", db];
     for (extra, envs) in [
@@ -821,8 +792,7 @@ fn a_name_stored_twice_by_another_writer_is_refused_at_start() {
 #[test]
 fn registrations_written_together_keep_their_order_ids_and_events() {
     const N: usize = 2500;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("userbus.db");
+    let (_dir, db) = temp_db();
     let server = TestServer::start_at(&db, |_| {}, |b| b);
     let mut raw = Raw::connect(server.addr);
     let mut batch = Vec::new();

@@ -7,6 +7,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::TestServer;
+use common::reply::register;
+use common::stream::{EVENTS, xlen};
 use userbus::config::Retention;
 use userbus::{Builder, Event, EventKind};
 
@@ -32,8 +34,12 @@ fn forwarding(name: &'static str) -> (impl FnOnce(Builder) -> Builder, mpsc::Rec
     (add, rx)
 }
 
-fn register(c: &mut redis::Connection, name: &str) -> i64 {
-    redis::cmd("REGISTER").arg(name).query(c).expect("REGISTER")
+/// Registers `name` on a new connection and asserts the handler behind `rx` is
+/// given that registration next.
+fn assert_handler_gets(server: &TestServer, rx: &mpsc::Receiver<Event>, name: &str) {
+    let mut c = server.redis();
+    register(&mut c, name, &[]);
+    assert_eq!(recv_n(rx, 1)[0].name, name);
 }
 
 #[test]
@@ -42,7 +48,7 @@ fn durable_handler_sees_every_event_once_in_order() {
     let server = TestServer::start_with(|_| {}, handler);
     let mut c = server.redis();
     for name in ["a", "b", "c"] {
-        register(&mut c, name);
+        register(&mut c, name, &[]);
     }
     let _: i64 = redis::cmd("UNREGISTER").arg("b").query(&mut c).unwrap();
     let got = recv_n(&rx, 4);
@@ -55,75 +61,52 @@ fn durable_handler_sees_every_event_once_in_order() {
 
 #[test]
 fn durable_handler_resumes_after_restart_without_skipping() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("userbus.db");
-
     // First run: the handler exists (so its offset is stored) but panics on every
     // event, as if the process died between the commit and the handler's return.
-    let server = TestServer::start_at(
-        &db,
+    let server = TestServer::start_with(
         |_| {},
         |b| b.durable_handler("welcome", |e| panic!("mail server down for {}", e.name)),
     );
     let mut c = server.redis();
-    register(&mut c, "alice");
-    register(&mut c, "bob");
+    register(&mut c, "alice", &[]);
+    register(&mut c, "bob", &[]);
     // The handler panicked and was retried; the server still serves.
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
     drop(c);
-    server.stop();
 
     // Second run: the same handler, now working, gets both events.
     let (handler, rx) = forwarding("welcome");
-    let server = TestServer::start_at(&db, |_| {}, handler);
+    let server = server.restart_with(handler);
     let got = recv_n(&rx, 2);
     let names: Vec<&str> = got.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["alice", "bob"]);
-    let mut c = server.redis();
-    register(&mut c, "carol");
-    assert_eq!(recv_n(&rx, 1)[0].name, "carol");
-    drop(c);
-    server.stop();
+    assert_handler_gets(&server, &rx, "carol");
 
     // Third run: everything was processed, nothing is delivered twice.
     let (handler, rx) = forwarding("welcome");
-    let server = TestServer::start_at(&db, |_| {}, handler);
-    let mut c = server.redis();
-    register(&mut c, "dave");
-    assert_eq!(recv_n(&rx, 1)[0].name, "dave");
-    drop(c);
+    let server = server.restart_with(handler);
+    assert_handler_gets(&server, &rx, "dave");
     server.stop();
 }
 
 #[test]
 fn a_new_durable_handler_starts_at_the_end_of_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("userbus.db");
-    let server = TestServer::start_at(&db, |_| {}, |b| b);
-    let mut c = server.redis();
-    register(&mut c, "old");
+    let (server, mut c) = TestServer::start_redis();
+    register(&mut c, "old", &[]);
     drop(c);
-    server.stop();
 
     let (handler, rx) = forwarding("late");
-    let server = TestServer::start_at(&db, |_| {}, handler);
-    let mut c = server.redis();
-    register(&mut c, "new");
-    assert_eq!(recv_n(&rx, 1)[0].name, "new");
-    drop(c);
+    let server = server.restart_with(handler);
+    assert_handler_gets(&server, &rx, "new");
     server.stop();
-}
-
-fn xlen(c: &mut redis::Connection) -> i64 {
-    redis::cmd("XLEN").arg("events").query(c).unwrap()
 }
 
 /// Polls XLEN until it equals `want` (retention runs on a timer).
 fn wait_for_xlen(c: &mut redis::Connection, want: i64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let n = xlen(c);
+        let n = xlen(c, EVENTS);
         if n == want {
             return;
         }
@@ -148,7 +131,7 @@ fn retention_keeps_the_newest_entries_and_seq_never_repeats() {
     );
     let mut c = server.redis();
     for i in 0..8 {
-        register(&mut c, &format!("u{i}"));
+        register(&mut c, &format!("u{i}"), &[]);
     }
     wait_for_xlen(&mut c, 3);
     let ids: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
@@ -169,7 +152,7 @@ fn retention_keeps_the_newest_entries_and_seq_never_repeats() {
         .unwrap();
     assert!(format!("{read:?}").contains("6-0"));
     assert!(!format!("{read:?}").contains("\"5-0\""));
-    register(&mut c, "after-trim");
+    register(&mut c, "after-trim", &[]);
     let last: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
         .arg("events")
         .arg("+")
@@ -186,8 +169,6 @@ fn retention_keeps_the_newest_entries_and_seq_never_repeats() {
 
 #[test]
 fn retention_never_trims_what_a_durable_handler_has_not_processed() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("userbus.db");
     let keep_one = |cfg: &mut userbus::Config| {
         cfg.retain_events = Some(Retention {
             max_entries: Some(1),
@@ -195,12 +176,11 @@ fn retention_never_trims_what_a_durable_handler_has_not_processed() {
         })
     };
     // The handler fails on everything, so its offset stays before "a".
-    let server = TestServer::start_at(&db, keep_one, |b| {
-        b.durable_handler("stuck", |_| panic!("down"))
-    });
+    let server =
+        TestServer::start_with(keep_one, |b| b.durable_handler("stuck", |_| panic!("down")));
     let mut c = server.redis();
     for name in ["a", "b", "c"] {
-        register(&mut c, name);
+        register(&mut c, name, &[]);
     }
     // Give the trimmer a few rounds; nothing may go.
     let info = |c: &mut redis::Connection| -> String {
@@ -208,16 +188,15 @@ fn retention_never_trims_what_a_durable_handler_has_not_processed() {
     };
     let deadline = std::time::Instant::now() + Duration::from_millis(1500);
     while std::time::Instant::now() < deadline {
-        assert_eq!(xlen(&mut c), 3, "{}", info(&mut c));
+        assert_eq!(xlen(&mut c, EVENTS), 3, "{}", info(&mut c));
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(info(&mut c).contains("durable_handler:stuck:offset=0,lag=3"));
     drop(c);
-    server.stop();
 
     // Once the handler works, it processes all three and the log is trimmed.
     let (handler, rx) = forwarding("stuck");
-    let server = TestServer::start_at(&db, keep_one, handler);
+    let server = server.restart_with(handler);
     let names: Vec<String> = recv_n(&rx, 3).into_iter().map(|e| e.name).collect();
     assert_eq!(names, ["a", "b", "c"]);
     let mut c = server.redis();

@@ -6,8 +6,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use common::reply::{bulk, call, call_cmd, error_text, int, pairs, text_or_verbatim};
-use common::{TestServer, exchange, read_to_close, read_until_suffix};
+use common::reply::{
+    assert_error_reply, bulk, call, call_cmd, error_text, int, pairs, text_or_verbatim,
+};
+use common::{TestServer, exchange, in_both_protocols, read_to_close, read_until_suffix};
 use redis::Value;
 
 /// A map reply keyed by its string keys.
@@ -34,8 +36,7 @@ fn info_fields(text: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn ping_replies_pong_or_its_message() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
     exchange(&mut s, b"*1\r\n$4\r\nping\r\n", b"+PONG\r\n");
     exchange(&mut s, b"*2\r\n$4\r\nPING\r\n$2\r\nhi\r\n", b"$2\r\nhi\r\n");
@@ -52,8 +53,7 @@ fn ping_replies_pong_or_its_message() {
 
 #[test]
 fn echo_returns_its_argument_binary_safe() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(
         &mut s,
         b"*2\r\n$4\r\nECHO\r\n$5\r\na\x00\xff\r\n\r\n",
@@ -72,8 +72,7 @@ fn echo_returns_its_argument_binary_safe() {
 
 #[test]
 fn quit_replies_ok_then_closes() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     s.write_all(b"QUIT\r\nPING\r\n").expect("write");
     // The request after QUIT is never answered.
     assert_eq!(read_to_close(&mut s), b"+OK\r\n");
@@ -82,8 +81,7 @@ fn quit_replies_ok_then_closes() {
 
 #[test]
 fn unknown_command_replies_error_naming_it() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(
         &mut s,
         b"FOO a b\r\n",
@@ -102,8 +100,7 @@ fn unknown_command_replies_error_naming_it() {
 
 #[test]
 fn hello_without_arguments_describes_server_in_current_protocol() {
-    let server = TestServer::start();
-    let mut c2 = server.redis();
+    let (server, mut c2) = TestServer::start_redis();
     let v = call(&mut c2, &["HELLO"]);
     let m = map(&v, false);
     assert_eq!(m["proto"], Value::Int(2), "{v:?}");
@@ -121,8 +118,7 @@ fn hello_without_arguments_describes_server_in_current_protocol() {
 
 #[test]
 fn hello_switches_protocol_both_ways() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert!(call(&mut c, &["REGISTER", "alice"]) != Value::Nil);
     assert!(matches!(
         call(&mut c, &["LOOKUP", "alice"]),
@@ -143,8 +139,7 @@ fn hello_switches_protocol_both_ways() {
 
 #[test]
 fn hello_3_makes_nulls_resp3_on_the_wire() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(&mut s, b"CLIENT GETNAME\r\n", b"$-1\r\n");
     s.write_all(b"HELLO 3\r\nPING\r\n").expect("write");
     let hello = read_until_suffix(&mut s, b"+PONG\r\n");
@@ -156,17 +151,18 @@ fn hello_3_makes_nulls_resp3_on_the_wire() {
 
 #[test]
 fn hello_unsupported_version_replies_noproto() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     for ver in ["4", "1", "0"] {
-        assert_eq!(
-            error_text(&call(&mut c, &["HELLO", ver])),
-            "NOPROTO unsupported protocol version"
+        assert_error_reply(
+            &mut c,
+            &["HELLO", ver],
+            "NOPROTO unsupported protocol version",
         );
     }
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "three"])),
-        "ERR Protocol version is not an integer or out of range"
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "three"],
+        "ERR Protocol version is not an integer or out of range",
     );
     // Still RESP2.
     assert_eq!(
@@ -178,8 +174,7 @@ fn hello_unsupported_version_replies_noproto() {
 
 #[test]
 fn hello_setname_sets_client_name() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let v = call(&mut c, &["HELLO", "3", "SETNAME", "foo"]);
     assert_eq!(map(&v, true)["proto"], Value::Int(3));
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("foo"));
@@ -189,9 +184,10 @@ fn hello_setname_sets_client_name() {
     );
     assert_eq!(map(&v, false)["proto"], Value::Int(2));
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("bar"));
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "SETNAME", "a b"])),
-        "ERR Client names cannot contain spaces, newlines or special characters."
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "SETNAME", "a b"],
+        "ERR Client names cannot contain spaces, newlines or special characters.",
     );
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("bar"));
     server.stop();
@@ -199,19 +195,21 @@ fn hello_setname_sets_client_name() {
 
 #[test]
 fn hello_bad_option_replies_syntax_error_and_keeps_protocol() {
-    let server = TestServer::start();
-    let mut c = server.redis();
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "FOO"])),
-        "ERR Syntax error in HELLO option 'FOO'"
+    let (server, mut c) = TestServer::start_redis();
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "FOO"],
+        "ERR Syntax error in HELLO option 'FOO'",
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "SETNAME"])),
-        "ERR Syntax error in HELLO option 'SETNAME'"
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "SETNAME"],
+        "ERR Syntax error in HELLO option 'SETNAME'",
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "SETNAME", "x", "AUTH", "u"])),
-        "ERR Syntax error in HELLO option 'AUTH'"
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "SETNAME", "x", "AUTH", "u"],
+        "ERR Syntax error in HELLO option 'AUTH'",
     );
     // A rejected HELLO changes nothing: still RESP2, still unnamed.
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
@@ -224,21 +222,23 @@ fn hello_bad_option_replies_syntax_error_and_keeps_protocol() {
 
 #[test]
 fn auth_without_configured_password_behaves_as_redis() {
-    let server = TestServer::start();
-    let mut c = server.redis();
-    assert_eq!(
-        error_text(&call(&mut c, &["AUTH", "secret"])),
+    let (server, mut c) = TestServer::start_redis();
+    assert_error_reply(
+        &mut c,
+        &["AUTH", "secret"],
         "ERR AUTH <password> called without any password configured for the default user. \
-         Are you sure your configuration is correct?"
+         Are you sure your configuration is correct?",
     );
     assert_eq!(call(&mut c, &["AUTH", "default", "anything"]), Value::Okay);
-    assert_eq!(
-        error_text(&call(&mut c, &["AUTH", "bob", "pw"])),
-        "WRONGPASS invalid username-password pair or user is disabled."
+    assert_error_reply(
+        &mut c,
+        &["AUTH", "bob", "pw"],
+        "WRONGPASS invalid username-password pair or user is disabled.",
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["HELLO", "3", "AUTH", "bob", "pw"])),
-        "WRONGPASS invalid username-password pair or user is disabled."
+    assert_error_reply(
+        &mut c,
+        &["HELLO", "3", "AUTH", "bob", "pw"],
+        "WRONGPASS invalid username-password pair or user is disabled.",
     );
     server.stop();
 }
@@ -247,16 +247,13 @@ fn auth_without_configured_password_behaves_as_redis() {
 
 #[test]
 fn select_0_replies_ok_other_index_errors() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(call(&mut c, &["SELECT", "0"]), Value::Okay);
-    assert_eq!(
-        error_text(&call(&mut c, &["SELECT", "1"])),
-        "ERR DB index is out of range"
-    );
-    assert_eq!(
-        error_text(&call(&mut c, &["SELECT", "x"])),
-        "ERR value is not an integer or out of range"
+    assert_error_reply(&mut c, &["SELECT", "1"], "ERR DB index is out of range");
+    assert_error_reply(
+        &mut c,
+        &["SELECT", "x"],
+        "ERR value is not an integer or out of range",
     );
     let mut s = server.raw();
     exchange(&mut s, b"SELECT 0\r\n", b"+OK\r\n");
@@ -281,9 +278,7 @@ fn entry_names(v: &Value) -> Vec<String> {
 
 #[test]
 fn command_lists_every_command_and_count_agrees() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, _| {
         let all = call(&mut c, &["COMMAND"]);
         let names = entry_names(&all);
         for want in [
@@ -309,15 +304,12 @@ fn command_lists_every_command_and_count_agrees() {
         }
         let count = int(&call(&mut c, &["COMMAND", "COUNT"]));
         assert_eq!(count, names.len() as i64);
-    }
-    server.stop();
+    });
 }
 
 #[test]
 fn command_docs_replies_map_containing_register() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, resp3| {
         let v = call(&mut c, &["COMMAND", "DOCS"]);
         let docs = map(&v, resp3);
         let register = docs
@@ -328,15 +320,12 @@ fn command_docs_replies_map_containing_register() {
         let v = call(&mut c, &["COMMAND", "DOCS", "register", "nonexistent"]);
         let docs = map(&v, resp3);
         assert_eq!(docs.keys().collect::<Vec<_>>(), ["register"], "{v:?}");
-    }
-    server.stop();
+    });
 }
 
 #[test]
 fn command_info_describes_known_and_nil_for_unknown() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, _| {
         let v = call(
             &mut c,
             &["COMMAND", "INFO", "register", "nonexistent", "LOOKUP"],
@@ -363,14 +352,12 @@ fn command_info_describes_known_and_nil_for_unknown() {
             flags.iter().any(|f| f == "write"),
             "REGISTER writes: {flags:?}"
         );
-    }
-    server.stop();
+    });
 }
 
 #[test]
 fn unknown_subcommands_reply_error_naming_them() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     for (words, expected) in [
         (
             &["CLIENT", "FOO"][..],
@@ -385,11 +372,12 @@ fn unknown_subcommands_reply_error_naming_them() {
             "ERR unknown subcommand 'FOO'. Try CONFIG HELP.",
         ),
     ] {
-        assert_eq!(error_text(&call(&mut c, words)), expected);
+        assert_error_reply(&mut c, words, expected);
     }
-    assert_eq!(
-        error_text(&call(&mut c, &["CLIENT"])),
-        "ERR wrong number of arguments for 'client' command"
+    assert_error_reply(
+        &mut c,
+        &["CLIENT"],
+        "ERR wrong number of arguments for 'client' command",
     );
     let mut s = server.raw();
     exchange(
@@ -428,8 +416,7 @@ fn client_id_is_distinct_per_connection() {
 
 #[test]
 fn client_setname_getname_roundtrip() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), Value::Nil);
     assert_eq!(
         call(&mut c, &["CLIENT", "SETNAME", "worker-1"]),
@@ -437,9 +424,10 @@ fn client_setname_getname_roundtrip() {
     );
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("worker-1"));
     for bad in ["has space", "new\nline", "tab\t"] {
-        assert_eq!(
-            error_text(&call(&mut c, &["CLIENT", "SETNAME", bad])),
-            "ERR Client names cannot contain spaces, newlines or special characters."
+        assert_error_reply(
+            &mut c,
+            &["CLIENT", "SETNAME", bad],
+            "ERR Client names cannot contain spaces, newlines or special characters.",
         );
     }
     assert_eq!(call(&mut c, &["CLIENT", "GETNAME"]), bulk("worker-1"));
@@ -454,8 +442,7 @@ fn client_setname_getname_roundtrip() {
 
 #[test]
 fn client_setinfo_lib_name_and_ver_show_in_client_info() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(
         call(&mut c, &["CLIENT", "SETINFO", "lib-name", "mylib"]),
         Value::Okay
@@ -464,9 +451,10 @@ fn client_setinfo_lib_name_and_ver_show_in_client_info() {
         call(&mut c, &["CLIENT", "SETINFO", "LIB-VER", "1.2.3"]),
         Value::Okay
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["CLIENT", "SETINFO", "colour", "red"])),
-        "ERR Unrecognized option 'colour'"
+    assert_error_reply(
+        &mut c,
+        &["CLIENT", "SETINFO", "colour", "red"],
+        "ERR Unrecognized option 'colour'",
     );
     let err = error_text(&call(&mut c, &["CLIENT", "SETINFO", "lib-name", "my lib"]));
     assert!(err.starts_with("ERR "), "{err}");
@@ -479,8 +467,7 @@ fn client_setinfo_lib_name_and_ver_show_in_client_info() {
 
 #[test]
 fn client_list_contains_this_client_id_and_name() {
-    let server = TestServer::start();
-    let mut c2 = server.redis();
+    let (server, mut c2) = TestServer::start_redis();
     let mut c3 = server.redis3();
     let id2 = client_id(&mut c2);
     let id3 = client_id(&mut c3);
@@ -514,8 +501,7 @@ fn client_list_contains_this_client_id_and_name() {
 
 #[test]
 fn client_list_id_lists_only_those_clients() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let mut other = server.redis();
     let other_id = client_id(&mut other);
     let list = text_or_verbatim(&call_cmd(
@@ -534,9 +520,7 @@ fn client_list_id_lists_only_those_clients() {
 
 #[test]
 fn config_get_save_and_appendonly() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, resp3| {
         let save = map(&call(&mut c, &["CONFIG", "GET", "save"]), resp3);
         assert_eq!(save.keys().collect::<Vec<_>>(), ["save"]);
         text_or_verbatim(&save["save"]);
@@ -552,14 +536,12 @@ fn config_get_save_and_appendonly() {
         assert_eq!(both.keys().collect::<Vec<_>>(), ["appendonly", "save"]);
         let none = map(&call(&mut c, &["CONFIG", "GET", "no-such-setting"]), resp3);
         assert!(none.is_empty());
-    }
-    server.stop();
+    });
 }
 
 #[test]
 fn config_get_star_contains_port_and_durability() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let all = map(&call(&mut c, &["CONFIG", "GET", "*"]), false);
     for key in ["port", "durability", "save", "appendonly"] {
         assert!(all.contains_key(key), "CONFIG GET * lacks {key}: {all:?}");
@@ -582,8 +564,7 @@ fn config_get_durability_reports_normal_when_configured() {
 
 #[test]
 fn config_get_port_reports_the_bound_port() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let port = map(&call(&mut c, &["CONFIG", "GET", "port"]), false);
     assert_eq!(
         text_or_verbatim(&port["port"]),
@@ -594,15 +575,16 @@ fn config_get_port_reports_the_bound_port() {
 
 #[test]
 fn config_get_without_pattern_replies_arity_error() {
-    let server = TestServer::start();
-    let mut c = server.redis();
-    assert_eq!(
-        error_text(&call(&mut c, &["CONFIG", "GET"])),
-        "ERR wrong number of arguments for 'config|get' command"
+    let (server, mut c) = TestServer::start_redis();
+    assert_error_reply(
+        &mut c,
+        &["CONFIG", "GET"],
+        "ERR wrong number of arguments for 'config|get' command",
     );
-    assert_eq!(
-        error_text(&call(&mut c, &["CONFIG"])),
-        "ERR wrong number of arguments for 'config' command"
+    assert_error_reply(
+        &mut c,
+        &["CONFIG"],
+        "ERR wrong number of arguments for 'config' command",
     );
     assert_eq!(call(&mut c, &["PING"]), Value::SimpleString("PONG".into()));
     server.stop();
@@ -612,9 +594,7 @@ fn config_get_without_pattern_replies_arity_error() {
 
 #[test]
 fn info_replies_every_section() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|server, mut c, resp3| {
         let v = call(&mut c, &["INFO"]);
         if resp3 {
             assert!(matches!(v, Value::VerbatimString { .. }), "{v:?}");
@@ -635,14 +615,12 @@ fn info_replies_every_section() {
         let fields = info_fields(&info);
         assert_eq!(fields["tcp_port"], server.addr.port().to_string());
         assert_eq!(fields["durability"], "strict");
-    }
-    server.stop();
+    });
 }
 
 #[test]
 fn info_section_replies_only_that_section() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let info = text_or_verbatim(&call(&mut c, &["INFO", "keyspace"]));
     let headers: Vec<&str> = info.lines().filter(|l| l.starts_with('#')).collect();
     assert_eq!(headers, ["# Keyspace"]);
@@ -654,8 +632,7 @@ fn info_section_replies_only_that_section() {
 
 #[test]
 fn info_keyspace_users_matches_usercount() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let users = |c: &mut redis::Connection| {
         let info = text_or_verbatim(&call(c, &["INFO", "keyspace"]));
         info_fields(&info)["users"].parse::<i64>().expect("users:N")

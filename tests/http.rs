@@ -17,7 +17,8 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::reply::{bulk_text, call, call_cmd, register_cmd};
+use common::reply::{call, register_new};
+use common::stream::{Entry, all_events};
 use common::{IO_TIMEOUT, TestServer, assert_bytes, show};
 use redis::Value as Redis;
 use serde_json::{Value, json};
@@ -104,6 +105,20 @@ fn assert_serves(s: &mut TcpStream) {
     let mut got = vec![0; HEALTHZ_OK.len()];
     s.read_exact(&mut got).expect("healthz reply");
     assert_bytes(&got, HEALTHZ_OK, "a keep-alive connection beside it");
+}
+
+/// Sends `request` (which ends the connection: `Connection: close`) on a fresh
+/// connection and asserts the exact response, up to the server's close.
+#[track_caller]
+fn assert_answers(server: &TestServer, request: &[u8], want: &[u8], what: &str) {
+    let mut s = server.http_raw();
+    s.write_all(request).expect("write");
+    assert_bytes(&read_until_closed(&mut s), want, what);
+}
+
+/// `GET /healthz` answered on a connection that closes after it.
+fn healthz_closing() -> Vec<u8> {
+    response("200 OK", "text/plain; charset=utf-8", b"ok\n", false, &[])
 }
 
 /// Sends `request` on a fresh connection and asserts the exact refusal, that the
@@ -259,49 +274,6 @@ fn list_all(
     }
 }
 
-fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
-    match call_cmd(con, &register_cmd(name, fields)) {
-        Redis::Int(id) if id > 0 => id,
-        other => panic!("REGISTER {name}: expected a new id, got {other:?}"),
-    }
-}
-
-/// XRANGE events - + as (seq, fields as pairs).
-fn xrange(con: &mut redis::Connection) -> Vec<(i64, Vec<(String, String)>)> {
-    let Redis::Array(entries) = call(con, &["XRANGE", "events", "-", "+"]) else {
-        panic!("XRANGE: expected an array");
-    };
-    entries
-        .iter()
-        .map(|e| {
-            let Redis::Array(parts) = e else {
-                panic!("entry: {e:?}")
-            };
-            let [id, Redis::Array(flat)] = parts.as_slice() else {
-                panic!("entry: {e:?}")
-            };
-            let id = bulk_text(id);
-            let seq = id
-                .strip_suffix("-0")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("entry id {id:?}"));
-            let fields = flat
-                .chunks(2)
-                .map(|p| (bulk_text(&p[0]), bulk_text(&p[1])))
-                .collect();
-            (seq, fields)
-        })
-        .collect()
-}
-
-fn field<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no field {name} in {fields:?}"))
-}
-
 /// One event-stream frame.
 #[derive(Debug)]
 struct Frame {
@@ -378,7 +350,7 @@ fn assert_frame(f: &Frame, seq: i64, kind: &str, id: i64, name: &str) {
 
 /// The `seq` of the newest event, from XRANGE.
 fn newest_seq(con: &mut redis::Connection) -> i64 {
-    xrange(con).last().map_or(0, |e| e.0)
+    all_events(con).last().map_or(0, Entry::seq)
 }
 
 // ---------------------------------------------------------------------------
@@ -408,14 +380,9 @@ fn head_over_16_kib_is_refused_with_431_and_close() {
     endless.resize(MAX_HEAD_BYTES + 100, b'a');
     assert_refused(&server, &endless, &refusal);
     // Exactly at the limit is served.
-    let mut s = server.http_raw();
-    s.write_all(&head_of_len(MAX_HEAD_BYTES)).expect("write");
-    let got = read_until_closed(&mut s);
-    assert_bytes(
-        &got,
-        &response("200 OK", "text/plain; charset=utf-8", b"ok\n", false, &[]),
-        "a head of exactly MAX_HEAD_BYTES",
-    );
+    let at_limit = head_of_len(MAX_HEAD_BYTES);
+    let what = "a head of exactly MAX_HEAD_BYTES";
+    assert_answers(&server, &at_limit, &healthz_closing(), what);
 }
 
 /// A GET of `/healthz` with `n` headers, the last one `Connection: close`.
@@ -440,14 +407,9 @@ fn more_than_64_headers_are_refused_with_431_and_close() {
             false,
         ),
     );
-    let mut s = server.http_raw();
-    s.write_all(&with_headers(MAX_HEADERS)).expect("write");
-    let got = read_until_closed(&mut s);
-    assert_bytes(
-        &got,
-        &response("200 OK", "text/plain; charset=utf-8", b"ok\n", false, &[]),
-        "exactly MAX_HEADERS headers",
-    );
+    let at_limit = with_headers(MAX_HEADERS);
+    let what = "exactly MAX_HEADERS headers";
+    assert_answers(&server, &at_limit, &healthz_closing(), what);
 }
 
 #[test]
@@ -463,17 +425,13 @@ fn target_over_4096_bytes_is_refused_with_414_and_close() {
         &json_error("414 URI Too Long", "request target too long", false),
     );
     // A target of exactly the limit is routed (to a 404: no such route).
-    let mut s = server.http_raw();
     let at_limit = format!(
         "GET /{} HTTP/1.1\r\nConnection: close\r\n\r\n",
         "a".repeat(MAX_TARGET_BYTES - 1)
     );
-    s.write_all(at_limit.as_bytes()).expect("write");
-    assert_bytes(
-        &read_until_closed(&mut s),
-        &json_error("404 Not Found", "no such route", false),
-        "a target of exactly MAX_TARGET_BYTES",
-    );
+    let not_found = json_error("404 Not Found", "no such route", false);
+    let what = "a target of exactly MAX_TARGET_BYTES";
+    assert_answers(&server, at_limit.as_bytes(), &not_found, what);
 }
 
 #[test]
@@ -531,20 +489,14 @@ fn body_of_exactly_256_kib_is_accepted() {
     )
     .into_bytes();
     req.extend_from_slice(&body);
-    let mut s = server.http_raw();
-    s.write_all(&req).expect("write");
-    let got = read_until_closed(&mut s);
-    assert_bytes(
-        &got,
-        &response(
-            "201 Created",
-            "application/json",
-            br#"{"id":1,"name":"padded"}"#,
-            false,
-            &[("Location", "/users/padded")],
-        ),
-        "a body of exactly MAX_BODY_BYTES",
+    let created = response(
+        "201 Created",
+        "application/json",
+        br#"{"id":1,"name":"padded"}"#,
+        false,
+        &[("Location", "/users/padded")],
     );
+    assert_answers(&server, &req, &created, "a body of exactly MAX_BODY_BYTES");
 }
 
 #[test]
@@ -772,7 +724,7 @@ fn http_1_0_closes_by_default_and_keeps_alive_when_asked() {
 fn head_sends_the_headers_of_get_without_the_body() {
     let server = TestServer::start_http();
     let mut redis = server.redis();
-    register(&mut redis, "hd", &[]);
+    register_new(&mut redis, "hd", &[]);
     let mut s = server.http_raw();
     let mut r = BufReader::new(s.try_clone().expect("clone"));
     for path in [
@@ -1032,11 +984,11 @@ fn user_list_pages_with_the_cursor_until_it_is_zero() {
     let mut want = BTreeSet::new();
     for i in 0..23 {
         let name = format!("u{i:02}");
-        register(&mut redis, &name, &[]);
+        register_new(&mut redis, &name, &[]);
         want.insert(name);
     }
     // A user that comes and goes leaves no hole in the listing.
-    register(&mut redis, "gone", &[]);
+    register_new(&mut redis, "gone", &[]);
     assert_eq!(call(&mut redis, &["UNREGISTER", "gone"]), Redis::Int(1));
     let (names, pages, last_seq) = list_all(&agent, &server, 5, None);
     let got: BTreeSet<String> = names.iter().cloned().collect();
@@ -1062,7 +1014,7 @@ fn user_list_filters_with_a_match_glob() {
     let agent = agent();
     let mut redis = server.redis();
     for name in ["ann", "anna", "bob", "annika", "ben", "xan"] {
-        register(&mut redis, name, &[]);
+        register_new(&mut redis, name, &[]);
     }
     let sorted = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
     let (names, _, _) = list_all(&agent, &server, 2, Some("ann*"));
@@ -1093,7 +1045,7 @@ fn http_writes_produce_the_same_events_as_resp() {
     ps.subscribe(REGISTERED).expect("SUBSCRIBE");
     ps.subscribe(UNREGISTERED).expect("SUBSCRIBE");
 
-    let resp_id = register(&mut redis, "viaresp", &[("from", "resp")]);
+    let resp_id = register_new(&mut redis, "viaresp", &[("from", "resp")]);
     let (status, body) = create(
         &agent,
         &server,
@@ -1127,10 +1079,10 @@ fn http_writes_produce_the_same_events_as_resp() {
     assert_eq!(removed["id"], http_id);
 
     // The durable log has the same three events, with the pushed seqs.
-    let log = xrange(&mut redis);
+    let log = all_events(&mut redis);
     let summary: Vec<(i64, &str, &str, &str)> = log
         .iter()
-        .map(|(seq, f)| (*seq, field(f, "kind"), field(f, "name"), field(f, "fields")))
+        .map(|e| (e.seq(), e.field("kind"), e.field("name"), e.field("fields")))
         .collect();
     let s1 = first["seq"].as_i64().expect("seq");
     assert_eq!(
@@ -1141,8 +1093,8 @@ fn http_writes_produce_the_same_events_as_resp() {
             (s1 + 2, UNREGISTERED, "viahttp", r#"{"from":"http"}"#),
         ]
     );
-    assert_eq!(field(&log[1].1, "id"), http_id.to_string());
-    assert_eq!(field(&log[1].1, "at"), pushed["at"].as_str().expect("at"));
+    assert_eq!(log[1].field("id"), http_id.to_string());
+    assert_eq!(log[1].field("at"), pushed["at"].as_str().expect("at"));
     // And each side reads what the other wrote.
     let (status, user) = outcome(agent.get(server.url("/users/viaresp")).call());
     assert_eq!((status, user["id"].as_i64()), (200, Some(resp_id)));
@@ -1208,12 +1160,12 @@ fn http_and_resp_writes_arriving_together_stay_consistent() {
 
     // The log has one event per acknowledged registration, seqs without gaps.
     let mut redis = server.redis();
-    let log = xrange(&mut redis);
-    let seqs: Vec<i64> = log.iter().map(|e| e.0).collect();
+    let log = all_events(&mut redis);
+    let seqs: Vec<i64> = log.iter().map(Entry::seq).collect();
     assert_eq!(seqs, (1..=total as i64).collect::<Vec<_>>());
     let logged: BTreeSet<i64> = log
         .iter()
-        .map(|(_, f)| field(f, "id").parse().expect("id"))
+        .map(|e| e.field("id").parse().expect("id"))
         .collect();
     assert_eq!(logged, unique);
     assert_eq!(call(&mut redis, &["USERCOUNT"]), Redis::Int(total as i64));
@@ -1229,11 +1181,11 @@ fn http_and_resp_writes_arriving_together_stay_consistent() {
 fn events_stream_starts_live_and_sends_new_events() {
     let server = TestServer::start_http();
     let mut redis = server.redis();
-    let before = register(&mut redis, "before", &[]);
+    let before = register_new(&mut redis, "before", &[]);
     assert!(before > 0);
     let mut stream = EventStream::open(&server, "/events", "");
     // The stream started after `before`: the first frame is the next event.
-    let id = register(&mut redis, "live", &[("plan", "pro")]);
+    let id = register_new(&mut redis, "live", &[("plan", "pro")]);
     let f = stream.next();
     assert_frame(&f, 2, REGISTERED, id, "live");
     assert_eq!(f.data["fields"], json!({"plan": "pro"}));
@@ -1246,42 +1198,42 @@ fn events_stream_starts_live_and_sends_new_events() {
     assert_frame(&stream.next(), 4, REGISTERED, web, "web");
 }
 
-/// Registers `n` users named `u1`.. and returns their ids; seqs are 1..=n.
-fn register_n(con: &mut redis::Connection, n: usize) -> Vec<i64> {
-    (1..=n)
-        .map(|i| register(con, &format!("u{i}"), &[]))
-        .collect()
+/// A server with its HTTP side on and `n` users `u1`.. registered: the server, the
+/// RESP2 connection that registered them, and their ids (their seqs are 1..=n).
+fn serve_users(n: usize) -> (TestServer, redis::Connection, Vec<i64>) {
+    let server = TestServer::start_http();
+    let mut redis = server.redis();
+    let ids = (1..=n)
+        .map(|i| register_new(&mut redis, &format!("u{i}"), &[]))
+        .collect();
+    (server, redis, ids)
 }
 
 #[test]
 fn events_resume_after_last_event_id() {
-    let server = TestServer::start_http();
-    let mut redis = server.redis();
-    let ids = register_n(&mut redis, 4);
+    let (server, mut redis, ids) = serve_users(4);
     let mut stream = EventStream::open(&server, "/events", "Last-Event-ID: 2\r\n");
     assert_frame(&stream.next(), 3, REGISTERED, ids[2], "u3");
     assert_frame(&stream.next(), 4, REGISTERED, ids[3], "u4");
     // Nothing else was queued: the next frame is the next new event.
-    let id = register(&mut redis, "u5", &[]);
+    let id = register_new(&mut redis, "u5", &[]);
     assert_frame(&stream.next(), 5, REGISTERED, id, "u5");
     // A stream id in `N-0` form works too (as XRANGE prints it).
     let mut stream = EventStream::open(&server, "/events", "Last-Event-ID: 4-0\r\n");
     assert_frame(&stream.next(), 5, REGISTERED, id, "u5");
     // Caught up: a reconnect at the head waits for the next event.
     let mut stream = EventStream::open(&server, "/events", "Last-Event-ID: 5\r\n");
-    let id = register(&mut redis, "u6", &[]);
+    let id = register_new(&mut redis, "u6", &[]);
     assert_frame(&stream.next(), 6, REGISTERED, id, "u6");
 }
 
 #[test]
 fn events_from_query_starts_at_that_seq() {
-    let server = TestServer::start_http();
-    let mut redis = server.redis();
-    let ids = register_n(&mut redis, 3);
+    let (server, mut redis, ids) = serve_users(3);
     let mut stream = EventStream::open(&server, "/events?from=2", "");
     assert_frame(&stream.next(), 2, REGISTERED, ids[1], "u2");
     assert_frame(&stream.next(), 3, REGISTERED, ids[2], "u3");
-    let id = register(&mut redis, "u4", &[]);
+    let id = register_new(&mut redis, "u4", &[]);
     assert_frame(&stream.next(), 4, REGISTERED, id, "u4");
     // From the start of the log.
     let mut stream = EventStream::open(&server, "/events?from=0", "");
@@ -1315,7 +1267,7 @@ fn events_with_a_bad_resume_point_are_400() {
 fn events_stream_is_readable_by_a_real_http_client() {
     let server = TestServer::start_http();
     let mut redis = server.redis();
-    let id = register(&mut redis, "seen", &[]);
+    let id = register_new(&mut redis, "seen", &[]);
     let resp = agent()
         .get(server.url("/events?from=1"))
         .call()
@@ -1367,11 +1319,10 @@ fn healthz_is_200_ok() {
 
 #[test]
 fn failing_storage_turns_healthz_and_writes_into_503() {
-    let server =
-        TestServer::start_http_with(|cfg| cfg.max_db_pages = common::fresh_db_pages() + 3, |b| b);
+    let server = TestServer::start_http_with(|cfg| cfg.max_db_pages = common::tight_max_pages());
     let agent = agent();
     let mut redis = server.redis();
-    register(&mut redis, "small", &[]);
+    register_new(&mut redis, "small", &[]);
     assert_serves(&mut server.http_raw());
     // Two maximal field values do not fit under the cap: the commit fails.
     let a = "a".repeat(MAX_FIELD_VALUE_BYTES);
@@ -1489,7 +1440,7 @@ fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)
 fn metrics_parse_as_prometheus_exposition_and_count_what_happened() {
     let server = TestServer::start_http();
     let mut redis = server.redis();
-    register(&mut redis, "m1", &[]);
+    register_new(&mut redis, "m1", &[]);
     let (status, _) = create(&agent(), &server, &json!({"name": "m2"}));
     assert_eq!(status, 201);
     assert_eq!(call(&mut redis, &["UNREGISTER", "m1"]), Redis::Int(1));
@@ -1507,37 +1458,20 @@ fn metrics_parse_as_prometheus_exposition_and_count_what_happened() {
     assert_eq!(value(&m, "userbus_events", &[]), 3.0);
     assert_eq!(value(&m, "userbus_events_last_seq", &[]), 3.0);
     assert_eq!(value(&m, "userbus_storage_ok", &[]), 1.0);
-    // RESP commands by name (HTTP requests are counted by status instead).
-    assert_eq!(
-        value(&m, "userbus_commands_total", &[("command", "register")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_commands_total", &[("command", "unregister")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_http_responses_total", &[("status", "201")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_http_responses_total", &[("status", "404")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_errors_total", &[("kind", "http_4xx")]),
-        1.0
-    );
-    assert_eq!(
-        value(&m, "userbus_errors_total", &[("kind", "protocol")]),
-        0.0
-    );
-    // The group has been given nothing of the three events yet.
-    assert_eq!(value(&m, "userbus_group_lag", &[("group", "mailer")]), 3.0);
-    assert_eq!(
-        value(&m, "userbus_group_pending", &[("group", "mailer")]),
-        0.0
-    );
+    for (metric, label, want) in [
+        // RESP commands by name (HTTP requests are counted by status instead).
+        ("userbus_commands_total", ("command", "register"), 1.0),
+        ("userbus_commands_total", ("command", "unregister"), 1.0),
+        ("userbus_http_responses_total", ("status", "201"), 1.0),
+        ("userbus_http_responses_total", ("status", "404"), 1.0),
+        ("userbus_errors_total", ("kind", "http_4xx"), 1.0),
+        ("userbus_errors_total", ("kind", "protocol"), 0.0),
+        // The group has been given nothing of the three events yet.
+        ("userbus_group_lag", ("group", "mailer"), 3.0),
+        ("userbus_group_pending", ("group", "mailer"), 0.0),
+    ] {
+        assert_eq!(value(&m, metric, &[label]), want, "{metric} {label:?}");
+    }
     // Connections: the two redis connections and ureq's pooled one, at least.
     assert!(value(&m, "userbus_connections", &[]) >= 2.0);
     assert!(value(&m, "userbus_connections_accepted_total", &[]) >= 3.0);

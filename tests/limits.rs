@@ -94,8 +94,7 @@ fn a_burst_of_connections_beyond_the_accept_budget_is_served() {
 
 #[test]
 fn client_sockets_have_tcp_keepalive() {
-    let server = TestServer::start();
-    let mut c = server.raw();
+    let (server, mut c) = TestServer::start_raw();
     common::exchange(&mut c, b"PING\r\n", b"+PONG\r\n");
     // The server's end of the connection runs the keepalive timer (iproute2's ss).
     let filter = format!("( sport = :{} )", server.addr.port());
@@ -109,15 +108,12 @@ fn client_sockets_have_tcp_keepalive() {
 
 #[test]
 fn an_event_stream_that_does_not_read_is_dropped_at_the_subscriber_limit() {
-    let server = TestServer::start_http_with(
-        |c| {
-            c.pubsub_hard_limit_bytes = 64 * 1024;
-            c.pubsub_soft_limit_bytes = 32 * 1024;
-            c.pubsub_soft_limit_seconds = 1;
-            c.durability = userbus::Durability::Normal;
-        },
-        |b| b,
-    );
+    let server = TestServer::start_http_with(|c| {
+        c.pubsub_hard_limit_bytes = 64 * 1024;
+        c.pubsub_soft_limit_bytes = 32 * 1024;
+        c.pubsub_soft_limit_seconds = 1;
+        c.durability = userbus::Durability::Normal;
+    });
     // A live stream that never reads.
     let mut stalled = server.http_raw();
     stalled

@@ -12,7 +12,6 @@ use std::sync::Barrier;
 use std::time::Instant;
 
 use common::{IO_TIMEOUT, TestServer, assert_bytes, bulk, multibulk, read_n, read_to_close, show};
-use userbus::Durability;
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -156,9 +155,24 @@ fn wait_for_clients(s: &mut TcpStream, n: usize) {
     }
 }
 
-/// A server that commits without fsync, for the tests that register a lot.
-fn fast_server() -> TestServer {
-    TestServer::start_with(|c| c.durability = Durability::Normal, |b| b)
+/// While `half_received` hold requests the server has only part of, another client
+/// is served; once they close, the server notices, frees them (one client left)
+/// and still serves.
+fn assert_others_served_then_freed(server: &TestServer, half_received: [TcpStream; 2]) {
+    let mut other = server.raw();
+    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
+    drop(half_received);
+    wait_for_clients(&mut other, 1);
+    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
+}
+
+/// Sends `request`, half-closes (no more requests follow) and asserts the server
+/// answers exactly `want`, then closes.
+#[track_caller]
+fn assert_half_closed_answer(s: &mut TcpStream, request: &[u8], want: &[u8], what: &str) {
+    s.write_all(request).expect("write");
+    s.shutdown(Shutdown::Write).expect("half-close");
+    assert_reply_then_close(s, want, what);
 }
 
 // ---------------------------------------------------------------------------
@@ -167,8 +181,7 @@ fn fast_server() -> TestServer {
 
 #[test]
 fn inline_and_multibulk_requests_get_identical_replies() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     // (inline line, the same request as multibulk arguments, the reply)
     type Case<'a> = (&'a [u8], &'a [&'a [u8]], &'a [u8]);
     let cases: &[Case] = &[
@@ -188,8 +201,7 @@ fn inline_and_multibulk_requests_get_identical_replies() {
 
 #[test]
 fn inline_quoting_follows_redis_sdssplitargs() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     // (inline argument as typed, the argument the server must see)
     let cases: &[(&[u8], &[u8])] = &[
         (br#""a\nb""#, b"a\nb"),
@@ -233,8 +245,7 @@ fn inline_quoting_follows_redis_sdssplitargs() {
 
 #[test]
 fn empty_and_whitespace_only_lines_get_no_reply() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     // Had any of these lines been answered, its reply would arrive before +PONG.
     exchange_exact(
         &mut s,
@@ -250,8 +261,7 @@ fn empty_and_whitespace_only_lines_get_no_reply() {
 
 #[test]
 fn empty_and_negative_multibulk_get_no_reply_and_the_connection_continues() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     exchange_exact(&mut s, b"*0\r\n*-1\r\n*-5\r\nPING\r\n", b"+PONG\r\n");
     // Arriving alone, between requests.
     s.write_all(b"*0\r\n").expect("write");
@@ -260,8 +270,7 @@ fn empty_and_negative_multibulk_get_no_reply_and_the_connection_continues() {
 
 #[test]
 fn multibulk_arguments_are_binary_safe() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let every_byte: Vec<u8> = (0..=255).collect();
     exchange_exact(
         &mut s,
@@ -277,8 +286,7 @@ fn multibulk_arguments_are_binary_safe() {
 
 #[test]
 fn inline_line_under_the_limit_is_served() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let arg = vec![b'a'; 60 * 1024];
     let mut line = b"ECHO ".to_vec();
     line.extend_from_slice(&arg);
@@ -295,8 +303,7 @@ fn inline_line_under_the_limit_is_served() {
 
 #[test]
 fn unknown_command_quotes_each_arg_followed_by_a_space() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let want = b"-ERR unknown command 'foo', with args beginning with: 'a' 'b' \r\n";
     exchange_exact(&mut s, b"foo a b\r\n", want);
     exchange_exact(&mut s, &multibulk(&[b"foo", b"a", b"b"]), want);
@@ -310,8 +317,7 @@ fn unknown_command_quotes_each_arg_followed_by_a_space() {
 
 #[test]
 fn unknown_command_without_args_keeps_the_space_after_the_colon() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let want = b"-ERR unknown command 'foo', with args beginning with: \r\n";
     exchange_exact(&mut s, b"foo\r\n", want);
     exchange_exact(&mut s, &multibulk(&[b"foo"]), want);
@@ -320,8 +326,7 @@ fn unknown_command_without_args_keeps_the_space_after_the_colon() {
 
 #[test]
 fn unknown_command_args_are_cut_at_128_bytes_as_redis_does() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     // Redis appends `'%.*s' ` with 128 minus what it has so far, while that is
     // under 128: 100 a's (103 bytes with quotes and space), then 25 b's, then stop.
     let a = vec![b'a'; 100];
@@ -350,8 +355,7 @@ fn unknown_command_args_are_cut_at_128_bytes_as_redis_does() {
 
 #[test]
 fn unknown_command_args_with_crlf_become_spaces_in_the_error() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     exchange_exact(
         &mut s,
         &multibulk(&[b"foo", b"a\r\nb", b"\n"]),
@@ -362,8 +366,7 @@ fn unknown_command_args_with_crlf_become_spaces_in_the_error() {
 
 #[test]
 fn unknown_command_error_passes_non_utf8_bytes_through_as_redis_does() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     // Redis formats the name with `'%.128s'` and each argument with `'%.*s' `
     // over the raw bytes: nothing is re-encoded.
     exchange_exact(
@@ -388,8 +391,7 @@ fn unknown_command_error_passes_non_utf8_bytes_through_as_redis_does() {
 
 #[test]
 fn unknown_command_error_cuts_an_argument_at_nul_as_redis_does() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     exchange_exact(
         &mut s,
         &multibulk(&[b"foo", b"a\x00b", b"c"]),
@@ -400,8 +402,7 @@ fn unknown_command_error_cuts_an_argument_at_nul_as_redis_does() {
 
 #[test]
 fn wrong_arity_replies_error_and_keeps_the_connection() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let echo = b"-ERR wrong number of arguments for 'echo' command\r\n";
     exchange_exact(&mut s, b"ECHO\r\n", echo);
     exchange_exact(&mut s, b"echo a b\r\n", echo);
@@ -446,18 +447,11 @@ fn multibulk_length_over_limit_replies_error_then_closes() {
         b"-ERR wrong number of arguments for 'ping' command\r\n",
     );
     // One over: refused from the header alone.
-    assert_request_closes_with(
-        &server,
-        b"*5\r\n",
-        &protocol_error("invalid multibulk length"),
-    );
+    let want = protocol_error("invalid multibulk length");
+    assert_request_closes_with(&server, b"*5\r\n", &want);
     // The default limit refuses a count past 1 Mi elements the same way.
     let server = TestServer::start();
-    assert_request_closes_with(
-        &server,
-        b"*1048577\r\n",
-        &protocol_error("invalid multibulk length"),
-    );
+    assert_request_closes_with(&server, b"*1048577\r\n", &want);
 }
 
 #[test]
@@ -482,38 +476,24 @@ fn bulk_over_limit_replies_error_then_closes() {
     let sixteen = [b'x'; 16];
     exchange_exact(&mut s, &multibulk(&[b"ECHO", &sixteen]), &bulk(sixteen));
     // Refused from the header, before any payload arrives.
-    assert_request_closes_with(
-        &server,
-        b"*2\r\n$4\r\nECHO\r\n$17\r\n",
-        &protocol_error("invalid bulk length"),
-    );
+    let want = protocol_error("invalid bulk length");
+    assert_request_closes_with(&server, b"*2\r\n$4\r\nECHO\r\n$17\r\n", &want);
     // The default limit: 1 MiB.
     let server = TestServer::start();
-    assert_request_closes_with(
-        &server,
-        b"*2\r\n$4\r\nECHO\r\n$1048577\r\n",
-        &protocol_error("invalid bulk length"),
-    );
+    assert_request_closes_with(&server, b"*2\r\n$4\r\nECHO\r\n$1048577\r\n", &want);
 }
 
 #[test]
 fn element_without_dollar_replies_expected_dollar_then_closes() {
     let server = TestServer::start();
-    assert_request_closes_with(
-        &server,
-        b"*1\r\nx\r\n",
-        &protocol_error("expected '$', got 'x'"),
-    );
-    assert_request_closes_with(
-        &server,
-        b"*2\r\n$4\r\nECHO\r\nhello\r\n",
-        &protocol_error("expected '$', got 'h'"),
-    );
-    assert_request_closes_with(
-        &server,
-        b"*2\r\n$4\r\nECHO\r\n:3\r\n",
-        &protocol_error("expected '$', got ':'"),
-    );
+    for (request, got) in [
+        (&b"*1\r\nx\r\n"[..], 'x'),
+        (b"*2\r\n$4\r\nECHO\r\nhello\r\n", 'h'),
+        (b"*2\r\n$4\r\nECHO\r\n:3\r\n", ':'),
+    ] {
+        let want = protocol_error(&format!("expected '$', got '{got}'"));
+        assert_request_closes_with(&server, request, &want);
+    }
 }
 
 #[test]
@@ -534,8 +514,7 @@ fn unbalanced_quotes_reply_error_then_close() {
 
 #[test]
 fn inline_line_over_64_kib_without_newline_replies_error_then_closes() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     // One byte over the limit, and no newline: the server cannot wait any longer.
     s.write_all(&vec![b'a'; 64 * 1024 + 1]).expect("write");
     assert_reply_then_close(
@@ -547,8 +526,7 @@ fn inline_line_over_64_kib_without_newline_replies_error_then_closes() {
 
 #[test]
 fn inline_line_over_64_kib_with_newline_replies_error_then_closes() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let mut line = b"ECHO ".to_vec();
     line.extend_from_slice(&vec![b'a'; 64 * 1024]);
     line.extend_from_slice(b"\r\n");
@@ -564,26 +542,19 @@ fn inline_line_over_64_kib_with_newline_replies_error_then_closes() {
 fn header_lines_over_64_kib_reply_error_then_close() {
     let server = TestServer::start();
     let digits = vec![b'1'; 64 * 1024 + 1];
-    let mut request = b"*".to_vec();
-    request.extend_from_slice(&digits);
-    assert_request_closes_with(
-        &server,
-        &request,
-        &protocol_error("too big mbulk count string"),
-    );
-    let mut request = b"*1\r\n$".to_vec();
-    request.extend_from_slice(&digits);
-    assert_request_closes_with(
-        &server,
-        &request,
-        &protocol_error("too big bulk count string"),
-    );
+    for (header, error) in [
+        (&b"*"[..], "too big mbulk count string"),
+        (b"*1\r\n$", "too big bulk count string"),
+    ] {
+        let mut request = header.to_vec();
+        request.extend_from_slice(&digits);
+        assert_request_closes_with(&server, &request, &protocol_error(error));
+    }
 }
 
 #[test]
 fn requests_before_a_protocol_error_are_answered_in_order_first() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     s.write_all(b"*1\r\n$4\r\nPING\r\nECHO hi\r\n*2\r\n$4\r\nECHO\r\n$2\r\nyo\r\n*x\r\n")
         .expect("write");
     let mut want = b"+PONG\r\n$2\r\nhi\r\n$2\r\nyo\r\n".to_vec();
@@ -599,8 +570,7 @@ fn requests_before_a_protocol_error_are_answered_in_order_first() {
 
 #[test]
 fn requests_after_a_protocol_error_get_no_reply() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     s.write_all(b"*1\r\n$abc\r\nPING\r\n*1\r\n$4\r\nPING\r\n")
         .expect("write");
     assert_reply_then_close(
@@ -632,8 +602,7 @@ fn http_request_to_the_resp_port_is_dropped_without_running_anything() {
 
 #[test]
 fn protocol_error_closes_only_its_own_connection() {
-    let server = TestServer::start();
-    let mut other = server.raw();
+    let (server, mut other) = TestServer::start_raw();
     exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
     assert_request_closes_with(
         &server,
@@ -649,20 +618,13 @@ fn protocol_error_closes_only_its_own_connection() {
 
 #[test]
 fn declared_counts_without_their_data_leave_the_server_serving_others() {
-    let server = TestServer::start();
-    let mut count = server.raw();
+    let (server, mut count) = TestServer::start_raw();
     count.write_all(b"*1048576\r\n").expect("write");
     let mut length = server.raw();
     length
         .write_all(b"*2\r\n$4\r\nECHO\r\n$1000000\r\n")
         .expect("write");
-    let mut other = server.raw();
-    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
-    drop(count);
-    drop(length);
-    // The server notices both closes and frees the half-received requests.
-    wait_for_clients(&mut other, 1);
-    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
+    assert_others_served_then_freed(&server, [count, length]);
     let mut fresh = server.raw();
     exchange_exact(&mut fresh, b"PING\r\n", b"+PONG\r\n");
 }
@@ -688,21 +650,14 @@ fn declared_counts_far_beyond_memory_are_not_allocated() {
     length
         .write_all(format!("*2\r\n$4\r\nECHO\r\n${HUGE}\r\nsome bytes").as_bytes())
         .expect("write");
-    let mut other = server.raw();
-    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
-    drop(count);
-    drop(length);
-    // The server notices both closes and frees the half-received requests.
-    wait_for_clients(&mut other, 1);
-    exchange_exact(&mut other, b"PING\r\n", b"+PONG\r\n");
+    assert_others_served_then_freed(&server, [count, length]);
 }
 
 #[test]
 fn declared_bulk_waits_for_its_bytes_then_replies() {
     // The largest bulk the default limits take.
     let n = userbus::config::Limits::default().max_bulk_bytes;
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     s.write_all(format!("*2\r\n$4\r\nECHO\r\n${n}\r\n").as_bytes())
         .expect("write");
     // Another client is served while this one's payload is outstanding.
@@ -790,7 +745,7 @@ fn check_mixed(got: &[Vec<u8>], reference: &[Vec<u8>], last_id: &mut i64, what: 
 
 #[test]
 fn pipeline_gives_the_same_replies_in_one_write_split_anywhere_or_bytewise() {
-    let server = fast_server();
+    let server = TestServer::start_fast(|_| {});
     let mut s = server.raw();
     let mut pending = Vec::new();
     s.write_all(b"REGISTER fixed team blue\r\n").expect("write");
@@ -861,8 +816,7 @@ fn pipeline_gives_the_same_replies_in_one_write_split_anywhere_or_bytewise() {
 
 #[test]
 fn ten_thousand_pings_in_one_write_get_ten_thousand_pongs() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let request = b"PING\r\n".repeat(10_000);
     let want = b"+PONG\r\n".repeat(10_000);
     let got = write_while_reading(&mut s, &request, want.len());
@@ -872,8 +826,7 @@ fn ten_thousand_pings_in_one_write_get_ten_thousand_pongs() {
 
 #[test]
 fn ten_thousand_numbered_requests_are_answered_in_order() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let mut request = Vec::new();
     let mut want = Vec::new();
     for i in 0..10_000 {
@@ -955,13 +908,10 @@ fn quit_answers_earlier_requests_and_ignores_later_ones() {
 
 #[test]
 fn half_closed_peer_gets_every_reply_then_the_server_closes() {
-    let server = TestServer::start();
-    let mut s = server.raw();
-    s.write_all(b"PING\r\n*2\r\n$4\r\nECHO\r\n$3\r\nbye\r\nECHO \"x y\"\r\n")
-        .expect("write");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    assert_reply_then_close(
+    let (_server, mut s) = TestServer::start_raw();
+    assert_half_closed_answer(
         &mut s,
+        b"PING\r\n*2\r\n$4\r\nECHO\r\n$3\r\nbye\r\nECHO \"x y\"\r\n",
         b"+PONG\r\n$3\r\nbye\r\n$3\r\nx y\r\n",
         "replies to a half-closed peer",
     );
@@ -971,33 +921,27 @@ fn half_closed_peer_gets_every_reply_then_the_server_closes() {
 fn half_close_after_answered_requests_is_noticed() {
     // The server stops reading at a short read; the end of stream that comes
     // later, alone or behind more requests, must still reach it.
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange_exact(&mut s, b"PING\r\n", b"+PONG\r\n");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    assert_reply_then_close(&mut s, b"", "half-close alone");
+    assert_half_closed_answer(&mut s, b"", b"", "half-close alone");
 
     let mut s = server.raw();
     exchange_exact(&mut s, b"PING\r\n", b"+PONG\r\n");
-    s.write_all(b"ECHO last\r\n").expect("write");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    assert_reply_then_close(&mut s, b"$4\r\nlast\r\n", "a request then half-close");
+    let what = "a request then half-close";
+    assert_half_closed_answer(&mut s, b"ECHO last\r\n", b"$4\r\nlast\r\n", what);
 }
 
 #[test]
 fn half_closed_peer_with_a_partial_request_gets_the_complete_ones_answered() {
-    let server = TestServer::start();
-    let mut s = server.raw();
-    s.write_all(b"PING\r\n*2\r\n$4\r\nECHO\r\n$3\r\nbyt")
-        .expect("write");
-    s.shutdown(Shutdown::Write).expect("half-close");
-    assert_reply_then_close(&mut s, b"+PONG\r\n", "partial request then half-close");
+    let (_server, mut s) = TestServer::start_raw();
+    let partial = b"PING\r\n*2\r\n$4\r\nECHO\r\n$3\r\nbyt";
+    let what = "partial request then half-close";
+    assert_half_closed_answer(&mut s, partial, b"+PONG\r\n", what);
 }
 
 #[test]
 fn half_closed_peer_gets_a_large_pipeline_answered() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let request = b"ECHO 0123456789abcdef\r\n".repeat(5_000);
     let want = b"$16\r\n0123456789abcdef\r\n".repeat(5_000);
     let mut w = s.try_clone().expect("clone socket");
@@ -1018,8 +962,7 @@ fn half_closed_peer_gets_a_large_pipeline_answered() {
 
 #[test]
 fn lookup_of_unknown_name_is_null_bulk_in_resp2_and_null_in_resp3() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (_server, mut s) = TestServer::start_raw();
     let mut pending = Vec::new();
     exchange_exact(&mut s, b"LOOKUP nobody\r\n", b"$-1\r\n");
 

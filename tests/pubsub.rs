@@ -22,21 +22,15 @@ use std::time::{Duration, Instant};
 
 use common::reply::{info, register, unregister};
 use common::{
-    IO_TIMEOUT, TestServer, assert_bytes, bulk, fields, now_ms, resp, rfc3339_utc_ms, show,
+    IO_TIMEOUT, TestServer, assert_bytes, big_register, bulk, fields, now_ms, resp, rfc3339_utc_ms,
+    show, tight_max_pages,
 };
 use redis::{PushKind, Value};
 use rusqlite::OptionalExtension;
-use userbus::Durability;
 use userbus::config::{MAX_FIELD_VALUE_BYTES, MAX_FIELDS};
 
 const REGISTERED: &str = "user.registered";
 const UNREGISTERED: &str = "user.unregistered";
-
-/// A database cap with room for a small user but not for one with two maximal field
-/// values (a fresh database takes 5 pages).
-fn tight_max_pages() -> u64 {
-    common::fresh_db_pages() + 3
-}
 
 /// PING's reply to a subscribed RESP2 client.
 const SUBSCRIBED_PONG: &[u8] = b"*2\r\n$4\r\npong\r\n$0\r\n\r\n";
@@ -304,6 +298,22 @@ impl Wire {
         }
     }
 
+    /// A RESP3 connection when `resp3`, else a RESP2 one.
+    fn open_as(server: &TestServer, resp3: bool) -> Wire {
+        if resp3 {
+            Wire::open3(server)
+        } else {
+            Wire::open(server)
+        }
+    }
+
+    /// A server with default settings and a connection to it (RESP3 when `resp3`).
+    fn start(resp3: bool) -> (TestServer, Wire) {
+        let server = TestServer::start();
+        let w = Wire::open_as(&server, resp3);
+        (server, w)
+    }
+
     /// A connection that sent `HELLO 3` and read its map.
     fn open3(server: &TestServer) -> Wire {
         let mut w = Wire::open(server);
@@ -386,31 +396,27 @@ impl Wire {
         delivery(&raw, &v, self.resp3)
     }
 
-    /// The next message, which must come on `channel` without a pattern.
+    /// The next message, which must come on `channel`, through `pattern` when given.
     #[track_caller]
-    fn event_on(&mut self, channel: &str) -> Ev {
+    fn event_via(&mut self, pattern: Option<&str>, channel: &str) -> Ev {
         let d = self.message();
         assert_eq!(
             (d.pattern.as_deref(), d.channel.as_str()),
-            (None, channel),
+            (pattern, channel),
             "delivery {d:?}"
         );
         d.event
     }
 
+    /// The next message, which must come on `channel` without a pattern.
+    #[track_caller]
+    fn event_on(&mut self, channel: &str) -> Ev {
+        self.event_via(None, channel)
+    }
+
     /// The next `n` messages on `channel`, or through `pattern` when given.
     fn events(&mut self, n: usize, pattern: Option<&str>, channel: &str) -> Vec<Ev> {
-        (0..n)
-            .map(|_| {
-                let d = self.message();
-                assert_eq!(
-                    (d.pattern.as_deref(), d.channel.as_str()),
-                    (pattern, channel),
-                    "delivery {d:?}"
-                );
-                d.event
-            })
-            .collect()
+        (0..n).map(|_| self.event_via(pattern, channel)).collect()
     }
 
     /// Reads until the server closes (a reset counts as closed): the complete frames
@@ -459,6 +465,13 @@ fn stat(c: &mut redis::Connection, name: &str) -> u64 {
         .expect("a number")
 }
 
+/// INFO stats' `pubsub_channels` and `pubsub_patterns`: the distinct channels and
+/// patterns with at least one subscriber.
+fn pubsub_counts(c: &mut redis::Connection) -> [String; 2] {
+    let stats = info(c, "stats");
+    ["pubsub_channels", "pubsub_patterns"].map(|k| stats[k].clone())
+}
+
 /// CLIENT LIST [args...] as one map per line.
 fn client_list(c: &mut redis::Connection, args: &[&str]) -> Vec<BTreeMap<String, String>> {
     let text: String = redis::cmd("CLIENT")
@@ -486,47 +499,28 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// A server that commits without fsync, for the tests that register a lot.
-fn fast_server(config: impl FnOnce(&mut userbus::Config)) -> TestServer {
-    TestServer::start_with(
-        |c| {
-            c.durability = Durability::Normal;
-            config(c);
-        },
-        |b| b,
-    )
+/// A connection (RESP3 when `resp3`) that sent `command`, SUBSCRIBE or PSUBSCRIBE,
+/// for `names` and read each confirmation.
+fn subscribed(server: &TestServer, resp3: bool, command: &str, names: &[&str]) -> Wire {
+    let mut w = Wire::open_as(server, resp3);
+    let mut req = vec![command];
+    req.extend_from_slice(names);
+    w.send(&resp(&req));
+    let word = command.to_lowercase();
+    for (i, name) in names.iter().enumerate() {
+        w.expect(&confirmation(resp3, &word, name, i as i64 + 1));
+    }
+    w
 }
 
 /// A subscriber on `channels`, confirmed.
 fn subscriber(server: &TestServer, resp3: bool, channels: &[&str]) -> Wire {
-    let mut w = if resp3 {
-        Wire::open3(server)
-    } else {
-        Wire::open(server)
-    };
-    let mut req = vec!["SUBSCRIBE"];
-    req.extend_from_slice(channels);
-    w.send(&resp(&req));
-    for (i, ch) in channels.iter().enumerate() {
-        w.expect(&confirmation(resp3, "subscribe", ch, i as i64 + 1));
-    }
-    w
+    subscribed(server, resp3, "SUBSCRIBE", channels)
 }
 
 /// A subscriber on `patterns`, confirmed.
 fn psubscriber(server: &TestServer, resp3: bool, patterns: &[&str]) -> Wire {
-    let mut w = if resp3 {
-        Wire::open3(server)
-    } else {
-        Wire::open(server)
-    };
-    let mut req = vec!["PSUBSCRIBE"];
-    req.extend_from_slice(patterns);
-    w.send(&resp(&req));
-    for (i, p) in patterns.iter().enumerate() {
-        w.expect(&confirmation(resp3, "psubscribe", p, i as i64 + 1));
-    }
-    w
+    subscribed(server, resp3, "PSUBSCRIBE", patterns)
 }
 
 // ---------------------------------------------------------------------------
@@ -535,8 +529,7 @@ fn psubscriber(server: &TestServer, resp3: bool, patterns: &[&str]) -> Wire {
 
 #[test]
 fn subscribe_confirms_each_channel_with_the_running_count() {
-    let server = TestServer::start();
-    let mut s = Wire::open(&server);
+    let (_server, mut s) = Wire::start(false);
     s.send(b"SUBSCRIBE user.registered user.unregistered\r\n");
     s.expect(b"*3\r\n$9\r\nsubscribe\r\n$15\r\nuser.registered\r\n:1\r\n");
     s.expect(b"*3\r\n$9\r\nsubscribe\r\n$17\r\nuser.unregistered\r\n:2\r\n");
@@ -557,8 +550,7 @@ fn subscribe_confirms_each_channel_with_the_running_count() {
 
 #[test]
 fn subscriber_gets_message_and_pmessage_after_commit() {
-    let server = TestServer::start();
-    let mut s = Wire::open(&server);
+    let (server, mut s) = Wire::start(false);
     s.call(
         &resp(&["SUBSCRIBE", REGISTERED]),
         b"*3\r\n$9\r\nsubscribe\r\n$15\r\nuser.registered\r\n:1\r\n",
@@ -614,8 +606,7 @@ fn subscriber_gets_message_and_pmessage_after_commit() {
 
 #[test]
 fn unsubscribe_without_subscriptions_replies_nil_and_zero() {
-    let server = TestServer::start();
-    let mut s = Wire::open(&server);
+    let (_server, mut s) = Wire::start(false);
     s.call(
         b"UNSUBSCRIBE\r\n",
         b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
@@ -756,8 +747,7 @@ fn resp2_register_pipelined_after_subscribe_is_refused() {
 
 #[test]
 fn resp3_confirmations_and_messages_are_push_frames() {
-    let server = TestServer::start();
-    let mut s = Wire::open3(&server);
+    let (server, mut s) = Wire::start(true);
     s.call(
         b"UNSUBSCRIBE\r\n",
         b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n",
@@ -777,32 +767,16 @@ fn resp3_confirmations_and_messages_are_push_frames() {
     let mut c = server.redis();
     let id = register(&mut c, "frank", &[("k", "v")]);
     // Wire::message checks the exact `>3`/`>4` shapes.
-    let m = s.message();
-    assert_eq!(
-        (m.pattern.as_deref(), m.channel.as_str()),
-        (None, REGISTERED)
-    );
-    assert_event(&m.event, REGISTERED, id, "frank", &[("k", "v")]);
-    let p = s.message();
-    assert_eq!(
-        (p.pattern.as_deref(), p.channel.as_str()),
-        (Some("user.*"), REGISTERED)
-    );
-    assert_eq!(p.event, m.event);
+    let m = s.event_via(None, REGISTERED);
+    assert_event(&m, REGISTERED, id, "frank", &[("k", "v")]);
+    let p = s.event_via(Some("user.*"), REGISTERED);
+    assert_eq!(p, m);
 
     assert_eq!(unregister(&mut c, "frank"), 1);
-    let m = s.message();
-    assert_eq!(
-        (m.pattern.as_deref(), m.channel.as_str()),
-        (None, UNREGISTERED)
-    );
-    assert_event(&m.event, UNREGISTERED, id, "frank", &[("k", "v")]);
-    let p = s.message();
-    assert_eq!(
-        (p.pattern.as_deref(), p.channel.as_str()),
-        (Some("user.*"), UNREGISTERED)
-    );
-    assert_eq!(p.event, m.event);
+    let m = s.event_via(None, UNREGISTERED);
+    assert_event(&m, UNREGISTERED, id, "frank", &[("k", "v")]);
+    let p = s.event_via(Some("user.*"), UNREGISTERED);
+    assert_eq!(p, m);
 
     s.call(
         &resp(&["UNSUBSCRIBE", REGISTERED]),
@@ -847,8 +821,7 @@ fn resp3_subscriber_runs_any_command_and_gets_normal_replies() {
 
 #[test]
 fn resp3_subscribe_and_register_in_one_packet_get_confirmation_reply_then_push() {
-    let server = TestServer::start();
-    let mut s = Wire::open3(&server);
+    let (_server, mut s) = Wire::start(true);
     let mut batch = resp(&["SUBSCRIBE", REGISTERED]);
     batch.extend(register_req("hana", &[]));
     s.send(&batch);
@@ -864,8 +837,7 @@ fn resp3_subscribe_and_register_in_one_packet_get_confirmation_reply_then_push()
 
 #[test]
 fn redis_crate_pubsub_receives_messages_and_pmessages_in_resp2() {
-    let server = TestServer::start();
-    let mut publisher = server.redis();
+    let (server, mut publisher) = TestServer::start_redis();
     let mut con = server.redis();
     {
         let mut ps = con.as_pubsub();
@@ -922,8 +894,7 @@ fn redis_crate_pubsub_receives_messages_and_pmessages_in_resp2() {
 
 #[test]
 fn redis_crate_pubsub_receives_pushes_in_resp3() {
-    let server = TestServer::start();
-    let mut publisher = server.redis();
+    let (server, mut publisher) = TestServer::start_redis();
     let mut con = server.redis3();
     {
         let mut ps = con.as_pubsub();
@@ -954,8 +925,7 @@ fn redis_crate_pubsub_receives_pushes_in_resp3() {
 
 #[test]
 fn redis_crate_push_sender_gets_pushes_between_commands_in_resp3() {
-    let server = TestServer::start();
-    let mut publisher = server.redis();
+    let (server, mut publisher) = TestServer::start_redis();
     let mut con = server.redis3();
     con.set_read_timeout(Some(IO_TIMEOUT))
         .expect("read timeout");
@@ -1273,13 +1243,12 @@ fn rolled_back_registration_publishes_nothing() {
     let server = TestServer::start_with(|cfg| cfg.max_db_pages = tight_max_pages(), |b| b);
     let mut s = subscriber(&server, false, &[REGISTERED]);
     let mut p = psubscriber(&server, true, &["user.*"]);
-    let big = "v".repeat(MAX_FIELD_VALUE_BYTES);
 
     // One tick: the small registration alone would commit, the big one cannot, so
     // neither does and neither is published.
     let mut w = Wire::open(&server);
     let mut batch = register_req("small", &[]);
-    batch.extend(register_req("big", &[("a", &big), ("b", &big)]));
+    batch.extend(big_register("big"));
     w.send(&batch);
     for what in ["small", "big"] {
         match w.next() {
@@ -1299,10 +1268,9 @@ fn rolled_back_registration_publishes_nothing() {
 #[test]
 fn subscribe_in_a_rolled_back_tick_leaves_no_subscription_behind() {
     let server = TestServer::start_with(|cfg| cfg.max_db_pages = tight_max_pages(), |b| b);
-    let big = "v".repeat(MAX_FIELD_VALUE_BYTES);
     let mut w = Wire::open(&server);
     // One tick on one connection: a write that cannot commit, then a SUBSCRIBE.
-    let mut batch = register_req("big", &[("a", &big), ("b", &big)]);
+    let mut batch = big_register("big");
     batch.extend(resp(&["SUBSCRIBE", REGISTERED]));
     w.send(&batch);
     let first = w.next();
@@ -1376,7 +1344,7 @@ fn message_arrives_only_after_its_event_is_committed() {
 #[test]
 fn subscribe_racing_a_register_sees_the_whole_event_or_none() {
     const ROUNDS: usize = 30;
-    let server = fast_server(|_| {});
+    let server = TestServer::start_fast(|_| {});
     let mut publisher = Wire::open(&server);
 
     // Both orders forced first, then the two racing from two threads.
@@ -1498,7 +1466,7 @@ fn stalled_subscriber_is_dropped_at_the_hard_limit_while_a_reader_keeps_up() {
     // buffers of a peer that never reads can hold, plus the limit.
     const USERS: usize = 100;
     const LIMIT: usize = 2 * 1024 * 1024;
-    let server = fast_server(|c| {
+    let server = TestServer::start_fast(|c| {
         c.pubsub_hard_limit_bytes = LIMIT;
         c.pubsub_soft_limit_bytes = LIMIT;
         c.pubsub_soft_limit_seconds = 3600;
@@ -1531,7 +1499,7 @@ fn stalled_subscriber_is_dropped_at_the_hard_limit_while_a_reader_keeps_up() {
 #[test]
 fn stalled_subscriber_is_dropped_with_small_limits_while_a_reader_keeps_up() {
     const USERS: usize = 2000;
-    let server = fast_server(|c| {
+    let server = TestServer::start_fast(|c| {
         c.pubsub_hard_limit_bytes = 64 * 1024;
         c.pubsub_soft_limit_bytes = 32 * 1024;
         c.pubsub_soft_limit_seconds = 1;
@@ -1557,7 +1525,7 @@ fn subscriber_over_the_soft_limit_is_dropped_only_after_the_soft_time() {
     // Longer than the burst takes to fill the socket buffers and pass the soft
     // limit, so a disconnect that ignored the time would come too early.
     const SOFT_TIME: Duration = Duration::from_secs(3);
-    let server = fast_server(|c| {
+    let server = TestServer::start_fast(|c| {
         c.pubsub_hard_limit_bytes = 1 << 30;
         c.pubsub_soft_limit_bytes = 64 * 1024;
         c.pubsub_soft_limit_seconds = SOFT_TIME.as_secs();
@@ -1596,8 +1564,7 @@ fn subscriber_over_the_soft_limit_is_dropped_only_after_the_soft_time() {
 
 #[test]
 fn client_list_type_pubsub_lists_only_subscribers_with_their_counts() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let my_id: i64 = redis::cmd("CLIENT")
         .arg("ID")
         .query(&mut c)
@@ -1657,14 +1624,7 @@ fn client_list_type_pubsub_lists_only_subscribers_with_their_counts() {
     assert_eq!(everyone[&id3], pair("1", "2"));
 
     // Distinct channels and patterns with at least one subscriber.
-    let stats = info(&mut c, "stats");
-    assert_eq!(
-        (
-            stats["pubsub_channels"].as_str(),
-            stats["pubsub_patterns"].as_str()
-        ),
-        ("2", "2")
-    );
+    assert_eq!(pubsub_counts(&mut c), ["2", "2"]);
 
     // Leaving every subscription makes a client normal again.
     two_channels.send(b"UNSUBSCRIBE\r\n");
@@ -1685,14 +1645,7 @@ fn client_list_type_pubsub_lists_only_subscribers_with_their_counts() {
         counts(client_list(&mut c, &["TYPE", "pubsub"])),
         BTreeMap::from([(id2, pair("0", "1")), (id3, pair("0", "2"))])
     );
-    let stats = info(&mut c, "stats");
-    assert_eq!(
-        (
-            stats["pubsub_channels"].as_str(),
-            stats["pubsub_patterns"].as_str()
-        ),
-        ("0", "2")
-    );
+    assert_eq!(pubsub_counts(&mut c), ["0", "2"]);
     assert!(
         counts(client_list(&mut c, &["TYPE", "normal"])).contains_key(&id1),
         "client {id1} is normal again"
@@ -1701,30 +1654,21 @@ fn client_list_type_pubsub_lists_only_subscribers_with_their_counts() {
 
 #[test]
 fn closed_subscribers_leave_the_index() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let mut dropped = subscriber(&server, false, &[REGISTERED, UNREGISTERED]);
     dropped.call(
         &resp(&["PSUBSCRIBE", "user.*"]),
         &confirmation(false, "psubscribe", "user.*", 3),
     );
     let mut quitter = psubscriber(&server, true, &["*"]);
-    let stats = info(&mut c, "stats");
-    assert_eq!(
-        (
-            stats["pubsub_channels"].as_str(),
-            stats["pubsub_patterns"].as_str()
-        ),
-        ("2", "2")
-    );
+    assert_eq!(pubsub_counts(&mut c), ["2", "2"]);
 
     // One leaves with QUIT, the other just closes its socket.
     quitter.send(b"QUIT\r\n");
     assert_eq!(quitter.until_closed().0, [Resp::Simple("OK".into())]);
     drop(dropped);
     wait_for("INFO to show no subscriptions", || {
-        let stats = info(&mut c, "stats");
-        stats["pubsub_channels"] == "0" && stats["pubsub_patterns"] == "0"
+        pubsub_counts(&mut c) == ["0", "0"]
     });
     assert_eq!(client_list(&mut c, &["TYPE", "pubsub"]), []);
 

@@ -6,7 +6,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::reply::{bulk, call_cmd, error_text, pairs, register, register_cmd, text, unregister};
-use common::{TestServer, days_from_civil, exchange, fields, now_ms, read_until_suffix};
+use common::{
+    TestServer, days_from_civil, exchange, fields, in_both_protocols, multibulk, now_ms, raw3,
+};
 use redis::Value;
 
 fn usercount(con: &mut redis::Connection) -> i64 {
@@ -153,8 +155,7 @@ fn distinct_sorted(mut names: Vec<String>) -> Vec<String> {
 
 #[test]
 fn register_returns_ids_from_one_increasing() {
-    let server = TestServer::start();
-    let mut c2 = server.redis();
+    let (server, mut c2) = TestServer::start_redis();
     let mut c3 = server.redis3();
     let mut ids = vec![register(&mut c2, "alice", &[])];
     ids.push(register(&mut c3, "bob", &[]));
@@ -167,8 +168,7 @@ fn register_returns_ids_from_one_increasing() {
 
 #[test]
 fn register_replies_integer_bytes_on_raw_socket() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(
         &mut s,
         b"*4\r\n$8\r\nREGISTER\r\n$5\r\nalice\r\n$5\r\nemail\r\n$7\r\na@b.com\r\n",
@@ -185,8 +185,7 @@ fn register_replies_integer_bytes_on_raw_socket() {
 
 #[test]
 fn register_taken_name_replies_zero() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let id = register(&mut c, "alice", &[("city", "Paris")]);
     let before = user(&lookup(&mut c, "alice"), false);
     // Not an error reply, and the first registration is left as it was.
@@ -209,8 +208,7 @@ fn register_taken_name_replies_zero() {
 
 #[test]
 fn register_taken_name_does_not_consume_an_id() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let first = register(&mut c, "alice", &[]);
     assert_eq!(register(&mut c, "alice", &[]), 0);
     assert_eq!(register(&mut c, "alice", &[]), 0);
@@ -223,8 +221,7 @@ fn register_taken_name_does_not_consume_an_id() {
 
 #[test]
 fn reregistered_name_gets_a_new_id() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let old = register(&mut c, "alice", &[("plan", "free")]);
     let other = register(&mut c, "bob", &[]);
     assert_eq!(unregister(&mut c, "alice"), 1);
@@ -242,8 +239,7 @@ fn reregistered_name_gets_a_new_id() {
 
 #[test]
 fn unregister_replies_one_then_zero() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     register(&mut c, "alice", &[]);
     assert_eq!(unregister(&mut c, "alice"), 1);
     assert_eq!(unregister(&mut c, "alice"), 0);
@@ -259,8 +255,7 @@ fn unregister_replies_one_then_zero() {
 
 #[test]
 fn usercount_tracks_registers_and_unregisters() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let mut other = server.redis3();
     assert_eq!(usercount(&mut c), 0);
     for name in ["a1", "a2", "a3"] {
@@ -315,8 +310,7 @@ fn lookup_resp3_replies_map_with_nested_fields_map() {
 
 #[test]
 fn lookup_resp2_replies_flat_array_with_nested_fields_array() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let id = register(&mut c, "bob", &[("email", "b@c.org"), ("tier", "gold")]);
     let v = lookup(&mut c, "bob");
     let Value::Array(items) = &v else {
@@ -340,8 +334,7 @@ fn lookup_resp2_replies_flat_array_with_nested_fields_array() {
 
 #[test]
 fn lookup_without_fields_replies_empty_fields() {
-    let server = TestServer::start();
-    let mut c2 = server.redis();
+    let (server, mut c2) = TestServer::start_redis();
     let mut c3 = server.redis3();
     register(&mut c2, "carol", &[]);
     assert_eq!(user(&lookup(&mut c2, "carol"), false).fields, fields(&[]));
@@ -351,25 +344,21 @@ fn lookup_without_fields_replies_empty_fields() {
 
 #[test]
 fn lookup_unknown_name_replies_nil() {
-    let server = TestServer::start();
-    let mut c2 = server.redis();
+    let (server, mut c2) = TestServer::start_redis();
     let mut c3 = server.redis3();
     assert_eq!(lookup(&mut c2, "ghost"), Value::Nil);
     assert_eq!(lookup(&mut c3, "ghost"), Value::Nil);
     // A name no one could register is unknown too, not an error.
     assert_eq!(lookup(&mut c2, "has space"), Value::Nil);
-    let mut s = server.raw();
-    // After HELLO 3 the null is RESP3's `_`; PING marks the end of HELLO's reply.
-    std::io::Write::write_all(&mut s, b"HELLO 3\r\nPING\r\n").expect("write");
-    read_until_suffix(&mut s, b"+PONG\r\n");
+    // After HELLO 3 the null is RESP3's `_`.
+    let mut s = raw3(&server);
     exchange(&mut s, b"LOOKUP ghost\r\n", b"_\r\n");
     server.stop();
 }
 
 #[test]
 fn register_duplicate_field_keeps_last_value() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     register(
         &mut c,
         "alice",
@@ -438,8 +427,7 @@ fn assert_rejected(con: &mut redis::Connection, cmd: &redis::Cmd, expected: &str
 
 #[test]
 fn register_invalid_names_reply_errors_naming_the_rule() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let length = "ERR invalid name: must be 1 to 64 bytes";
     let chars = "ERR invalid name: must not contain whitespace or control characters";
     let long = "a".repeat(65);
@@ -468,11 +456,11 @@ fn register_invalid_names_reply_errors_naming_the_rule() {
 
 #[test]
 fn register_invalid_utf8_name_replies_error_and_connection_continues() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
+    let bad_name = multibulk(&[b"REGISTER", b"a\xffb"]);
     exchange(
         &mut s,
-        b"*2\r\n$8\r\nREGISTER\r\n$3\r\na\xffb\r\n",
+        &bad_name,
         b"-ERR invalid name: must be valid UTF-8\r\n",
     );
     exchange(&mut s, b"*1\r\n$9\r\nUSERCOUNT\r\n", b":0\r\n");
@@ -482,13 +470,10 @@ fn register_invalid_utf8_name_replies_error_and_connection_continues() {
 
 #[test]
 fn register_invalid_utf8_field_value_replies_error() {
-    let server = TestServer::start();
-    let mut s = server.raw();
-    exchange(
-        &mut s,
-        b"*4\r\n$8\r\nREGISTER\r\n$5\r\nalice\r\n$4\r\nbio_\r\n$2\r\n\xc3\x28\r\n",
-        b"-ERR invalid field value for 'bio_': must be valid UTF-8\r\n",
-    );
+    let (server, mut s) = TestServer::start_raw();
+    let bad_value = multibulk(&[b"REGISTER", b"alice", b"bio_", b"\xc3\x28"]);
+    let error = b"-ERR invalid field value for 'bio_': must be valid UTF-8\r\n";
+    exchange(&mut s, &bad_value, error);
     exchange(&mut s, b"USERCOUNT\r\n", b":0\r\n");
     exchange(&mut s, b"REGISTER alice bio_ fine\r\n", b":1\r\n");
     server.stop();
@@ -496,8 +481,7 @@ fn register_invalid_utf8_field_value_replies_error() {
 
 #[test]
 fn register_odd_field_args_replies_wrong_number_of_arguments() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let expected = "ERR wrong number of arguments for 'register' command";
     assert_rejected(
         &mut c,
@@ -520,8 +504,7 @@ fn register_odd_field_args_replies_wrong_number_of_arguments() {
 
 #[test]
 fn register_33_fields_replies_too_many_fields() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let keys: Vec<String> = (0..33).map(|i| format!("f{i}")).collect();
     let kv: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "v")).collect();
     assert_rejected(
@@ -538,8 +521,7 @@ fn register_33_fields_replies_too_many_fields() {
 
 #[test]
 fn register_field_value_over_4096_bytes_replies_error() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let big = "x".repeat(4097);
     assert_rejected(
         &mut c,
@@ -556,8 +538,7 @@ fn register_field_value_over_4096_bytes_replies_error() {
 
 #[test]
 fn register_bad_field_name_replies_error() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let long = "k".repeat(65);
     for (key, expected) in [
         ("", "ERR invalid field name: must be 1 to 64 bytes"),
@@ -586,8 +567,7 @@ fn register_bad_field_name_replies_error() {
 
 #[test]
 fn registry_commands_check_arity() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     for (cmd, name) in [
         (redis::cmd("LOOKUP"), "lookup"),
         (redis::cmd("LOOKUP").arg("a").arg("b").clone(), "lookup"),
@@ -611,16 +591,14 @@ fn registry_commands_check_arity() {
 
 #[test]
 fn users_on_empty_registry_replies_cursor_zero_and_no_names() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     assert_eq!(users_page(&mut c, &["0"]), ("0".to_string(), vec![]));
     server.stop();
 }
 
 #[test]
 fn users_iteration_returns_every_name_exactly_once() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let names: Vec<String> = (0..37).map(|i| format!("user-{i:02}")).collect();
     for n in &names {
         register(&mut c, n, &[]);
@@ -636,8 +614,7 @@ fn users_iteration_returns_every_name_exactly_once() {
 
 #[test]
 fn users_count_limits_each_page() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let names: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
     for n in &names {
         register(&mut c, n, &[]);
@@ -680,8 +657,7 @@ fn users_count_limits_each_page() {
 
 #[test]
 fn users_match_filters_with_glob() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     let names = [
         "alice", "adam", "abe", "bob", "rob", "bab", "carol", "zed", "xob", "obi",
     ];
@@ -709,8 +685,7 @@ fn users_match_filters_with_glob() {
 
 #[test]
 fn users_invalid_cursor_replies_error() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     register(&mut c, "alice", &[]);
     for cursor in ["abc", "-1", "1.5", ""] {
         assert_rejected(
@@ -724,8 +699,7 @@ fn users_invalid_cursor_replies_error() {
 
 #[test]
 fn users_bad_count_replies_errors() {
-    let server = TestServer::start();
-    let mut c = server.redis();
+    let (server, mut c) = TestServer::start_redis();
     register(&mut c, "alice", &[]);
     let users = |args: &[&str]| {
         let mut cmd = redis::cmd("USERS");
@@ -808,9 +782,7 @@ fn users_iteration_is_stable_under_concurrent_changes() {
 
 #[test]
 fn pipelined_read_sees_earlier_write() {
-    let server = TestServer::start();
-    for resp3 in [false, true] {
-        let mut c = server.redis_proto(resp3);
+    in_both_protocols(|_, mut c, resp3| {
         let name = if resp3 { "x3" } else { "x2" };
         let before = usercount(&mut c);
         let replies: Vec<Value> = redis::pipe()
@@ -854,14 +826,12 @@ fn pipelined_read_sees_earlier_write() {
         };
         assert!(new_id > id);
         assert_eq!(user(&replies[4], resp3).id, new_id);
-    }
-    server.stop();
+    });
 }
 
 #[test]
 fn pipelined_raw_requests_in_one_packet_see_each_other() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(
         &mut s,
         b"REGISTER p\r\n*2\r\n$8\r\nREGISTER\r\n$1\r\np\r\nUNREGISTER p\r\nUNREGISTER p\r\nUSERCOUNT\r\n",

@@ -5,8 +5,7 @@ use common::{TestServer, exchange};
 
 #[test]
 fn ping_answers_on_raw_socket_and_redis_client() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
     let mut c = server.redis();
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();

@@ -7,17 +7,11 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::reply::info;
-use common::{TestServer, exchange, read_until_suffix};
+use common::{TestServer, big_register, exchange, read_until_suffix};
 
+/// Sends `big_register(name)` and returns its reply line.
 fn register_big(s: &mut std::net::TcpStream, name: &str) -> String {
-    let v = "v".repeat(userbus::config::MAX_FIELD_VALUE_BYTES);
-    let req = format!(
-        "*6\r\n$8\r\nREGISTER\r\n${}\r\n{name}\r\n$1\r\na\r\n${}\r\n{v}\r\n$1\r\nb\r\n${}\r\n{v}\r\n",
-        name.len(),
-        v.len(),
-        v.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(&big_register(name)).unwrap();
     read_line(s)
 }
 
@@ -37,8 +31,7 @@ fn healthz(server: &TestServer) -> String {
 
 #[test]
 fn a_full_database_fails_writes_keeps_reads_and_recovers_without_restart() {
-    let server =
-        TestServer::start_http_with(|c| c.max_db_pages = common::fresh_db_pages() + 6, |b| b);
+    let server = TestServer::start_http_with(|c| c.max_db_pages = common::fresh_db_pages() + 6);
     let mut s = server.raw();
     let mut acknowledged = Vec::new();
     let mut failed = None;
@@ -76,8 +69,7 @@ fn a_full_database_fails_writes_keeps_reads_and_recovers_without_restart() {
 
 #[test]
 fn a_database_locked_by_another_process_fails_writes_quickly_then_recovers() {
-    let server = TestServer::start();
-    let mut s = server.raw();
+    let (server, mut s) = TestServer::start_raw();
     exchange(&mut s, b"REGISTER before\r\n", b":1\r\n");
     let other = rusqlite::Connection::open(&server.db).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -114,8 +106,7 @@ fn http_get(server: &TestServer, path: &str) -> String {
 
 #[test]
 fn a_full_database_is_named_disk_full_in_info_healthz_and_metrics() {
-    let server =
-        TestServer::start_http_with(|c| c.max_db_pages = common::fresh_db_pages() + 6, |b| b);
+    let server = TestServer::start_http_with(|c| c.max_db_pages = common::fresh_db_pages() + 6);
     let mut s = server.raw();
     let mut c = server.redis();
     let last_error =

@@ -6,9 +6,10 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::process::Output;
 use std::sync::Arc;
 
-use common::{TestServer, config_at, free_port};
+use common::{TestServer, config_at, connect, exchange, free_port, userbus, words};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -81,9 +82,12 @@ impl Pki {
     }
 }
 
-fn start(pki: &Pki, client_ca: bool) -> TestServer {
+/// A fresh PKI and a server with RESP over TLS and HTTPS on free ports, its
+/// certificate from that PKI; clients must present a certificate when `client_ca`.
+fn start(client_ca: bool) -> (Pki, TestServer) {
+    let pki = Pki::new();
     let (tls, https) = (free_port(), free_port());
-    TestServer::start_with(
+    let server = TestServer::start_with(
         |c| {
             c.tls_port = tls;
             c.https_port = https;
@@ -92,36 +96,30 @@ fn start(pki: &Pki, client_ca: bool) -> TestServer {
             c.tls_ca = client_ca.then(|| pki.ca.clone());
         },
         |b| b,
-    )
+    );
+    (pki, server)
 }
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
-fn connect(port: u16, config: Arc<rustls::ClientConfig>) -> Tls {
-    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sock.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+/// A TLS client of `port` on 127.0.0.1, checking the certificate for localhost.
+fn connect_tls(port: u16, config: Arc<rustls::ClientConfig>) -> Tls {
+    let sock = connect(("127.0.0.1", port));
     let name = ServerName::try_from("localhost").unwrap();
     let conn = rustls::ClientConnection::new(config, name).unwrap();
     rustls::StreamOwned::new(conn, sock)
 }
 
-fn exchange(s: &mut Tls, req: &[u8], want: &[u8]) {
-    s.write_all(req).unwrap();
-    let mut got = vec![0; want.len()];
-    s.read_exact(&mut got).unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
-}
-
-fn port_of(addr: Option<std::net::SocketAddr>) -> u16 {
-    addr.expect("listener on").port()
+/// A TLS client of `server`'s RESP port trusting `pki`'s CA, presenting the
+/// client certificate when `with_cert`.
+fn tls_client(pki: &Pki, server: &TestServer, with_cert: bool) -> Tls {
+    connect_tls(server_tls_port(server), pki.client(with_cert))
 }
 
 #[test]
 fn resp_over_tls_serves_commands_and_shares_the_registry() {
-    let pki = Pki::new();
-    let server = start(&pki, false);
-    let tls_port = server_tls_port(&server);
-    let mut s = connect(tls_port, pki.client(false));
+    let (pki, server) = start(false);
+    let mut s = tls_client(&pki, &server, false);
     exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
     exchange(
         &mut s,
@@ -146,9 +144,8 @@ fn resp_over_tls_serves_commands_and_shares_the_registry() {
 
 #[test]
 fn https_serves_the_routes() {
-    let pki = Pki::new();
-    let server = start(&pki, false);
-    let mut s = connect(server_https_port(&server), pki.client(false));
+    let (pki, server) = start(false);
+    let mut s = connect_tls(server_https_port(&server), pki.client(false));
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();
@@ -159,12 +156,10 @@ fn https_serves_the_routes() {
 
 #[test]
 fn client_certificates_are_required_with_a_ca() {
-    let pki = Pki::new();
-    let server = start(&pki, true);
-    let port = server_tls_port(&server);
-    let mut ok = connect(port, pki.client(true));
+    let (pki, server) = start(true);
+    let mut ok = tls_client(&pki, &server, true);
     exchange(&mut ok, b"PING\r\n", b"+PONG\r\n");
-    let mut denied = connect(port, pki.client(false));
+    let mut denied = tls_client(&pki, &server, false);
     let res = denied
         .write_all(b"PING\r\n")
         .and_then(|()| denied.read(&mut [0u8; 16]));
@@ -178,16 +173,14 @@ fn client_certificates_are_required_with_a_ca() {
 
 #[test]
 fn plain_text_on_the_tls_port_is_dropped_without_harm() {
-    let pki = Pki::new();
-    let server = start(&pki, false);
+    let (pki, server) = start(false);
     let port = server_tls_port(&server);
-    let mut raw = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    raw.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    let mut raw = connect(("127.0.0.1", port));
     raw.write_all(b"PING\r\nPING\r\nPING\r\n").unwrap();
     let mut junk = Vec::new();
     let _ = raw.read_to_end(&mut junk);
     assert!(!junk.windows(5).any(|w| w == b"+PONG"), "no command ran");
-    let mut s = connect(port, pki.client(false));
+    let mut s = connect_tls(port, pki.client(false));
     exchange(&mut s, b"PING\r\n", b"+PONG\r\n");
 }
 
@@ -214,50 +207,42 @@ fn tls_ports_need_a_certificate_and_key() {
     assert!(missing.to_string().contains("nope.pem"), "{missing}");
 }
 
+/// The port of the RESP-over-TLS listener.
 fn server_tls_port(server: &TestServer) -> u16 {
-    port_of(config_addr(server, "tls-port"))
+    config_port(server, "tls-port")
 }
 
+/// The port of the HTTPS listener.
 fn server_https_port(server: &TestServer) -> u16 {
-    port_of(config_addr(server, "https-port"))
+    config_port(server, "https-port")
 }
 
-/// The bound port of a listener, as CONFIG GET reports it.
-fn config_addr(server: &TestServer, key: &str) -> Option<std::net::SocketAddr> {
+/// The bound port of the listener `key`, as CONFIG GET reports it; the listener
+/// must be on.
+fn config_port(server: &TestServer, key: &str) -> u16 {
     let mut c = server.redis();
     let kv: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg(key)
         .query(&mut c)
         .unwrap();
-    let port: u16 = kv.get(1)?.parse().ok()?;
-    (port != 0).then(|| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    let port = kv.get(1).and_then(|p| p.parse::<u16>().ok());
+    port.filter(|&p| p != 0).expect("listener on")
 }
 
 #[test]
 fn the_line_client_speaks_tls() {
-    let pki = Pki::new();
-    let server = start(&pki, true);
-    let port = server_tls_port(&server).to_string();
-    let ca = pki.ca.to_str().unwrap();
+    let (pki, server) = start(true);
+    let flags = tls_flags(&pki, &server);
     let cert = pki.client_cert.to_str().unwrap();
     let key = pki.client_key.to_str().unwrap();
     let run = |extra: &[&str]| {
-        let mut args = vec![
-            "cli",
-            "--tls",
-            "--cacert",
-            ca,
-            "-h",
-            "localhost",
-            "-p",
-            &port,
-        ];
-        args.extend_from_slice(extra);
-        std::process::Command::new(env!("CARGO_BIN_EXE_userbus"))
-            .args(&args)
+        userbus()
+            .arg("cli")
+            .args(&flags)
+            .args(extra)
             .output()
-            .unwrap()
+            .expect("run the cli")
     };
     let ok = run(&["--cert", cert, "--key", key, "REGISTER", "tls-user"]);
     assert!(ok.status.success(), "{ok:?}");
@@ -267,16 +252,27 @@ fn the_line_client_speaks_tls() {
     assert!(!denied.status.success(), "{denied:?}");
 }
 
-/// Runs `userbus bench --json -q` with `args`, returning its output.
-fn bench(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_userbus"))
-        .args(["bench", "-q", "--json"])
-        .args(args)
-        .output()
-        .unwrap()
+/// The flags that point a client at `server`'s TLS port through `localhost`,
+/// trusting `pki`'s CA: `--tls --cacert <ca> -h localhost -p <port>`.
+fn tls_flags(pki: &Pki, server: &TestServer) -> Vec<String> {
+    let ca = pki.ca.to_str().expect("UTF-8 path");
+    let port = server_tls_port(server).to_string();
+    ["--tls", "--cacert", ca, "-h", "localhost", "-p", &port]
+        .map(String::from)
+        .to_vec()
 }
 
-fn bench_report(out: &std::process::Output) -> serde_json::Value {
+/// Runs `userbus bench --json -q`, then `flags`, then the words of `line`.
+fn bench(flags: &[String], line: &str) -> Output {
+    userbus()
+        .args(["bench", "-q", "--json"])
+        .args(flags)
+        .args(words(line))
+        .output()
+        .expect("run userbus bench")
+}
+
+fn bench_report(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
         "bench failed: {}",
@@ -287,25 +283,9 @@ fn bench_report(out: &std::process::Output) -> serde_json::Value {
 
 #[test]
 fn the_load_generator_speaks_tls() {
-    let pki = Pki::new();
-    let server = start(&pki, false);
-    let port = server_tls_port(&server).to_string();
-    let ca = pki.ca.to_str().unwrap();
-    let out = bench(&[
-        "--tls",
-        "--cacert",
-        ca,
-        "-h",
-        "localhost",
-        "-p",
-        &port,
-        "-t",
-        "register",
-        "-n",
-        "2000",
-        "-P",
-        "16",
-    ]);
+    let (pki, server) = start(false);
+    let flags = tls_flags(&pki, &server);
+    let out = bench(&flags, "-t register -n 2000 -P 16");
     let r = bench_report(&out);
     assert_eq!(r["requests"], 2000, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
@@ -317,52 +297,24 @@ fn the_load_generator_speaks_tls() {
     assert_eq!(n, 2000);
 
     // Large pipelines of large replies cross many records both ways.
-    let r = bench_report(&bench(&[
-        "--tls",
-        "--cacert",
-        ca,
-        "-h",
-        "localhost",
-        "-p",
-        &port,
-        "-t",
-        "lookup",
-        "-n",
-        "5000",
-        "-c",
-        "3",
-        "-P",
-        "500",
-        "-r",
-        "2000",
-    ]));
+    let r = bench_report(&bench(&flags, "-t lookup -n 5000 -c 3 -P 500 -r 2000"));
     assert_eq!(r["requests"], 5000, "{r}");
     assert_eq!(r["lost"], 0, "{r}");
 }
 
 #[test]
 fn the_load_generator_needs_a_ca_and_checks_the_certificate() {
-    let pki = Pki::new();
-    let server = start(&pki, false);
+    let (_pki, server) = start(false);
     let port = server_tls_port(&server).to_string();
-    let out = bench(&["--tls", "-h", "localhost", "-p", &port, "-n", "10"]);
+    let without_ca = ["--tls", "-h", "localhost", "-p", &port].map(String::from);
+    let out = bench(&without_ca, "-n 10");
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--cacert"), "{err}");
 
     // A CA that did not sign the server's certificate: refused at connect.
     let other = Pki::new();
-    let out = bench(&[
-        "--tls",
-        "--cacert",
-        other.ca.to_str().unwrap(),
-        "-h",
-        "localhost",
-        "-p",
-        &port,
-        "-n",
-        "10",
-    ]);
+    let out = bench(&tls_flags(&other, &server), "-n 10");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS handshake failed"), "{err}");
@@ -370,22 +322,15 @@ fn the_load_generator_needs_a_ca_and_checks_the_certificate() {
 
 #[test]
 fn the_load_generator_presents_a_client_certificate() {
-    let pki = Pki::new();
-    let server = start(&pki, true);
-    let port = server_tls_port(&server).to_string();
-    let ca = pki.ca.to_str().unwrap();
-    let common = ["--tls", "--cacert", ca, "-h", "localhost", "-p", &port];
+    let (pki, server) = start(true);
     let cert = pki.client_cert.to_str().unwrap();
     let key = pki.client_key.to_str().unwrap();
-    let with_cert = [
-        &common[..],
-        &["--cert", cert, "--key", key, "-n", "500", "-c", "5"],
-    ]
-    .concat();
-    let r = bench_report(&bench(&with_cert));
+    let mut with_cert = tls_flags(&pki, &server);
+    with_cert.extend(["--cert", cert, "--key", key].map(String::from));
+    let r = bench_report(&bench(&with_cert, "-n 500 -c 5"));
     assert_eq!(r["requests"], 500, "{r}");
     assert_eq!(r["errors"], 0, "{r}");
     // Without one, the server ends the handshake: no request completes.
-    let out = bench(&[&common[..], &["-n", "10", "-c", "1"]].concat());
+    let out = bench(&tls_flags(&pki, &server), "-n 10 -c 1");
     assert!(!out.status.success(), "{out:?}");
 }

@@ -1,19 +1,32 @@
-//! Test harness: a real server on 127.0.0.1:0 with a temporary database, and small
-//! helpers to talk to it over raw sockets the way `nc` does. `reply` reads the
-//! replies of the `redis` crate.
+//! Test harness: a real server on 127.0.0.1:0 with a temporary database, the
+//! `userbus` binary, and the requests tests share. `wire` talks to a server over
+//! raw sockets the way `nc` does, `reply` reads the replies of the `redis` crate,
+//! `stream` reads the durable stream `events`, `clock` reads times.
 #![allow(dead_code)]
 
+mod clock;
 pub mod reply;
+pub mod stream;
+mod wire;
+
+// Each test binary compiles this module and uses a part of what it re-exports.
+#[allow(unused_imports)]
+pub use clock::{days_from_civil, now_ms, rfc3339_utc_ms};
+#[allow(unused_imports)]
+pub use wire::{
+    Raw, assert_bytes, bulk, connect, exchange, exchange_resp, multibulk, raw3, read_frame, read_n,
+    read_to_close, read_until_suffix, resp, show, words,
+};
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use userbus::{Builder, Config, Server, ShutdownHandle};
+use userbus::config::MAX_FIELD_VALUE_BYTES;
+use userbus::{Builder, Config, Durability, Server, ShutdownHandle};
 
 /// How long a test waits for bytes that should come before calling it a hang.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +39,8 @@ pub struct TestServer {
     pub db: PathBuf,
     /// The HTTP address, when the HTTP side is on (see `start_http`).
     pub http: Option<SocketAddr>,
+    /// The settings it was started with, for `restart`.
+    config: Config,
     handle: ShutdownHandle,
     thread: Option<JoinHandle<userbus::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -37,13 +52,37 @@ impl TestServer {
         Self::start_with(|_| {}, |b| b)
     }
 
+    /// A server that commits without fsync (`Durability::Normal`), for the tests
+    /// that register a lot; `config` adjusts the other settings.
+    pub fn start_fast(config: impl FnOnce(&mut Config)) -> TestServer {
+        let fast = |cfg: &mut Config| {
+            cfg.durability = Durability::Normal;
+            config(cfg);
+        };
+        Self::start_with(fast, |b| b)
+    }
+
+    /// A server with default settings and a fresh database, and a RESP2 connection
+    /// to it from the `redis` crate.
+    pub fn start_redis() -> (TestServer, redis::Connection) {
+        let server = Self::start();
+        let c = server.redis();
+        (server, c)
+    }
+
+    /// A server with default settings and a fresh database, and a raw socket to it.
+    pub fn start_raw() -> (TestServer, TcpStream) {
+        let server = Self::start();
+        let s = server.raw();
+        (server, s)
+    }
+
     /// A fresh database; `config` adjusts the settings, `builder` adds callbacks.
     pub fn start_with(
         config: impl FnOnce(&mut Config),
         builder: impl FnOnce(Builder) -> Builder,
     ) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("userbus.db");
+        let (dir, db) = temp_db();
         let mut s = Self::start_at(&db, config, builder);
         s._dir = Some(dir);
         s
@@ -58,7 +97,11 @@ impl TestServer {
     ) -> TestServer {
         let mut cfg = config_at(db);
         config(&mut cfg);
-        let server = builder(Server::builder(cfg))
+        Self::start_config(cfg, builder)
+    }
+
+    fn start_config(cfg: Config, builder: impl FnOnce(Builder) -> Builder) -> TestServer {
+        let server = builder(Server::builder(cfg.clone()))
             .build()
             .expect("server builds");
         let addr = server.local_addr().expect("bound address");
@@ -67,33 +110,45 @@ impl TestServer {
         let thread = std::thread::spawn(move || server.run());
         TestServer {
             addr,
-            db: db.to_path_buf(),
+            db: cfg.db.clone(),
             http,
+            config: cfg,
             handle,
             thread: Some(thread),
             _dir: None,
         }
     }
 
-    /// A server with the HTTP side on, default settings and a fresh database.
-    pub fn start_http() -> TestServer {
-        Self::start_http_with(|_| {}, |b| b)
+    /// Stops the server like `stop`, then starts it again on the same database with
+    /// the same settings (a RESP port of 0 is a new port) and no callbacks. A
+    /// temporary directory of the first server stays until the new one is dropped.
+    pub fn restart(self) -> TestServer {
+        self.restart_with(|b| b)
     }
 
-    /// Like `start_with`, with the HTTP side on a free port (`http_port` 0 would
-    /// disable it, so a port the kernel just handed out is passed instead).
-    pub fn start_http_with(
-        config: impl FnOnce(&mut Config),
-        builder: impl FnOnce(Builder) -> Builder,
-    ) -> TestServer {
+    /// Like `restart`, with `builder` adding the new run's callbacks.
+    pub fn restart_with(mut self, builder: impl FnOnce(Builder) -> Builder) -> TestServer {
+        self.shutdown();
+        let mut s = Self::start_config(self.config.clone(), builder);
+        s._dir = self._dir.take();
+        s
+    }
+
+    /// A server with the HTTP side on, default settings and a fresh database.
+    pub fn start_http() -> TestServer {
+        Self::start_http_with(|_| {})
+    }
+
+    /// A fresh database and the HTTP side on a free port (`http_port` 0 would
+    /// disable it, so a port the kernel just handed out is passed instead);
+    /// `config` adjusts the other settings.
+    pub fn start_http_with(config: impl FnOnce(&mut Config)) -> TestServer {
         let port = free_port();
-        Self::start_with(
-            |cfg| {
-                cfg.http_port = port;
-                config(cfg);
-            },
-            builder,
-        )
+        let http = |cfg: &mut Config| {
+            cfg.http_port = port;
+            config(cfg);
+        };
+        Self::start_with(http, |b| b)
     }
 
     /// The HTTP address; panics when the server was started without HTTP.
@@ -161,6 +216,25 @@ impl Drop for TestServer {
     }
 }
 
+/// A temporary directory and the path of the database file `userbus.db` in it;
+/// the directory goes when the returned `TempDir` is dropped.
+pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("userbus.db");
+    (dir, db)
+}
+
+/// Starts a server with default settings, runs `check` with a RESP2 and then a
+/// RESP3 `redis` connection to it (and whether that one speaks RESP3), then stops
+/// the server.
+pub fn in_both_protocols(check: impl Fn(&TestServer, redis::Connection, bool)) {
+    let server = TestServer::start();
+    for resp3 in [false, true] {
+        check(&server, server.redis_proto(resp3), resp3);
+    }
+    server.stop();
+}
+
 /// The settings a test server starts with: any free RESP port, no HTTP, the
 /// database at `db`, everything else the default.
 pub fn config_at(db: &Path) -> Config {
@@ -172,14 +246,10 @@ pub fn config_at(db: &Path) -> Config {
     }
 }
 
-/// The `userbus` binary with `RUST_LOG=info`, no input, its output piped, and none
-/// of the `USERBUS_*` settings of the environment the tests run in.
-pub fn userbus_command() -> Command {
+/// The `userbus` binary without the `USERBUS_*` settings of the environment the
+/// tests run in.
+pub fn userbus() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_userbus"));
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("RUST_LOG", "info");
     for (k, _) in std::env::vars() {
         if k.starts_with("USERBUS_") {
             cmd.env_remove(k);
@@ -188,12 +258,19 @@ pub fn userbus_command() -> Command {
     cmd
 }
 
-/// A socket to `addr` with the harness's read timeout and Nagle off.
-pub fn connect(addr: impl ToSocketAddrs) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    s.set_nodelay(true).expect("nodelay");
-    s
+/// `userbus` with `RUST_LOG=info`, no input and its output piped.
+pub fn userbus_command() -> Command {
+    let mut cmd = userbus();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+/// Runs `userbus args...` to its end and returns what it printed.
+pub fn run_userbus(args: &[&str]) -> Output {
+    userbus().args(args).output().expect("run userbus")
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -216,133 +293,17 @@ pub fn fresh_db_pages() -> u64 {
     })
 }
 
-/// Sends `request` and reads exactly as many bytes as `expected` has, then
-/// asserts they are equal.
-pub fn exchange(s: &mut TcpStream, request: &[u8], expected: &[u8]) {
-    s.write_all(request).expect("write");
-    let got = read_n(s, expected.len());
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        String::from_utf8_lossy(expected),
-        "reply to {:?}",
-        String::from_utf8_lossy(request)
-    );
+/// A database cap with room for a small user but not for one with two maximal
+/// field values (`big_register`).
+pub fn tight_max_pages() -> u64 {
+    fresh_db_pages() + 3
 }
 
-/// Reads exactly `n` bytes (fails the test after IO_TIMEOUT).
-pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0; n];
-    s.read_exact(&mut buf).expect("read reply");
-    buf
-}
-
-/// Reads until the server closes the connection; returns everything read.
-pub fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).expect("read until close");
-    buf
-}
-
-/// Reads until what was read ends with `suffix` (a reply line with `b"\r\n"`).
-pub fn read_until_suffix(s: &mut TcpStream, suffix: &[u8]) -> Vec<u8> {
-    let mut got = Vec::new();
-    let mut byte = [0u8; 1];
-    while !got.ends_with(suffix) {
-        s.read_exact(&mut byte).expect("read until suffix");
-        got.push(byte[0]);
-    }
-    got
-}
-
-/// Bytes as a readable, escaped string for failure messages (long ones cut).
-pub fn show(b: &[u8]) -> String {
-    const MAX: usize = 400;
-    if b.len() > MAX {
-        format!("{}... ({} bytes)", b[..MAX].escape_ascii(), b.len())
-    } else {
-        b.escape_ascii().to_string()
-    }
-}
-
-/// Asserts `got == want` byte for byte (binary-safe, unlike a lossy string
-/// comparison), showing both escaped when they differ.
-#[track_caller]
-pub fn assert_bytes(got: &[u8], want: &[u8], what: &str) {
-    assert!(
-        got == want,
-        "{what}\n  got:  {}\n  want: {}",
-        show(got),
-        show(want)
-    );
-}
-
-/// A RESP request: a multibulk array of `args`.
-pub fn multibulk(args: &[&[u8]]) -> Vec<u8> {
-    let mut v = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        v.extend(bulk(a));
-    }
-    v
-}
-
-/// A RESP request of text `args`.
-pub fn resp(args: &[&str]) -> Vec<u8> {
-    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    multibulk(&args)
-}
-
-/// A bulk string: `$<len>\r\n<data>\r\n`.
-pub fn bulk(data: impl AsRef<[u8]>) -> Vec<u8> {
-    let data = data.as_ref();
-    let mut v = format!("${}\r\n", data.len()).into_bytes();
-    v.extend_from_slice(data);
-    v.extend_from_slice(b"\r\n");
-    v
-}
-
-/// A raw connection that reads one-line replies (integers, errors, statuses).
-pub struct Raw {
-    /// The socket, for writing.
-    pub w: TcpStream,
-    /// The same socket, buffered for reading.
-    pub r: BufReader<TcpStream>,
-}
-
-impl Raw {
-    pub fn connect(addr: impl ToSocketAddrs) -> Raw {
-        let s = connect(addr);
-        Raw {
-            r: BufReader::new(s.try_clone().expect("clone socket")),
-            w: s,
-        }
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.w.write_all(bytes).expect("write");
-    }
-
-    /// The next reply line, without its CRLF.
-    pub fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.r.read_line(&mut line).expect("read reply");
-        assert!(line.ends_with("\r\n"), "incomplete reply line {line:?}");
-        line.truncate(line.len() - 2);
-        line
-    }
-
-    /// The next reply, which must be an integer.
-    pub fn int(&mut self) -> i64 {
-        let line = self.line();
-        line.strip_prefix(':')
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("expected an integer reply, got {line:?}"))
-    }
-
-    /// Sends `bytes` and returns the next reply line.
-    pub fn call(&mut self, bytes: &[u8]) -> String {
-        self.send(bytes);
-        self.line()
-    }
+/// `REGISTER name a <value> b <value>` with both values as long as a field value
+/// may be: a registration that cannot fit under `tight_max_pages`.
+pub fn big_register(name: &str) -> Vec<u8> {
+    let value = "v".repeat(MAX_FIELD_VALUE_BYTES);
+    resp(&["REGISTER", name, "a", &value, "b", &value])
 }
 
 /// A user's fields as a map, to compare with what the server stored.
@@ -350,59 +311,4 @@ pub fn fields(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
     kv.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// The test's own clock, in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as i64
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` as Unix milliseconds.
-pub fn rfc3339_utc_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || *b.last()? != b'Z' {
-        return None;
-    }
-    for (i, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
-        if b[i] != sep {
-            return None;
-        }
-    }
-    let digits = |from: usize, to: usize| -> Option<i64> {
-        let d = s.get(from..to)?;
-        d.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| d.parse().ok())?
-    };
-    let (y, mo, d) = (digits(0, 4)?, digits(5, 7)?, digits(8, 10)?);
-    let (h, mi, sec) = (digits(11, 13)?, digits(14, 16)?, digits(17, 19)?);
-    let frac = &s[19..s.len() - 1];
-    let ms = if frac.is_empty() {
-        0
-    } else {
-        let f = frac.strip_prefix('.')?;
-        if f.is_empty() || !f.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        format!("{f:0<3}")[..3].parse().ok()?
-    };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + sec * 1000 + ms)
 }

@@ -42,6 +42,14 @@ pub fn register(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]
     }
 }
 
+/// Registers a free `name` and returns the new user's id, which must be positive.
+pub fn register_new(con: &mut redis::Connection, name: &str, fields: &[(&str, &str)]) -> i64 {
+    match call_cmd(con, &register_cmd(name, fields)) {
+        Value::Int(id) if id > 0 => id,
+        other => panic!("REGISTER {name}: expected a new id, got {other:?}"),
+    }
+}
+
 /// Unregisters `name` and returns the integer reply (0 for an unknown name).
 pub fn unregister(con: &mut redis::Connection, name: &str) -> i64 {
     match call_cmd(con, redis::cmd("UNREGISTER").arg(name)) {
@@ -59,6 +67,12 @@ pub fn error_text(v: &Value) -> String {
         },
         other => panic!("expected an error reply, got {other:?}"),
     }
+}
+
+/// Asserts that the command `words` gets exactly the error reply `expected`.
+#[track_caller]
+pub fn assert_error_reply(con: &mut redis::Connection, words: &[&str], expected: &str) {
+    assert_eq!(error_text(&call(con, words)), expected);
 }
 
 /// A bulk or simple string reply.
@@ -86,6 +100,7 @@ pub fn bulk_text(v: &Value) -> String {
     }
 }
 
+/// An integer reply.
 pub fn int(v: &Value) -> i64 {
     match v {
         Value::Int(n) => *n,
