@@ -113,18 +113,9 @@ fn unauthenticated_clients_get_redis_limits() {
 #[test]
 fn http_requires_the_bearer_token_except_healthz() {
     let server = TestServer::start_http_with(|c| c.requirepass = Some(SECRET.into()));
-    let http = server.http.expect("http side on");
     let get = |path: &str, auth: Option<&str>| -> String {
-        let mut s = std::net::TcpStream::connect(http).unwrap();
         let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        server.http_get(path, &auth)
     };
     assert!(get("/healthz", None).starts_with("HTTP/1.1 200"));
     let denied = get("/users", None);

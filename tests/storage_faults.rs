@@ -3,7 +3,7 @@
 //! the loop going, and recover without a restart.
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::reply::info;
@@ -21,12 +21,7 @@ fn read_line(s: &mut std::net::TcpStream) -> String {
 }
 
 fn healthz(server: &TestServer) -> String {
-    let mut s = server.http_raw();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    server.http_get("/healthz", "")
 }
 
 #[test]
@@ -93,15 +88,7 @@ fn a_database_locked_by_another_process_fails_writes_quickly_then_recovers() {
 
 /// `GET path` on the HTTP port: the whole response, head and body.
 fn http_get(server: &TestServer, path: &str) -> String {
-    let mut s = server.http_raw();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    server.http_get(path, "")
 }
 
 #[test]

@@ -167,6 +167,21 @@ impl TestServer {
         connect(self.http_addr())
     }
 
+    /// `GET path` on the HTTP port with extra header lines (each ending in CRLF),
+    /// on a connection of its own: the whole response, head and body.
+    pub fn http_get(&self, path: &str, headers: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = self.http_raw();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+        )
+        .expect("send request");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read response");
+        out
+    }
+
     /// A `redis` crate connection speaking RESP2.
     pub fn redis(&self) -> redis::Connection {
         let client = redis::Client::open(format!("redis://{}/", self.addr)).expect("client");
