@@ -284,6 +284,9 @@ const POST: NameKey = NameKey::of_static("post");
 const HOST: NameKey = NameKey::of_static("host:");
 
 /// Runs one request and writes its reply.
+// Inlined into the reactor's request loop: it runs once per request, and called
+// out of line it costs PING about 30 instructions (callgrind).
+#[inline(always)]
 pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     let Some(name) = args.get(0) else {
         return Outcome::Continue;

@@ -77,15 +77,26 @@ enum Block {
     },
 }
 
-/// What running the front of a RESP connection's input came to.
-#[derive(Debug)]
-pub enum Ran {
+/// The request at the front of a RESP connection's input, lent to the reactor to
+/// run; `Conn::request_done` then records what became of it.
+pub struct Running<'c> {
+    /// Its arguments (the command name first).
+    pub args: Args<'c>,
+    /// The reply encoder over the connection's output.
+    pub out: Reply<'c>,
+    /// The client's session.
+    pub session: &'c mut Session,
+    /// For a woken blocking command, the `after` its first run resolved.
+    pub woken_after: Option<i64>,
+}
+
+/// The front of a RESP connection's input.
+pub enum Next<'c> {
     /// No request to run: input incomplete or empty, or the connection is not
     /// open, blocked, or backpressured.
     Nothing,
-    /// A request ran; the reactor acts on its outcome (a `Block` is already
-    /// parked here).
-    Request(Outcome),
+    /// A request to run.
+    Request(Running<'c>),
     /// The input broke the protocol: the error is the reply, and the connection
     /// is closing.
     ProtocolError(ProtocolError),
@@ -122,6 +133,9 @@ pub struct Conn {
     block: Block,
     /// The current tick's replies.
     tick: TickReplies,
+    /// The request lent out by `next_request`: the input it takes and where its
+    /// reply starts.
+    front: (usize, usize),
     /// Interest registered with the poll.
     registered: Interest,
     /// In the reactor's work list for this or the next tick.
@@ -157,6 +171,7 @@ impl Conn {
             session: Session::new(id),
             block: Block::None,
             tick: TickReplies::default(),
+            front: (0, 0),
             registered: Interest::READABLE,
             queued: false,
             more_input: false,
@@ -361,69 +376,77 @@ impl Conn {
         self.tick.end();
     }
 
-    /// Parses the request at the front of the input and runs it with `run`,
-    /// which gets the arguments, a reply encoder over the output, the session, and
-    /// for a woken blocking command the `after` its first run resolved; it returns
-    /// the outcome and whether the command used storage. The reply is recorded as
-    /// one block of the tick. A `Block` outcome parks the connection with the
-    /// command left in place; anything else consumes it.
-    pub fn run_request(
-        &mut self,
-        run: impl FnOnce(&Args<'_>, Reply<'_>, &mut Session, Option<i64>) -> (Outcome, bool),
-    ) -> Ran {
+    /// Parses the request at the front of the input and lends it out to run.
+    /// `request_done` must follow a `Next::Request`.
+    pub fn next_request(&mut self) -> Next<'_> {
         if self.phase != Phase::Open || matches!(self.block, Block::Parked { .. }) {
-            return Ran::Nothing;
+            return Next::Nothing;
         }
         let Speaks::Resp(parser) = &mut self.speaks else {
-            return Ran::Nothing;
+            return Next::Nothing;
         };
         loop {
             if self.rhead >= self.rbuf.len() {
-                return Ran::Nothing;
+                return Next::Nothing;
             }
             if self.wbuf.len() - self.wpos > MAX_PENDING_OUTPUT_BYTES {
                 self.more_input = true;
-                return Ran::Nothing;
+                return Next::Nothing;
             }
             let input = &self.rbuf[self.rhead..];
-            let reply_start = self.wbuf.len();
             match parser.parse(input) {
-                Ok(Parsed::Incomplete) => return Ran::Nothing,
+                Ok(Parsed::Incomplete) => return Next::Nothing,
                 Ok(Parsed::Empty { consumed }) => self.rhead += consumed,
                 Ok(Parsed::Request { consumed }) => {
-                    let args = parser.args(input);
-                    let (woken_after, deadline) = match self.block {
-                        Block::Woken { after, deadline } => (Some(after), deadline),
-                        _ => (None, None),
+                    self.front = (consumed, self.wbuf.len());
+                    let woken_after = match self.block {
+                        Block::Woken { after, .. } => Some(after),
+                        _ => None,
                     };
-                    let out = Reply::new(&mut self.wbuf, self.session.resp3);
-                    let (outcome, used_storage) = run(&args, out, &mut self.session, woken_after);
-                    self.tick.record(reply_start, used_storage);
-                    if let Outcome::Block(wait) = &outcome {
-                        let deadline = match self.block {
-                            Block::Woken { .. } => deadline,
-                            _ => wait.timeout.map(|t| Instant::now() + t),
-                        };
-                        self.block = Block::Parked {
-                            after: wait.after,
-                            deadline,
-                            consumed,
-                        };
-                    } else {
-                        self.block = Block::None;
-                        self.rhead += consumed;
-                    }
-                    parser.set_unauthenticated(!self.session.authenticated);
-                    return Ran::Request(outcome);
+                    return Next::Request(Running {
+                        args: parser.args(input),
+                        out: Reply::new(&mut self.wbuf, self.session.resp3),
+                        session: &mut self.session,
+                        woken_after,
+                    });
                 }
                 Err(e) => {
+                    let reply_start = self.wbuf.len();
                     Reply::new(&mut self.wbuf, self.session.resp3)
                         .error(&format!("ERR Protocol error: {e}"));
                     self.tick.record(reply_start, false);
                     self.phase = Phase::Closing;
-                    return Ran::ProtocolError(e);
+                    return Next::ProtocolError(e);
                 }
             }
+        }
+    }
+
+    /// Records what became of the request `next_request` lent out: its reply is
+    /// one block of the tick (tied to the commit when it used storage). A `Block`
+    /// outcome parks the connection with the command left in place (until the
+    /// deadline its first run set, when it was woken); anything else consumes it.
+    pub fn request_done(&mut self, outcome: &Outcome, used_storage: bool) {
+        let (consumed, reply_start) = self.front;
+        self.tick.record(reply_start, used_storage);
+        if let Outcome::Block(wait) = outcome {
+            let deadline = match self.block {
+                Block::Woken { deadline, .. } => deadline,
+                _ => wait.timeout.map(|t| Instant::now() + t),
+            };
+            self.block = Block::Parked {
+                after: wait.after,
+                deadline,
+                consumed,
+            };
+        } else {
+            if self.block != Block::None {
+                self.block = Block::None;
+            }
+            self.rhead += consumed;
+        }
+        if let Speaks::Resp(parser) = &mut self.speaks {
+            parser.set_unauthenticated(!self.session.authenticated);
         }
     }
 

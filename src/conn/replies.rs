@@ -17,6 +17,7 @@ pub(super) struct TickReplies {
 
 impl TickReplies {
     /// Starts the tick's bookkeeping; false when it had started already.
+    #[inline]
     pub(super) fn begin(&mut self) -> bool {
         if self.begun {
             return false;
@@ -33,6 +34,7 @@ impl TickReplies {
     }
 
     /// A reply starts at `at` in the output; `used_storage` ties it to the commit.
+    #[inline]
     pub(super) fn record(&mut self, at: usize, used_storage: bool) {
         self.blocks.push((at, used_storage));
         self.used_storage |= used_storage;

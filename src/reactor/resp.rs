@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::{CROSS_PROTOCOL_LOG_INTERVAL, Reactor};
 use crate::cmd::{self, ClientFilter, Ctx, Outcome};
-use crate::conn::{Conn, Ran, ReadEnd};
+use crate::conn::{Conn, Next, ReadEnd};
 
 impl Reactor {
     /// Reads what a connection sent and runs its complete requests.
@@ -94,21 +94,19 @@ impl Reactor {
             let Some(conn) = self.conns.get_mut(k) else {
                 return;
             };
-            let shared = &mut self.shared;
-            let ran = conn.run_request(|args, out, session, woken_after| {
-                session.last_active = now;
-                let mut ctx = Ctx::new(shared, out, session, k);
-                ctx.woken_after = woken_after;
-                let outcome = cmd::execute(args, &mut ctx);
-                (outcome, ctx.used_storage())
-            });
-            let outcome = match ran {
-                Ran::Nothing => return,
-                Ran::Request(outcome) => {
+            let outcome = match conn.next_request() {
+                Next::Nothing => return,
+                Next::Request(running) => {
+                    running.session.last_active = now;
+                    let mut ctx = Ctx::new(&mut self.shared, running.out, running.session, k);
+                    ctx.woken_after = running.woken_after;
+                    let outcome = cmd::execute(&running.args, &mut ctx);
+                    let used_storage = ctx.used_storage();
+                    conn.request_done(&outcome, used_storage);
                     self.shared.stats.tick_requests += 1;
                     outcome
                 }
-                Ran::ProtocolError(e) => {
+                Next::ProtocolError(e) => {
                     self.shared.stats.protocol_errors += 1;
                     log::debug!(
                         "conn={} peer={} reason=protocol error: {e}",
