@@ -43,6 +43,9 @@ pub mod glob;
 pub mod groups;
 pub mod http;
 pub mod metrics;
+// Wired into the reactor by the JetStream relay.
+#[cfg_attr(not(test), allow(dead_code))]
+mod nats;
 pub mod protocol;
 pub mod pubsub;
 pub mod reactor;
