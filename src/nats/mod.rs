@@ -6,4 +6,5 @@
 //! - [`proto`]: the incremental parser of server operations and the encoders of
 //!   client operations.
 pub mod headers;
+pub mod jetstream;
 pub mod proto;
