@@ -8,3 +8,4 @@
 pub mod headers;
 pub mod jetstream;
 pub mod proto;
+pub mod url;
