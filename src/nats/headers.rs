@@ -273,6 +273,15 @@ mod tests {
         assert_eq!(encoded_len(&[]), b"NATS/1.0\r\n\r\n".len());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_block_decodes_without_panic(
+            block in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let _ = decode(&block);
+        }
+    }
+
     #[test]
     fn encode_refuses_names_and_values_that_break_the_block() {
         let mut out = Vec::new();

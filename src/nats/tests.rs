@@ -596,6 +596,26 @@ fn tls_with_the_ca_connects_and_without_it_fails_clearly() {
         _ => None,
     });
     assert_eq!(reason, ConnError::TlsNotConfigured);
+
+    // nats:// with the CA given: INFO's tls_required upgrades the connection.
+    let mut opts = fast(Options::new(parse_servers(&server.url("")).unwrap()));
+    opts.tls = Some(tls_config(&ca_file).unwrap());
+    Driver::new(opts).connected();
+
+    // A CA that did not sign the server's certificate.
+    let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
+    other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let other = CertifiedIssuer::self_signed(other, KeyPair::generate().unwrap()).unwrap();
+    let mut opts = fast(Options::new(parse_servers(&url).unwrap()));
+    opts.tls = Some(tls_config(&write("other.pem", other.pem())).unwrap());
+    let reason = Driver::new(opts).until(|e| match e {
+        Event::ConnectFailed { reason, .. } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(&reason, ConnError::Tls(t) if t.starts_with("invalid peer certificate")),
+        "{reason:?}"
+    );
     assert!(
         tls_config(&dir.path().join("missing.pem"))
             .unwrap_err()

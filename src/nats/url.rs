@@ -268,6 +268,26 @@ fn mask(entry: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_parses_or_fails_without_panic(list in "\\PC{0,40}") {
+            let _ = parse_servers(&list);
+        }
+
+        #[test]
+        fn errors_never_show_the_password(
+            pass in "[a-z]{6,12}",
+            host in "[a-z:\\[\\]/ ]{0,10}",
+            port in "[0-9a-z]{0,7}",
+        ) {
+            let list = format!("nats://u:{pass}@{host}:{port}");
+            if let Err(e) = parse_servers(&list) {
+                prop_assert!(!e.to_string().contains(&pass), "{e}");
+            }
+        }
+    }
 
     fn addr(host: &str, port: u16, tls: bool, credentials: Option<Credentials>) -> ServerAddr {
         ServerAddr {
