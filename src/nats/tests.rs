@@ -777,3 +777,65 @@ fn a_tls_url_to_a_server_without_tls_fails_clearly() {
     });
     assert_eq!(reason, ConnError::TlsNotOffered);
 }
+
+/// What the relay must allow for: once the duplicate window has passed, a
+/// repeated id is no longer a duplicate, and after a restart the stream no longer
+/// knows its last id (`wrong last msg ID: ` with nothing after it).
+#[test]
+fn jetstream_forgets_ids_after_the_window_and_a_restart() {
+    if !have_nats_server() {
+        return;
+    }
+    let mut server = NatsServer::start(&[]);
+    let mut d = Driver::to(&server.url(""));
+    d.connected();
+    let mut spec = StreamSpec::new("W", &["w.>"], 1);
+    spec.duplicate_window = Duration::from_millis(100);
+    let (status, body) = d.request(
+        &jetstream::stream_create_subject("W"),
+        &[],
+        &spec.create_request(),
+    );
+    assert_eq!(
+        jetstream::parse_stream_info(status.as_ref(), &body)
+            .unwrap()
+            .config
+            .duplicate_window,
+        100_000_000
+    );
+    let publish = |d: &mut Driver, headers: &[(&str, &str)]| {
+        let (status, body) = d.request("w.x", headers, b"{}");
+        jetstream::parse_pub_ack(status.as_ref(), &body)
+    };
+    let first = [
+        (jetstream::MSG_ID, "w-1"),
+        (jetstream::EXPECTED_LAST_SEQUENCE, "0"),
+    ];
+    assert_eq!(publish(&mut d, &first).unwrap().seq, 1);
+    assert!(publish(&mut d, &first).unwrap().duplicate);
+    d.run_for(Duration::from_millis(250));
+    let e = publish(&mut d, &first).unwrap_err();
+    assert_eq!(e.err_code(), Some(jetstream::ERR_WRONG_LAST_SEQUENCE));
+
+    server.restart();
+    d.connected();
+    d.run_for(Duration::from_millis(250));
+    let chained = [
+        (jetstream::MSG_ID, "w-2"),
+        (jetstream::EXPECTED_LAST_SEQUENCE, "1"),
+        (jetstream::EXPECTED_LAST_MSG_ID, "w-1"),
+    ];
+    let e = publish(&mut d, &chained).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "wrong last msg ID:  (err_code 10070, code 400)"
+    );
+    // Without the chained id the same message is taken; the chain resumes after.
+    assert_eq!(publish(&mut d, &chained[..2]).unwrap().seq, 2);
+    let next = [
+        (jetstream::MSG_ID, "w-3"),
+        (jetstream::EXPECTED_LAST_SEQUENCE, "2"),
+        (jetstream::EXPECTED_LAST_MSG_ID, "w-2"),
+    ];
+    assert_eq!(publish(&mut d, &next).unwrap().seq, 3);
+}
