@@ -9,7 +9,8 @@
 //! - [`jetstream`]: the JetStream API bodies and answers the relay needs (stream
 //!   create, info and compatibility check, message get, publish acks, err_codes).
 //! - [`url`]: `--nats` server lists with credentials.
-//! - `link`: one socket, its TLS session and buffers; `servers`: the rotation over
+//! - [`link`]: one socket, its TLS session and buffers ([`link::tls_config`]
+//!   builds the rustls configuration from `--nats-ca`); `servers`: the rotation over
 //!   the list with back-off; [`client`]: the connection's state machine;
 //!   [`event`]: what it reports.
 //!
@@ -51,7 +52,7 @@ pub mod client;
 pub mod event;
 pub mod headers;
 pub mod jetstream;
-mod link;
+pub mod link;
 pub mod proto;
 mod servers;
 pub mod url;
