@@ -34,6 +34,8 @@
 //! - `events`: the event type, handler dispatch, live subscriptions (pub/sub)
 //!   and the event log seen as the Redis stream `events`.
 //! - `server`: the builder an embedding program uses.
+//! - `nats`: a NATS client on the reactor (protocol, JetStream API, the
+//!   connection state machine), for the JetStream relay.
 //! - `tls`: the rustls server configuration (sessions live in `conn`).
 //! - `client`: `userbus cli`, the line client (its own RESP reader and
 //!   redis-cli's reply formatting); `tools` feature.
@@ -84,6 +86,9 @@ pub(crate) mod reactor;
 pub(crate) mod registry;
 pub(crate) mod session;
 pub(crate) mod tls;
+// Wired into the reactor by the JetStream relay.
+#[cfg_attr(not(test), allow(dead_code))]
+mod nats;
 
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
