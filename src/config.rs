@@ -15,6 +15,13 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+mod nats;
+
+pub use nats::NatsCredentials;
+use nats::mask_servers;
+#[cfg(feature = "tools")]
+use nats::{parse_nats_stream, parse_nats_subject_prefix};
+
 /// Default RESP port.
 pub const DEFAULT_PORT: u16 = 7878;
 /// Default HTTP port.
@@ -35,6 +42,16 @@ pub const DEFAULT_PROTECTED_MODE: bool = true;
 pub const DEFAULT_MAX_DB_PAGES: u64 = 0;
 /// Default deliveries before a consumer group dead-letters an entry: 0, never.
 pub const DEFAULT_MAX_DELIVERIES: u64 = 0;
+/// Default JetStream stream the relay publishes into.
+pub const DEFAULT_NATS_STREAM: &str = "USERBUS";
+/// Default first tokens of the relay's subjects (`userbus.user.registered`, ...).
+pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "userbus";
+/// Default copies JetStream keeps of the stream: 1, no replication.
+pub const DEFAULT_NATS_REPLICAS: u32 = 1;
+/// Most copies of a stream JetStream keeps.
+pub const MAX_NATS_REPLICAS: u32 = 5;
+/// Longest JetStream stream name, in bytes (nats-server's `JSMaxNameLen`).
+pub const MAX_NATS_STREAM_NAME_BYTES: usize = 255;
 
 /// Largest bulk string a request may carry (Redis's `proto-max-bulk-len` is 512 MiB;
 /// the largest thing userbus stores, a user with 32 fields of 4 KiB, is 128 KiB).
@@ -234,7 +251,10 @@ impl Default for Limits {
 /// README's flag table (checked by `tests/readme.rs`) and `userbus --help`'s summary
 /// follow from them. The flags exist with the `tools` feature; an embedding program
 /// fills the struct in code.
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows every setting but the secrets: passwords and tokens print as
+/// `"***"`, credentials in `--nats` URLs as `***@`.
+#[derive(Clone)]
 #[cfg_attr(feature = "tools", derive(clap::Args))]
 pub struct Config {
     /// Address to listen on (RESP and HTTP).
@@ -360,6 +380,88 @@ pub struct Config {
     /// See --pubsub-soft-limit-bytes.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_PUBSUB_SOFT_LIMIT_SECONDS", value_name = "N", default_value_t = PUBSUB_SOFT_LIMIT_TIME.as_secs()))]
     pub pubsub_soft_limit_seconds: u64,
+    /// Relay every committed event into NATS JetStream at these servers (off when
+    /// absent).
+    ///
+    /// A comma-separated list, nats://host:4222,host2:4222 or tls://host:4222;
+    /// an entry may carry credentials (nats://user:password@host, nats://token@host).
+    #[cfg_attr(
+        feature = "tools",
+        arg(
+            long,
+            env = "USERBUS_NATS",
+            value_name = "URLS",
+            hide_env_values = true
+        )
+    )]
+    pub nats: Option<String>,
+    /// The JetStream stream the relay publishes into (created when missing).
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_NATS_STREAM", value_name = "NAME", default_value = DEFAULT_NATS_STREAM, value_parser = parse_nats_stream))]
+    pub nats_stream: String,
+    /// First tokens of the relay's subjects: <PREFIX>.user.registered, ...
+    ///
+    /// The stream captures <PREFIX>.>.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_NATS_SUBJECT_PREFIX", value_name = "PREFIX", default_value = DEFAULT_NATS_SUBJECT_PREFIX, value_parser = parse_nats_subject_prefix))]
+    pub nats_subject_prefix: String,
+    /// Copies JetStream keeps of the stream, 1 to 5 (when it creates it).
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_NATS_REPLICAS", value_name = "N", default_value_t = DEFAULT_NATS_REPLICAS, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_NATS_REPLICAS))))]
+    pub nats_replicas: u32,
+    /// The user the relay authenticates to NATS as (with --nats-password).
+    #[cfg_attr(
+        feature = "tools",
+        arg(
+            long,
+            env = "USERBUS_NATS_USER",
+            value_name = "USER",
+            requires = "nats_password"
+        )
+    )]
+    pub nats_user: Option<String>,
+    /// The password of --nats-user.
+    #[cfg_attr(
+        feature = "tools",
+        arg(
+            long,
+            env = "USERBUS_NATS_PASSWORD",
+            value_name = "PASS",
+            hide_env_values = true,
+            requires = "nats_user"
+        )
+    )]
+    pub nats_password: Option<String>,
+    /// The token the relay authenticates to NATS with.
+    #[cfg_attr(
+        feature = "tools",
+        arg(
+            long,
+            env = "USERBUS_NATS_TOKEN",
+            value_name = "TOKEN",
+            hide_env_values = true,
+            conflicts_with_all = ["nats_user", "nats_password"]
+        )
+    )]
+    pub nats_token: Option<String>,
+    /// Read the NATS credentials from the first line of this file instead:
+    /// user:password, or a token.
+    #[cfg_attr(
+        feature = "tools",
+        arg(
+            long,
+            env = "USERBUS_NATS_CREDENTIALS_FILE",
+            value_name = "PATH",
+            conflicts_with_all = ["nats_user", "nats_password", "nats_token"]
+        )
+    )]
+    pub nats_credentials_file: Option<PathBuf>,
+    /// The CA certificates (PEM) that tls:// NATS servers must be signed by.
+    ///
+    /// Needed for tls:// servers and servers that require TLS: no other roots
+    /// are trusted.
+    #[cfg_attr(
+        feature = "tools",
+        arg(long, env = "USERBUS_NATS_CA", value_name = "PEM")
+    )]
+    pub nats_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -391,8 +493,111 @@ impl Default for Config {
             pubsub_hard_limit_bytes: PUBSUB_HARD_LIMIT_BYTES,
             pubsub_soft_limit_bytes: PUBSUB_SOFT_LIMIT_BYTES,
             pubsub_soft_limit_seconds: PUBSUB_SOFT_LIMIT_TIME.as_secs(),
+            nats: None,
+            nats_stream: DEFAULT_NATS_STREAM.to_string(),
+            nats_subject_prefix: DEFAULT_NATS_SUBJECT_PREFIX.to_string(),
+            nats_replicas: DEFAULT_NATS_REPLICAS,
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_credentials_file: None,
+            nats_ca: None,
         }
     }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Taken apart field by field so that a new field cannot be left out.
+        let Config {
+            bind,
+            port,
+            http_port,
+            db,
+            durability,
+            maxclients,
+            max_bulk_bytes,
+            max_multibulk_len,
+            max_inline_bytes,
+            max_query_buffer_bytes,
+            timeout,
+            requirepass,
+            password_file,
+            protected_mode,
+            tls_port,
+            https_port,
+            tls_cert,
+            tls_key,
+            tls_ca,
+            max_db_pages,
+            max_deliveries,
+            retain_events,
+            pubsub_hard_limit_bytes,
+            pubsub_soft_limit_bytes,
+            pubsub_soft_limit_seconds,
+            nats,
+            nats_stream,
+            nats_subject_prefix,
+            nats_replicas,
+            nats_user,
+            nats_password,
+            nats_token,
+            nats_credentials_file,
+            nats_ca,
+        } = self;
+        f.debug_struct("Config")
+            .field("bind", bind)
+            .field("port", port)
+            .field("http_port", http_port)
+            .field("db", db)
+            .field("durability", durability)
+            .field("maxclients", maxclients)
+            .field("max_bulk_bytes", max_bulk_bytes)
+            .field("max_multibulk_len", max_multibulk_len)
+            .field("max_inline_bytes", max_inline_bytes)
+            .field("max_query_buffer_bytes", max_query_buffer_bytes)
+            .field("timeout", timeout)
+            .field("requirepass", &redacted(requirepass))
+            .field("password_file", password_file)
+            .field("protected_mode", protected_mode)
+            .field("tls_port", tls_port)
+            .field("https_port", https_port)
+            .field("tls_cert", tls_cert)
+            .field("tls_key", tls_key)
+            .field("tls_ca", tls_ca)
+            .field("max_db_pages", max_db_pages)
+            .field("max_deliveries", max_deliveries)
+            .field("retain_events", retain_events)
+            .field("pubsub_hard_limit_bytes", pubsub_hard_limit_bytes)
+            .field("pubsub_soft_limit_bytes", pubsub_soft_limit_bytes)
+            .field("pubsub_soft_limit_seconds", pubsub_soft_limit_seconds)
+            .field("nats", &nats.as_deref().map(mask_servers))
+            .field("nats_stream", nats_stream)
+            .field("nats_subject_prefix", nats_subject_prefix)
+            .field("nats_replicas", nats_replicas)
+            .field("nats_user", nats_user)
+            .field("nats_password", &redacted(nats_password))
+            .field("nats_token", &redacted(nats_token))
+            .field("nats_credentials_file", nats_credentials_file)
+            .field("nats_ca", nats_ca)
+            .finish()
+    }
+}
+
+/// A secret as `Debug` shows it: whether it is there, never what it is.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "***")
+}
+
+/// A string setting given with a value; an empty one counts as not given, as an
+/// empty `USERBUS_*` variable does for `--requirepass`.
+fn given(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
+/// A path setting as `CONFIG GET` shows it (empty when unset).
+fn path_setting(path: Option<&std::path::Path>) -> String {
+    path.map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 /// `yes` or `no`, as `--protected-mode` is written.
@@ -428,6 +633,14 @@ impl Config {
             return Err(format!("--password-file {} is empty", path.display()));
         }
         Ok(Some(line.to_string()))
+    }
+
+    /// Checks the settings that depend on one another, and the values an
+    /// embedding program set without the flags' parsers. The error is one line
+    /// naming the flags. (A bad `--nats` URL is not checked here: the relay
+    /// reports it and the server serves without it.)
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_nats()
     }
 
     /// The parser limits this configuration asks for.
@@ -498,6 +711,38 @@ impl Config {
                     self.pubsub_soft_limit_seconds
                 ),
             ),
+            (
+                "nats",
+                self.nats.as_deref().map(mask_servers).unwrap_or_default(),
+            ),
+            ("nats-stream", self.nats_stream.clone()),
+            ("nats-subject-prefix", self.nats_subject_prefix.clone()),
+            ("nats-replicas", self.nats_replicas.to_string()),
+            ("nats-user", self.nats_user.clone().unwrap_or_default()),
+            // Never the secrets themselves.
+            (
+                "nats-password",
+                if given(&self.nats_password).is_some() {
+                    "(set)"
+                } else {
+                    ""
+                }
+                .to_string(),
+            ),
+            (
+                "nats-token",
+                if given(&self.nats_token).is_some() {
+                    "(set)"
+                } else {
+                    ""
+                }
+                .to_string(),
+            ),
+            (
+                "nats-credentials-file",
+                path_setting(self.nats_credentials_file.as_deref()),
+            ),
+            ("nats-ca", path_setting(self.nats_ca.as_deref())),
             // Every acknowledged write is committed to SQLite before its reply, which
             // is what redis-benchmark asks about with these two.
             ("appendonly", "yes".to_string()),
@@ -539,5 +784,57 @@ mod tests {
             format!("{:?}", parsed.config),
             format!("{:?}", Config::default())
         );
+    }
+
+    #[test]
+    fn nats_flags_parse_and_refuse_bad_values_and_conflicts() {
+        if std::env::vars().any(|(k, _)| k.starts_with("USERBUS_")) {
+            eprintln!("skipped: a USERBUS_* variable would set a flag");
+            return;
+        }
+        let parse = |args: &[&str]| {
+            Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+                .map(|s| s.config)
+        };
+        let config = parse(&[
+            "--nats",
+            "nats://a:4222,b",
+            "--nats-stream",
+            "EVENTS",
+            "--nats-subject-prefix",
+            "acme.users",
+            "--nats-replicas",
+            "3",
+            "--nats-token",
+            "t",
+            "--nats-ca",
+            "ca.pem",
+        ])
+        .expect("parses");
+        assert_eq!(config.nats.as_deref(), Some("nats://a:4222,b"));
+        assert_eq!(config.nats_stream, "EVENTS");
+        assert_eq!(config.nats_subject_prefix, "acme.users");
+        assert_eq!(config.nats_replicas, 3);
+        assert_eq!(config.nats_ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(config.validate(), Ok(()));
+        for bad in [
+            &["--nats-stream", "A.B"][..],
+            &["--nats-subject-prefix", "a.>"],
+            &["--nats-replicas", "0"],
+            &["--nats-replicas", "6"],
+            &[
+                "--nats-token",
+                "t",
+                "--nats-user",
+                "u",
+                "--nats-password",
+                "p",
+            ],
+            &["--nats-credentials-file", "f", "--nats-token", "t"],
+            &["--nats-user", "u"],
+            &["--nats-password", "p"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
     }
 }

@@ -130,6 +130,10 @@ fn run_bench(args: &bench::Args) -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
+    if let Err(e) = config.validate() {
+        log::error!("cannot start: {}", userbus::Error::Config(e));
+        return ExitCode::FAILURE;
+    }
     let server = match Server::builder(config).handle_signals(true).build() {
         Ok(s) => s,
         Err(e) => {
