@@ -11,6 +11,8 @@
 //! - `batch`: the tick's user writes (registrations batched, unregistrations);
 //! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path);
 //! - [`event_log`]: the event log: append, read between seqs, trim, handler offsets;
+//! - [`meta`]: the database's writer id and the JetStream relay's confirmed
+//!   positions;
 //! - [`groups`]: consumer groups, their consumers, `>` reads and XACK;
 //! - [`pending`]: pending entries, claims and dead letters.
 
@@ -27,6 +29,7 @@ mod batch;
 pub mod error;
 pub mod event_log;
 pub mod groups;
+pub mod meta;
 pub mod pending;
 mod schema;
 pub mod users;
@@ -98,6 +101,8 @@ pub struct Store {
     /// The tick's registrations not yet written (see `flush`).
     queued: Vec<Queued>,
     batch_sql: BatchSql,
+    /// The database's writer id (`meta`), read once at open.
+    writer: String,
 }
 
 impl Store {
@@ -144,6 +149,7 @@ impl Store {
                 })?;
         }
         let users = schema::load_users(&conn, path)?;
+        let writer = meta::load_writer_id(&conn, path)?;
         let counts = Counts {
             users: users.len() as i64,
             events: conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
@@ -170,6 +176,7 @@ impl Store {
             users,
             queued: Vec::new(),
             batch_sql: BatchSql::new(),
+            writer,
         })
     }
 

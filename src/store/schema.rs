@@ -10,7 +10,7 @@ use super::users::Users;
 use crate::error::{Error, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The users table since version 3: no UNIQUE index on names. The store's
 /// in-memory index (`store::users`) keeps names unique, so a registration costs two
@@ -78,6 +78,18 @@ CREATE TABLE handler_offsets (
 ) WITHOUT ROWID;
 ";
 
+/// Since version 4: facts about the database itself (`store::meta`), and its
+/// writer id, made once here. SQLite's `randomblob` draws from its own generator,
+/// which the OS seeds (`/dev/urandom`): 64 random bits tell writers apart without
+/// a dependency or a round trip through Rust.
+const SCHEMA_V4: &str = "
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,            -- 'writer', 'relay:<stream>'
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('writer', lower(hex(randomblob(8))));
+";
+
 /// Version 2 to 3: rebuilds the users table without its UNIQUE name index.
 const MIGRATE_V3: &str = "
 ALTER TABLE users RENAME TO users_v2;
@@ -138,7 +150,8 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
     if version == 0 {
         // A fresh database gets the current schema in one step.
         conn.execute_batch(&format!(
-            "BEGIN; {USERS_V3} {EVENTS_V1} {SCHEMA_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {USERS_V3} {EVENTS_V1} {SCHEMA_V2} {SCHEMA_V4} \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
         log::info!("created schema version {SCHEMA_VERSION}");
         return Ok(());
@@ -164,5 +177,59 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
         ))?;
         log::info!("migrated schema to version 3 (users without a name index)");
     }
+    if version < 4 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V4} PRAGMA user_version = 4; COMMIT;"
+        ))?;
+        log::info!("migrated schema to version 4 (meta, with the writer id)");
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Durability;
+    use crate::store::Store;
+
+    fn open(path: &Path) -> Store {
+        Store::open(path, Durability::Normal, 0).expect("open")
+    }
+
+    fn user_version(path: &Path) -> i64 {
+        let conn = Connection::open(path).expect("open");
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("user_version")
+    }
+
+    #[test]
+    fn a_version_3_database_gets_a_writer_id_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("v3.db");
+        let conn = Connection::open(&db).expect("open");
+        conn.execute_batch(&format!(
+            "{} {} {}
+             INSERT INTO users VALUES (1, 'alice', '{{}}', 1000);
+             INSERT INTO events (kind, user_id, name, fields, at)
+                 VALUES ('user.registered', 1, 'alice', '{{}}', 1000);
+             INSERT INTO handler_offsets VALUES ('mailer', 1);
+             PRAGMA user_version = 3;",
+            USERS_V3, EVENTS_V1, SCHEMA_V2,
+        ))
+        .expect("version 3 schema");
+        drop(conn);
+        let mut store = open(&db);
+        assert_eq!(user_version(&db), SCHEMA_VERSION);
+        let id = store.writer_id().to_string();
+        assert_eq!(id.len(), 16, "{id}");
+        assert!(store.lookup("alice").expect("lookup").is_some());
+        assert_eq!(store.committed_counts().last_seq, 1);
+        assert_eq!(store.handler_offset("mailer").expect("offset"), 1);
+        assert_eq!(store.relay_confirmed("USERBUS").expect("position"), 0);
+        drop(store);
+        assert_eq!(open(&db).writer_id(), id, "the migrated id changed");
+    }
 }
