@@ -8,6 +8,9 @@
 //! connection's buffer sizes in `src/conn/`, the store's batch sizes, the
 //! commands' default counts). docs/OPERATIONS.md, "Where each limit lives", lists
 //! every one with its file and value.
+//!
+//! The NATS settings are fields here too; their checks and the relay's credentials
+//! are in `config/nats.rs`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -398,9 +401,9 @@ pub struct Config {
     /// The JetStream stream the relay publishes into (created when missing).
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_NATS_STREAM", value_name = "NAME", default_value = DEFAULT_NATS_STREAM, value_parser = parse_nats_stream))]
     pub nats_stream: String,
-    /// First tokens of the relay's subjects: <PREFIX>.user.registered, ...
+    /// First tokens of the relay's subjects: PREFIX.user.registered, ...
     ///
-    /// The stream captures <PREFIX>.>.
+    /// The stream captures PREFIX.> (every subject under the prefix).
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_NATS_SUBJECT_PREFIX", value_name = "PREFIX", default_value = DEFAULT_NATS_SUBJECT_PREFIX, value_parser = parse_nats_subject_prefix))]
     pub nats_subject_prefix: String,
     /// Copies JetStream keeps of the stream, 1 to 5 (when it creates it).

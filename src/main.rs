@@ -157,6 +157,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn serve_refuses_nats_settings_without_nats_before_opening_the_database() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("never.db");
+        let config = Config {
+            db: db.clone(),
+            port: 0,
+            http_port: 0,
+            nats_token: Some("t".into()),
+            ..Config::default()
+        };
+        assert_eq!(serve(config), ExitCode::FAILURE);
+        assert!(!db.exists(), "the database was created");
+    }
+
+    #[test]
     fn top_level_help_lists_every_serve_flag_with_its_env_and_default() {
         let cli = Cli::command();
         let summary = serve_summary(&cli);

@@ -207,16 +207,14 @@ impl Config {
         if self.nats_credentials_file.is_some() && (user || password || token) {
             return Err(
                 "--nats-credentials-file cannot be combined with --nats-user, \
-                        --nats-password or --nats-token"
+                 --nats-password or --nats-token"
                     .into(),
             );
         }
         if token && (user || password) {
-            return Err(
-                "--nats-token cannot be combined with --nats-user or --nats-password; \
-                        give a token or a user and password"
-                    .into(),
-            );
+            return Err("--nats-token cannot be combined with --nats-user or \
+                 --nats-password; give a token or a user and password"
+                .into());
         }
         if user != password {
             return Err("--nats-user and --nats-password go together; give both".into());
