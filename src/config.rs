@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-mod nats;
+pub(crate) mod nats;
 
 pub use nats::NatsCredentials;
 use nats::mask_servers;

@@ -108,6 +108,8 @@ pub struct Stats {
     pub pushes: u64,
     /// Durable handlers and their offsets, as of the last tick.
     pub durable_offsets: Vec<(String, i64)>,
+    /// The JetStream relay as of the last tick (with `--nats`).
+    pub nats: Option<crate::nats::relay::RelayStatus>,
     /// Events removed by retention.
     pub trimmed_events: u64,
     /// Handler callbacks that panicked.
@@ -165,6 +167,7 @@ impl Stats {
             slow_subscriber_disconnects: 0,
             pushes: 0,
             durable_offsets: Vec::new(),
+            nats: None,
             trimmed_events: 0,
             handler_panics: 0,
             command_calls: vec![0; command_names.len()],
@@ -188,6 +191,7 @@ impl Stats {
             started: self.started,
             connected_clients: self.connected_clients,
             durable_offsets: std::mem::take(&mut self.durable_offsets),
+            nats: self.nats.take(),
             tick_registrations: self.tick_registrations,
             tick_unregistrations: self.tick_unregistrations,
             tick_requests: self.tick_requests,
@@ -440,6 +444,64 @@ pub fn prometheus(v: &View<'_>) -> String {
             escape_label(name),
             (v.counts.last_seq - offset).max(0)
         );
+    }
+    if let Some(n) = &s.nats {
+        let lag_seconds = n.behind_since.map_or(0, |since| since.elapsed().as_secs());
+        for (name, kind, help, value) in [
+            (
+                "userbus_nats_connected",
+                "gauge",
+                "1 while connected to a NATS server.",
+                u64::from(n.connected),
+            ),
+            (
+                "userbus_nats_relay_stopped",
+                "gauge",
+                "1 when the relay stopped on a gap, another writer or an incompatible stream.",
+                u64::from(n.state == "stopped"),
+            ),
+            (
+                "userbus_nats_confirmed_seq",
+                "gauge",
+                "The last event seq the JetStream stream is known to hold.",
+                u64::try_from(n.confirmed).unwrap_or(0),
+            ),
+            (
+                "userbus_nats_lag_events",
+                "gauge",
+                "Committed events the stream does not hold yet.",
+                u64::try_from(n.lag_events).unwrap_or(0),
+            ),
+            (
+                "userbus_nats_lag_seconds",
+                "gauge",
+                "How long the stream has been behind the local log.",
+                lag_seconds,
+            ),
+            (
+                "userbus_nats_reconnects_total",
+                "counter",
+                "NATS connections after the first.",
+                n.reconnects,
+            ),
+            (
+                "userbus_nats_published_total",
+                "counter",
+                "Events the stream stored.",
+                n.published,
+            ),
+            (
+                "userbus_nats_retries_total",
+                "counter",
+                "Publishes sent again.",
+                n.retries,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
     }
     s.tick_seconds
         .write(&mut out, "userbus_tick_seconds", "Duration of a tick.");

@@ -3,8 +3,9 @@
 //! # Format
 //! `INFO [section ...]` → text; sections `server`, `clients`, `stats`,
 //! `persistence`, `events` (the log, consumer groups with lag and pending counts,
-//! durable handlers with their lag), `keyspace` (`default`, `all` and
-//! `everything` give all of them).
+//! durable handlers with their lag), `nats` (the JetStream relay: server, stream,
+//! confirmed seq, lag in events and seconds, reconnects, last error), `keyspace`
+//! (`default`, `all` and `everything` give all of them).
 
 use std::fmt::Write;
 
@@ -20,12 +21,13 @@ pub const SPEC: Spec = Spec {
     run,
 };
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "server",
     "clients",
     "persistence",
     "stats",
     "events",
+    "nats",
     "keyspace",
 ];
 
@@ -54,6 +56,10 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
 fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
     if section == "events" {
         render_events(ctx, t);
+        return;
+    }
+    if section == "nats" {
+        render_nats(ctx, t);
         return;
     }
     let s = &*ctx.stats;
@@ -131,6 +137,36 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
         }
         _ => Ok(()),
     };
+}
+
+/// The `# Nats` section: the JetStream relay (`nats_enabled:0` without `--nats`).
+fn render_nats(ctx: &mut Ctx<'_>, t: &mut String) {
+    let Some(n) = &ctx.stats.nats else {
+        let _ = write!(t, "# Nats\r\nnats_enabled:0\r\n");
+        return;
+    };
+    let lag_seconds = n.behind_since.map_or(0, |since| since.elapsed().as_secs());
+    let _ = write!(
+        t,
+        "# Nats\r\nnats_enabled:1\r\nnats_server:{}\r\nnats_connected:{}\r\n\
+         nats_stream:{}\r\nnats_relay_state:{}\r\nnats_confirmed_seq:{}\r\n\
+         nats_lag_events:{}\r\nnats_lag_seconds:{lag_seconds}\r\nnats_reconnects:{}\r\n\
+         nats_published:{}\r\nnats_retries:{}\r\nnats_last_error:{}\r\n",
+        n.server.as_deref().unwrap_or(""),
+        u8::from(n.connected),
+        n.stream,
+        n.state,
+        n.confirmed,
+        n.lag_events,
+        n.reconnects,
+        n.published,
+        n.retries,
+        // One line: INFO fields end at CRLF.
+        n.last_error
+            .as_deref()
+            .unwrap_or("")
+            .replace(['\r', '\n'], " "),
+    );
 }
 
 /// The `# Events` section: the log, consumer groups, durable handlers.

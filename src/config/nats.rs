@@ -11,7 +11,7 @@ use super::{
 
 /// A `--nats` server list with the credentials of each entry masked
 /// (`nats://***@host:4222`), for `Debug` and `CONFIG GET`.
-pub(super) fn mask_servers(list: &str) -> String {
+pub(crate) fn mask_servers(list: &str) -> String {
     list.split(',')
         .map(|entry| {
             let (scheme, rest) = match entry.split_once("://") {

@@ -54,6 +54,7 @@ pub mod headers;
 pub mod jetstream;
 pub mod link;
 pub mod proto;
+pub mod relay;
 mod servers;
 pub mod url;
 

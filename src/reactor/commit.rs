@@ -109,6 +109,7 @@ impl Reactor {
         match self.shared.store.finish_tick() {
             Ok(()) => {
                 self.shared.stats.finish_tick(true);
+                self.relay_committed(true);
                 if let Some(started) = started {
                     let done = Instant::now();
                     let took = done - started;
@@ -139,6 +140,7 @@ impl Reactor {
             Err(e) => {
                 self.shared.stats.failed_commits += 1;
                 self.shared.stats.finish_tick(false);
+                self.relay_committed(false);
                 self.shared.events.clear();
                 let reply = format!("ERR storage: {e}");
                 let touched = std::mem::take(&mut self.touched);

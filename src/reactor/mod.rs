@@ -39,6 +39,7 @@ use crate::store::Store;
 mod commit;
 mod conns;
 mod http;
+mod relay;
 mod resp;
 mod timers;
 
@@ -248,12 +249,21 @@ pub struct Reactor {
     stopping: bool,
     /// A durable handler has more events to catch up on: poll without waiting.
     durable_behind: bool,
+    /// The JetStream relay (`--nats`).
+    relay: Option<crate::nats::relay::Relay>,
+    /// The relay's position as stored in the database.
+    relay_stored: i64,
+    /// The position the current tick stores, until its commit.
+    relay_persisting: Option<i64>,
+    /// The relay has room and committed events to send: poll without waiting.
+    relay_behind: bool,
 }
 
 impl Reactor {
     /// Binds the listener, opens the store and prepares the loop.
     pub fn new(config: Config, handlers: Handlers, handle_signals: bool) -> Result<Reactor> {
         let mut config = config;
+        config.validate().map_err(Error::Config)?;
         // One place holds the secret from here on, however it was given.
         config.requirepass = config.password().map_err(Error::Config)?;
         config.password_file = None;
@@ -334,6 +344,8 @@ impl Reactor {
                 h.offset
             );
         }
+        let relay = relay::build(&config, &mut store)?;
+        let relay_stored = relay.as_ref().map_or(0, |r| r.confirmed());
         let trim_at = config.retain_events.map(|_| Instant::now());
         let idle_sweep_at = (config.timeout > 0).then(|| Instant::now() + IDLE_SWEEP);
         // Handlers behind the log catch up from the first tick, events or not.
@@ -388,6 +400,10 @@ impl Reactor {
             signals,
             stopping: false,
             durable_behind,
+            relay,
+            relay_stored,
+            relay_persisting: None,
+            relay_behind: false,
         })
     }
 
@@ -453,6 +469,17 @@ impl Reactor {
                     HTTP_LISTENER => self.accept(Listener::Http),
                     TLS_LISTENER => self.accept(Listener::RespTls),
                     HTTPS_LISTENER => self.accept(Listener::Https),
+                    relay::NATS => {
+                        if let Some(relay) = self.relay.as_mut() {
+                            let closed = ev.is_read_closed() || ev.is_error();
+                            relay.ready(
+                                self.poll.registry(),
+                                ev.is_readable() || closed,
+                                ev.is_writable(),
+                                Instant::now(),
+                            );
+                        }
+                    }
                     WAKER => {
                         if self.shutdown_flag.load(Ordering::SeqCst) {
                             self.begin_stop("shutdown requested");
@@ -537,6 +564,7 @@ impl Reactor {
         work.clear();
         self.work = work;
         let requests = self.shared.stats.tick_requests;
+        self.persist_relay();
         self.commit();
         // The committed events (none after a failed commit), for the streams and
         // durable handlers that are not behind them.
@@ -546,6 +574,7 @@ impl Reactor {
         }
         self.flush_touched();
         self.run_durable_handlers(&fresh);
+        self.step_relay(&fresh);
         fresh.clear();
         self.shared.events = fresh;
         if requests > 0 {

@@ -15,7 +15,12 @@ impl Reactor {
     /// How long the next poll may wait: until the nearest timer, or not at all
     /// when connections have input left over from the last tick.
     pub(super) fn poll_timeout(&self) -> Option<Duration> {
-        if !self.carry.is_empty() || self.durable_behind || self.sse_behind || self.accept_more {
+        if !self.carry.is_empty()
+            || self.durable_behind
+            || self.sse_behind
+            || self.accept_more
+            || self.relay_behind
+        {
             return Some(Duration::ZERO);
         }
         let first_deadline = self
@@ -29,7 +34,8 @@ impl Reactor {
             .iter()
             .filter_map(|h| h.retry_at)
             .min();
-        [self.timers.next(), first_deadline, first_retry]
+        let relay = self.relay.as_ref().and_then(|r| r.next_deadline());
+        [self.timers.next(), first_deadline, first_retry, relay]
             .into_iter()
             .flatten()
             .min()
@@ -39,6 +45,7 @@ impl Reactor {
     /// Runs what is due: the end of an accept back-off, WAL checkpoints.
     pub(super) fn run_timers(&mut self) {
         let timed = self.timers.any()
+            || self.relay.is_some()
             || self.blocked.iter().any(|&k| {
                 self.conns
                     .get(k)
@@ -49,6 +56,7 @@ impl Reactor {
             return;
         }
         let now = Instant::now();
+        self.relay_timers(now);
         if let Some(until) = self.timers.accept_paused_until
             && now >= until
         {
@@ -89,6 +97,8 @@ impl Reactor {
             .durable
             .iter()
             .map(|h| h.offset)
+            // Nor past what the JetStream relay has not confirmed.
+            .chain(self.relay.as_ref().map(|_| self.relay_stored))
             .min()
             .unwrap_or(i64::MAX);
         let before = retention
@@ -139,6 +149,9 @@ impl Reactor {
     /// Flushes the last replies (for a bounded time), closes every connection,
     /// checkpoints.
     pub(super) fn finish(&mut self) {
+        if let Some(relay) = self.relay.as_mut() {
+            relay.shutdown(self.poll.registry());
+        }
         let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {

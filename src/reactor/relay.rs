@@ -1,0 +1,157 @@
+//! The reactor's side of the JetStream relay (`--nats`): building it from the
+//! settings, feeding it each commit's events (or the log, when it is behind),
+//! storing its confirmed position in the tick's transaction, and what INFO and
+//! `/metrics` show of it. The relay itself is `nats::relay`.
+
+use std::time::Instant;
+
+use mio::Token;
+
+use super::{Reactor, committed_tail};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events::Event;
+use crate::nats::client::{Client, Options};
+use crate::nats::relay::{Relay, RelayOptions, RelayStatus};
+use crate::store::Store;
+
+/// The relay's NATS connection.
+pub(super) const NATS: Token = Token(usize::MAX - 7);
+
+/// The relay `--nats` asks for, resuming after the position stored in `store`;
+/// `None` without `--nats`. A server list or credentials that cannot be used are
+/// an error line and no relay: local service goes on.
+pub(super) fn build(config: &Config, store: &mut Store) -> Result<Option<Relay>> {
+    let servers = match config.nats_servers() {
+        Ok(Some(servers)) => servers,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            log::error!("--nats: {e}; events are not relayed to NATS");
+            return Ok(None);
+        }
+    };
+    let list = config.nats.as_deref().unwrap_or_default();
+    let needs_tls = servers.iter().any(|s| s.tls);
+    let mut options = Options::new(servers);
+    options.credentials = match config.nats_credentials() {
+        Ok(c) => c.to_client(),
+        Err(e) => {
+            log::error!("NATS credentials: {e}; events are not relayed to NATS");
+            return Ok(None);
+        }
+    };
+    match &config.nats_ca {
+        Some(ca) => options.tls = Some(crate::nats::link::tls_config(ca)?),
+        None if needs_tls => {
+            return Err(Error::Config(
+                "a tls:// NATS server needs --nats-ca (the CA that signed its certificate)".into(),
+            ));
+        }
+        None => {}
+    }
+    options.name = format!("userbus {}", store.writer_id());
+    let confirmed = store
+        .relay_confirmed(&config.nats_stream)
+        .map_err(|e| Error::Config(format!("cannot read the relay's position: {e}")))?;
+    let opts = RelayOptions {
+        stream: config.nats_stream.clone(),
+        subject_prefix: config.nats_subject_prefix.clone(),
+        replicas: config.nats_replicas,
+        writer: store.writer_id().to_string(),
+    };
+    log::info!(
+        "nats: relaying events to stream '{}' on {} as writer {}, after seq {confirmed}",
+        opts.stream,
+        crate::config::nats::mask_servers(list),
+        opts.writer
+    );
+    Ok(Some(Relay::new(
+        Client::new(options, NATS),
+        opts,
+        confirmed,
+    )))
+}
+
+impl Reactor {
+    /// Stores the relay's confirmed position in the tick's transaction when it
+    /// moved (it becomes the stored one once the tick commits).
+    pub(super) fn persist_relay(&mut self) {
+        let Some(relay) = &self.relay else { return };
+        let confirmed = relay.confirmed();
+        if confirmed <= self.relay_stored {
+            return;
+        }
+        match self
+            .shared
+            .store
+            .set_relay_confirmed(&self.shared.config.nats_stream, confirmed)
+        {
+            Ok(()) => self.relay_persisting = Some(confirmed),
+            Err(e) => log::warn!("nats: cannot store the relay's position: {e}"),
+        }
+    }
+
+    /// After a commit: what the tick stored of the relay's position is stored.
+    pub(super) fn relay_committed(&mut self, committed: bool) {
+        if let Some(seq) = self.relay_persisting.take()
+            && committed
+        {
+            self.relay_stored = seq;
+        }
+    }
+
+    /// Takes in what the NATS connection reported, publishes the committed events
+    /// the relay has room for (`fresh`: what the last commit added), writes.
+    pub(super) fn step_relay(&mut self, fresh: &[Event]) {
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        relay.process(now);
+        let last = self.shared.store.committed_counts().last_seq;
+        if let Some((from, room)) = relay.wants()
+            && from <= last
+        {
+            if let Some(batch) = committed_tail(fresh, last, from, room) {
+                relay.publish(batch, now);
+            } else {
+                match self.shared.store.events_between(from, last, room, false) {
+                    Ok(rows) if rows.is_empty() => relay.missing(from),
+                    Ok(rows) => {
+                        let events: Vec<Event> = rows.iter().map(Event::from_row).collect();
+                        relay.publish(&events, now);
+                    }
+                    Err(e) => log::warn!("nats: cannot read the event log: {e}"),
+                }
+            }
+            // Still behind with room: come back without waiting for an event.
+            self.relay_behind = relay.wants().is_some_and(|(next, _)| next <= last);
+        } else {
+            self.relay_behind = false;
+        }
+        relay.flush(self.poll.registry(), now);
+        let status = self
+            .shared
+            .stats
+            .nats
+            .get_or_insert_with(RelayStatus::default);
+        relay.status_into(status);
+        status.lag_events = (last - status.confirmed).max(0);
+        if status.lag_events == 0 {
+            status.behind_since = None;
+        } else if status.behind_since.is_none() {
+            status.behind_since = Some(now);
+        }
+    }
+
+    /// The relay's timers (connect attempts, PINGs, answers that did not come).
+    pub(super) fn relay_timers(&mut self, now: Instant) {
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        if relay.next_deadline().is_some_and(|d| now >= d) {
+            relay.on_timer(self.poll.registry(), now);
+            self.step_relay(&[]);
+        }
+    }
+}
