@@ -416,7 +416,8 @@ impl Client {
         self.info = None;
         let addr = self.servers.addr(server).to_string();
         if let Phase::Connected { .. } = phase {
-            log::info!("nats: disconnected from {addr}: {reason}");
+            // The caller reports it (once), from the event.
+            log::debug!("nats: disconnected from {addr}: {reason}");
             self.servers.dropped(server, now);
             self.events.push_back(Event::Disconnected {
                 server: addr,
@@ -425,19 +426,12 @@ impl Client {
             return;
         }
         let b = self.servers.failed(server, now);
-        // One warning per back-off step; at the longest wait, one in ten.
-        if b.grew || b.failures.is_multiple_of(10) {
-            log::warn!(
-                "nats: cannot connect to {addr}: {reason} (attempt {}; next in {} ms)",
-                b.failures,
-                b.delay.as_millis()
-            );
-        } else {
-            log::debug!(
-                "nats: cannot connect to {addr}: {reason} (attempt {})",
-                b.failures
-            );
-        }
+        // The caller reports failures from the event (once per distinct reason).
+        log::debug!(
+            "nats: cannot connect to {addr}: {reason} (attempt {}; next in {} ms)",
+            b.failures,
+            b.delay.as_millis()
+        );
         self.events.push_back(Event::ConnectFailed {
             server: addr,
             reason,

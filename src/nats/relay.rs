@@ -153,6 +153,8 @@ pub struct Relay {
     window: VecDeque<InFlight>,
     /// The server of the current connection.
     connected_to: Option<String>,
+    /// The last connection failure logged, so that retries do not repeat it.
+    reported: Option<String>,
     retry_wait: Duration,
     last_error: Option<String>,
     published: u64,
@@ -177,6 +179,7 @@ impl Relay {
             chain_known: true,
             window: VecDeque::new(),
             connected_to: None,
+            reported: None,
             retry_wait: RETRY_MIN,
             last_error: None,
             published: 0,
@@ -250,8 +253,8 @@ impl Relay {
         while let Some(event) = self.client.poll_event() {
             match event {
                 NatsEvent::Connected { server, .. } => {
-                    log::info!("nats: connected to {server}");
                     self.connected_to = Some(server);
+                    self.reported = None;
                     if self.state != State::Stopped {
                         self.window.clear();
                         self.check_stream(now);
@@ -273,15 +276,21 @@ impl Relay {
                 } => {
                     let text = format!("cannot connect to {server}: {reason}");
                     // One line per distinct failure, not one per retry.
-                    if self.last_error.as_deref() != Some(text.as_str()) {
-                        log::warn!("nats: {text} (retrying every {retry_in:?} or less)");
+                    if self.reported.as_deref() != Some(text.as_str()) {
+                        log::warn!("nats: {text} (retrying, the next in {retry_in:?})");
+                        self.reported = Some(text.clone());
                     } else {
                         log::debug!("nats: {text}");
                     }
                     self.last_error = Some(text);
                 }
                 NatsEvent::ServerError(text) => {
-                    log::warn!("nats: server error: {text}");
+                    // A refused connection (bad credentials) is reported by the
+                    // ConnectFailed that follows; an error the server keeps the
+                    // connection after (a permissions violation) is reported here.
+                    if self.client.is_connected() {
+                        log::warn!("nats: server error: {text}");
+                    }
                     self.last_error = Some(format!("server error: {text}"));
                 }
                 NatsEvent::Reply {

@@ -72,7 +72,7 @@ impl Client {
             },
             ServerOp::Ok => {}
             ServerOp::Err(text) => {
-                log::warn!("nats: {}: -ERR '{text}'", self.servers.addr(server));
+                log::debug!("nats: {}: -ERR '{text}'", self.servers.addr(server));
                 self.events.push_back(Event::ServerError(text.clone()));
                 // The server keeps the connection after a permissions violation
                 // and closes it after every other error.
