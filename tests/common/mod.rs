@@ -1,10 +1,12 @@
 //! Test harness: a real server on 127.0.0.1:0 with a temporary database, the
 //! `userbus` binary, and the requests tests share. `wire` talks to a server over
 //! raw sockets the way `nc` does, `reply` reads the replies of the `redis` crate,
-//! `stream` reads the durable stream `events`, `clock` reads times.
+//! `stream` reads the durable stream `events`, `clock` reads times, `nats`
+//! runs nats-server processes and reads their JetStream streams.
 #![allow(dead_code)]
 
 mod clock;
+pub mod nats;
 pub mod reply;
 pub mod stream;
 mod wire;
