@@ -479,6 +479,12 @@ pub fn prometheus(v: &View<'_>) -> String {
                 lag_seconds,
             ),
             (
+                "userbus_nats_connect_failures_total",
+                "counter",
+                "NATS connection attempts that failed.",
+                n.connect_failures,
+            ),
+            (
                 "userbus_nats_reconnects_total",
                 "counter",
                 "NATS connections after the first.",

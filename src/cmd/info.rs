@@ -149,16 +149,18 @@ fn render_nats(ctx: &mut Ctx<'_>, t: &mut String) {
     let _ = write!(
         t,
         "# Nats\r\nnats_enabled:1\r\nnats_server:{}\r\nnats_connected:{}\r\n\
-         nats_stream:{}\r\nnats_relay_state:{}\r\nnats_confirmed_seq:{}\r\n\
+         nats_stream:{}\r\nnats_writer:{}\r\nnats_relay_state:{}\r\nnats_confirmed_seq:{}\r\n\
          nats_lag_events:{}\r\nnats_lag_seconds:{lag_seconds}\r\nnats_reconnects:{}\r\n\
-         nats_published:{}\r\nnats_retries:{}\r\nnats_last_error:{}\r\n",
+         nats_connect_failures:{}\r\nnats_published:{}\r\nnats_retries:{}\r\nnats_last_error:{}\r\n",
         n.server.as_deref().unwrap_or(""),
         u8::from(n.connected),
         n.stream,
+        n.writer,
         n.state,
         n.confirmed,
         n.lag_events,
         n.reconnects,
+        n.connect_failures,
         n.published,
         n.retries,
         // One line: INFO fields end at CRLF.

@@ -116,6 +116,10 @@ pub struct RelayStatus {
     pub server: Option<String>,
     /// The stream.
     pub stream: String,
+    /// This database's writer id (the first part of every `Nats-Msg-Id`).
+    pub writer: String,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
     /// The last seq the stream is known to hold.
     pub confirmed: i64,
     /// `idle`, `checking`, `creating`, `reconciling`, `publishing`, `backoff`,
@@ -155,6 +159,7 @@ pub struct Relay {
     connected_to: Option<String>,
     /// The last connection failure logged, so that retries do not repeat it.
     reported: Option<String>,
+    connect_failures: u64,
     retry_wait: Duration,
     last_error: Option<String>,
     published: u64,
@@ -180,6 +185,7 @@ impl Relay {
             window: VecDeque::new(),
             connected_to: None,
             reported: None,
+            connect_failures: 0,
             retry_wait: RETRY_MIN,
             last_error: None,
             published: 0,
@@ -274,6 +280,7 @@ impl Relay {
                     reason,
                     retry_in,
                 } => {
+                    self.connect_failures += 1;
                     let text = format!("cannot connect to {server}: {reason}");
                     // One line per distinct failure, not one per retry.
                     if self.reported.as_deref() != Some(text.as_str()) {
@@ -372,6 +379,10 @@ impl Relay {
         if status.stream != self.opts.stream {
             status.stream = self.opts.stream.clone();
         }
+        if status.writer != self.opts.writer {
+            status.writer = self.opts.writer.clone();
+        }
+        status.connect_failures = self.connect_failures;
         if status.last_error != self.last_error {
             status.last_error = self.last_error.clone();
         }

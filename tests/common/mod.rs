@@ -7,6 +7,7 @@
 
 mod clock;
 pub mod nats;
+pub mod process;
 pub mod reply;
 pub mod stream;
 mod wire;

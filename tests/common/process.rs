@@ -1,0 +1,139 @@
+//! `userbus serve` as a process of its own, for what only a process can show:
+//! kill -9, restarts on the same database, and the log lines it writes.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::userbus_command;
+
+/// How long a start may take before the test fails.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `userbus serve`; its output lines are kept (see [`UserbusProcess::log`]).
+pub struct UserbusProcess {
+    child: Option<Child>,
+    /// The RESP port it listens on.
+    pub port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl UserbusProcess {
+    /// Starts `userbus serve --port 0 --http-port 0 --db <db> <args>` and returns
+    /// once its ready line names the RESP port.
+    pub fn start(db: &Path, args: &[&str]) -> UserbusProcess {
+        let mut child = userbus_command()
+            .args(["serve", "--port", "0", "--http-port", "0", "--db"])
+            .arg(db)
+            .args(args)
+            .spawn()
+            .expect("spawn userbus");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        keep_lines(child.stdout.take().expect("stdout"), lines.clone());
+        keep_lines(child.stderr.take().expect("stderr"), lines.clone());
+        let mut p = UserbusProcess {
+            child: Some(child),
+            port: 0,
+            lines,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        p.port = loop {
+            if let Some(port) = p.log().lines().find_map(ready_port) {
+                break port;
+            }
+            let exited = p.child.as_mut().and_then(|c| c.try_wait().ok()).flatten();
+            if let Some(status) = exited {
+                panic!("userbus exited ({status}) before listening:\n{}", p.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "userbus did not start:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        p
+    }
+
+    /// Everything it wrote so far, one line each.
+    pub fn log(&self) -> String {
+        let lines = self.lines.lock().expect("log lock");
+        let mut text = lines.join("\n");
+        text.push('\n');
+        text
+    }
+
+    /// The lines it wrote that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        let lines = self.lines.lock().expect("log lock");
+        lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// A `redis` crate connection.
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .expect("client")
+            .get_connection()
+            .expect("redis connection")
+    }
+
+    /// SIGKILL, then reap the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9 userbus");
+            child.wait().expect("reap userbus");
+        }
+    }
+
+    /// SIGTERM (a clean stop); asserts it exits 0.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let status = child.wait().expect("wait for userbus");
+        assert!(status.success(), "userbus exited with {status} on SIGTERM");
+    }
+}
+
+impl Drop for UserbusProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("userbus log:\n{}", self.log());
+        }
+    }
+}
+
+/// The RESP port of a ready line (`... resp=127.0.0.1:PORT ...`).
+fn ready_port(line: &str) -> Option<u16> {
+    let (_, rest) = line.split_once("resp=127.0.0.1:")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Keeps each line `from` yields; drains to the end so the child never blocks.
+fn keep_lines(from: impl Read + Send + 'static, to: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut lines) = to.lock() {
+                lines.push(line);
+            }
+        }
+    });
+}
