@@ -18,11 +18,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{IO_TIMEOUT, multibulk, userbus_command};
+use common::process::UserbusProcess;
+use common::{IO_TIMEOUT, multibulk};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 /// Kill/restart rounds per durability mode.
@@ -59,13 +58,13 @@ fn crash_rounds(durability: &str) {
     let db = dir.path().join("crash.db");
     let started = Instant::now();
     let mut ledger = Ledger::default();
-    let mut server = Server::start(&db, durability);
+    let mut server = serve(&db, durability);
     create_group(server.port);
     for round in 0..ROUNDS {
         let delay = Duration::from_millis(rng.range(KILL_AFTER_MS));
         let load = Load::start(server.port, &format!("{durability}{round}"), &mut rng);
         std::thread::sleep(delay);
-        server.kill();
+        server.kill9();
         let outcome = load.join();
         println!(
             "{durability} round {round}: killed after {} ms; {} registers and {} unregisters acknowledged, \
@@ -82,7 +81,7 @@ fn crash_rounds(durability: &str) {
             "round {round} (seed {seed}): error replies under load: {:?}",
             outcome.errors
         );
-        server = Server::start(&db, durability);
+        server = serve(&db, durability);
         check_over_resp(server.port, &ledger, &outcome);
         ledger.absorb(outcome);
         check_database(&db, &mut ledger, Open::WhileServing);
@@ -103,91 +102,9 @@ fn crash_rounds(durability: &str) {
 // ---------------------------------------------------------------------------
 // The server process.
 
-/// A `userbus serve` process; its output is drained on helper threads so it never
-/// blocks on a full pipe.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Server {
-    /// Starts the binary on `db`; returns once the startup line names the RESP port.
-    fn start(db: &Path, durability: &str) -> Server {
-        let mut child = userbus_command()
-            .args(["serve", "--port", "0", "--http-port", "0", "--db"])
-            .arg(db)
-            .args(["--durability", durability])
-            .spawn()
-            .expect("spawn userbus");
-        let (tx, lines) = mpsc::channel();
-        forward_lines(child.stdout.take().expect("stdout"), tx.clone());
-        forward_lines(child.stderr.take().expect("stderr"), tx);
-        let port = startup_port(&lines);
-        Server {
-            child: Some(child),
-            port,
-        }
-    }
-
-    /// SIGKILL, then reap the process.
-    fn kill(&mut self) {
-        let mut child = self.child.take().expect("invariant: the server runs");
-        child.kill().expect("kill -9 userbus");
-        child.wait().expect("reap userbus");
-    }
-
-    /// SIGTERM (a clean stop) and wait for the exit.
-    fn stop(mut self) {
-        let mut child = self.child.take().expect("invariant: the server runs");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let status = child.wait().expect("wait for userbus");
-        assert!(status.success(), "userbus exited with {status} on SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Reads output lines until the startup line `... resp=127.0.0.1:PORT ...`.
-fn startup_port(lines: &Receiver<String>) -> u16 {
-    let deadline = Instant::now() + IO_TIMEOUT;
-    let mut log = String::new();
-    loop {
-        let line = match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) => line,
-            Err(RecvTimeoutError::Disconnected) => {
-                panic!("userbus exited before listening; output:\n{log}")
-            }
-            Err(RecvTimeoutError::Timeout) => panic!("userbus did not start; output:\n{log}"),
-        };
-        if let Some((_, rest)) = line.split_once("resp=127.0.0.1:") {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            return digits.parse().expect("port in the startup line");
-        }
-        log.push_str(&line);
-        log.push('\n');
-    }
-}
-
-/// Sends each line `from` yields to `to`; keeps draining after the receiver is gone.
-fn forward_lines(from: impl Read + Send + 'static, to: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines() {
-            let Ok(line) = line else { break };
-            let _ = to.send(line);
-        }
-    });
+/// A `userbus serve` process on `db`.
+fn serve(db: &Path, durability: &str) -> UserbusProcess {
+    UserbusProcess::start(db, &["--durability", durability])
 }
 
 // ---------------------------------------------------------------------------

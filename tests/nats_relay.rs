@@ -38,6 +38,12 @@ fn nats_info(p: &UserbusProcess) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+/// A nats-server node and a directory for databases; `None` (skip) without
+/// nats-server.
+fn single_node() -> Option<(NatsServer, tempfile::TempDir)> {
+    nats_available().then(|| (NatsServer::start(), tempfile::tempdir().expect("tempdir")))
+}
+
 /// Polls INFO until `done` holds for it, or fails with the last one seen.
 fn wait_info(
     p: &UserbusProcess,
@@ -57,6 +63,15 @@ fn wait_info(
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits until INFO's numeric `field` reaches `at_least`.
+fn wait_count(p: &UserbusProcess, field: &str, at_least: i64, what: &str) {
+    wait_info(p, DRAIN_TIMEOUT, what, |i| {
+        i.get(field)
+            .and_then(|s| s.parse::<i64>().ok())
+            .is_some_and(|n| n >= at_least)
+    });
 }
 
 /// Waits until the stream holds every committed event.
@@ -190,11 +205,9 @@ fn register(p: &UserbusProcess, name: &str) -> i64 {
 
 #[test]
 fn every_committed_event_lands_once_in_order_across_kill_9_rounds() {
-    if !nats_available() {
+    let Some((nats, dir)) = single_node() else {
         return;
-    }
-    let nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
+    };
     let db = dir.path().join("relay.db");
     let url = nats.url();
     let args = ["--nats", url.as_str(), "--durability", "normal"];
@@ -206,11 +219,7 @@ fn every_committed_event_lands_once_in_order_across_kill_9_rounds() {
         // Kill at a different point of the relay's work each round: wait for a
         // few confirmations of this round's events, more each round.
         let want = base + 10 * (round as i64 + 1);
-        wait_info(&p, DRAIN_TIMEOUT, "confirmations under load", |i| {
-            i.get("nats_confirmed_seq")
-                .and_then(|s| s.parse::<i64>().ok())
-                .is_some_and(|c| c >= want)
-        });
+        wait_count(&p, "nats_confirmed_seq", want, "confirmations under load");
         p.kill9();
         let acknowledged = finish(running);
         assert!(acknowledged > 0, "round {round}: no load ran");
@@ -256,22 +265,19 @@ fn publishing_resumes_on_a_new_leader_after_the_stream_leader_is_killed() {
         &["--nats", urls.as_str(), "--nats-replicas", "3"],
     );
     let running = load(p.port, "leader", 2);
-    wait_info(&p, DRAIN_TIMEOUT, "confirmations under load", |i| {
-        i.get("nats_confirmed_seq")
-            .and_then(|s| s.parse::<i64>().ok())
-            .is_some_and(|c| c >= 50)
-    });
+    wait_count(&p, "nats_confirmed_seq", 50, "confirmations under load");
     let leader = cluster.wait_stream_leader("USERBUS", None);
     let before = nats_info(&p)["nats_confirmed_seq"].parse::<i64>().unwrap();
     cluster.kill9(leader);
     let new_leader = cluster.wait_stream_leader("USERBUS", Some(leader));
     assert_ne!(new_leader, leader);
     // Publishing goes on under the new leader while the load runs.
-    wait_info(&p, DRAIN_TIMEOUT, "publishing on the new leader", |i| {
-        i.get("nats_confirmed_seq")
-            .and_then(|s| s.parse::<i64>().ok())
-            .is_some_and(|c| c >= before + 50)
-    });
+    wait_count(
+        &p,
+        "nats_confirmed_seq",
+        before + 50,
+        "publishing on the new leader",
+    );
     finish(running);
     wait_drained(&p);
     cluster.restart(leader);
@@ -282,11 +288,9 @@ fn publishing_resumes_on_a_new_leader_after_the_stream_leader_is_killed() {
 
 #[test]
 fn the_lag_grows_while_nats_is_down_and_drains_when_it_is_back() {
-    if !nats_available() {
+    let Some((mut nats, dir)) = single_node() else {
         return;
-    }
-    let mut nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
+    };
     let url = nats.url();
     let p = UserbusProcess::start(&dir.path().join("relay.db"), &["--nats", url.as_str()]);
     for i in 0..5 {
@@ -320,11 +324,9 @@ fn the_lag_grows_while_nats_is_down_and_drains_when_it_is_back() {
 
 #[test]
 fn a_foreign_message_at_the_next_seq_stops_the_relay_and_local_service_goes_on() {
-    if !nats_available() {
+    let Some((nats, dir)) = single_node() else {
         return;
-    }
-    let nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
+    };
     let db = dir.path().join("relay.db");
     let url = nats.url();
     let args = ["--nats", url.as_str()];
@@ -391,11 +393,7 @@ fn a_bad_url_a_refused_connection_and_wrong_credentials_are_one_log_line_each() 
     let port = common::free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let p = UserbusProcess::start(&dir.path().join("b.db"), &["--nats", url.as_str()]);
-    wait_info(&p, DRAIN_TIMEOUT, "three failed attempts", |i| {
-        i.get("nats_connect_failures")
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|n| n >= 3)
-    });
+    wait_count(&p, "nats_connect_failures", 3, "three failed attempts");
     assert!(register(&p, "b") > 0);
     let refused = p.lines_with("cannot connect");
     assert_eq!(refused.len(), 1, "{}", p.log());
@@ -418,11 +416,7 @@ fn a_bad_url_a_refused_connection_and_wrong_credentials_are_one_log_line_each() 
             "wrong",
         ],
     );
-    wait_info(&p, DRAIN_TIMEOUT, "three refused attempts", |i| {
-        i.get("nats_connect_failures")
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|n| n >= 3)
-    });
+    wait_count(&p, "nats_connect_failures", 3, "three refused attempts");
     assert!(register(&p, "c") > 0);
     let denied = p.lines_with("Authorization Violation");
     assert_eq!(denied.len(), 1, "{}", p.log());
