@@ -54,6 +54,12 @@ impl Histogram {
 const SECONDS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
+/// Bucket bounds for publish-to-ack times of the JetStream relay: finer in the
+/// millisecond range where a local or LAN JetStream answers.
+const ACK_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025,
+    0.05, 0.1, 0.25, 1.0, 5.0,
+];
 /// Bucket bounds for requests per commit.
 const BATCH: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
@@ -130,6 +136,9 @@ pub struct Stats {
     pub tick_seconds: Histogram,
     /// Commit durations, seconds.
     pub commit_seconds: Histogram,
+    /// Publish-to-ack times of the JetStream relay (a live event is published
+    /// right after its commit, so this is commit to JetStream ack).
+    pub nats_ack_seconds: Histogram,
     /// Requests per commit.
     pub requests_per_commit: Histogram,
     /// Bytes read from clients.
@@ -178,6 +187,7 @@ impl Stats {
             tick_requests: 0,
             tick_seconds: Histogram::new(SECONDS),
             commit_seconds: Histogram::new(SECONDS),
+            nats_ack_seconds: Histogram::new(ACK_SECONDS),
             requests_per_commit: Histogram::new(BATCH),
             net_input_bytes: 0,
             net_output_bytes: 0,
@@ -513,6 +523,13 @@ pub fn prometheus(v: &View<'_>) -> String {
         .write(&mut out, "userbus_tick_seconds", "Duration of a tick.");
     s.commit_seconds
         .write(&mut out, "userbus_commit_seconds", "Duration of a commit.");
+    if s.nats.is_some() {
+        s.nats_ack_seconds.write(
+            &mut out,
+            "userbus_nats_ack_seconds",
+            "Time from a relay publish to its JetStream ack.",
+        );
+    }
     s.requests_per_commit.write(
         &mut out,
         "userbus_requests_per_commit",

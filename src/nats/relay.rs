@@ -164,6 +164,8 @@ pub struct Relay {
     last_error: Option<String>,
     published: u64,
     retries: u64,
+    /// Publish-to-ack times of the acks since the last `drain_ack_times`.
+    ack_times: Vec<Duration>,
     /// Reused for each message's subject.
     subject: String,
     /// Reused for each event's JSON.
@@ -190,6 +192,7 @@ impl Relay {
             last_error: None,
             published: 0,
             retries: 0,
+            ack_times: Vec::new(),
             subject: String::new(),
             payload: Vec::new(),
         }
@@ -402,6 +405,13 @@ impl Relay {
         status.retries = self.retries;
     }
 
+    /// Hands each publish-to-ack time since the last call to `f`.
+    pub fn drain_ack_times(&mut self, mut f: impl FnMut(Duration)) {
+        for t in self.ack_times.drain(..) {
+            f(t);
+        }
+    }
+
     /// The local log lacks event `from` (trimmed before the relay got to it):
     /// the stream cannot have it, so the relay stops rather than skip it.
     pub fn missing(&mut self, from: i64) {
@@ -576,7 +586,10 @@ impl Relay {
                 }
                 // Acks come in publish order; one for a later publish confirms the
                 // earlier ones as well (the stream stored them in order).
-                self.window.drain(..=pos);
+                for f in self.window.drain(..=pos) {
+                    self.ack_times
+                        .push(now.saturating_duration_since(f.sent_at));
+                }
                 self.confirmed = seq;
                 self.chain_known = true;
                 self.last_error = None;

@@ -130,6 +130,8 @@ impl Reactor {
             self.relay_behind = false;
         }
         relay.flush(self.poll.registry(), now);
+        let acks = &mut self.shared.stats.nats_ack_seconds;
+        relay.drain_ack_times(|t| acks.observe(t.as_secs_f64()));
         let status = self
             .shared
             .stats
