@@ -88,9 +88,11 @@ pub(crate) mod session;
 pub(crate) mod tls;
 // The relay uses most of the NATS client; its subscription API, header iteration
 // and a few error codes are used by its own tests only, until followers (the
-// replicas issue) subscribe to the stream.
+// replicas issue) subscribe to the stream. Public, hidden from the docs, for
+// benches/nats.rs, which measures what JetStream accepts through this client.
+#[doc(hidden)]
 #[cfg_attr(not(test), allow(dead_code))]
-pub(crate) mod nats;
+pub mod nats;
 
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
