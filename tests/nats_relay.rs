@@ -471,3 +471,61 @@ fn a_nats_py_consumer_on_another_machine_reads_every_event() {
         );
     }
 }
+
+#[test]
+fn retention_never_trims_what_the_relay_has_not_confirmed() {
+    let Some((mut nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let p = UserbusProcess::start(
+        &dir.path().join("retain.db"),
+        &["--nats", url.as_str(), "--retain-events", "2"],
+    );
+    for i in 0..3 {
+        register(&p, &format!("kept{i}"));
+    }
+    wait_drained(&p);
+    // Confirmed events may go: the log is trimmed to 2.
+    let xlen = |p: &UserbusProcess| -> i64 {
+        redis::cmd("XLEN")
+            .arg("events")
+            .query(&mut p.redis())
+            .unwrap()
+    };
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while xlen(&p) > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the confirmed events were not trimmed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nats.stop();
+    wait_info(&p, DRAIN_TIMEOUT, "the disconnection", |i| {
+        i.get("nats_connected").map(String::as_str) == Some("0")
+    });
+    for i in 0..10 {
+        register(&p, &format!("held{i}"));
+    }
+    // The trimmer runs every second; over a few of its rounds nothing unconfirmed
+    // may go.
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        assert!(xlen(&p) >= 10, "unconfirmed events were trimmed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nats.restart();
+    wait_drained(&p);
+    // Every event reached the stream, in order, once.
+    let writer = nats_info(&p)["nats_writer"].clone();
+    let msgs = nats.client().all_msgs("USERBUS");
+    assert_eq!(msgs.len(), 13);
+    for (i, m) in msgs.iter().enumerate() {
+        let seq = i as u64 + 1;
+        assert_eq!(
+            (m.seq, m.msg_id()),
+            (seq, Some(format!("{writer}-{seq}").as_str()))
+        );
+    }
+}
