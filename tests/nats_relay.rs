@@ -529,3 +529,41 @@ fn retention_never_trims_what_the_relay_has_not_confirmed() {
         );
     }
 }
+
+#[test]
+fn a_database_restored_from_an_older_copy_stops_the_relay_instead_of_reusing_seqs() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let args = ["--nats", url.as_str()];
+    let db = dir.path().join("live.db");
+    let mut p = UserbusProcess::start(&db, &args);
+    for i in 0..3 {
+        register(&p, &format!("old{i}"));
+    }
+    wait_drained(&p);
+    p.stop();
+    // A copy taken now, while the live database goes on to seq 5.
+    let copy = dir.path().join("copy.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&from).exists() {
+            std::fs::copy(&from, format!("{}{suffix}", copy.display())).unwrap();
+        }
+    }
+    let mut p = UserbusProcess::start(&db, &args);
+    for i in 0..2 {
+        register(&p, &format!("new{i}"));
+    }
+    wait_drained(&p);
+    p.stop();
+    let p = UserbusProcess::start(&copy, &args);
+    let info = wait_info(&p, DRAIN_TIMEOUT, "the relay to stop", |i| {
+        i.get("nats_relay_state").map(String::as_str) == Some("stopped")
+    });
+    assert!(info["nats_last_error"].contains("older copy"), "{info:?}");
+    // Local service goes on; the stream keeps the live database's five events.
+    assert!(register(&p, "after") > 0);
+    assert_eq!(nats.client().stream_info("USERBUS")["state"]["last_seq"], 5);
+}

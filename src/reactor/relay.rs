@@ -122,6 +122,9 @@ impl Reactor {
         let now = Instant::now();
         relay.process(now);
         let last = self.shared.store.committed_counts().last_seq;
+        if relay.confirmed() > last {
+            relay.ahead_of(last);
+        }
         if let Some((from, room)) = relay.wants()
             && from <= last
         {
