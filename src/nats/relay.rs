@@ -418,7 +418,7 @@ impl Relay {
     pub fn ahead_of(&mut self, last: i64) {
         if self.state != State::Stopped {
             self.stop(&format!(
-                "stream '{}' holds this writer's events up to seq {} but the local log ends                  at {last} (a database restored from an older copy?)",
+                "stream '{}' holds this writer's events up to seq {} but the local log ends at {last} (a database restored from an older copy?)",
                 self.opts.stream, self.confirmed
             ));
         }
