@@ -367,7 +367,7 @@ pub struct Config {
     /// Trim the event log to a count and/or an age: 1000000, 30d or 1000000,30d.
     ///
     /// By default everything is kept. Entries a durable handler has not processed
-    /// yet are never trimmed.
+    /// yet, or the NATS relay has not confirmed, are never trimmed.
     #[cfg_attr(
         feature = "tools",
         arg(long, env = "USERBUS_RETAIN_EVENTS", value_name = "SPEC")

@@ -471,3 +471,99 @@ fn a_nats_py_consumer_on_another_machine_reads_every_event() {
         );
     }
 }
+
+#[test]
+fn retention_never_trims_what_the_relay_has_not_confirmed() {
+    let Some((mut nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let p = UserbusProcess::start(
+        &dir.path().join("retain.db"),
+        &["--nats", url.as_str(), "--retain-events", "2"],
+    );
+    for i in 0..3 {
+        register(&p, &format!("kept{i}"));
+    }
+    wait_drained(&p);
+    // Confirmed events may go: the log is trimmed to 2.
+    let xlen = |p: &UserbusProcess| -> i64 {
+        redis::cmd("XLEN")
+            .arg("events")
+            .query(&mut p.redis())
+            .unwrap()
+    };
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while xlen(&p) > 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the confirmed events were not trimmed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nats.stop();
+    wait_info(&p, DRAIN_TIMEOUT, "the disconnection", |i| {
+        i.get("nats_connected").map(String::as_str) == Some("0")
+    });
+    for i in 0..10 {
+        register(&p, &format!("held{i}"));
+    }
+    // The trimmer runs every second; over a few of its rounds nothing unconfirmed
+    // may go.
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        assert!(xlen(&p) >= 10, "unconfirmed events were trimmed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nats.restart();
+    wait_drained(&p);
+    // Every event reached the stream, in order, once.
+    let writer = nats_info(&p)["nats_writer"].clone();
+    let msgs = nats.client().all_msgs("USERBUS");
+    assert_eq!(msgs.len(), 13);
+    for (i, m) in msgs.iter().enumerate() {
+        let seq = i as u64 + 1;
+        assert_eq!(
+            (m.seq, m.msg_id()),
+            (seq, Some(format!("{writer}-{seq}").as_str()))
+        );
+    }
+}
+
+#[test]
+fn a_database_restored_from_an_older_copy_stops_the_relay_instead_of_reusing_seqs() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let args = ["--nats", url.as_str()];
+    let db = dir.path().join("live.db");
+    let mut p = UserbusProcess::start(&db, &args);
+    for i in 0..3 {
+        register(&p, &format!("old{i}"));
+    }
+    wait_drained(&p);
+    p.stop();
+    // A copy taken now, while the live database goes on to seq 5.
+    let copy = dir.path().join("copy.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = format!("{}{suffix}", db.display());
+        if std::path::Path::new(&from).exists() {
+            std::fs::copy(&from, format!("{}{suffix}", copy.display())).unwrap();
+        }
+    }
+    let mut p = UserbusProcess::start(&db, &args);
+    for i in 0..2 {
+        register(&p, &format!("new{i}"));
+    }
+    wait_drained(&p);
+    p.stop();
+    let p = UserbusProcess::start(&copy, &args);
+    let info = wait_info(&p, DRAIN_TIMEOUT, "the relay to stop", |i| {
+        i.get("nats_relay_state").map(String::as_str) == Some("stopped")
+    });
+    assert!(info["nats_last_error"].contains("older copy"), "{info:?}");
+    // Local service goes on; the stream keeps the live database's five events.
+    assert!(register(&p, "after") > 0);
+    assert_eq!(nats.client().stream_info("USERBUS")["state"]["last_seq"], 5);
+}

@@ -412,6 +412,18 @@ impl Relay {
         }
     }
 
+    /// The stream holds our events past `last`, the newest this database has
+    /// (it was restored from an older copy): new events would get seqs the
+    /// stream already gave to others, so the relay stops.
+    pub fn ahead_of(&mut self, last: i64) {
+        if self.state != State::Stopped {
+            self.stop(&format!(
+                "stream '{}' holds this writer's events up to seq {} but the local log ends at {last} (a database restored from an older copy?)",
+                self.opts.stream, self.confirmed
+            ));
+        }
+    }
+
     /// The local log lacks event `from` (trimmed before the relay got to it):
     /// the stream cannot have it, so the relay stops rather than skip it.
     pub fn missing(&mut self, from: i64) {

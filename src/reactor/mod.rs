@@ -255,6 +255,8 @@ pub struct Reactor {
     relay_stored: i64,
     /// The position the current tick stores, until its commit.
     relay_persisting: Option<i64>,
+    /// When the position was last stored.
+    relay_stored_at: Option<Instant>,
     /// The relay has room and committed events to send: poll without waiting.
     relay_behind: bool,
 }
@@ -403,6 +405,7 @@ impl Reactor {
             relay,
             relay_stored,
             relay_persisting: None,
+            relay_stored_at: None,
             relay_behind: false,
         })
     }

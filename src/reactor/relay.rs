@@ -3,7 +3,7 @@
 //! storing its confirmed position in the tick's transaction, and what INFO and
 //! `/metrics` show of it. The relay itself is `nats::relay`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 
@@ -17,6 +17,8 @@ use crate::store::Store;
 
 /// The relay's NATS connection.
 pub(super) const NATS: Token = Token(usize::MAX - 7);
+/// How often at most a tick that writes nothing else stores the relay's position.
+const RELAY_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The relay `--nats` asks for, resuming after the position stored in `store`;
 /// `None` without `--nats`. A server list or credentials that cannot be used are
@@ -74,11 +76,21 @@ pub(super) fn build(config: &Config, store: &mut Store) -> Result<Option<Relay>>
 
 impl Reactor {
     /// Stores the relay's confirmed position in the tick's transaction when it
-    /// moved (it becomes the stored one once the tick commits).
+    /// moved: in a tick that writes anyway, or once a second at most on its own
+    /// (a commit of its own costs an fsync in strict mode; a position stored late
+    /// only makes a restart read the stream's tail, see `nats::relay`).
     pub(super) fn persist_relay(&mut self) {
         let Some(relay) = &self.relay else { return };
         let confirmed = relay.confirmed();
         if confirmed <= self.relay_stored {
+            return;
+        }
+        let now = self.tick_now;
+        if !self.shared.store.tick_has_writes()
+            && self
+                .relay_stored_at
+                .is_some_and(|t| now.duration_since(t) < RELAY_PERSIST_INTERVAL)
+        {
             return;
         }
         match self
@@ -97,6 +109,7 @@ impl Reactor {
             && committed
         {
             self.relay_stored = seq;
+            self.relay_stored_at = Some(self.tick_now);
         }
     }
 
@@ -109,6 +122,9 @@ impl Reactor {
         let now = Instant::now();
         relay.process(now);
         let last = self.shared.store.committed_counts().last_seq;
+        if relay.confirmed() > last {
+            relay.ahead_of(last);
+        }
         if let Some((from, room)) = relay.wants()
             && from <= last
         {
