@@ -21,18 +21,23 @@
 //!    p50 and p99), at a paced REGISTER load that does not saturate (a live
 //!    event is published right after its commit, so there it is commit → ack)
 //!    and under the P=16 load; commit → receipt at a nats-py ordered consumer
-//!    (`benches/nats_receipt.py`) at the paced load.
+//!    (`benches/nats_receipt.py`; from the event's `at`, so an upper bound) at
+//!    the paced load.
 //!
 //! With two CPUs or more the server thread (and the limit's publisher, which
 //! stands in for it) runs on CPU 1 and the load on CPU 0, as `scenarios.rs`
-//! places them; nats-server and the nats-py consumer are left to the scheduler.
-//! CPU columns are cores used (CPU-seconds per second) from `/proc`.
+//! places them; nats-server and the nats-py consumer are left to the scheduler
+//! (started from a thread with every CPU, so they do not inherit the load's).
+//! The CPU columns are cores used (CPU-seconds per second, from `/proc`) by the
+//! server thread (or the limit's publisher), the load, and all nats-servers.
 //!
 //! Without `nats-server` the bench prints a note and exits; without nats-py it
 //! skips the receipt latency.
 //!
 //! Usage: `cargo bench --bench nats [-- [--quick] [--json] [--no-pin] [--window N]
-//! [r1] [r3]]`.
+//! [--durability strict|normal] [--nats-cpu CPU] [r1] [r3]]`. `--window` adds
+//! limit rows with other windows; `--nats-cpu` pins every nats-server to one CPU
+//! (a diagnostic); `r1`/`r3` keep only those replica counts.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -52,7 +57,7 @@ use userbus::nats::event::{Event as NatsEvent, RequestId};
 use userbus::nats::jetstream::{self, StreamSpec};
 use userbus::nats::relay::{MAX_IN_FLIGHT, msg_id};
 use userbus::nats::url::parse_servers;
-use userbus::{Config, Event, EventKind, Server, ShutdownHandle};
+use userbus::{Config, Durability, Event, EventKind, Server, ShutdownHandle};
 
 // The nats-server harness of the tests (tests/common/nats/): nodes on ephemeral
 // ports with temporary stores, and clusters ready for R=3 streams.
@@ -113,6 +118,26 @@ fn pin_to(cpu: usize) {
         .unwrap_or_else(|e| panic!("cannot pin to CPU {cpu}: {e}"));
 }
 
+/// The CPUs this process could use before `main` pinned it.
+static ALL_CPUS: std::sync::OnceLock<nix::sched::CpuSet> = std::sync::OnceLock::new();
+
+/// Runs `f` on a thread with `ALL_CPUS`, so that the processes `f` starts
+/// (nats-server, python3) do not inherit the load's pinning.
+fn unpinned<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Some(set) = ALL_CPUS.get() {
+                    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
+                        .unwrap_or_else(|e| panic!("cannot unpin: {e}"));
+                }
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}
+
 /// Whether CPUs 0 and 1 are both ours to pin to.
 fn can_pin() -> bool {
     nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).is_ok_and(|set| {
@@ -129,6 +154,10 @@ struct Options {
     pin: bool,
     windows: Vec<usize>,
     replicas: Vec<u32>,
+    /// Pins every nats-server to this CPU (a diagnostic: where the reactor's
+    /// CPU goes).
+    nats_cpu: Option<usize>,
+    durability: Durability,
 }
 
 fn options() -> Options {
@@ -138,6 +167,8 @@ fn options() -> Options {
         pin: true,
         windows: vec![MAX_IN_FLIGHT],
         replicas: Vec::new(),
+        nats_cpu: None,
+        durability: Durability::default(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -150,6 +181,14 @@ fn options() -> Options {
                 Some(n) if n > 0 => {}
                 _ => panic!("--window takes a number of publishes in flight"),
             },
+            "--nats-cpu" => {
+                let cpu = args.next().and_then(|n| n.parse().ok());
+                o.nats_cpu = Some(cpu.expect("--nats-cpu takes a CPU number"));
+            }
+            "--durability" => {
+                let d = args.next().and_then(|d| d.parse().ok());
+                o.durability = d.expect("--durability takes strict or normal");
+            }
             "r1" => o.replicas.push(1),
             "r3" => o.replicas.push(3),
             _ => {}
@@ -159,6 +198,41 @@ fn options() -> Options {
         o.replicas = vec![1, 3];
     }
     o
+}
+
+/// The pids of this process's nats-server children.
+fn nats_server_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            let (comm, _, ppid) = stat_of(&format!("/proc/{pid}/stat"))?;
+            (ppid == me && comm == "nats-server").then_some(pid)
+        })
+        .collect()
+}
+
+/// Pins every thread of every nats-server child to `cpu` (threads they start
+/// later inherit it).
+fn pin_nats_servers(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).expect("CPU index within the CPU set");
+    for pid in nats_server_pids() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for tid in tasks
+            .flatten()
+            .filter_map(|t| t.file_name().to_str()?.parse().ok())
+        {
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set).unwrap_or_else(
+                |e| panic!("cannot pin nats-server thread {tid} to CPU {cpu}: {e}"),
+            );
+        }
+    }
 }
 
 /// Whether `program args` runs and exits 0.
@@ -213,6 +287,9 @@ fn main() {
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let pin = opts.pin && can_pin();
+    if let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        let _ = ALL_CPUS.set(set);
+    }
     if pin {
         // The load threads start from this one and inherit its CPU.
         pin_to(LOAD_CPU);
@@ -221,7 +298,10 @@ fn main() {
     let mut results = Vec::new();
     for &replicas in &opts.replicas {
         eprintln!("R={replicas}: starting nats-server ...");
-        let nats = Nats::start(replicas);
+        let nats = unpinned(|| Nats::start(replicas));
+        if let Some(cpu) = opts.nats_cpu {
+            pin_nats_servers(cpu);
+        }
         let urls = nats.urls();
         let mut limits = Vec::new();
         for &window in &opts.windows {
@@ -229,25 +309,21 @@ fn main() {
             limits.push(limit_on_thread(&urls, replicas, window, warmup, secs, pin));
         }
         eprintln!("R={replicas}: REGISTER P={PIPELINE} without the relay ...");
-        let off = register_load(&Running::start(None, pin), secs);
+        let off = register_load(&Running::start(None, opts.durability, pin), secs);
         eprintln!("R={replicas}: the relay ...");
-        let relay = relay_run(&urls, replicas, secs, pin, nats_py);
+        let relay = relay_run(&urls, replicas, opts.durability, secs, pin, nats_py);
         drop(nats);
-        results.push(PerReplicas {
-            replicas,
-            limits,
-            off,
-            relay,
-        });
+        results.push(PerReplicas::new(replicas, limits, off, relay));
     }
     let took = started.elapsed();
     if opts.json {
         let doc = serde_json::json!({
             "quick": opts.quick,
             "pinned": pin,
+            "nats_cpu": opts.nats_cpu,
             "cores": cores,
             "seconds": took.as_secs_f64(),
-            "durability": Config::default().durability.to_string(),
+            "durability": opts.durability.to_string(),
             "results": results,
         });
         println!(
@@ -255,7 +331,10 @@ fn main() {
             serde_json::to_string_pretty(&doc).expect("JSON values serialize")
         );
     } else {
-        print!("{}", table(&results, cores, pin, took));
+        print!(
+            "{}",
+            table(&results, cores, pin, opts.nats_cpu, opts.durability, took)
+        );
     }
 }
 
@@ -266,6 +345,28 @@ struct PerReplicas {
     limits: Vec<Limit>,
     off: Load,
     relay: RelayRun,
+    /// REGISTER/s with the relay over without it (goal: at least 0.8).
+    register_on_off: f64,
+    /// The relay's events/s under the load over the limit with the relay's
+    /// window (goal: at least 0.8).
+    relay_over_limit: f64,
+}
+
+impl PerReplicas {
+    fn new(replicas: u32, limits: Vec<Limit>, off: Load, relay: RelayRun) -> PerReplicas {
+        let limit = limits
+            .iter()
+            .find(|l| l.window == MAX_IN_FLIGHT)
+            .map_or(f64::NAN, |l| l.msgs_per_sec);
+        PerReplicas {
+            register_on_off: relay.load.report.requests_per_sec / off.report.requests_per_sec,
+            relay_over_limit: relay.relay_events_per_sec / limit,
+            replicas,
+            limits,
+            off,
+            relay,
+        }
+    }
 }
 
 /// Cores used (CPU-seconds per second) by the parts of the run.
@@ -315,16 +416,8 @@ impl CpuTicks {
                 }
             }
         }
-        let me = std::process::id();
-        if let Ok(dir) = std::fs::read_dir("/proc") {
-            for e in dir.flatten() {
-                if let Some((comm, ticks, ppid)) = stat_of(&format!("{}/stat", e.path().display()))
-                    && ppid == me
-                    && comm == "nats-server"
-                {
-                    t.nats_server += ticks;
-                }
-            }
+        for pid in nats_server_pids() {
+            t.nats_server += stat_of(&format!("/proc/{pid}/stat")).map_or(0, |s| s.1);
         }
         t
     }
@@ -564,7 +657,7 @@ impl Publisher {
                 next += 1;
             }
             self.turn(Duration::from_millis(100));
-            wakeups += 1;
+            wakeups += u64::from(counting.is_some());
             let now = Instant::now();
             while let Some(event) = self.client.poll_event() {
                 match event {
@@ -583,8 +676,8 @@ impl Publisher {
                             other => return Err(format!("publish {seq}: {other:?}")),
                         }
                         for (_, _, sent) in in_flight.drain(..=pos) {
-                            acks += 1;
                             if counting.is_some() {
+                                acks += 1;
                                 let us = now.duration_since(sent).as_micros();
                                 ack_us.push(u32::try_from(us).unwrap_or(u32::MAX));
                             }
@@ -634,7 +727,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(nats: Option<(&str, u32)>, pin: bool) -> Running {
+    fn start(nats: Option<(&str, u32)>, durability: Durability, pin: bool) -> Running {
         let dir = tempfile::tempdir().expect("tempdir");
         let http_port = match nats {
             // A free port a moment ago (0 would turn the HTTP side off).
@@ -648,6 +741,7 @@ impl Running {
             port: 0,
             http_port,
             db: dir.path().join("userbus.db"),
+            durability,
             nats: nats.map(|(urls, _)| urls.to_string()),
             nats_replicas: nats.map_or(1, |(_, r)| r),
             ..Config::default()
@@ -821,15 +915,21 @@ struct RelayRun {
     drain_secs: Option<f64>,
     /// The relay's rate while it drained (REGISTER idle).
     drain_events_per_sec: Option<f64>,
+    /// Cores used while it drained: the server thread's is the relay's own.
+    drain_cpu: Cpu,
     /// Publish → ack under the load.
     load_ack: AckBuckets,
-    /// Commits per second under the load: the relay takes in acks and refills
-    /// its window once per tick.
-    commits_per_sec: Option<f64>,
 }
 
-fn relay_run(urls: &str, replicas: u32, secs: f64, pin: bool, nats_py: bool) -> RelayRun {
-    let server = Running::start(Some((urls, replicas)), pin);
+fn relay_run(
+    urls: &str,
+    replicas: u32,
+    durability: Durability,
+    secs: f64,
+    pin: bool,
+    nats_py: bool,
+) -> RelayRun {
+    let server = Running::start(Some((urls, replicas)), durability, pin);
     // The relay creates the stream and publishes a first event.
     let mut a = register_args(&server, 1, 1);
     a.requests = Some(1);
@@ -838,7 +938,8 @@ fn relay_run(urls: &str, replicas: u32, secs: f64, pin: bool, nats_py: bool) -> 
         .drain(SETUP_TIMEOUT)
         .expect("the relay publishes its first event");
 
-    let receipt = nats_py.then(|| Receipt::start(urls, &Config::default().nats_stream));
+    let receipt =
+        nats_py.then(|| unpinned(|| Receipt::start(urls, &Config::default().nats_stream)));
     let before = server.ack_buckets();
     let mut a = register_args(&server, PACED_CONNECTIONS, 1);
     a.rate = Some(PACED_RATE);
@@ -859,16 +960,19 @@ fn relay_run(urls: &str, replicas: u32, secs: f64, pin: bool, nats_py: bool) -> 
     let confirmed_after = server.info("nats", "nats_confirmed_seq");
     let last = server.info("events", "events_last_seq");
     let load_secs = started.elapsed().as_secs_f64();
+    let load_ack = ack_percentiles(&before, &server.ack_buckets());
     let lag_at_end = last.saturating_sub(confirmed_after);
+    let ticks = CpuTicks::now();
     let drain = server.drain(DRAIN_TIMEOUT);
+    let drain_cpu = ticks.cores_since(drain.map_or(f64::NAN, |d| d.as_secs_f64()));
     RelayRun {
         paced,
         relay_events_per_sec: (confirmed_after - confirmed) as f64 / load_secs,
         lag_at_end,
         drain_secs: drain.map(|d| d.as_secs_f64()),
         drain_events_per_sec: drain.map(|d| lag_at_end as f64 / d.as_secs_f64()),
-        load_ack: ack_percentiles(&before, &server.ack_buckets()),
-        commits_per_sec: load.report.commits.map(|c| c as f64 / load.report.seconds),
+        drain_cpu,
+        load_ack,
         load,
     }
 }
@@ -930,7 +1034,14 @@ fn rate_row(s: &mut String, what: &str, rate: f64, ratio: Option<f64>, cpu: Opti
     s.push('\n');
 }
 
-fn table(results: &[PerReplicas], cores: usize, pin: bool, took: Duration) -> String {
+fn table(
+    results: &[PerReplicas],
+    cores: usize,
+    pin: bool,
+    nats_cpu: Option<usize>,
+    durability: Durability,
+    took: Duration,
+) -> String {
     let mut s = String::new();
     let placement = if pin {
         format!(
@@ -939,12 +1050,16 @@ fn table(results: &[PerReplicas], cores: usize, pin: bool, took: Duration) -> St
     } else {
         "not pinned".to_string()
     };
+    let nats_placement = nats_cpu.map_or_else(
+        || "nats-server and nats-py left to the scheduler".to_string(),
+        |c| format!("nats-server pinned to CPU {c}, nats-py left to the scheduler"),
+    );
     let _ = writeln!(
         s,
-        "userbus -> NATS JetStream: nats-server {}, {cores} cores, {placement}, nats-server and \
-         nats-py left to the scheduler; REGISTER {CONNECTIONS} connections P={PIPELINE}, durability {}",
+        "userbus -> NATS JetStream: nats-server {}, {cores} cores, {placement}, {nats_placement}; \
+         REGISTER {CONNECTIONS} connections P={PIPELINE}, durability {}",
         nats_server_version(),
-        Config::default().durability
+        durability
     );
     for r in results {
         let rr = &r.relay;
@@ -975,14 +1090,14 @@ fn table(results: &[PerReplicas], cores: usize, pin: bool, took: Duration) -> St
             &mut s,
             "REGISTER, relay on",
             on,
-            Some(on / off),
+            Some(r.register_on_off),
             Some(&rr.load.cpu),
         );
         rate_row(
             &mut s,
             "relay events during REGISTER",
             rr.relay_events_per_sec,
-            Some(rr.relay_events_per_sec / limit_rate),
+            Some(r.relay_over_limit),
             None,
         );
         match (rr.drain_secs, rr.drain_events_per_sec) {
@@ -992,7 +1107,7 @@ fn table(results: &[PerReplicas], cores: usize, pin: bool, took: Duration) -> St
                     "relay events, draining after",
                     rate,
                     Some(rate / limit_rate),
-                    None,
+                    Some(&rr.drain_cpu),
                 );
                 let _ = writeln!(
                     s,
@@ -1008,19 +1123,21 @@ fn table(results: &[PerReplicas], cores: usize, pin: bool, took: Duration) -> St
                 );
             }
         }
-        if let Some(c) = rr.commits_per_sec {
+        let commits = |r: &Report| r.commits.map(|c| c as f64 / r.seconds);
+        if let (Some(c_off), Some(c_on)) = (commits(&r.off.report), commits(&rr.load.report)) {
             let _ = writeln!(
                 s,
-                "  (relay on: {c:.0} commits/s, {:.0} REGISTERs and {:.0} relayed events a commit)",
-                on / c,
-                rr.relay_events_per_sec / c
+                "  (commits/s: relay off {c_off:.0}, {:.0} REGISTERs a commit; relay on {c_on:.0}, \
+                 {:.0} REGISTERs and {:.0} relayed events a commit)",
+                off / c_off,
+                on / c_on,
+                rr.relay_events_per_sec / c_on
             );
         }
         let _ = writeln!(
             s,
             "  ratios: REGISTER on/off {:.2}, relay/limit {:.2} (goals >= 0.8)",
-            on / off,
-            rr.relay_events_per_sec / limit_rate
+            r.register_on_off, r.relay_over_limit
         );
         let p = &rr.paced;
         let _ = writeln!(s, "  {:<46} {:>12} {:>12}", "latency", "p50", "p99");
@@ -1040,7 +1157,7 @@ fn table(results: &[PerReplicas], cores: usize, pin: bool, took: Duration) -> St
                 let _ = writeln!(
                     s,
                     "  {:<46} {:>12} {:>12}",
-                    "commit -> nats-py receipt, paced",
+                    "commit -> nats-py receipt (from `at`), paced",
                     ms(&v["p50_ms"]),
                     ms(&v["p99_ms"])
                 );

@@ -3,16 +3,17 @@
 
 Subscribes to SUBJECT on STREAM at URL with an ordered push consumer (new messages
 only), prints "ready" once the consumer exists, then, for each message, takes
-time.time() at receipt minus the event's "at" (the commit tick's time, in
-milliseconds, from the JSON payload). It stops --idle seconds after the last
+time.time() at receipt minus the event's "at" (from the JSON payload; see
+below). It stops --idle seconds after the last
 message (once one came) or after --timeout seconds in all, and prints one JSON
 line: {"messages", "p50_ms", "p99_ms", "max_ms"}. `cargo bench --bench nats` runs
 it while a paced REGISTER load runs; by hand:
 
     python3 benches/nats_receipt.py nats://127.0.0.1:4222 USERBUS 'userbus.>'
 
-"at" has millisecond precision and is taken when the tick starts, so a figure is
-up to 1 ms above the time from the commit itself.
+"at" is when the REGISTER ran in its tick, before the tick's commit, truncated to
+the millisecond: a figure includes the commit itself and up to 1 ms of rounding,
+so it is an upper bound of commit -> receipt.
 """
 
 import argparse
