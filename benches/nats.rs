@@ -35,9 +35,10 @@
 //! skips the receipt latency.
 //!
 //! Usage: `cargo bench --bench nats [-- [--quick] [--json] [--no-pin] [--window N]
-//! [--durability strict|normal] [--nats-cpu CPU] [r1] [r3]]`. `--window` adds
+//! [--durability strict|normal] [--nats-cpu CPU] [FILTER ...]]`. `--window` adds
 //! limit rows with other windows; `--nats-cpu` pins every nats-server to one CPU
-//! (a diagnostic); `r1`/`r3` keep only those replica counts.
+//! (a diagnostic); a FILTER keeps the measurements whose name (`nats r1`,
+//! `nats r3`) contains it, as `scenarios.rs` filters its scenarios.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -147,6 +148,9 @@ fn can_pin() -> bool {
     })
 }
 
+/// The measurements a FILTER argument picks by name, and their replica counts.
+const REPLICAS: &[(&str, u32)] = &[("nats r1", 1), ("nats r3", 3)];
+
 /// Command-line options (cargo passes `--bench` too; it is ignored).
 struct Options {
     quick: bool,
@@ -170,6 +174,7 @@ fn options() -> Options {
         nats_cpu: None,
         durability: Durability::default(),
     };
+    let mut filters = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -189,14 +194,16 @@ fn options() -> Options {
                 let d = args.next().and_then(|d| d.parse().ok());
                 o.durability = d.expect("--durability takes strict or normal");
             }
-            "r1" => o.replicas.push(1),
-            "r3" => o.replicas.push(3),
-            _ => {}
+            s if s.starts_with('-') => {}
+            s => filters.push(s.to_string()),
         }
     }
-    if o.replicas.is_empty() {
-        o.replicas = vec![1, 3];
-    }
+    // As scenarios.rs filters (`cargo bench -- FILTER` reaches both benches).
+    o.replicas = REPLICAS
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str())))
+        .map(|&(_, r)| r)
+        .collect();
     o
 }
 
@@ -272,6 +279,10 @@ fn main() {
     let pick = |pair: (f64, f64)| if opts.quick { pair.1 } else { pair.0 };
     let secs = pick(PHASE_SECS);
     let warmup = pick(WARMUP_SECS);
+    if opts.replicas.is_empty() {
+        eprintln!("nats: no measurement matches the filters (nats r1, nats r3)");
+        return;
+    }
     if !runs("nats-server", &["--version"]) {
         let note = "nats-server is not installed (Debian: apt-get install nats-server); \
                     skipping the NATS bench";
