@@ -103,6 +103,24 @@ impl Reactor {
         }
     }
 
+    /// Stores the relay's confirmed position now, in a transaction of its own (at
+    /// shutdown, so that a clean restart resumes exactly where the stream is).
+    pub(super) fn store_relay_position(&mut self) {
+        let Some(relay) = &self.relay else { return };
+        let confirmed = relay.confirmed();
+        if confirmed <= self.relay_stored {
+            return;
+        }
+        let store = &mut self.shared.store;
+        match store
+            .set_relay_confirmed(&self.shared.config.nats_stream, confirmed)
+            .and_then(|()| store.finish_tick())
+        {
+            Ok(()) => self.relay_stored = confirmed,
+            Err(e) => log::warn!("nats: cannot store the relay's position: {e}"),
+        }
+    }
+
     /// After a commit: what the tick stored of the relay's position is stored.
     pub(super) fn relay_committed(&mut self, committed: bool) {
         if let Some(seq) = self.relay_persisting.take()

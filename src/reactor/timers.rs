@@ -149,6 +149,7 @@ impl Reactor {
     /// Flushes the last replies (for a bounded time), closes every connection,
     /// checkpoints.
     pub(super) fn finish(&mut self) {
+        self.store_relay_position();
         if let Some(relay) = self.relay.as_mut() {
             relay.shutdown(self.poll.registry());
         }
