@@ -31,6 +31,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -170,6 +171,8 @@ pub struct Relay {
     subject: String,
     /// Reused for each event's JSON.
     payload: Vec<u8>,
+    /// Reused for each message's header values.
+    header_values: String,
 }
 
 impl Relay {
@@ -195,6 +198,7 @@ impl Relay {
             ack_times: Vec::new(),
             subject: String::new(),
             payload: Vec::new(),
+            header_values: String::new(),
         }
     }
 
@@ -346,19 +350,26 @@ impl Relay {
             self.subject.push_str(event.kind.as_str());
             self.payload.clear();
             event.write_json(&mut self.payload);
-            let id = msg_id(&self.opts.writer, event.seq);
-            let expected_seq = (event.seq - 1).to_string();
-            let previous = msg_id(&self.opts.writer, event.seq - 1);
-            let mut headers = vec![
-                (jetstream::MSG_ID, id.as_str()),
-                (jetstream::EXPECTED_LAST_SEQUENCE, expected_seq.as_str()),
+            // The three header values back to back in one reused buffer: this id,
+            // the expected last sequence, the expected last id.
+            let values = &mut self.header_values;
+            values.clear();
+            let _ = write!(values, "{}-{}", self.opts.writer, event.seq);
+            let id_end = values.len();
+            let _ = write!(values, "{}", event.seq - 1);
+            let seq_end = values.len();
+            let _ = write!(values, "{}-{}", self.opts.writer, event.seq - 1);
+            let values = &self.header_values;
+            let headers = [
+                (jetstream::MSG_ID, &values[..id_end]),
+                (jetstream::EXPECTED_LAST_SEQUENCE, &values[id_end..seq_end]),
+                (jetstream::EXPECTED_LAST_MSG_ID, &values[seq_end..]),
             ];
-            if event.seq > 1 && self.chain_known {
-                headers.push((jetstream::EXPECTED_LAST_MSG_ID, previous.as_str()));
-            }
+            let chained = event.seq > 1 && self.chain_known;
+            let headers = if chained { &headers[..] } else { &headers[..2] };
             // Once this one is stored, the server knows our last id again.
             self.chain_known = true;
-            match self.client.request(&self.subject, &headers, &self.payload) {
+            match self.client.request(&self.subject, headers, &self.payload) {
                 Ok(request) => self.window.push_back(InFlight {
                     seq: event.seq,
                     request,
