@@ -13,6 +13,8 @@
 //! - [`event_log`]: the event log: append, read between seqs, trim, handler offsets;
 //! - [`meta`]: the database's writer id and the JetStream relay's confirmed
 //!   positions;
+//! - [`backup`]: consistent snapshots through SQLite's online backup API, and
+//!   the origin a database restored from one records;
 //! - [`groups`]: consumer groups, their consumers, `>` reads and XACK;
 //! - [`pending`]: pending entries, claims and dead letters.
 
@@ -25,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::config::{CHECKPOINT_WAL_FRAMES, Durability, SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB};
 use crate::error::{Error, Result};
 
+pub mod backup;
 mod batch;
 pub mod error;
 pub mod event_log;
@@ -164,6 +167,17 @@ impl Store {
                 .optional()?
                 .unwrap_or(0),
         };
+        if let Some(o) = backup::origin(&conn)? {
+            log::info!(
+                "{} was restored from a snapshot of writer {} at event seq {}, taken {}; \
+                 this database is writer {writer} and its last event seq is {}",
+                path.display(),
+                o.source_writer,
+                o.seq,
+                crate::clock::rfc3339(o.taken_at_ms),
+                counts.last_seq
+            );
+        }
         Ok(Store {
             conn,
             txn: Txn::Idle,
