@@ -465,6 +465,13 @@ pub struct Config {
         arg(long, env = "USERBUS_NATS_CA", value_name = "PEM")
     )]
     pub nats_ca: Option<PathBuf>,
+    /// The directory BACKUP writes snapshots into, by plain file name (BACKUP is
+    /// refused without it).
+    #[cfg_attr(
+        feature = "tools",
+        arg(long, env = "USERBUS_BACKUP_DIR", value_name = "DIR")
+    )]
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -505,6 +512,7 @@ impl Default for Config {
             nats_token: None,
             nats_credentials_file: None,
             nats_ca: None,
+            backup_dir: None,
         }
     }
 }
@@ -547,6 +555,7 @@ impl fmt::Debug for Config {
             nats_token,
             nats_credentials_file,
             nats_ca,
+            backup_dir,
         } = self;
         f.debug_struct("Config")
             .field("bind", bind)
@@ -583,6 +592,7 @@ impl fmt::Debug for Config {
             .field("nats_token", &redacted(nats_token))
             .field("nats_credentials_file", nats_credentials_file)
             .field("nats_ca", nats_ca)
+            .field("backup_dir", backup_dir)
             .finish()
     }
 }
@@ -746,6 +756,7 @@ impl Config {
                 path_setting(self.nats_credentials_file.as_deref()),
             ),
             ("nats-ca", path_setting(self.nats_ca.as_deref())),
+            ("backup-dir", path_setting(self.backup_dir.as_deref())),
             // Every acknowledged write is committed to SQLite before its reply, which
             // is what redis-benchmark asks about with these two.
             ("appendonly", "yes".to_string()),

@@ -105,7 +105,7 @@ pub use server::{Builder, Server};
 /// only for that fuzz target (a crate of its own); not the embedding API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::cmd::{COMMANDS, Ctx, Outcome, Shared, execute};
+    pub use crate::cmd::{Backups, COMMANDS, Ctx, Outcome, Shared, execute};
     pub use crate::events::PubSub;
     pub use crate::metrics::Stats;
     pub use crate::session::Session;

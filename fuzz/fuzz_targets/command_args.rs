@@ -16,7 +16,7 @@ use std::str::FromStr;
 use libfuzzer_sys::fuzz_target;
 use userbus::config::{Config, Durability, Limits, Retention};
 use userbus::fuzzing::{
-    self, COMMANDS, Ctx, Outcome, PubSub, Session, Shared, Stats, glob, registry, stream,
+    self, Backups, COMMANDS, Ctx, Outcome, PubSub, Session, Shared, Stats, glob, registry, stream,
 };
 use userbus::protocol::request::parse_int;
 use userbus::protocol::{Args, Parsed, Reply, RequestParser};
@@ -68,6 +68,7 @@ impl Env {
                 config,
                 stats,
                 pubsub: PubSub::default(),
+                backups: Backups::default(),
             });
         }
         self.inputs += 1;

@@ -4,6 +4,7 @@
 //! output. Reaching the store through it ties the request's reply to the tick's
 //! commit, for both protocols alike.
 
+use super::Backups;
 use crate::config::Config;
 use crate::events::Event;
 use crate::events::PubSub;
@@ -24,6 +25,8 @@ pub struct Shared {
     pub stats: Stats,
     /// The subscription index.
     pub pubsub: PubSub,
+    /// The backup under way and the last one's outcome.
+    pub backups: Backups,
 }
 
 /// What a request may see and touch while it runs. `O` is its output: a RESP
@@ -39,6 +42,8 @@ pub struct Ctx<'a, O = Reply<'a>> {
     pub stats: &'a mut Stats,
     /// The subscription index.
     pub pubsub: &'a mut PubSub,
+    /// The backup under way and the last one's outcome (BACKUP, INFO).
+    pub backups: &'a mut Backups,
     /// The connection's key in the reactor (its pubsub identity).
     pub key: usize,
     /// For a blocking command run again after a wake: the `after` its first run
@@ -58,6 +63,7 @@ impl<'a, O> Ctx<'a, O> {
             config: &shared.config,
             stats: &mut shared.stats,
             pubsub: &mut shared.pubsub,
+            backups: &mut shared.backups,
             key,
             woken_after: None,
             store: &mut shared.store,

@@ -4,7 +4,8 @@
 //! `INFO [section ...]` → text; sections `server`, `clients`, `stats`,
 //! `persistence`, `events` (the log, consumer groups with lag and pending counts,
 //! durable handlers with their lag), `nats` (the JetStream relay: server, stream,
-//! confirmed seq, lag in events and seconds, reconnects, last error), `keyspace`
+//! confirmed seq, lag in events and seconds, reconnects, last error), `keyspace`,
+//! `backup` (the BACKUP under way and how the last one ended)
 //! (`default`, `all` and `everything` give all of them).
 
 use std::fmt::Write;
@@ -21,7 +22,7 @@ pub const SPEC: Spec = Spec {
     run,
 };
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "server",
     "clients",
     "persistence",
@@ -29,6 +30,7 @@ const SECTIONS: [&str; 7] = [
     "events",
     "nats",
     "keyspace",
+    "backup",
 ];
 
 fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
@@ -60,6 +62,10 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
     }
     if section == "nats" {
         render_nats(ctx, t);
+        return;
+    }
+    if section == "backup" {
+        ctx.backups.render(ctx.config.backup_dir.as_deref(), t);
         return;
     }
     let s = &*ctx.stats;

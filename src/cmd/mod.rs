@@ -4,6 +4,7 @@
 use crate::protocol::Args;
 
 mod auth;
+mod backup;
 mod client;
 mod command;
 mod config;
@@ -31,6 +32,7 @@ mod xrange;
 mod xread;
 mod xreadgroup;
 
+pub use backup::{Backups, Job as BackupJob};
 pub use client::describe as describe_client;
 pub use ctx::{Ctx, Shared};
 pub use xread::Wait;
@@ -82,7 +84,7 @@ pub struct Spec {
 /// Every command, in the order COMMAND lists them.
 pub static COMMANDS: &[Spec] = &TABLE;
 
-const TABLE: [Spec; 34] = [
+const TABLE: [Spec; 35] = [
     ping::SPEC,
     echo::SPEC,
     quit::SPEC,
@@ -117,6 +119,7 @@ const TABLE: [Spec; 34] = [
     xadd::XDEL,
     xadd::XTRIM,
     xadd::XSETID,
+    backup::SPEC,
 ];
 
 /// Commands a RESP2 client may run while subscribed (Redis's rule).

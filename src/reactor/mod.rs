@@ -36,6 +36,7 @@ use crate::events::{Event, Handlers};
 use crate::metrics::Stats;
 use crate::store::Store;
 
+mod backup;
 mod commit;
 mod conns;
 mod http;
@@ -385,6 +386,7 @@ impl Reactor {
                 config,
                 stats: Stats::new(port, crate::cmd::COMMANDS.iter().map(|c| c.name)),
                 pubsub: PubSub::default(),
+                backups: crate::cmd::Backups::default(),
             },
             handlers,
             scratch: vec![0; crate::conn::READ_CHUNK_BYTES],
@@ -454,57 +456,64 @@ impl Reactor {
     /// Runs ticks until shutdown.
     pub fn run(mut self) -> Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        loop {
-            let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e.into());
-            }
-            self.work.append(&mut self.carry);
-            if std::mem::take(&mut self.accept_more) {
-                self.accept_all();
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept(Listener::Resp),
-                    HTTP_LISTENER => self.accept(Listener::Http),
-                    TLS_LISTENER => self.accept(Listener::RespTls),
-                    HTTPS_LISTENER => self.accept(Listener::Https),
-                    relay::NATS => {
-                        if let Some(relay) = self.relay.as_mut() {
-                            let closed = ev.is_read_closed() || ev.is_error();
-                            relay.ready(
-                                self.poll.registry(),
-                                ev.is_readable() || closed,
-                                ev.is_writable(),
-                                Instant::now(),
-                            );
-                        }
-                    }
-                    WAKER => {
-                        if self.shutdown_flag.load(Ordering::SeqCst) {
-                            self.begin_stop("shutdown requested");
-                        }
-                    }
-                    SIGNALS => {
-                        self.drain_signals();
-                        self.begin_stop("signal received");
-                    }
-                    Token(k) => {
-                        let closed = ev.is_read_closed() || ev.is_error();
-                        self.ready(k, ev.is_writable(), ev.is_readable() || closed, closed);
-                    }
-                }
-            }
-            self.tick();
-            self.run_timers();
-            if self.stopping {
-                self.finish();
-                return Ok(());
+        while !self.stopping {
+            self.turn(&mut events)?;
+            if let Some(job) = self.shared.backups.take_started() {
+                self.run_backup(job, &mut events)?;
             }
         }
+        self.finish();
+        Ok(())
+    }
+
+    /// One pass of the loop: poll, readiness, the tick, the timers.
+    fn turn(&mut self, events: &mut Events) -> Result<()> {
+        let timeout = self.poll_timeout();
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+        self.work.append(&mut self.carry);
+        if std::mem::take(&mut self.accept_more) {
+            self.accept_all();
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => self.accept(Listener::Resp),
+                HTTP_LISTENER => self.accept(Listener::Http),
+                TLS_LISTENER => self.accept(Listener::RespTls),
+                HTTPS_LISTENER => self.accept(Listener::Https),
+                relay::NATS => {
+                    if let Some(relay) = self.relay.as_mut() {
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        relay.ready(
+                            self.poll.registry(),
+                            ev.is_readable() || closed,
+                            ev.is_writable(),
+                            Instant::now(),
+                        );
+                    }
+                }
+                WAKER => {
+                    if self.shutdown_flag.load(Ordering::SeqCst) {
+                        self.begin_stop("shutdown requested");
+                    }
+                }
+                SIGNALS => {
+                    self.drain_signals();
+                    self.begin_stop("signal received");
+                }
+                Token(k) => {
+                    let closed = ev.is_read_closed() || ev.is_error();
+                    self.ready(k, ev.is_writable(), ev.is_readable() || closed, closed);
+                }
+            }
+        }
+        self.tick();
+        self.run_timers();
+        Ok(())
     }
 
     /// One connection's readiness: flush committed output now, queue reads for the

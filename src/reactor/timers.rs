@@ -20,6 +20,7 @@ impl Reactor {
             || self.sse_behind
             || self.accept_more
             || self.relay_behind
+            || self.shared.backups.in_progress()
         {
             return Some(Duration::ZERO);
         }

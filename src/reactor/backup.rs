@@ -1,0 +1,73 @@
+//! The reactor's side of BACKUP: the copy the command started runs a few pages at
+//! a time, with a whole turn of the loop (poll, tick, timers) between two steps,
+//! until it is written or the server stops.
+//!
+//! rusqlite's `Backup` borrows the copy's two connections, so it cannot be kept in
+//! the reactor from one turn to the next; instead the turns run inside the copy's
+//! loop (`Copy::run`), for as long as the copy takes.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use mio::Events;
+
+use super::Reactor;
+use crate::cmd::BackupJob;
+use crate::error::Result;
+use crate::store::backup::BackupError;
+
+/// Pages a step copies: 4 MiB at SQLite's 4 KiB pages, about 2 ms of the loop in a
+/// release build (docs/OPERATIONS.md, "Backups and restore").
+const BACKUP_STEP_PAGES: i32 = 1024;
+/// Pages copied between two syncs of the snapshot file: 32 MiB, so that its final
+/// sync, which the loop waits for, has at most that much to write.
+const BACKUP_SYNC_PAGES: u64 = 8192;
+
+impl Reactor {
+    /// Copies the snapshot `job` began, serving clients between its steps, then
+    /// renames it into place; the outcome goes to INFO and the log. An error of the
+    /// loop itself (the poll) ends the copy and is returned.
+    pub(super) fn run_backup(&mut self, job: BackupJob, events: &mut Events) -> Result<()> {
+        let BackupJob {
+            id,
+            mut copy,
+            committed,
+        } = job;
+        let started = Instant::now();
+        let mut failed = None;
+        let copied = if self.stopping {
+            Err(BackupError::Abandoned)
+        } else {
+            copy.run(BACKUP_STEP_PAGES, BACKUP_SYNC_PAGES, |progress| {
+                self.shared.backups.note_progress(progress);
+                if let Err(e) = self.turn(events) {
+                    failed = Some(e);
+                    return ControlFlow::Break(());
+                }
+                if self.stopping {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+        };
+        let finished = Instant::now();
+        let result = copied.and_then(|p| copy.finish(p.total, Some(committed)));
+        match &result {
+            Ok(s) => log::info!(
+                "backup {id}: {} written: event seq {}, {} users, {} pages, writer {}, in {:.3} s \
+                 (the last {} ms to sync and rename)",
+                s.path.display(),
+                s.seq,
+                s.users,
+                s.pages,
+                s.writer,
+                started.elapsed().as_secs_f64(),
+                finished.elapsed().as_millis()
+            ),
+            Err(e) => log::warn!("backup {id} failed: {e}"),
+        }
+        self.shared.backups.finish(id, result);
+        failed.map_or(Ok(()), Err)
+    }
+}
