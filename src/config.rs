@@ -650,10 +650,19 @@ impl Config {
 
     /// Checks the settings that depend on one another, and the values an
     /// embedding program set without the flags' parsers. The error is one line
-    /// naming the flags. (A bad `--nats` URL is not checked here: the relay
-    /// reports it and the server serves without it.)
+    /// naming the flags; `--backup-dir` must be a directory. (A bad `--nats` URL
+    /// is not checked here: the relay reports it and the server serves without it.)
     pub fn validate(&self) -> Result<(), String> {
-        self.validate_nats()
+        self.validate_nats()?;
+        if let Some(dir) = &self.backup_dir
+            && !dir.is_dir()
+        {
+            return Err(format!(
+                "--backup-dir {} is not a directory (create it, or leave BACKUP off)",
+                dir.display()
+            ));
+        }
+        Ok(())
     }
 
     /// The parser limits this configuration asks for.

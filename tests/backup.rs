@@ -245,10 +245,29 @@ fn the_command_needs_a_backup_dir_a_plain_new_name_and_authentication() {
     drop(server);
 
     let snaps = dir.path().join("snaps");
+    let on = dir.path().join("on.db");
+    let out = run_userbus(&[
+        "serve",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--db",
+        on.to_str().expect("utf-8"),
+        "--backup-dir",
+        snaps.to_str().expect("utf-8"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "served without its backup dir");
+    assert!(
+        err.contains("--backup-dir") && err.contains("is not a directory"),
+        "{err}"
+    );
+    assert!(!on.exists(), "the database was created");
     std::fs::create_dir(&snaps).expect("mkdir");
     std::fs::write(snaps.join("taken.db"), b"keep me").expect("write");
     let server = UserbusProcess::start(
-        &dir.path().join("on.db"),
+        &on,
         &[
             "--backup-dir",
             snaps.to_str().expect("utf-8"),
@@ -287,6 +306,45 @@ fn the_command_needs_a_backup_dir_a_plain_new_name_and_authentication() {
     assert_eq!(backup["backup_dir"], snaps.to_str().expect("utf-8"));
     assert_eq!(backup["backup_in_progress"], "0");
     assert!(!backup.contains_key("last_backup_id"), "{backup:?}");
+}
+
+#[test]
+fn a_second_backup_waits_its_turn_and_a_shutdown_abandons_the_copy_without_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("big.db");
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir(&snaps).expect("mkdir");
+    // ~50 MB: the copy takes a dozen steps or more.
+    preload(&db, 6_000);
+    let mut server = UserbusProcess::start(
+        &db,
+        &[
+            "--durability",
+            "normal",
+            "--backup-dir",
+            snaps.to_str().expect("utf-8"),
+        ],
+    );
+    let mut c = server.redis();
+    assert_eq!(int(&call(&mut c, &["BACKUP", "first.db"])), 1);
+    let busy = error_text(&call(&mut c, &["BACKUP", "second.db"]));
+    assert_eq!(
+        busy,
+        "ERR a backup is already in progress (backup 1, 'first.db')"
+    );
+    assert_eq!(info(&mut c, "backup")["backup_in_progress"], "1");
+    server.stop();
+    let left: Vec<String> = std::fs::read_dir(&snaps)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    assert_eq!(
+        server.lines_with("backup 1 failed: abandoned").len(),
+        1,
+        "{}",
+        server.log()
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@
 //! loop (`Copy::run`), for as long as the copy takes.
 
 use std::ops::ControlFlow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Events;
 
@@ -35,15 +35,20 @@ impl Reactor {
         } = job;
         let started = Instant::now();
         let mut failed = None;
+        // The loop's stalls: each step, and the end (sync and rename).
+        let (mut steps, mut longest, mut step_began) = (0u64, Duration::ZERO, started);
         let copied = if self.stopping {
             Err(BackupError::Abandoned)
         } else {
             copy.run(BACKUP_STEP_PAGES, BACKUP_SYNC_PAGES, |progress| {
+                steps += 1;
+                longest = longest.max(step_began.elapsed());
                 self.shared.backups.note_progress(progress);
                 if let Err(e) = self.turn(events) {
                     failed = Some(e);
                     return ControlFlow::Break(());
                 }
+                step_began = Instant::now();
                 if self.stopping {
                     ControlFlow::Break(())
                 } else {
@@ -51,19 +56,21 @@ impl Reactor {
                 }
             })
         };
-        let finished = Instant::now();
         let result = copied.and_then(|p| copy.finish(p.total, Some(committed)));
+        let last_step = step_began.elapsed();
         match &result {
             Ok(s) => log::info!(
-                "backup {id}: {} written: event seq {}, {} users, {} pages, writer {}, in {:.3} s \
-                 (the last {} ms to sync and rename)",
+                "backup {id}: {} written: event seq {}, {} users, {} pages, writer {}, in {:.3} s; \
+                 {} steps, the longest {:.1} ms, the last with the sync and rename {:.1} ms",
                 s.path.display(),
                 s.seq,
                 s.users,
                 s.pages,
                 s.writer,
                 started.elapsed().as_secs_f64(),
-                finished.elapsed().as_millis()
+                steps + 1,
+                longest.as_secs_f64() * 1e3,
+                last_step.as_secs_f64() * 1e3,
             ),
             Err(e) => log::warn!("backup {id} failed: {e}"),
         }

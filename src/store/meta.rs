@@ -57,7 +57,8 @@ pub(super) fn load_writer_id(conn: &Connection, path: &Path) -> Result<String> {
 impl Store {
     /// The database's writer id: random, made when the database was created (or
     /// upgraded to schema version 4), the same on every open. A copy of the file
-    /// keeps it, so two servers started from copies of one database share it.
+    /// keeps it, so two servers started from copies of one database share it; a
+    /// snapshot written by `store::backup` gets a new one.
     pub fn writer_id(&self) -> &str {
         &self.writer
     }
