@@ -383,28 +383,44 @@ fn with_nats_unreachable_at_start_writes_time_out_and_reads_work() {
     }
     let dir = tempfile::tempdir().unwrap();
     let url = format!("nats://127.0.0.1:{}", common::free_port());
-    let p = UserbusProcess::start(
-        &dir.path().join("r.db"),
-        &[
+    let args = |timeout| {
+        [
             "--nats",
             url.as_str(),
             "--durability",
             "replicated",
             "--replication-timeout",
-            "1s",
-        ],
-    );
+            timeout,
+        ]
+    };
+    let p = UserbusProcess::start(&dir.path().join("a.db"), &args("1s"));
     let mut c = p.redis();
     let started = Instant::now();
     let r: redis::RedisResult<i64> = redis::cmd("REGISTER").arg("early").query(&mut c);
     assert_eq!(r.expect_err("no NATS").code(), Some("NOREPLICAS"));
     assert!(started.elapsed() >= Duration::from_millis(900));
-    // Reads answer at once, and see the write (it is in the local log).
+    drop(p);
+
+    let mut p = UserbusProcess::start(&dir.path().join("b.db"), &args("30s"));
+    let mut held = raw(p.port);
+    held.write_all(&resp(&["REGISTER", "early"])).unwrap();
     let mut other = p.redis();
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while info(&mut other, "nats")["replicated_waiting_ticks"] != "1" {
+        assert!(Instant::now() < deadline, "the write was not held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Reads answer at once, and see the write (it is in the local log).
     let count: i64 = redis::cmd("USERCOUNT").query(&mut other).unwrap();
     assert_eq!(count, 1);
     let pong: String = redis::cmd("PING").query(&mut other).unwrap();
     assert_eq!(pong, "PONG");
+    // A clean stop does not wait for the 30 s: the held write gets NOREPLICAS.
+    let started = Instant::now();
+    p.stop();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let expected = format!("-{NOREPLICAS}\r\n");
+    assert_eq!(read_n(&mut held, expected.len()), expected.as_bytes());
 }
 
 #[test]

@@ -193,16 +193,12 @@ impl Reactor {
         if r.released < confirmed {
             self.release_events(confirmed);
         }
-        let mut relieved = Vec::new();
         for (k, id) in released {
             let Some(conn) = self.conns.get_mut(k) else {
                 continue;
             };
             if conn.id() != id || !conn.release_held(confirmed) {
                 continue;
-            }
-            if conn.backpressured() {
-                relieved.push(k);
             }
             self.note_touched(k);
         }
@@ -213,7 +209,7 @@ impl Reactor {
         if stopped {
             self.fail_held(i64::MAX, "the NATS relay stopped");
         }
-        self.flush_held(&relieved);
+        self.flush_held();
     }
 
     /// Gives the held replies whose deadline passed `-NOREPLICAS`.
@@ -232,7 +228,7 @@ impl Reactor {
         };
         let why = format!("JetStream did not acknowledge them within {:?}", r.timeout);
         self.fail_held(due, &why);
-        self.flush_held(&[]);
+        self.flush_held();
     }
 
     /// At shutdown: waits a little for the acks of held writes, then gives the
@@ -274,7 +270,7 @@ impl Reactor {
             self.release_held(&mut Vec::new());
         }
         self.fail_held(i64::MAX, "the server is shutting down");
-        self.flush_held(&[]);
+        self.flush_held();
     }
 
     /// Rewrites the held replies of the ticks up to `seq` as `-NOREPLICAS`.
@@ -322,9 +318,10 @@ impl Reactor {
         stats.waiting_ticks = waiting;
     }
 
-    /// Flushes what was released or failed; connections in `relieved` were
-    /// backpressured and run again when the flush brought them under the limit.
-    fn flush_held(&mut self, relieved: &[usize]) {
+    /// Flushes what was released or failed. A connection that was backpressured
+    /// (held output counts) runs again when the flush brought it under the limit:
+    /// no writable event will say so.
+    fn flush_held(&mut self) {
         if let Some(r) = &self.replication {
             self.shared
                 .stats
@@ -335,8 +332,14 @@ impl Reactor {
         if self.touched.is_empty() {
             return;
         }
+        let relieved: Vec<usize> = self
+            .touched
+            .iter()
+            .copied()
+            .filter(|&k| self.conns.get(k).is_some_and(Conn::backpressured))
+            .collect();
         self.flush_touched();
-        for &k in relieved {
+        for k in relieved {
             if self
                 .conns
                 .get(k)
