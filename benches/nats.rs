@@ -31,11 +31,17 @@
 //! The CPU columns are cores used (CPU-seconds per second, from `/proc`) by the
 //! server thread (or the limit's publisher), the load, and all nats-servers.
 //!
+//! With `--replicated` it measures `--durability replicated` instead: REGISTER
+//! over 50 connections at P=1 and at P=16 against three in-process servers in
+//! turn, strict without the relay, strict with it, and replicated (each reply
+//! after JetStream's ack); requests/s, p50 and p99 of each, and the ratios to
+//! strict.
+//!
 //! Without `nats-server` the bench prints a note and exits; without nats-py it
 //! skips the receipt latency.
 //!
 //! Usage: `cargo bench --bench nats [-- [--quick] [--json] [--no-pin] [--window N]
-//! [--durability strict|normal] [--nats-cpu CPU] [FILTER ...]]`. `--window` adds
+//! [--durability strict|normal] [--nats-cpu CPU] [--replicated] [FILTER ...]]`. `--window` adds
 //! limit rows with other windows; `--nats-cpu` pins every nats-server to one CPU
 //! (a diagnostic); a FILTER keeps the measurements whose name (`nats r1`,
 //! `nats r3`) contains it, as `scenarios.rs` filters its scenarios.
@@ -162,6 +168,8 @@ struct Options {
     /// CPU goes).
     nats_cpu: Option<usize>,
     durability: Durability,
+    /// Measure `--durability replicated` against strict instead.
+    replicated: bool,
 }
 
 fn options() -> Options {
@@ -173,6 +181,7 @@ fn options() -> Options {
         replicas: Vec::new(),
         nats_cpu: None,
         durability: Durability::default(),
+        replicated: false,
     };
     let mut filters = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -181,6 +190,7 @@ fn options() -> Options {
             "--quick" => o.quick = true,
             "--json" => o.json = true,
             "--no-pin" => o.pin = false,
+            "--replicated" => o.replicated = true,
             "--window" => match args.next().and_then(|n| n.parse().ok()) {
                 Some(n) if n > 0 && !o.windows.contains(&n) => o.windows.push(n),
                 Some(n) if n > 0 => {}
@@ -272,6 +282,14 @@ impl Nats {
             Nats::Cluster(c) => c.urls(),
         }
     }
+
+    /// A test client on a running node.
+    fn client(&self) -> client::NatsTestClient {
+        match self {
+            Nats::One(s) => s.client(),
+            Nats::Cluster(c) => c.any_client(),
+        }
+    }
 }
 
 fn main() {
@@ -306,6 +324,10 @@ fn main() {
         pin_to(LOAD_CPU);
     }
     let started = Instant::now();
+    if opts.replicated {
+        replicated_main(&opts, secs, pin, cores, started);
+        return;
+    }
     let mut results = Vec::new();
     for &replicas in &opts.replicas {
         eprintln!("R={replicas}: starting nats-server ...");
@@ -1214,4 +1236,116 @@ fn nats_server_version() -> String {
             text.split_whitespace().last().map(str::to_string)
         })
         .unwrap_or_default()
+}
+
+/// The REGISTER runs of one mode against one replica count.
+#[derive(Serialize)]
+struct ModeRuns {
+    replicas: u32,
+    mode: &'static str,
+    /// One report per pipeline depth of `REPLICATED_PIPELINES`.
+    runs: Vec<Report>,
+}
+
+/// The pipeline depths of the replicated comparison.
+const REPLICATED_PIPELINES: [usize; 2] = [1, PIPELINE];
+
+/// `--replicated`: strict without the relay, strict with it, replicated.
+fn replicated_main(opts: &Options, secs: f64, pin: bool, cores: usize, started: Instant) {
+    let mut results = Vec::new();
+    for &replicas in &opts.replicas {
+        eprintln!("R={replicas}: starting nats-server ...");
+        let nats = unpinned(|| Nats::start(replicas));
+        let urls = nats.urls();
+        for (mode, relay, durability) in [
+            ("strict", false, Durability::Strict),
+            ("strict + relay", true, Durability::Strict),
+            ("replicated", true, Durability::Replicated),
+        ] {
+            if relay {
+                // A fresh database is a new writer: it starts on an empty stream.
+                let mut c = nats.client();
+                if c.try_stream_info("USERBUS").is_some() {
+                    c.delete_stream("USERBUS");
+                }
+            }
+            let server =
+                Running::start(relay.then_some((urls.as_str(), replicas)), durability, pin);
+            if relay {
+                let mut a = register_args(&server, 1, 1);
+                a.requests = Some(1);
+                run(&a);
+                server
+                    .drain(SETUP_TIMEOUT)
+                    .expect("the relay publishes its first event");
+            }
+            let mut runs = Vec::new();
+            for pipeline in REPLICATED_PIPELINES {
+                eprintln!("R={replicas}: {mode}, REGISTER P={pipeline} ...");
+                let mut a = register_args(&server, CONNECTIONS, pipeline);
+                a.duration = Some(secs);
+                runs.push(run(&a));
+            }
+            results.push(ModeRuns {
+                replicas,
+                mode,
+                runs,
+            });
+        }
+        drop(nats);
+    }
+    if opts.json {
+        let doc = serde_json::json!({
+            "quick": opts.quick,
+            "pinned": pin,
+            "cores": cores,
+            "seconds": started.elapsed().as_secs_f64(),
+            "results": results,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON values serialize")
+        );
+        return;
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "REGISTER, {CONNECTIONS} connections, {secs} s a run: nats-server {}, {cores} cores, {}",
+        nats_server_version(),
+        if pin {
+            "server thread on CPU 1, load on CPU 0"
+        } else {
+            "not pinned"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "{:>2} {:<15} {:>3} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "R", "mode", "P", "req/s", "vs strict", "p50 ms", "p99 ms", "errors"
+    );
+    for m in &results {
+        let strict = results
+            .iter()
+            .find(|b| b.replicas == m.replicas && b.mode == "strict");
+        for (i, r) in m.runs.iter().enumerate() {
+            let base = strict
+                .and_then(|b| b.runs.get(i))
+                .map_or(f64::NAN, |b| b.requests_per_sec);
+            let _ = writeln!(
+                s,
+                "{:>2} {:<15} {:>3} {:>10.0} {:>9.2} {:>9.3} {:>9.3} {:>7}",
+                m.replicas,
+                m.mode,
+                r.pipeline,
+                r.requests_per_sec,
+                r.requests_per_sec / base,
+                r.latency_ms.p50,
+                r.latency_ms.p99,
+                r.errors
+            );
+        }
+    }
+    let _ = writeln!(s, "took {:.0} s", started.elapsed().as_secs_f64());
+    print!("{s}");
 }

@@ -55,6 +55,9 @@ pub const DEFAULT_NATS_REPLICAS: u32 = 1;
 pub const MAX_NATS_REPLICAS: u32 = 5;
 /// Longest JetStream stream name, in bytes (nats-server's `JSMaxNameLen`).
 pub const MAX_NATS_STREAM_NAME_BYTES: usize = 255;
+/// Default time a replicated write waits for JetStream's ack before its client
+/// gets `-NOREPLICAS` (`--replication-timeout`).
+pub const DEFAULT_REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest bulk string a request may carry (Redis's `proto-max-bulk-len` is 512 MiB;
 /// the largest thing userbus stores, a user with 32 fields of 4 KiB, is 128 KiB).
@@ -138,6 +141,17 @@ pub enum Durability {
     /// `synchronous=NORMAL`: survives a process crash; the last ticks may be lost on
     /// power loss.
     Normal,
+    /// `synchronous=FULL` as `Strict`, and a write is acknowledged only once
+    /// JetStream (`--nats`) acknowledged every event of its tick: it survives the
+    /// loss of the machine. Needs `--nats`.
+    Replicated,
+}
+
+impl Durability {
+    /// True when a write waits for JetStream's ack before its reply.
+    pub fn replicated(self) -> bool {
+        self == Durability::Replicated
+    }
 }
 
 impl FromStr for Durability {
@@ -146,8 +160,9 @@ impl FromStr for Durability {
         match s.to_ascii_lowercase().as_str() {
             "strict" => Ok(Durability::Strict),
             "normal" => Ok(Durability::Normal),
+            "replicated" => Ok(Durability::Replicated),
             _ => Err(format!(
-                "durability must be 'strict' or 'normal', not '{s}'"
+                "durability must be 'strict', 'normal' or 'replicated', not '{s}'"
             )),
         }
     }
@@ -158,6 +173,7 @@ impl fmt::Display for Durability {
         f.write_str(match self {
             Durability::Strict => "strict",
             Durability::Normal => "normal",
+            Durability::Replicated => "replicated",
         })
     }
 }
@@ -213,6 +229,46 @@ impl fmt::Display for Retention {
         }
         f.write_str(&parts.join(","))
     }
+}
+
+/// Parses a duration as the flags write one: a whole number with a unit, `ms`,
+/// `s`, `m`, `h` or `d` (`5s`, `1500ms`, `2m`); a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let unit = t.trim_start_matches(|c: char| c.is_ascii_digit());
+    let digits = &t[..t.len() - unit.len()];
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}': expected a duration such as 5s, 1500ms or 2m"))?;
+    let millis = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("'{s}': duration units are ms, s, m, h and d")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(millis)))
+}
+
+/// A duration as `parse_duration` reads it back: `5s`, or `1500ms` when it is
+/// not a whole number of seconds.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// `--replication-timeout`: a duration above zero.
+#[cfg(feature = "tools")]
+fn parse_replication_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("the replication timeout must be above zero".into());
+    }
+    Ok(d)
 }
 
 /// Output limits for subscribers (Redis's `client-output-buffer-limit pubsub`).
@@ -272,12 +328,23 @@ pub struct Config {
     /// SQLite database file (created when missing).
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_DB", value_name = "PATH", default_value = DEFAULT_DB))]
     pub db: PathBuf,
-    /// strict (fsync per commit) or normal.
+    /// strict (fsync per commit), normal, or replicated (strict, and JetStream
+    /// acknowledged it; needs --nats).
     ///
     /// strict: every acknowledged write survives power loss (fsync per commit);
-    /// normal: survives a process crash, the last commits may be lost on power loss.
+    /// normal: survives a process crash, the last commits may be lost on power loss;
+    /// replicated: SQLite as in strict mode, and a write's reply waits until
+    /// JetStream (--nats) acknowledged every event of its tick, so it survives the
+    /// loss of the machine (-NOREPLICAS after --replication-timeout).
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_DURABILITY", value_name = "MODE", default_value_t = Durability::default()))]
     pub durability: Durability,
+    /// With --durability replicated: how long a write waits for JetStream's ack
+    /// before its reply becomes -NOREPLICAS (5s, 1500ms, 1m).
+    ///
+    /// The write stays in the local log and its events still reach the stream
+    /// once NATS acknowledges them: after -NOREPLICAS its outcome is unknown.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_REPLICATION_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_replication_timeout))]
+    pub replication_timeout: Duration,
     /// Most clients connected at once.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_MAXCLIENTS", value_name = "N", default_value_t = MAX_CLIENTS))]
     pub maxclients: usize,
@@ -483,6 +550,7 @@ impl Default for Config {
             http_port: DEFAULT_HTTP_PORT,
             db: PathBuf::from(DEFAULT_DB),
             durability: Durability::default(),
+            replication_timeout: DEFAULT_REPLICATION_TIMEOUT,
             maxclients: MAX_CLIENTS,
             max_bulk_bytes: MAX_BULK_BYTES,
             max_multibulk_len: MAX_MULTIBULK_LEN,
@@ -526,6 +594,7 @@ impl fmt::Debug for Config {
             http_port,
             db,
             durability,
+            replication_timeout,
             maxclients,
             max_bulk_bytes,
             max_multibulk_len,
@@ -563,6 +632,7 @@ impl fmt::Debug for Config {
             .field("http_port", http_port)
             .field("db", db)
             .field("durability", durability)
+            .field("replication_timeout", replication_timeout)
             .field("maxclients", maxclients)
             .field("max_bulk_bytes", max_bulk_bytes)
             .field("max_multibulk_len", max_multibulk_len)
@@ -653,6 +723,16 @@ impl Config {
     /// naming the flags; `--backup-dir` must be a directory. (A bad `--nats` URL
     /// is not checked here: the relay reports it and the server serves without it.)
     pub fn validate(&self) -> Result<(), String> {
+        if self.durability.replicated() && !self.nats_enabled() {
+            return Err(
+                "--durability replicated needs --nats: a write is acknowledged once the \
+                 JetStream stream holds its events"
+                    .into(),
+            );
+        }
+        if self.replication_timeout.is_zero() {
+            return Err("--replication-timeout must be above zero".into());
+        }
         self.validate_nats()?;
         if let Some(dir) = &self.backup_dir
             && !dir.is_dir()
@@ -693,6 +773,10 @@ impl Config {
             ("https-port", self.https_port.to_string()),
             ("db", self.db.display().to_string()),
             ("durability", self.durability.to_string()),
+            (
+                "replication-timeout",
+                format_duration(self.replication_timeout),
+            ),
             ("maxclients", self.maxclients.to_string()),
             ("proto-max-bulk-len", self.max_bulk_bytes.to_string()),
             ("max-multibulk-len", self.max_multibulk_len.to_string()),
@@ -772,7 +856,7 @@ impl Config {
             (
                 "appendfsync",
                 match self.durability {
-                    Durability::Strict => "always",
+                    Durability::Strict | Durability::Replicated => "always",
                     Durability::Normal => "everysec",
                 }
                 .to_string(),
@@ -859,5 +943,52 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn durations_read_as_the_flags_write_them() {
+        for (text, ms) in [("5s", 5000), ("1500ms", 1500), ("2m", 120_000), ("3", 3000)] {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in ["", "s", "5x", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad} parsed");
+        }
+        assert_eq!(format_duration(Duration::from_secs(5)), "5s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn replicated_durability_needs_nats_and_a_timeout() {
+        if std::env::vars().any(|(k, _)| k.starts_with("USERBUS_")) {
+            eprintln!("skipped: a USERBUS_* variable would set a flag");
+            return;
+        }
+        let parse = |args: &[&str]| {
+            Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+                .map(|s| s.config)
+        };
+        let alone = parse(&["--durability", "replicated"]).expect("parses");
+        assert!(
+            alone.validate().is_err_and(|e| e.contains("--nats")),
+            "{:?}",
+            alone.validate()
+        );
+        let config = parse(&[
+            "--durability",
+            "replicated",
+            "--nats",
+            "nats://a:4222",
+            "--replication-timeout",
+            "1500ms",
+        ])
+        .expect("parses");
+        assert_eq!(config.durability, Durability::Replicated);
+        assert_eq!(config.replication_timeout, Duration::from_millis(1500));
+        assert_eq!(config.validate(), Ok(()));
+        assert!(parse(&["--replication-timeout", "0s"]).is_err());
     }
 }

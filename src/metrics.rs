@@ -65,6 +65,30 @@ const BATCH: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
 
+/// What `--durability replicated` counts: writes held for JetStream's ack.
+#[derive(Debug, Clone)]
+pub struct ReplicationStats {
+    /// Ticks whose write replies waited for JetStream.
+    pub held_ticks: u64,
+    /// Such ticks waiting now.
+    pub waiting_ticks: usize,
+    /// Write replies that became `-NOREPLICAS` (or an HTTP 503).
+    pub noreplicas: u64,
+    /// Commit-to-release times of held ticks, seconds.
+    pub wait_seconds: Histogram,
+}
+
+impl Default for ReplicationStats {
+    fn default() -> Self {
+        ReplicationStats {
+            held_ticks: 0,
+            waiting_ticks: 0,
+            noreplicas: 0,
+            wait_seconds: Histogram::new(ACK_SECONDS),
+        }
+    }
+}
+
 /// The server's counters. Plain integers: one thread owns them.
 #[derive(Debug, Clone)]
 pub struct Stats {
@@ -116,6 +140,8 @@ pub struct Stats {
     pub durable_offsets: Vec<(String, i64)>,
     /// The JetStream relay as of the last tick (with `--nats`).
     pub nats: Option<crate::nats::relay::RelayStatus>,
+    /// Writes held for JetStream (with `--durability replicated`).
+    pub replication: Option<ReplicationStats>,
     /// Events removed by retention.
     pub trimmed_events: u64,
     /// Handler callbacks that panicked.
@@ -177,6 +203,7 @@ impl Stats {
             pushes: 0,
             durable_offsets: Vec::new(),
             nats: None,
+            replication: None,
             trimmed_events: 0,
             handler_panics: 0,
             command_calls: vec![0; command_names.len()],
@@ -202,6 +229,10 @@ impl Stats {
             connected_clients: self.connected_clients,
             durable_offsets: std::mem::take(&mut self.durable_offsets),
             nats: self.nats.take(),
+            replication: self.replication.as_ref().map(|r| ReplicationStats {
+                waiting_ticks: r.waiting_ticks,
+                ..ReplicationStats::default()
+            }),
             tick_registrations: self.tick_registrations,
             tick_unregistrations: self.tick_unregistrations,
             tick_requests: self.tick_requests,
@@ -518,6 +549,38 @@ pub fn prometheus(v: &View<'_>) -> String {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
+    }
+    if let Some(r) = &s.replication {
+        for (name, kind, help, value) in [
+            (
+                "userbus_replicated_held_ticks_total",
+                "counter",
+                "Ticks whose write replies waited for JetStream's ack.",
+                r.held_ticks,
+            ),
+            (
+                "userbus_replicated_waiting_ticks",
+                "gauge",
+                "Ticks whose write replies wait for JetStream's ack now.",
+                r.waiting_ticks as u64,
+            ),
+            (
+                "userbus_noreplicas_total",
+                "counter",
+                "Write replies that became NOREPLICAS (not acknowledged in time).",
+                r.noreplicas,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        r.wait_seconds.write(
+            &mut out,
+            "userbus_replicated_wait_seconds",
+            "Time from a held tick's commit to JetStream's ack of its last event.",
+        );
     }
     s.tick_seconds
         .write(&mut out, "userbus_tick_seconds", "Duration of a tick.");

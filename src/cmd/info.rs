@@ -4,7 +4,8 @@
 //! `INFO [section ...]` → text; sections `server`, `clients`, `stats`,
 //! `persistence`, `events` (the log, consumer groups with lag and pending counts,
 //! durable handlers with their lag), `nats` (the JetStream relay: server, stream,
-//! confirmed seq, lag in events and seconds, reconnects, last error), `keyspace`,
+//! confirmed seq, lag in events and seconds, reconnects, last error; with
+//! `--durability replicated`, the writes held for its acks), `keyspace`,
 //! `backup` (the BACKUP under way and how the last one ended)
 //! (`default`, `all` and `everything` give all of them).
 
@@ -175,6 +176,17 @@ fn render_nats(ctx: &mut Ctx<'_>, t: &mut String) {
             .unwrap_or("")
             .replace(['\r', '\n'], " "),
     );
+    if let Some(r) = &ctx.stats.replication {
+        let _ = write!(
+            t,
+            "replicated_timeout_ms:{}\r\nreplicated_held_ticks:{}\r\n\
+             replicated_waiting_ticks:{}\r\nreplicated_noreplicas:{}\r\n",
+            ctx.config.replication_timeout.as_millis(),
+            r.held_ticks,
+            r.waiting_ticks,
+            r.noreplicas,
+        );
+    }
 }
 
 /// The `# Events` section: the log, consumer groups, durable handlers.

@@ -116,11 +116,13 @@ impl Conn {
         }
     }
 
-    /// Writes pending output until done or the socket would block. Returns the
-    /// bytes written. A closing connection whose output is all out becomes closed
-    /// (after a TLS close_notify).
+    /// Writes pending output, up to the first held reply, until done or the
+    /// socket would block. Returns the bytes written. A closing connection whose
+    /// output is all out becomes closed (after a TLS close_notify).
     pub fn flush(&mut self) -> io::Result<usize> {
         let mut total = 0;
+        // Replies held for JetStream, and all that follows them, stay.
+        let limit = self.held.limit(self.wbuf.len());
         if let Some(tls) = self.tls.as_mut() {
             // Plaintext goes into the session only once its earlier records are on
             // the wire, so unsent output stays in `wbuf`, where the limits see it.
@@ -137,17 +139,17 @@ impl Conn {
                         Err(e) => return Err(e),
                     }
                 }
-                if self.wpos == self.wbuf.len() {
+                if self.wpos == limit {
                     break;
                 }
-                let end = self.wbuf.len().min(self.wpos + TLS_PLAINTEXT_CHUNK_BYTES);
+                let end = limit.min(self.wpos + TLS_PLAINTEXT_CHUNK_BYTES);
                 let n = tls.writer().write(&self.wbuf[self.wpos..end])?;
                 self.wpos += n;
                 total += n;
             }
         } else {
-            while self.wpos < self.wbuf.len() {
-                match self.stream.write(&self.wbuf[self.wpos..]) {
+            while self.wpos < limit {
+                match self.stream.write(&self.wbuf[self.wpos..limit]) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         self.wpos += n;
@@ -182,6 +184,7 @@ impl Conn {
             self.wpos = 0;
         } else if self.wpos >= COMPACT_OUTPUT_BYTES {
             self.wbuf.drain(..self.wpos);
+            self.held.shift(self.wpos);
             self.wpos = 0;
         }
     }

@@ -22,9 +22,11 @@ use crate::http::{HttpError, HttpState, REQUEST_TIMEOUT, Request};
 use crate::protocol::{Args, Parsed, ProtocolError, Reply, RequestParser};
 use crate::session::Session;
 
+mod held;
 mod io;
 mod replies;
 
+use self::held::HeldReplies;
 pub use self::io::ReadEnd;
 use self::replies::TickReplies;
 
@@ -133,6 +135,9 @@ pub struct Conn {
     block: Block,
     /// The current tick's replies.
     tick: TickReplies,
+    /// Write replies waiting for JetStream (`--durability replicated`): the
+    /// output is flushed up to the first of them.
+    held: HeldReplies,
     /// The request lent out by `next_request`: the input it takes and where its
     /// reply starts.
     front: (usize, usize),
@@ -171,6 +176,7 @@ impl Conn {
             session: Session::new(id),
             block: Block::None,
             tick: TickReplies::default(),
+            held: HeldReplies::default(),
             front: (0, 0),
             registered: Interest::READABLE,
             queued: false,
@@ -308,9 +314,10 @@ impl Conn {
         self.pending_output() > MAX_PENDING_OUTPUT_BYTES
     }
 
-    /// True when there is something to write (replies or TLS records).
+    /// True when there is something to write (replies not held back, or TLS
+    /// records).
     pub fn wants_write(&self) -> bool {
-        self.pending_output() > 0 || self.tls_wants_write()
+        self.held.limit(self.wbuf.len()) > self.wpos || self.tls_wants_write()
     }
 
     /// A RESP encoder over the output, for what is written outside a request's
@@ -498,6 +505,7 @@ impl Conn {
     /// consumed and the connection goes on. Returns true when the connection must
     /// be served again (it was parked).
     pub fn roll_back_tick(&mut self, error: &str) -> bool {
+        self.held.forget_uncommitted();
         let resp3 = self.session.resp3;
         let is_http = self.is_http();
         let mut closes = false;
@@ -523,6 +531,40 @@ impl Conn {
             return true;
         }
         false
+    }
+
+    // ---- replicated writes (`--durability replicated`) ----------------------------
+
+    /// Holds the reply just recorded (a write whose events JetStream must
+    /// acknowledge first); `keep_alive` for an HTTP response, `None` for RESP.
+    pub fn hold_reply(&mut self, keep_alive: Option<bool>) {
+        if let Some(start) = self.tick.last_start() {
+            self.held.hold(start, self.wbuf.len(), keep_alive);
+        }
+    }
+
+    /// The tick committed with `seq` as its last event; true when it held a
+    /// reply here.
+    pub fn commit_held(&mut self, seq: i64) -> bool {
+        self.held.commit(seq)
+    }
+
+    /// Lets the replies of the ticks up to `confirmed` go; true when one did.
+    pub fn release_held(&mut self, confirmed: i64) -> bool {
+        self.held.release(confirmed)
+    }
+
+    /// Rewrites the held replies of the ticks up to `seq` as `-<error>` (HTTP: a
+    /// 503 with the error as JSON); returns how many.
+    pub fn fail_held(&mut self, seq: i64, error: &str) -> usize {
+        let resp3 = self.session.resp3;
+        self.held
+            .fail(seq, &mut self.wbuf, |out, keep_alive| match keep_alive {
+                Some(keep_alive) => {
+                    crate::http::Response::error(503, error).write(out, keep_alive, false)
+                }
+                None => Reply::new(out, resp3).error(error),
+            })
     }
 
     // ---- blocking commands -----------------------------------------------------

@@ -40,6 +40,11 @@ impl TickReplies {
         self.used_storage |= used_storage;
     }
 
+    /// Where the last recorded reply starts.
+    pub(super) fn last_start(&self) -> Option<usize> {
+        self.blocks.last().map(|&(at, _)| at)
+    }
+
     /// Rewrites `out` after a failed commit: every block that used storage becomes
     /// what `replace` writes, the others keep their bytes. `replace` returns false
     /// to stop there (an HTTP connection closes after its error response, so what

@@ -207,6 +207,12 @@ impl Relay {
         self.confirmed
     }
 
+    /// True when the relay stopped for good (a gap, another writer, an
+    /// incompatible stream): nothing more will be confirmed.
+    pub fn is_stopped(&self) -> bool {
+        self.state == State::Stopped
+    }
+
     /// Readiness of the client's socket.
     pub fn ready(&mut self, registry: &Registry, readable: bool, writable: bool, now: Instant) {
         self.client.ready(registry, readable, writable, now);

@@ -19,7 +19,7 @@ impl Reactor {
         if self.handlers.durable.is_empty() {
             return;
         }
-        let last = self.shared.store.committed_counts().last_seq;
+        let last = self.visible_seq();
         let now = Instant::now();
         self.durable_behind = false;
         for h in &mut self.handlers.durable {
@@ -33,7 +33,7 @@ impl Reactor {
                 None => match self
                     .shared
                     .store
-                    .events_between(from, i64::MAX, DURABLE_BATCH, false)
+                    .events_between(from, last, DURABLE_BATCH, false)
                 {
                     Ok(rows) => {
                         read = rows.iter().map(Event::from_row).collect::<Vec<_>>();
@@ -123,11 +123,17 @@ impl Reactor {
                     log::trace!("commit in {took:?}");
                 }
                 let events = std::mem::take(&mut self.shared.events);
-                for event in &events {
-                    self.shared.stats.events += 1;
-                    self.shared.stats.handler_panics += self.handlers.dispatch(event) as u64;
-                    if !self.shared.pubsub.is_empty() {
-                        self.publish(event);
+                if self.replication.is_some() && !events.is_empty() {
+                    // Out once the stream confirms them (reactor/replicated.rs).
+                    self.shared.stats.events += events.len() as u64;
+                    self.hold_tick(&events);
+                } else {
+                    for event in &events {
+                        self.shared.stats.events += 1;
+                        self.shared.stats.handler_panics += self.handlers.dispatch(event) as u64;
+                        if !self.shared.pubsub.is_empty() {
+                            self.publish(event);
+                        }
                     }
                 }
                 let woke = !events.is_empty() && !self.blocked.is_empty();
@@ -142,6 +148,9 @@ impl Reactor {
                 self.shared.stats.finish_tick(false);
                 self.relay_committed(false);
                 self.shared.events.clear();
+                if let Some(r) = self.replication.as_mut() {
+                    r.forget_tick();
+                }
                 let reply = format!("ERR storage: {e}");
                 let touched = std::mem::take(&mut self.touched);
                 for &k in &touched {
@@ -163,7 +172,7 @@ impl Reactor {
 
     /// Lets the blocked readers that the last commit may satisfy run again.
     pub(super) fn wake_readers(&mut self) {
-        let last_seq = self.shared.store.committed_counts().last_seq;
+        let last_seq = self.visible_seq();
         let mut blocked = std::mem::take(&mut self.blocked);
         blocked.retain(|&k| {
             let Some(conn) = self.conns.get_mut(k) else {

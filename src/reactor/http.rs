@@ -55,6 +55,7 @@ impl Reactor {
             }
             // The connection's session is the route's: the route reads none of it
             // but the one context wants it.
+            let events_before = self.shared.events.len();
             let (routed, used_storage) = {
                 let session = conn.session_mut();
                 let mut env = Env::new(&mut self.shared, (), session, k);
@@ -73,6 +74,11 @@ impl Reactor {
                     conn.reply(used_storage, |out| {
                         resp.write(out, req.keep_alive, req.method == Method::Head)
                     });
+                    if self.shared.events.len() > events_before
+                        && let Some(r) = self.replication.as_mut()
+                    {
+                        r.hold(k, conn, Some(req.keep_alive));
+                    }
                     if !req.keep_alive {
                         conn.finish();
                         return;
@@ -101,7 +107,7 @@ impl Reactor {
     /// live ones. `fresh` is what the last commit added to the log (empty outside a
     /// tick): a stream that had everything before it is fed from it without a read.
     pub(super) fn feed_sse(&mut self, fresh: &[Event]) {
-        let last = self.shared.store.committed_counts().last_seq;
+        let last = self.visible_seq();
         let now = Instant::now();
         self.sse_behind = false;
         let mut i = 0;

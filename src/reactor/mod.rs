@@ -41,6 +41,7 @@ mod commit;
 mod conns;
 mod http;
 mod relay;
+mod replicated;
 mod resp;
 mod timers;
 
@@ -260,6 +261,8 @@ pub struct Reactor {
     relay_stored_at: Option<Instant>,
     /// The relay has room and committed events to send: poll without waiting.
     relay_behind: bool,
+    /// Write replies and events held for JetStream (`--durability replicated`).
+    replication: Option<replicated::Replication>,
 }
 
 impl Reactor {
@@ -349,6 +352,19 @@ impl Reactor {
         }
         let relay = relay::build(&config, &mut store)?;
         let relay_stored = relay.as_ref().map_or(0, |r| r.confirmed());
+        if config.durability.replicated() && relay.is_none() {
+            return Err(Error::Config(
+                "--durability replicated needs a NATS relay, and --nats could not be used \
+                 (see the error above)"
+                    .into(),
+            ));
+        }
+        let replication = config.durability.replicated().then(|| {
+            replicated::Replication::new(
+                config.replication_timeout,
+                store.committed_counts().last_seq,
+            )
+        });
         let trim_at = config.retain_events.map(|_| Instant::now());
         let idle_sweep_at = (config.timeout > 0).then(|| Instant::now() + IDLE_SWEEP);
         // Handlers behind the log catch up from the first tick, events or not.
@@ -384,7 +400,10 @@ impl Reactor {
                 store,
                 events: Vec::new(),
                 config,
-                stats: Stats::new(port, crate::cmd::COMMANDS.iter().map(|c| c.name)),
+                stats: Stats {
+                    replication: replication.as_ref().map(|_| Default::default()),
+                    ..Stats::new(port, crate::cmd::COMMANDS.iter().map(|c| c.name))
+                },
                 pubsub: PubSub::default(),
                 backups: crate::cmd::Backups::default(),
             },
@@ -409,6 +428,7 @@ impl Reactor {
             relay_persisting: None,
             relay_stored_at: None,
             relay_behind: false,
+            replication,
         })
     }
 
@@ -587,6 +607,7 @@ impl Reactor {
         self.flush_touched();
         self.run_durable_handlers(&fresh);
         self.step_relay(&fresh);
+        self.release_held(&mut fresh);
         fresh.clear();
         self.shared.events = fresh;
         if requests > 0 {

@@ -188,6 +188,7 @@ impl Reactor {
         if relay.next_deadline().is_some_and(|d| now >= d) {
             relay.on_timer(self.poll.registry(), now);
             self.step_relay(&[]);
+            self.release_held(&mut Vec::new());
         }
     }
 }

@@ -98,11 +98,17 @@ impl Reactor {
                 Next::Nothing => return,
                 Next::Request(running) => {
                     running.session.last_active = now;
+                    let events_before = self.shared.events.len();
                     let mut ctx = Ctx::new(&mut self.shared, running.out, running.session, k);
                     ctx.woken_after = running.woken_after;
                     let outcome = cmd::execute(&running.args, &mut ctx);
                     let used_storage = ctx.used_storage();
                     conn.request_done(&outcome, used_storage);
+                    if self.shared.events.len() > events_before
+                        && let Some(r) = self.replication.as_mut()
+                    {
+                        r.hold(k, conn, None);
+                    }
                     self.shared.stats.tick_requests += 1;
                     outcome
                 }

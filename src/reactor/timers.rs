@@ -36,7 +36,8 @@ impl Reactor {
             .filter_map(|h| h.retry_at)
             .min();
         let relay = self.relay.as_ref().and_then(|r| r.next_deadline());
-        [self.timers.next(), first_deadline, first_retry, relay]
+        let held = self.replication.as_ref().and_then(|r| r.next_deadline());
+        [self.timers.next(), first_deadline, first_retry, relay, held]
             .into_iter()
             .flatten()
             .min()
@@ -58,6 +59,7 @@ impl Reactor {
         }
         let now = Instant::now();
         self.relay_timers(now);
+        self.replicated_timers(now);
         if let Some(until) = self.timers.accept_paused_until
             && now >= until
         {
@@ -150,6 +152,7 @@ impl Reactor {
     /// Flushes the last replies (for a bounded time), closes every connection,
     /// checkpoints.
     pub(super) fn finish(&mut self) {
+        self.settle_held();
         self.store_relay_position();
         if let Some(relay) = self.relay.as_mut() {
             relay.shutdown(self.poll.registry());

@@ -126,7 +126,7 @@ impl Store {
             )));
         }
         let sync = match durability {
-            Durability::Strict => "FULL",
+            Durability::Strict | Durability::Replicated => "FULL",
             Durability::Normal => "NORMAL",
         };
         // Checkpoints run between ticks (see `checkpoint`), never inside a commit.
