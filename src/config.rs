@@ -465,6 +465,11 @@ pub struct Config {
         arg(long, env = "USERBUS_NATS_CA", value_name = "PEM")
     )]
     pub nats_ca: Option<PathBuf>,
+    /// Run as a read-only follower of the --nats stream: apply what the primary
+    /// relays into it, refuse writes (-READONLY) until REPLICAOF NO ONE promotes
+    /// this node.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_FOLLOW"))]
+    pub follow: bool,
 }
 
 impl Default for Config {
@@ -505,6 +510,7 @@ impl Default for Config {
             nats_token: None,
             nats_credentials_file: None,
             nats_ca: None,
+            follow: false,
         }
     }
 }
@@ -547,6 +553,7 @@ impl fmt::Debug for Config {
             nats_token,
             nats_credentials_file,
             nats_ca,
+            follow,
         } = self;
         f.debug_struct("Config")
             .field("bind", bind)
@@ -583,6 +590,7 @@ impl fmt::Debug for Config {
             .field("nats_token", &redacted(nats_token))
             .field("nats_credentials_file", nats_credentials_file)
             .field("nats_ca", nats_ca)
+            .field("follow", follow)
             .finish()
     }
 }
@@ -643,6 +651,13 @@ impl Config {
     /// naming the flags. (A bad `--nats` URL is not checked here: the relay
     /// reports it and the server serves without it.)
     pub fn validate(&self) -> Result<(), String> {
+        if self.follow && given(&self.nats).is_none() {
+            return Err(
+                "--follow needs --nats: a follower applies the JetStream stream the primary \
+                 relays into"
+                    .into(),
+            );
+        }
         self.validate_nats()
     }
 

@@ -116,6 +116,9 @@ pub struct Stats {
     pub durable_offsets: Vec<(String, i64)>,
     /// The JetStream relay as of the last tick (with `--nats`).
     pub nats: Option<crate::nats::relay::RelayStatus>,
+    /// The replication role, a pending promotion and the follower's figures
+    /// (INFO replication, `userbus_replica_*`).
+    pub replica: crate::replica::Replica,
     /// Events removed by retention.
     pub trimmed_events: u64,
     /// Handler callbacks that panicked.
@@ -177,6 +180,7 @@ impl Stats {
             pushes: 0,
             durable_offsets: Vec::new(),
             nats: None,
+            replica: crate::replica::Replica::default(),
             trimmed_events: 0,
             handler_panics: 0,
             command_calls: vec![0; command_names.len()],
@@ -202,6 +206,7 @@ impl Stats {
             connected_clients: self.connected_clients,
             durable_offsets: std::mem::take(&mut self.durable_offsets),
             nats: self.nats.take(),
+            replica: std::mem::take(&mut self.replica),
             tick_registrations: self.tick_registrations,
             tick_unregistrations: self.tick_unregistrations,
             tick_requests: self.tick_requests,
@@ -518,6 +523,9 @@ pub fn prometheus(v: &View<'_>) -> String {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
+    }
+    if s.replica.nats {
+        s.replica.write_metrics(&mut out);
     }
     s.tick_seconds
         .write(&mut out, "userbus_tick_seconds", "Duration of a tick.");

@@ -4,7 +4,9 @@
 //! `INFO [section ...]` → text; sections `server`, `clients`, `stats`,
 //! `persistence`, `events` (the log, consumer groups with lag and pending counts,
 //! durable handlers with their lag), `nats` (the JetStream relay: server, stream,
-//! confirmed seq, lag in events and seconds, reconnects, last error), `keyspace`
+//! confirmed seq, lag in events and seconds, reconnects, last error),
+//! `replication` (`role:master` or `role:slave`, and the follower's applied seq,
+//! the stream's last seq, lag, promotions and fencing), `keyspace`
 //! (`default`, `all` and `everything` give all of them).
 
 use std::fmt::Write;
@@ -21,8 +23,9 @@ pub const SPEC: Spec = Spec {
     run,
 };
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "server",
+    "replication",
     "clients",
     "persistence",
     "stats",
@@ -56,6 +59,10 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
 fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
     if section == "events" {
         render_events(ctx, t);
+        return;
+    }
+    if section == "replication" {
+        ctx.stats.replica.write_info(t);
         return;
     }
     if section == "nats" {

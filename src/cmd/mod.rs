@@ -15,6 +15,7 @@ mod lookup;
 mod ping;
 mod quit;
 mod register;
+mod replicaof;
 mod select;
 mod subscribe;
 mod unregister;
@@ -33,6 +34,7 @@ mod xreadgroup;
 
 pub use client::describe as describe_client;
 pub use ctx::{Ctx, Shared};
+pub use replicaof::PROMOTION_WAIT;
 pub use xread::Wait;
 
 /// What the reactor must do after a command ran.
@@ -82,7 +84,7 @@ pub struct Spec {
 /// Every command, in the order COMMAND lists them.
 pub static COMMANDS: &[Spec] = &TABLE;
 
-const TABLE: [Spec; 34] = [
+const TABLE: [Spec; 36] = [
     ping::SPEC,
     echo::SPEC,
     quit::SPEC,
@@ -117,6 +119,8 @@ const TABLE: [Spec; 34] = [
     xadd::XDEL,
     xadd::XTRIM,
     xadd::XSETID,
+    replicaof::REPLICAOF,
+    replicaof::SLAVEOF,
 ];
 
 /// Commands a RESP2 client may run while subscribed (Redis's rule).
@@ -320,6 +324,10 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
              are allowed in this context",
             spec.name
         ));
+        return Outcome::Continue;
+    }
+    if ctx.stats.replica.read_only() && crate::replica::USER_WRITES.contains(&spec.name) {
+        ctx.out.error(crate::replica::READONLY);
         return Outcome::Continue;
     }
     ctx.stats.commands += 1;

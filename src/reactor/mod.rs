@@ -38,6 +38,7 @@ use crate::store::Store;
 
 mod commit;
 mod conns;
+mod follow;
 mod http;
 mod relay;
 mod resp;
@@ -259,6 +260,12 @@ pub struct Reactor {
     relay_stored_at: Option<Instant>,
     /// The relay has room and committed events to send: poll without waiting.
     relay_behind: bool,
+    /// The follower (`--follow`, or a fenced primary).
+    follow: Option<follow::Follow>,
+    /// The follower has delivered events to apply: poll without waiting.
+    follow_behind: bool,
+    /// Why the server must stop with an error (a follower that cannot start).
+    fatal: Option<String>,
 }
 
 impl Reactor {
@@ -346,15 +353,36 @@ impl Reactor {
                 h.offset
             );
         }
-        let relay = relay::build(&config, &mut store)?;
+        let mut relay = if config.follow {
+            None
+        } else {
+            relay::build(&config, &mut store)?
+        };
+        follow::resume_chain(&config, &mut store, relay.as_mut());
+        let follow = if config.follow {
+            Some(follow::build(&config, &mut store)?)
+        } else {
+            None
+        };
+        let replica = crate::replica::Replica {
+            role: if config.follow {
+                crate::replica::Role::Follower
+            } else {
+                crate::replica::Role::Primary
+            },
+            nats: config.nats_enabled(),
+            stream: config.nats_stream.clone(),
+            ..Default::default()
+        };
         let relay_stored = relay.as_ref().map_or(0, |r| r.confirmed());
         let trim_at = config.retain_events.map(|_| Instant::now());
         let idle_sweep_at = (config.timeout > 0).then(|| Instant::now() + IDLE_SWEEP);
         // Handlers behind the log catch up from the first tick, events or not.
-        let durable_behind = handlers
-            .durable
-            .iter()
-            .any(|h| h.offset < store.committed_counts().last_seq);
+        let durable_behind = !config.follow
+            && handlers
+                .durable
+                .iter()
+                .any(|h| h.offset < store.committed_counts().last_seq);
         let bound = |i: usize| -> io::Result<u16> {
             listeners[i]
                 .as_ref()
@@ -383,7 +411,10 @@ impl Reactor {
                 store,
                 events: Vec::new(),
                 config,
-                stats: Stats::new(port, crate::cmd::COMMANDS.iter().map(|c| c.name)),
+                stats: Stats {
+                    replica,
+                    ..Stats::new(port, crate::cmd::COMMANDS.iter().map(|c| c.name))
+                },
                 pubsub: PubSub::default(),
             },
             handlers,
@@ -407,6 +438,9 @@ impl Reactor {
             relay_persisting: None,
             relay_stored_at: None,
             relay_behind: false,
+            follow,
+            follow_behind: false,
+            fatal: None,
         })
     }
 
@@ -483,6 +517,10 @@ impl Reactor {
                             );
                         }
                     }
+                    follow::FOLLOW => {
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        self.follow_ready(ev.is_readable() || closed, ev.is_writable());
+                    }
                     WAKER => {
                         if self.shutdown_flag.load(Ordering::SeqCst) {
                             self.begin_stop("shutdown requested");
@@ -502,7 +540,10 @@ impl Reactor {
             self.run_timers();
             if self.stopping {
                 self.finish();
-                return Ok(());
+                return match self.fatal.take() {
+                    Some(why) => Err(Error::Config(why)),
+                    None => Ok(()),
+                };
             }
         }
     }
@@ -567,6 +608,7 @@ impl Reactor {
         work.clear();
         self.work = work;
         let requests = self.shared.stats.tick_requests;
+        self.apply_followed();
         self.persist_relay();
         self.commit();
         // The committed events (none after a failed commit), for the streams and
@@ -576,8 +618,11 @@ impl Reactor {
             self.feed_sse(&fresh);
         }
         self.flush_touched();
-        self.run_durable_handlers(&fresh);
+        if !self.shared.stats.replica.read_only() {
+            self.run_durable_handlers(&fresh);
+        }
         self.step_relay(&fresh);
+        self.step_follow();
         fresh.clear();
         self.shared.events = fresh;
         if requests > 0 {

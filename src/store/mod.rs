@@ -14,7 +14,9 @@
 //! - [`meta`]: the database's writer id and the JetStream relay's confirmed
 //!   positions;
 //! - [`groups`]: consumer groups, their consumers, `>` reads and XACK;
-//! - [`pending`]: pending entries, claims and dead letters.
+//! - [`pending`]: pending entries, claims and dead letters;
+//! - [`replica`]: a follower applying the stream's events, a fenced primary
+//!   discarding its tail.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -31,6 +33,7 @@ pub mod event_log;
 pub mod groups;
 pub mod meta;
 pub mod pending;
+pub mod replica;
 mod schema;
 pub mod users;
 
