@@ -405,7 +405,9 @@ impl Consumer {
         {
             self.end_request = None;
             if let Ok(info) = jetstream::parse_stream_info(status, payload) {
-                self.learn_end(info.state.last_seq, asked.max(now));
+                // As of when it was asked: a promotion counts only answers to
+                // questions asked after it began.
+                self.learn_end(info.state.last_seq, asked);
             }
             if self.state == State::Following {
                 self.next_info_at = Some(now + INFO_INTERVAL);
