@@ -195,11 +195,6 @@ impl Consumer {
         self.client.shutdown(registry);
     }
 
-    /// Hands the client over (a promoted node publishes through it).
-    pub fn into_client(self) -> Client {
-        self.client
-    }
-
     /// When `on_timer` next has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let own = match &self.state {

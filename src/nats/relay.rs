@@ -219,8 +219,9 @@ impl Relay {
     }
 
     /// True when the relay stopped because the stream holds another writer's
-    /// message where ours was due: another node writes the stream now, and this
-    /// one must not (fencing; see `reactor::follow`).
+    /// event where ours was due: another userbus node writes the stream now, and
+    /// this one must not (fencing; see `reactor::follow`). A message that is no
+    /// event of that seq stops the relay without this.
     pub fn foreign_writer(&self) -> bool {
         self.state == State::Stopped && self.foreign
     }
@@ -582,7 +583,10 @@ impl Relay {
                             msg.msg_id().unwrap_or(""),
                             self.opts.writer
                         ));
-                        self.foreign = true;
+                        // Another userbus node's event (a promoted follower): this
+                        // node is fenced. Anything else in the stream is no
+                        // writer to follow: the relay just stops.
+                        self.foreign = Event::from_json(&msg.data).is_ok_and(|e| e.seq == seq);
                     }
                     Err(e) if retryable(&e) => self.fail_soft(&format!("msg get: {e}"), now),
                     Err(e) => self.stop(&format!("cannot read stream message {seq}: {e}")),

@@ -171,6 +171,8 @@ impl Reactor {
         let Some(follow) = self.follow.as_mut() else {
             return;
         };
+        // What arrived with this poll joins this tick's commit.
+        follow.consumer.process(Instant::now());
         let batch = follow.consumer.take(MAX_APPLY_PER_TICK);
         if batch.is_empty() {
             return;
