@@ -43,6 +43,51 @@ pub fn with_rfc3339<R>(ms: i64, f: impl FnOnce(&[u8]) -> R) -> R {
     f(&out)
 }
 
+/// Reads [`rfc3339`]'s form back (`YYYY-MM-DDTHH:MM:SS.mmmZ`, years 0–9999) into
+/// Unix milliseconds; `None` for anything else.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 24 || b[23] != b'Z' {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let digits = b.get(from..to)?;
+        digits.iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let seps = [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+    ];
+    if seps.iter().any(|&(at, c)| b[at] != c) {
+        return None;
+    }
+    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hh, mm, ss, millis) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + millis)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date; Howard Hinnant's
+/// `days_from_civil`.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Year, month, day, hours, minutes, seconds and milliseconds of `ms`, UTC.
 fn parts(ms: i64) -> [i64; 7] {
     let secs = ms.div_euclid(1000);
@@ -85,6 +130,21 @@ mod tests {
         assert_eq!(rfc3339(1_796_025_725_123), "2026-11-30T08:02:05.123Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(rfc3339(253_402_300_800_000), "10000-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn parsing_reads_back_what_formatting_wrote() {
+        for ms in [0, 1, 999, 86_399_999, 951_782_400_000, 1_796_025_725_123] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms), "{ms}");
+        }
+        for bad in [
+            "",
+            "2026-11-30T08:02:05Z",
+            "2026-13-30T08:02:05.123Z",
+            "2026-11-30 08:02:05.123Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

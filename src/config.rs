@@ -539,6 +539,11 @@ pub struct Config {
         arg(long, env = "USERBUS_BACKUP_DIR", value_name = "DIR")
     )]
     pub backup_dir: Option<PathBuf>,
+    /// Run as a read-only follower of the --nats stream: apply what the primary
+    /// relays into it, refuse writes (-READONLY) until REPLICAOF NO ONE promotes
+    /// this node.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_FOLLOW"))]
+    pub follow: bool,
 }
 
 impl Default for Config {
@@ -581,6 +586,7 @@ impl Default for Config {
             nats_credentials_file: None,
             nats_ca: None,
             backup_dir: None,
+            follow: false,
         }
     }
 }
@@ -625,6 +631,7 @@ impl fmt::Debug for Config {
             nats_credentials_file,
             nats_ca,
             backup_dir,
+            follow,
         } = self;
         f.debug_struct("Config")
             .field("bind", bind)
@@ -663,6 +670,7 @@ impl fmt::Debug for Config {
             .field("nats_credentials_file", nats_credentials_file)
             .field("nats_ca", nats_ca)
             .field("backup_dir", backup_dir)
+            .field("follow", follow)
             .finish()
     }
 }
@@ -732,6 +740,13 @@ impl Config {
         }
         if self.replication_timeout.is_zero() {
             return Err("--replication-timeout must be above zero".into());
+        }
+        if self.follow && given(&self.nats).is_none() {
+            return Err(
+                "--follow needs --nats: a follower applies the JetStream stream the primary \
+                 relays into"
+                    .into(),
+            );
         }
         self.validate_nats()?;
         if let Some(dir) = &self.backup_dir

@@ -36,6 +36,9 @@
 //! - `server`: the builder an embedding program uses.
 //! - `nats`: a NATS client on the reactor (protocol, JetStream API, the
 //!   connection state machine), for the JetStream relay.
+//! - `replica`: the node's role (primary or `--follow`er), READONLY, promotion
+//!   and what INFO replication shows; the follower's reactor side is
+//!   `reactor/follow.rs`, its feed `nats::consumer`.
 //! - `tls`: the rustls server configuration (sessions live in `conn`).
 //! - `client`: `userbus cli`, the line client (its own RESP reader and
 //!   redis-cli's reply formatting); `tools` feature.
@@ -84,6 +87,7 @@ pub(crate) mod glob;
 pub(crate) mod metrics;
 pub(crate) mod reactor;
 pub(crate) mod registry;
+pub(crate) mod replica;
 pub(crate) mod session;
 pub(crate) mod tls;
 // The relay uses most of the NATS client; its subscription API, header iteration

@@ -142,6 +142,9 @@ pub struct Stats {
     pub nats: Option<crate::nats::relay::RelayStatus>,
     /// Writes held for JetStream (with `--durability replicated`).
     pub replication: Option<ReplicationStats>,
+    /// The replication role, a pending promotion and the follower's figures
+    /// (INFO replication, `userbus_replica_*`).
+    pub replica: crate::replica::Replica,
     /// Events removed by retention.
     pub trimmed_events: u64,
     /// Handler callbacks that panicked.
@@ -204,6 +207,7 @@ impl Stats {
             durable_offsets: Vec::new(),
             nats: None,
             replication: None,
+            replica: crate::replica::Replica::default(),
             trimmed_events: 0,
             handler_panics: 0,
             command_calls: vec![0; command_names.len()],
@@ -233,6 +237,7 @@ impl Stats {
                 waiting_ticks: r.waiting_ticks,
                 ..ReplicationStats::default()
             }),
+            replica: std::mem::take(&mut self.replica),
             tick_registrations: self.tick_registrations,
             tick_unregistrations: self.tick_unregistrations,
             tick_requests: self.tick_requests,
@@ -581,6 +586,9 @@ pub fn prometheus(v: &View<'_>) -> String {
             "userbus_replicated_wait_seconds",
             "Time from a held tick's commit to JetStream's ack of its last event.",
         );
+    }
+    if s.replica.nats {
+        s.replica.write_metrics(&mut out);
     }
     s.tick_seconds
         .write(&mut out, "userbus_tick_seconds", "Duration of a tick.");

@@ -5,7 +5,9 @@
 //! `persistence`, `events` (the log, consumer groups with lag and pending counts,
 //! durable handlers with their lag), `nats` (the JetStream relay: server, stream,
 //! confirmed seq, lag in events and seconds, reconnects, last error; with
-//! `--durability replicated`, the writes held for its acks), `keyspace`,
+//! `--durability replicated`, the writes held for its acks),
+//! `replication` (`role:master` or `role:slave`, and the follower's applied seq,
+//! the stream's last seq, lag, promotions and fencing), `keyspace`,
 //! `backup` (the BACKUP under way and how the last one ended)
 //! (`default`, `all` and `everything` give all of them).
 
@@ -23,8 +25,9 @@ pub const SPEC: Spec = Spec {
     run,
 };
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "server",
+    "replication",
     "clients",
     "persistence",
     "stats",
@@ -59,6 +62,10 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
 fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
     if section == "events" {
         render_events(ctx, t);
+        return;
+    }
+    if section == "replication" {
+        ctx.stats.replica.write_info(t);
         return;
     }
     if section == "nats" {

@@ -16,6 +16,7 @@ mod lookup;
 mod ping;
 mod quit;
 mod register;
+mod replicaof;
 mod select;
 mod subscribe;
 mod unregister;
@@ -35,6 +36,7 @@ mod xreadgroup;
 pub use backup::{Backups, Job as BackupJob};
 pub use client::describe as describe_client;
 pub use ctx::{Ctx, Shared};
+pub use replicaof::PROMOTION_WAIT;
 pub use xread::Wait;
 
 /// What the reactor must do after a command ran.
@@ -84,7 +86,7 @@ pub struct Spec {
 /// Every command, in the order COMMAND lists them.
 pub static COMMANDS: &[Spec] = &TABLE;
 
-const TABLE: [Spec; 35] = [
+const TABLE: [Spec; 37] = [
     ping::SPEC,
     echo::SPEC,
     quit::SPEC,
@@ -120,6 +122,8 @@ const TABLE: [Spec; 35] = [
     xadd::XTRIM,
     xadd::XSETID,
     backup::SPEC,
+    replicaof::REPLICAOF,
+    replicaof::SLAVEOF,
 ];
 
 /// Commands a RESP2 client may run while subscribed (Redis's rule).
@@ -323,6 +327,10 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
              are allowed in this context",
             spec.name
         ));
+        return Outcome::Continue;
+    }
+    if ctx.stats.replica.read_only() && crate::replica::USER_WRITES.contains(&spec.name) {
+        ctx.out.error(crate::replica::READONLY);
         return Outcome::Continue;
     }
     ctx.stats.commands += 1;

@@ -88,7 +88,50 @@ impl Event {
     }
 }
 
+/// Why an event's JSON could not be read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError(pub String);
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unreadable event JSON: {}", self.0)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
 impl Event {
+    /// Reads back the JSON [`Event::write_json`] writes (a follower reads it from
+    /// the JetStream stream). Unknown keys are ignored; a missing key, an unknown
+    /// kind or a time not in `write_json`'s form is an error.
+    pub fn from_json(json: &[u8]) -> Result<Event, JsonError> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            seq: i64,
+            kind: String,
+            id: i64,
+            name: String,
+            fields: BTreeMap<String, String>,
+            at: String,
+        }
+        let w: Wire = serde_json::from_slice(json).map_err(|e| JsonError(e.to_string()))?;
+        let kind = match w.kind.as_str() {
+            REGISTERED => EventKind::Registered,
+            UNREGISTERED => EventKind::Unregistered,
+            other => return Err(JsonError(format!("unknown kind '{other}'"))),
+        };
+        let at_ms = crate::clock::parse_rfc3339(&w.at)
+            .ok_or_else(|| JsonError(format!("time '{}' is not RFC 3339 UTC", w.at)))?;
+        Ok(Event {
+            seq: w.seq,
+            kind,
+            user_id: w.id,
+            name: w.name,
+            fields: w.fields,
+            at_ms,
+        })
+    }
+
     /// The event an event-log row records.
     pub fn from_row(row: &EventRow) -> Event {
         Event {
@@ -124,5 +167,31 @@ mod tests {
             e.to_json(),
             r#"{"seq":3,"kind":"user.registered","id":2,"name":"al\"ice","fields":{"email":"a@x"},"at":"1970-01-01T00:00:00.000Z"}"#
         );
+    }
+
+    #[test]
+    fn json_reads_back_into_the_same_event() {
+        for (kind, name) in [
+            (EventKind::Registered, "al\"ice\u{e9}"),
+            (EventKind::Unregistered, "bob"),
+        ] {
+            let e = Event {
+                seq: 42,
+                kind,
+                user_id: 7,
+                name: name.into(),
+                fields: [("plan".to_string(), "pro \n \u{1f600}".to_string())].into(),
+                at_ms: 1_796_025_725_123,
+            };
+            assert_eq!(Event::from_json(e.to_json().as_bytes()), Ok(e));
+        }
+        for bad in [
+            &b"{}"[..],
+            br#"{"seq":1,"kind":"user.renamed","id":1,"name":"a","fields":{},"at":"1970-01-01T00:00:00.000Z"}"#,
+            br#"{"seq":1,"kind":"user.registered","id":1,"name":"a","fields":{},"at":"yesterday"}"#,
+            b"not json",
+        ] {
+            assert!(Event::from_json(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -92,6 +92,14 @@ fn storage_failure(e: &StorageError) -> Response {
     Response::error(503, &format!("storage: {e}"))
 }
 
+/// A write on a follower: 503, with Redis's READONLY text.
+fn read_only() -> Response {
+    Response::error(
+        503,
+        "read only replica: this node follows the NATS stream; write to the primary",
+    )
+}
+
 fn health(env: &Env<'_>) -> Response {
     match env.store_view().last_error() {
         None => Response::text(200, "ok\n"),
@@ -174,6 +182,9 @@ fn list(req: &Request, env: &mut Env<'_>) -> Response {
 }
 
 fn create(req: &Request, env: &mut Env<'_>) -> Response {
+    if env.stats.replica.read_only() {
+        return read_only();
+    }
     let body: Value = match serde_json::from_slice(&req.body) {
         Ok(v) => v,
         Err(e) => return Response::error(400, &format!("invalid JSON: {e}")),
@@ -224,6 +235,9 @@ fn user(req: &Request, encoded: &str, env: &mut Env<'_>) -> Response {
         return Response::error(404, "no such user");
     };
     if req.method == Method::Delete {
+        if env.stats.replica.read_only() {
+            return read_only();
+        }
         let (store, events, stats) = env.registry();
         return match registry::unregister(store, events, stats, name) {
             Ok(true) => Response {

@@ -164,6 +164,85 @@ fn answer<'de, T: Deserialize<'de>>(
     serde_json::from_slice(payload).map_err(bad)
 }
 
+/// The subject of a CREATE of an ephemeral consumer on `stream`.
+pub fn consumer_create_subject(stream: &str) -> String {
+    format!("$JS.API.CONSUMER.CREATE.{stream}")
+}
+
+/// The subject of a DELETE of consumer `name` on `stream`.
+pub fn consumer_delete_subject(stream: &str, name: &str) -> String {
+    format!("$JS.API.CONSUMER.DELETE.{stream}.{name}")
+}
+
+/// The body of a CREATE of an ordered push consumer on `stream`, as nats.go
+/// makes one: ephemeral, no acks, in memory, one replica, delivering to
+/// `deliver_subject` from stream seq `start`, with flow control and idle
+/// heartbeats every `heartbeat`.
+pub fn ordered_consumer_request(
+    stream: &str,
+    deliver_subject: &str,
+    start: u64,
+    heartbeat: Duration,
+) -> Vec<u8> {
+    let config = serde_json::json!({
+        "stream_name": stream,
+        "config": {
+            "deliver_subject": deliver_subject,
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": start.max(1),
+            "ack_policy": "none",
+            "max_deliver": 1,
+            "replay_policy": "instant",
+            "flow_control": true,
+            "idle_heartbeat": u64::try_from(heartbeat.as_nanos()).unwrap_or(u64::MAX),
+            "mem_storage": true,
+            "num_replicas": 1,
+        }
+    });
+    config.to_string().into_bytes()
+}
+
+/// Reads a consumer CREATE answer: the consumer's name.
+pub fn parse_consumer_create(status: Option<&Status>, payload: &[u8]) -> Result<String, JsError> {
+    #[derive(Deserialize)]
+    struct Created {
+        name: String,
+    }
+    answer::<Created>(status, payload).map(|c| c.name)
+}
+
+/// Where a message a push consumer delivered sits, from its `$JS.ACK` reply
+/// subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckInfo {
+    /// The stream sequence.
+    pub stream_seq: u64,
+    /// The consumer sequence (1, 2, ... per delivery; a jump is a lost message).
+    pub consumer_seq: u64,
+    /// When the stream stored it, in Unix nanoseconds.
+    pub stored_ns: i64,
+    /// Messages the consumer has still to deliver after it.
+    pub pending: u64,
+}
+
+/// Reads a `$JS.ACK` reply subject: `$JS.ACK.<stream>.<consumer>.<delivered>.
+/// <stream seq>.<consumer seq>.<time>.<pending>` (nats-server 2.9), or the form
+/// with a domain and account hash after `ACK` and a random token at the end.
+pub fn parse_ack_subject(subject: &str) -> Option<AckInfo> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    if tokens.len() < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
+        return None;
+    }
+    let at = if tokens.len() == 9 { 4 } else { 6 };
+    let num = |i: usize| tokens.get(at + i)?.parse::<u64>().ok();
+    Some(AckInfo {
+        stream_seq: num(1)?,
+        consumer_seq: num(2)?,
+        stored_ns: tokens.get(at + 3)?.parse().ok()?,
+        pending: num(4)?,
+    })
+}
+
 /// A stream's configuration as JetStream 2.9 spells it (durations in
 /// nanoseconds, `-1` for no limit). Fields this module does not name are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -491,6 +570,24 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ack_subjects_of_both_forms_give_the_sequences() {
+        let old = "$JS.ACK.USERBUS.abc.1.42.7.1700000000000000000.3";
+        assert_eq!(
+            parse_ack_subject(old),
+            Some(AckInfo {
+                stream_seq: 42,
+                consumer_seq: 7,
+                stored_ns: 1_700_000_000_000_000_000,
+                pending: 3
+            })
+        );
+        let new = "$JS.ACK.hub.ACC.USERBUS.abc.1.42.7.1700000000000000000.3.xyz";
+        assert_eq!(parse_ack_subject(new).map(|a| a.stream_seq), Some(42));
+        assert_eq!(parse_ack_subject("_INBOX.x.1"), None);
+        assert_eq!(parse_ack_subject("$JS.ACK.S.c.1.x.7.1.3"), None);
+    }
+
     use super::*;
 
     // Payloads nats-server 2.9.10 answered on a raw socket, pasted unchanged.

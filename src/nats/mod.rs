@@ -13,6 +13,8 @@
 //!   builds the rustls configuration from `--nats-ca`); `servers`: the rotation over
 //!   the list with back-off; [`client`]: the connection's state machine;
 //!   [`event`]: what it reports.
+//! - [`relay`]: the primary's relay into the stream; [`consumer`]: a follower's
+//!   ordered push consumer reading it back.
 //!
 //! # The state machine
 //! ```text
@@ -49,6 +51,7 @@
 //! subscriptions; what was queued on a connection that drops is lost, and a
 //! request's reply may then never come, so the caller keeps its own timeouts.
 pub mod client;
+pub mod consumer;
 pub mod event;
 pub mod headers;
 pub mod jetstream;

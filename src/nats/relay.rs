@@ -173,6 +173,13 @@ pub struct Relay {
     payload: Vec<u8>,
     /// Reused for each message's header values.
     header_values: String,
+    /// The stream's message at a seq this writer did not publish but accepts as
+    /// its history (a promoted follower's last applied message): its seq and id,
+    /// which the next publish chains to.
+    previous: Option<(i64, String)>,
+    /// Stopped because another writer's message holds the next seq (see
+    /// [`Relay::foreign_writer`]).
+    foreign: bool,
 }
 
 impl Relay {
@@ -199,7 +206,24 @@ impl Relay {
             subject: String::new(),
             payload: Vec::new(),
             header_values: String::new(),
+            previous: None,
+            foreign: false,
         }
+    }
+
+    /// The stream's message at `seq` (the last one before this writer's first)
+    /// has id `id`, another writer's: the publish of `seq + 1` names it as the
+    /// expected last id, and a stream ending there counts as ours.
+    pub fn set_previous(&mut self, seq: i64, id: String) {
+        self.previous = Some((seq, id));
+    }
+
+    /// True when the relay stopped because the stream holds another writer's
+    /// event where ours was due: another userbus node writes the stream now, and
+    /// this one must not (fencing; see `reactor::follow`). A message that is no
+    /// event of that seq stops the relay without this.
+    pub fn foreign_writer(&self) -> bool {
+        self.state == State::Stopped && self.foreign
     }
 
     /// The last seq the stream is known to hold.
@@ -364,7 +388,12 @@ impl Relay {
             let id_end = values.len();
             let _ = write!(values, "{}", event.seq - 1);
             let seq_end = values.len();
-            let _ = write!(values, "{}-{}", self.opts.writer, event.seq - 1);
+            match &self.previous {
+                Some((seq, id)) if *seq == event.seq - 1 => values.push_str(id),
+                _ => {
+                    let _ = write!(values, "{}-{}", self.opts.writer, event.seq - 1);
+                }
+            }
             let values = &self.header_values;
             let headers = [
                 (jetstream::MSG_ID, &values[..id_end]),
@@ -536,21 +565,35 @@ impl Relay {
                 }
             }
             State::Probing { request, seq, .. } if request == id => {
+                let accepted = self
+                    .previous
+                    .as_ref()
+                    .filter(|(at, _)| *at == seq)
+                    .map(|(_, id)| id.clone());
                 match jetstream::parse_msg_get(status, payload) {
-                    Ok(msg) if msg.msg_id() == Some(msg_id(&self.opts.writer, seq).as_str()) => {
+                    Ok(msg)
+                        if msg.msg_id() == Some(msg_id(&self.opts.writer, seq).as_str())
+                            || (accepted.is_some() && msg.msg_id() == accepted.as_deref()) =>
+                    {
                         // Ours; the chain of expected ids makes every message
                         // between the confirmed one and it ours too.
                         self.confirmed = seq;
                         self.chain_known = true;
                         self.resume();
                     }
-                    Ok(msg) => self.stop(&format!(
-                        "stream '{}' holds a message of another writer at seq {seq} \
-                         (Nats-Msg-Id {:?}); this database's writer is {}",
-                        self.opts.stream,
-                        msg.msg_id().unwrap_or(""),
-                        self.opts.writer
-                    )),
+                    Ok(msg) => {
+                        self.stop(&format!(
+                            "stream '{}' holds a message of another writer at seq {seq} \
+                             (Nats-Msg-Id {:?}); this database's writer is {}",
+                            self.opts.stream,
+                            msg.msg_id().unwrap_or(""),
+                            self.opts.writer
+                        ));
+                        // Another userbus node's event (a promoted follower): this
+                        // node is fenced. Anything else in the stream is no
+                        // writer to follow: the relay just stops.
+                        self.foreign = Event::from_json(&msg.data).is_ok_and(|e| e.seq == seq);
+                    }
                     Err(e) if retryable(&e) => self.fail_soft(&format!("msg get: {e}"), now),
                     Err(e) => self.stop(&format!("cannot read stream message {seq}: {e}")),
                 }

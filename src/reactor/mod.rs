@@ -39,6 +39,7 @@ use crate::store::Store;
 mod backup;
 mod commit;
 mod conns;
+mod follow;
 mod http;
 mod relay;
 mod replicated;
@@ -263,6 +264,12 @@ pub struct Reactor {
     relay_behind: bool,
     /// Write replies and events held for JetStream (`--durability replicated`).
     replication: Option<replicated::Replication>,
+    /// The follower (`--follow`, or a fenced primary).
+    follow: Option<follow::Follow>,
+    /// The follower has delivered events to apply: poll without waiting.
+    follow_behind: bool,
+    /// Why the server must stop with an error (a follower that cannot start).
+    fatal: Option<String>,
 }
 
 impl Reactor {
@@ -350,9 +357,29 @@ impl Reactor {
                 h.offset
             );
         }
-        let relay = relay::build(&config, &mut store)?;
+        let mut relay = if config.follow {
+            None
+        } else {
+            relay::build(&config, &mut store)?
+        };
+        follow::resume_chain(&config, &mut store, relay.as_mut());
+        let follow = if config.follow {
+            Some(follow::build(&config, &mut store)?)
+        } else {
+            None
+        };
+        let replica = crate::replica::Replica {
+            role: if config.follow {
+                crate::replica::Role::Follower
+            } else {
+                crate::replica::Role::Primary
+            },
+            nats: config.nats_enabled(),
+            stream: config.nats_stream.clone(),
+            ..Default::default()
+        };
         let relay_stored = relay.as_ref().map_or(0, |r| r.confirmed());
-        if config.durability.replicated() && relay.is_none() {
+        if config.durability.replicated() && relay.is_none() && !config.follow {
             return Err(Error::Config(
                 "--durability replicated needs a NATS relay, and --nats could not be used \
                  (see the error above)"
@@ -368,10 +395,11 @@ impl Reactor {
         let trim_at = config.retain_events.map(|_| Instant::now());
         let idle_sweep_at = (config.timeout > 0).then(|| Instant::now() + IDLE_SWEEP);
         // Handlers behind the log catch up from the first tick, events or not.
-        let durable_behind = handlers
-            .durable
-            .iter()
-            .any(|h| h.offset < store.committed_counts().last_seq);
+        let durable_behind = !config.follow
+            && handlers
+                .durable
+                .iter()
+                .any(|h| h.offset < store.committed_counts().last_seq);
         let bound = |i: usize| -> io::Result<u16> {
             listeners[i]
                 .as_ref()
@@ -402,6 +430,7 @@ impl Reactor {
                 config,
                 stats: Stats {
                     replication: replication.as_ref().map(|_| Default::default()),
+                    replica,
                     ..Stats::new(port, crate::cmd::COMMANDS.iter().map(|c| c.name))
                 },
                 pubsub: PubSub::default(),
@@ -429,6 +458,9 @@ impl Reactor {
             relay_stored_at: None,
             relay_behind: false,
             replication,
+            follow,
+            follow_behind: false,
+            fatal: None,
         })
     }
 
@@ -483,7 +515,10 @@ impl Reactor {
             }
         }
         self.finish();
-        Ok(())
+        match self.fatal.take() {
+            Some(why) => Err(Error::Config(why)),
+            None => Ok(()),
+        }
     }
 
     /// One pass of the loop: poll, readiness, the tick, the timers.
@@ -515,6 +550,10 @@ impl Reactor {
                             Instant::now(),
                         );
                     }
+                }
+                follow::FOLLOW => {
+                    let closed = ev.is_read_closed() || ev.is_error();
+                    self.follow_ready(ev.is_readable() || closed, ev.is_writable());
                 }
                 WAKER => {
                     if self.shutdown_flag.load(Ordering::SeqCst) {
@@ -596,6 +635,7 @@ impl Reactor {
         work.clear();
         self.work = work;
         let requests = self.shared.stats.tick_requests;
+        self.apply_followed();
         self.persist_relay();
         self.commit();
         // The committed events (none after a failed commit), for the streams and
@@ -605,9 +645,12 @@ impl Reactor {
             self.feed_sse(&fresh);
         }
         self.flush_touched();
-        self.run_durable_handlers(&fresh);
+        if !self.shared.stats.replica.read_only() {
+            self.run_durable_handlers(&fresh);
+        }
         self.step_relay(&fresh);
         self.release_held(&mut fresh);
+        self.step_follow();
         fresh.clear();
         self.shared.events = fresh;
         if requests > 0 {

@@ -21,6 +21,7 @@ impl Reactor {
             || self.accept_more
             || self.relay_behind
             || self.shared.backups.in_progress()
+            || self.follow_behind
         {
             return Some(Duration::ZERO);
         }
@@ -37,17 +38,25 @@ impl Reactor {
             .min();
         let relay = self.relay.as_ref().and_then(|r| r.next_deadline());
         let held = self.replication.as_ref().and_then(|r| r.next_deadline());
-        [self.timers.next(), first_deadline, first_retry, relay, held]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|t| t.saturating_duration_since(Instant::now()))
+        [
+            self.timers.next(),
+            first_deadline,
+            first_retry,
+            relay,
+            held,
+            self.follow_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.saturating_duration_since(Instant::now()))
     }
 
     /// Runs what is due: the end of an accept back-off, WAL checkpoints.
     pub(super) fn run_timers(&mut self) {
         let timed = self.timers.any()
             || self.relay.is_some()
+            || self.follow.is_some()
             || self.blocked.iter().any(|&k| {
                 self.conns
                     .get(k)
@@ -60,6 +69,7 @@ impl Reactor {
         let now = Instant::now();
         self.relay_timers(now);
         self.replicated_timers(now);
+        self.follow_timers(now);
         if let Some(until) = self.timers.accept_paused_until
             && now >= until
         {
@@ -157,6 +167,7 @@ impl Reactor {
         if let Some(relay) = self.relay.as_mut() {
             relay.shutdown(self.poll.registry());
         }
+        self.stop_following();
         let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         loop {

@@ -16,7 +16,9 @@
 //! - [`backup`]: consistent snapshots through SQLite's online backup API, and
 //!   the origin a database restored from one records;
 //! - [`groups`]: consumer groups, their consumers, `>` reads and XACK;
-//! - [`pending`]: pending entries, claims and dead letters.
+//! - [`pending`]: pending entries, claims and dead letters;
+//! - [`replica`]: a follower applying the stream's events, a fenced primary
+//!   discarding its tail.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -34,6 +36,7 @@ pub mod event_log;
 pub mod groups;
 pub mod meta;
 pub mod pending;
+pub mod replica;
 mod schema;
 pub mod users;
 

@@ -274,6 +274,22 @@ impl Users {
         })
     }
 
+    /// Adds `name` with the id another node gave it (a follower applying the
+    /// stream); false when the name is taken. Later ids continue after it.
+    pub fn add_with_id(
+        &mut self,
+        id: i64,
+        name: &str,
+        fields: &BTreeMap<String, String>,
+        created_at: i64,
+    ) -> bool {
+        if !self.insert_new(id, name, fields, created_at) {
+            return false;
+        }
+        self.next_id = self.next_id.max(id + 1);
+        true
+    }
+
     /// Inserts a user unless its name is there; true when it was inserted.
     fn insert_new(
         &mut self,

@@ -24,8 +24,20 @@ impl UserbusProcess {
     /// Starts `userbus serve --port 0 --http-port 0 --db <db> <args>` and returns
     /// once its ready line names the RESP port.
     pub fn start(db: &Path, args: &[&str]) -> UserbusProcess {
+        UserbusProcess::start_on(db, args, 0)
+    }
+
+    /// As [`UserbusProcess::start`], with the HTTP side on a free port.
+    #[allow(dead_code)]
+    pub fn start_with_http(db: &Path, args: &[&str]) -> UserbusProcess {
+        UserbusProcess::start_on(db, args, super::free_port())
+    }
+
+    fn start_on(db: &Path, args: &[&str], http_port: u16) -> UserbusProcess {
         let mut child = userbus_command()
-            .args(["serve", "--port", "0", "--http-port", "0", "--db"])
+            .args(["serve", "--port", "0", "--http-port"])
+            .arg(http_port.to_string())
+            .arg("--db")
             .arg(db)
             .args(args)
             .spawn()

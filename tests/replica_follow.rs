@@ -1,0 +1,512 @@
+//! Followers (`--follow`), promotion (`REPLICAOF NO ONE`) and fencing against
+//! real nats-server processes: a follower catches up from an empty database and
+//! follows live writes with the primary's seqs and ids; it refuses writes
+//! (READONLY, HTTP 503) and reports INFO replication; a promoted follower's writes
+//! continue the stream; an old primary restarted after a promotion turns follower
+//! and ends as a prefix of the stream.
+//!
+//! Without nats-server these tests print a note and pass, unless
+//! `USERBUS_NATS_TEST=1`.
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::nats::{NatsCluster, NatsServer, nats_available};
+use common::process::UserbusProcess;
+
+/// How long catching up, draining or promoting may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A nats-server node and a directory for databases; `None` (skip) without
+/// nats-server.
+fn single_node() -> Option<(NatsServer, tempfile::TempDir)> {
+    nats_available().then(|| (NatsServer::start(), tempfile::tempdir().expect("tempdir")))
+}
+
+/// An INFO section as field -> value.
+fn info(p: &UserbusProcess, section: &str) -> HashMap<String, String> {
+    let text: String = redis::cmd("INFO")
+        .arg(section)
+        .query(&mut p.redis())
+        .expect("INFO");
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
+        .collect()
+}
+
+/// Polls INFO `section` until `done` holds, or fails with the last one seen.
+fn wait_info(
+    p: &UserbusProcess,
+    section: &str,
+    what: &str,
+    done: impl Fn(&HashMap<String, String>) -> bool,
+) -> HashMap<String, String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let i = info(p, section);
+        if done(&i) {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {WAIT:?} for {what}; INFO {section}: {i:?}\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn num(i: &HashMap<String, String>, field: &str) -> i64 {
+    i.get(field).and_then(|v| v.parse().ok()).unwrap_or(-1)
+}
+
+/// Waits until the primary's relay confirmed every committed event.
+fn wait_relayed(p: &UserbusProcess) {
+    wait_info(p, "nats", "the relay to drain", |i| {
+        i.get("nats_lag_events").map(String::as_str) == Some("0")
+            && i.get("nats_relay_state").map(String::as_str) == Some("publishing")
+    });
+}
+
+/// Waits until the follower applied up to `seq`.
+fn wait_applied(f: &UserbusProcess, seq: i64) -> HashMap<String, String> {
+    wait_info(f, "replication", &format!("seq {seq} applied"), |i| {
+        num(i, "userbus_applied_seq") >= seq
+    })
+}
+
+fn register(p: &UserbusProcess, name: &str) -> i64 {
+    redis::cmd("REGISTER")
+        .arg(name)
+        .arg("plan")
+        .arg("pro")
+        .query(&mut p.redis())
+        .expect("REGISTER")
+}
+
+fn unregister(p: &UserbusProcess, name: &str) -> i64 {
+    redis::cmd("UNREGISTER")
+        .arg(name)
+        .query(&mut p.redis())
+        .expect("UNREGISTER")
+}
+
+/// The event log from XRANGE: (id, fields) in order.
+fn log(p: &UserbusProcess) -> Vec<(String, Vec<String>)> {
+    redis::cmd("XRANGE")
+        .arg("events")
+        .arg("-")
+        .arg("+")
+        .query(&mut p.redis())
+        .expect("XRANGE")
+}
+
+/// LOOKUP's reply, printed; `None` for nil.
+fn lookup(p: &UserbusProcess, name: &str) -> Option<String> {
+    let v: redis::Value = redis::cmd("LOOKUP")
+        .arg(name)
+        .query(&mut p.redis())
+        .expect("LOOKUP");
+    (v != redis::Value::Nil).then(|| format!("{v:?}"))
+}
+
+fn last_seq(p: &UserbusProcess) -> i64 {
+    num(&info(p, "events"), "events_last_seq")
+}
+
+/// The HTTP port from the ready line.
+fn http_port(p: &UserbusProcess) -> u16 {
+    p.log()
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("http=127.0.0.1:")?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("http port in the ready line")
+}
+
+/// One HTTP/1.1 request; the whole response (the server closes it).
+fn http(p: &UserbusProcess, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", http_port(p))).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `REPLICAOF NO ONE` on `p`, with a bound on how long it may take.
+fn promote(p: &UserbusProcess) -> redis::RedisResult<String> {
+    let mut c = p.redis();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut c)
+}
+
+#[test]
+fn a_follower_catches_up_from_empty_then_follows_live_writes_with_the_same_ids() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    for i in 0..50 {
+        register(&primary, &format!("early{i}"));
+    }
+    for i in 0..10 {
+        assert_eq!(unregister(&primary, &format!("early{i}")), 1);
+    }
+    wait_relayed(&primary);
+    let follower = UserbusProcess::start(
+        &dir.path().join("f.db"),
+        &["--nats", url.as_str(), "--follow"],
+    );
+    wait_applied(&follower, 60);
+    // Live: writes on the primary reach the follower, one at a time and in bulk.
+    let mut sub = follower.redis();
+    sub.set_read_timeout(Some(WAIT)).unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("user.registered").unwrap();
+    let id = register(&primary, "live");
+    let msg = pubsub.get_message().expect("a push on the follower");
+    let payload: String = msg.get_payload().unwrap();
+    let pushed: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(
+        (pushed["name"].as_str(), pushed["id"].as_i64()),
+        (Some("live"), Some(id))
+    );
+    for i in 0..500 {
+        register(&primary, &format!("bulk{i}"));
+    }
+    let last = last_seq(&primary);
+    let i = wait_applied(&follower, last);
+    assert_eq!(num(&i, "userbus_lag_events"), 0, "{i:?}");
+    assert_eq!(i["role"], "slave");
+    // The same log, seqs and users on both.
+    assert_eq!(log(&follower), log(&primary));
+    for name in ["early0", "early20", "live", "bulk499"] {
+        assert_eq!(lookup(&follower, name), lookup(&primary, name), "{name}");
+    }
+    let count =
+        |p: &UserbusProcess| -> i64 { redis::cmd("USERCOUNT").query(&mut p.redis()).unwrap() };
+    assert_eq!(count(&follower), count(&primary));
+    // A blocked XREAD on the follower wakes with the next applied event.
+    let mut reader = follower.redis();
+    reader.set_read_timeout(Some(WAIT)).unwrap();
+    let port = follower.port;
+    let waiter = std::thread::spawn(move || {
+        let _ = port;
+        let got: redis::Value = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(20_000)
+            .arg("STREAMS")
+            .arg("events")
+            .arg("$")
+            .query(&mut reader)
+            .expect("XREAD");
+        got
+    });
+    // Give the XREAD time to park, then write on the primary.
+    wait_info(&follower, "clients", "the reader to connect", |i| {
+        num(i, "connected_clients") >= 2
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    register(&primary, "wakes");
+    let got = waiter.join().unwrap();
+    assert!(format!("{got:?}").contains("wakes"), "{got:?}");
+}
+
+#[test]
+fn a_follower_refuses_writes_and_reports_info_replication() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    register(&primary, "ann");
+    wait_relayed(&primary);
+    let follower = UserbusProcess::start_with_http(
+        &dir.path().join("f.db"),
+        &["--nats", url.as_str(), "--follow"],
+    );
+    let i = wait_applied(&follower, 1);
+    for field in [
+        "role",
+        "userbus_follow_state",
+        "userbus_follow_stream",
+        "userbus_applied_seq",
+        "userbus_stream_last_seq",
+        "userbus_lag_events",
+        "userbus_lag_seconds",
+    ] {
+        assert!(i.contains_key(field), "{field} missing: {i:?}");
+    }
+    assert_eq!(i["role"], "slave");
+    assert_eq!(i["userbus_follow_stream"], "USERBUS");
+    assert_eq!(info(&primary, "replication")["role"], "master");
+    let mut c = follower.redis();
+    for cmd in [
+        redis::cmd("REGISTER").arg("bob").clone(),
+        redis::cmd("UNREGISTER").arg("ann").clone(),
+    ] {
+        let err = cmd.query::<i64>(&mut c).expect_err("a write on a follower");
+        assert_eq!(err.code(), Some("READONLY"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("You can't write against a read only replica."),
+            "{err}"
+        );
+    }
+    // Reads and node-local consumer groups work.
+    assert!(lookup(&follower, "ann").is_some());
+    let created: String = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("events")
+        .arg("g")
+        .arg("0")
+        .query(&mut c)
+        .expect("XGROUP CREATE on a follower");
+    assert_eq!(created, "OK");
+    // REPLICAOF host port is refused, naming NATS.
+    let err = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg("6379")
+        .query::<String>(&mut c)
+        .expect_err("REPLICAOF host port");
+    assert!(err.to_string().contains("--follow"), "{err}");
+    // HTTP: reads answer, writes get 503 with a JSON error.
+    let get = http(
+        &follower,
+        "GET /users/ann HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(get.starts_with("HTTP/1.1 200"), "{get}");
+    let body = r#"{"name":"carl"}"#;
+    let post = http(
+        &follower,
+        &format!(
+            "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(post.starts_with("HTTP/1.1 503"), "{post}");
+    assert!(post.contains("{\"error\":\"read only replica"), "{post}");
+    let delete = http(
+        &follower,
+        "DELETE /users/ann HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(delete.starts_with("HTTP/1.1 503"), "{delete}");
+    // Metrics.
+    let metrics = http(
+        &follower,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(metrics.contains("userbus_replica_follower 1"), "{metrics}");
+    assert!(
+        metrics.contains("userbus_replica_applied_seq 1"),
+        "{metrics}"
+    );
+    // On a primary, REPLICAOF NO ONE is +OK at once.
+    assert_eq!(promote(&primary).unwrap(), "OK");
+}
+
+#[test]
+fn follow_without_nats_is_an_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::run_userbus(&[
+        "serve",
+        "--port",
+        "0",
+        "--http-port",
+        "0",
+        "--db",
+        dir.path().join("x.db").to_str().unwrap(),
+        "--follow",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--follow needs --nats"), "{stderr}");
+}
+
+#[test]
+fn a_promoted_follower_continues_the_stream_and_the_old_primary_turns_follower() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let pdb = dir.path().join("p.db");
+    let mut primary = UserbusProcess::start(&pdb, &["--nats", url.as_str()]);
+    for i in 0..20 {
+        register(&primary, &format!("a{i}"));
+    }
+    unregister(&primary, "a3");
+    wait_relayed(&primary);
+    let follower = UserbusProcess::start(
+        &dir.path().join("f.db"),
+        &["--nats", url.as_str(), "--follow"],
+    );
+    wait_applied(&follower, 21);
+    // A clean stop stores the relay's position, so what is discarded below is
+    // exactly the tail written after it.
+    primary.stop();
+    // Writes on the old primary's database that never reached the stream: made
+    // by a primary without NATS (the same database); then the old primary comes
+    // back with --nats after the promotion.
+    let mut offline = UserbusProcess::start(&pdb, &[]);
+    for i in 0..5 {
+        register(&offline, &format!("lost{i}"));
+    }
+    unregister(&offline, "a4");
+    offline.kill9();
+
+    let started = Instant::now();
+    assert_eq!(promote(&follower).unwrap(), "OK");
+    println!("promotion took {:?}", started.elapsed());
+    assert_eq!(info(&follower, "replication")["role"], "master");
+    let id = register(&follower, "after");
+    assert!(id > 20, "{id}");
+    wait_relayed(&follower);
+    // The stream continues with the next seqs, chained to the old primary's.
+    let msgs = nats.client().all_msgs("USERBUS");
+    assert_eq!(msgs.len(), 22);
+    let writer = info(&follower, "nats")["nats_writer"].clone();
+    assert_eq!(msgs[21].seq, 22);
+    assert_eq!(msgs[21].msg_id(), Some(format!("{writer}-22").as_str()));
+    assert_ne!(
+        msgs[20].msg_id().unwrap().split('-').next(),
+        Some(writer.as_str())
+    );
+
+    // The old primary restarts as primary: the stream fences it, it discards
+    // what never reached the stream and follows.
+    let old = UserbusProcess::start(&pdb, &["--nats", url.as_str()]);
+    let i = wait_info(
+        &old,
+        "replication",
+        "the old primary to turn follower",
+        |i| {
+            i.get("role").map(String::as_str) == Some("slave")
+                && num(i, "userbus_applied_seq") >= 22
+        },
+    );
+    assert_eq!(num(&i, "userbus_fenced"), 1, "{i:?}");
+    assert_eq!(num(&i, "userbus_discarded_events"), 6, "{i:?}");
+    let discarded = old.lines_with("discarded 6 local events");
+    assert_eq!(discarded.len(), 1, "{}", old.log());
+    assert!(discarded[0].contains("seq 22 to 27"), "{discarded:?}");
+    assert_eq!(
+        log(&old),
+        log(&follower),
+        "the old primary is a prefix of the stream"
+    );
+    assert!(lookup(&old, "lost0").is_none());
+    assert!(
+        lookup(&old, "a4").is_some(),
+        "an undone unregistration puts the user back"
+    );
+    assert_eq!(lookup(&old, "after"), lookup(&follower, "after"));
+    let err = redis::cmd("REGISTER")
+        .arg("x")
+        .query::<i64>(&mut old.redis())
+        .expect_err("the fenced node is read-only");
+    assert_eq!(err.code(), Some("READONLY"));
+    // It keeps following.
+    register(&follower, "later");
+    wait_applied(&old, 23);
+    assert_eq!(log(&old), log(&follower));
+}
+
+#[test]
+fn promotion_fails_with_an_error_when_nats_is_gone() {
+    let Some((mut nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    register(&primary, "ann");
+    wait_relayed(&primary);
+    let follower = UserbusProcess::start(
+        &dir.path().join("f.db"),
+        &["--nats", url.as_str(), "--follow"],
+    );
+    wait_applied(&follower, 1);
+    nats.stop();
+    wait_info(&follower, "replication", "the follower to lose NATS", |i| {
+        i.get("master_link_status").map(String::as_str) == Some("down")
+    });
+    let err = promote(&follower).expect_err("promotion without NATS");
+    assert!(err.to_string().contains("promotion failed"), "{err}");
+    assert_eq!(info(&follower, "replication")["role"], "slave");
+    // NATS back: the promotion goes through.
+    nats.restart();
+    assert_eq!(promote(&follower).unwrap(), "OK");
+    assert!(register(&follower, "bob") > 0);
+}
+
+#[test]
+fn a_trimmed_stream_and_no_snapshot_is_an_error_at_start() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    for i in 0..5 {
+        register(&primary, &format!("u{i}"));
+    }
+    wait_relayed(&primary);
+    // Purge everything below seq 4.
+    let mut c = nats.client();
+    c.api(
+        "$JS.API.STREAM.PURGE.USERBUS",
+        &serde_json::json!({ "seq": 4 }),
+    );
+    let out = common::userbus_command()
+        .args(["serve", "--port", "0", "--http-port", "0", "--db"])
+        .arg(dir.path().join("f.db"))
+        .args(["--nats", url.as_str(), "--follow"])
+        .output()
+        .expect("run userbus");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("starts at seq 4") && stderr.contains("snapshot"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_follower_promoted_on_a_cluster_after_the_primary_is_killed_keeps_every_relayed_write() {
+    if !nats_available() {
+        return;
+    }
+    let cluster = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let urls = cluster.urls();
+    let args = ["--nats", urls.as_str(), "--nats-replicas", "3"];
+    let mut primary = UserbusProcess::start(&dir.path().join("p.db"), &args);
+    let follower = UserbusProcess::start(
+        &dir.path().join("f.db"),
+        &[&args[..], &["--follow"]].concat(),
+    );
+    for i in 0..200 {
+        register(&primary, &format!("c{i}"));
+    }
+    wait_relayed(&primary);
+    let relayed = last_seq(&primary);
+    primary.kill9();
+    assert_eq!(promote(&follower).unwrap(), "OK");
+    assert_eq!(last_seq(&follower), relayed);
+    for i in 0..200 {
+        assert!(lookup(&follower, &format!("c{i}")).is_some(), "c{i}");
+    }
+    assert!(register(&follower, "next") > 0);
+    wait_relayed(&follower);
+    let info = cluster.any_client().stream_info("USERBUS");
+    assert_eq!(info["state"]["last_seq"], relayed + 1);
+}
