@@ -1,0 +1,400 @@
+//! Failover under `--durability replicated` on a real 3-node nats-server cluster:
+//! a primary and a follower, REGISTER and UNREGISTER load on concurrent
+//! connections, kill -9 of the primary, `REPLICAOF NO ONE` on the follower, and
+//! then every acknowledged write is on the promoted node, nothing is there that no
+//! client asked for, and its log is the stream. The old primary comes back as a
+//! follower (in some rounds with its database deleted: a lost disk) and ends as a
+//! prefix of the stream. A second test kills the stream's leader under load.
+//!
+//! Without nats-server these tests print a note and pass, unless
+//! `USERBUS_NATS_TEST=1`. `USERBUS_FAILOVER_ROUNDS` sets the rounds (10).
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::nats::{NatsCluster, nats_available};
+use common::process::UserbusProcess;
+
+/// How long catching up, promoting or draining may take.
+const WAIT: Duration = Duration::from_secs(60);
+/// Client connections writing at once.
+const WRITERS: usize = 4;
+const STREAM: &str = "USERBUS";
+
+/// What a client knows of a name after its last write to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// REGISTER was acknowledged, and no UNREGISTER after it.
+    Present,
+    /// UNREGISTER was acknowledged (`:1`).
+    Absent,
+    /// The last write got an error or no reply: it may or may not have happened.
+    Unknown,
+}
+
+/// An INFO section as field -> value.
+fn info(p: &UserbusProcess, section: &str) -> HashMap<String, String> {
+    let text: String = redis::cmd("INFO")
+        .arg(section)
+        .query(&mut p.redis())
+        .expect("INFO");
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
+        .collect()
+}
+
+fn num(i: &HashMap<String, String>, field: &str) -> i64 {
+    i.get(field).and_then(|v| v.parse().ok()).unwrap_or(-1)
+}
+
+/// Polls INFO `section` until `done` holds.
+fn wait_info(
+    p: &UserbusProcess,
+    section: &str,
+    what: &str,
+    done: impl Fn(&HashMap<String, String>) -> bool,
+) -> HashMap<String, String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let i = info(p, section);
+        if done(&i) {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {WAIT:?} for {what}; INFO {section}: {i:?}\n{}",
+            p.log()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `REPLICAOF NO ONE`, bounded.
+fn promote(p: &UserbusProcess) -> String {
+    let mut c = p.redis();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c)
+        .unwrap_or_else(|e| panic!("REPLICAOF NO ONE: {e}\n{}", p.log()))
+}
+
+/// The event log as (seq, kind, name), from XRANGE.
+fn event_log(p: &UserbusProcess) -> Vec<(i64, String, String)> {
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
+        .arg("events")
+        .arg("-")
+        .arg("+")
+        .query(&mut p.redis())
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(id, fields)| {
+            let seq = id.split('-').next().unwrap().parse().unwrap();
+            let field = |k: &str| {
+                let at = fields.iter().position(|f| f == k).expect("field");
+                fields[at + 1].clone()
+            };
+            (seq, field("kind"), field("name"))
+        })
+        .collect()
+}
+
+/// The stream's messages as (seq, kind, name).
+fn stream_log(cluster: &NatsCluster) -> Vec<(i64, String, String)> {
+    cluster
+        .any_client()
+        .all_msgs(STREAM)
+        .iter()
+        .map(|m| {
+            let v = m.json();
+            (
+                v["seq"].as_i64().expect("seq"),
+                v["kind"].as_str().expect("kind").to_string(),
+                v["name"].as_str().expect("name").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn lookup_exists(p: &UserbusProcess, name: &str) -> bool {
+    let v: redis::Value = redis::cmd("LOOKUP")
+        .arg(name)
+        .query(&mut p.redis())
+        .expect("LOOKUP");
+    v != redis::Value::Nil
+}
+
+/// What a writer thread wrote, and its longest wait between two replies.
+type Written = (Vec<(String, Known)>, Duration);
+
+/// Writes on `port` from [`WRITERS`] connections until `stop`, or until a write
+/// fails (the primary died): REGISTER of fresh names, and UNREGISTER of every
+/// third name written. Each thread returns what each name it wrote is known to
+/// be, and the longest wait between two of its replies.
+fn load(port: u16, prefix: String, stop: Arc<AtomicBool>) -> Vec<thread::JoinHandle<Written>> {
+    (0..WRITERS)
+        .map(|t| {
+            let stop = Arc::clone(&stop);
+            let prefix = prefix.clone();
+            thread::spawn(move || {
+                let mut known = Vec::new();
+                let mut longest = Duration::ZERO;
+                let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+                    return (known, longest);
+                };
+                let Ok(mut c) = client.get_connection() else {
+                    return (known, longest);
+                };
+                let mut last_reply = Instant::now();
+                let _ = c.set_read_timeout(Some(WAIT));
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!("{prefix}-{t}-{i}");
+                    i += 1;
+                    let r: redis::RedisResult<i64> = redis::cmd("REGISTER")
+                        .arg(&name)
+                        .arg("plan")
+                        .arg("pro")
+                        .query(&mut c);
+                    match r {
+                        Ok(_) => {
+                            longest = longest.max(last_reply.elapsed());
+                            last_reply = Instant::now();
+                            known.push((name.clone(), Known::Present));
+                        }
+                        Err(_) => {
+                            known.push((name, Known::Unknown));
+                            break;
+                        }
+                    }
+                    if i % 3 == 0 {
+                        let r: redis::RedisResult<i64> =
+                            redis::cmd("UNREGISTER").arg(&name).query(&mut c);
+                        match r {
+                            Ok(1) => {
+                                longest = longest.max(last_reply.elapsed());
+                                last_reply = Instant::now();
+                                known.push((name, Known::Absent));
+                            }
+                            Ok(n) => panic!("UNREGISTER {name} of a present user: {n}"),
+                            Err(_) => {
+                                known.push((name, Known::Unknown));
+                                break;
+                            }
+                        }
+                    }
+                }
+                (known, longest)
+            })
+        })
+        .collect()
+}
+
+fn db_files(db: &Path) -> Vec<PathBuf> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| PathBuf::from(format!("{}{s}", db.display())))
+        .collect()
+}
+
+/// Every acknowledged write is on `node`, and every registration in its log was
+/// asked for by a client.
+fn check_acknowledged(
+    node: &UserbusProcess,
+    known: &HashMap<String, Known>,
+    attempted: &HashSet<String>,
+) {
+    for (name, k) in known {
+        match k {
+            Known::Present => assert!(lookup_exists(node, name), "acknowledged {name} lost"),
+            Known::Absent => assert!(
+                !lookup_exists(node, name),
+                "acknowledged UNREGISTER of {name} lost"
+            ),
+            Known::Unknown => {}
+        }
+    }
+    for (seq, kind, name) in event_log(node) {
+        assert!(
+            attempted.contains(&name),
+            "event {seq} ({kind} {name}) was never asked for"
+        );
+    }
+}
+
+#[test]
+fn replicated_failover_rounds_lose_no_acknowledged_write() {
+    if !nats_available() {
+        return;
+    }
+    let rounds: usize = std::env::var("USERBUS_FAILOVER_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let cluster = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let urls = cluster.urls();
+    let base = [
+        "--nats",
+        urls.as_str(),
+        "--nats-replicas",
+        "3",
+        "--durability",
+        "replicated",
+    ];
+    let follow: Vec<&str> = [&base[..], &["--follow"]].concat();
+    let dbs = [dir.path().join("a.db"), dir.path().join("b.db")];
+    let mut primary = UserbusProcess::start(&dbs[0], &base);
+    let mut follower = UserbusProcess::start(&dbs[1], &follow);
+    let (mut p_db, mut f_db) = (0, 1);
+    let mut known: HashMap<String, Known> = HashMap::new();
+    let mut attempted: HashSet<String> = HashSet::new();
+    let mut failovers = Vec::new();
+    for round in 0..rounds {
+        let start = num(&info(&primary, "events"), "events_last_seq");
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = load(primary.port, format!("r{round}"), Arc::clone(&stop));
+        // Let the load reach the primary, then take it down under that load.
+        wait_info(&primary, "events", "writes under way", |i| {
+            num(i, "events_last_seq") >= start + 50
+        });
+        primary.kill9();
+        let died = Instant::now();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            for (name, k) in w.join().expect("writer thread").0 {
+                attempted.insert(name.clone());
+                known.insert(name, k);
+            }
+        }
+        assert_eq!(promote(&follower), "OK");
+        // The first write the promoted node accepts ends the failover.
+        let first: i64 = redis::cmd("REGISTER")
+            .arg(format!("r{round}-first"))
+            .arg("plan")
+            .arg("pro")
+            .query(&mut follower.redis())
+            .unwrap_or_else(|e| panic!("first write after promotion: {e}\n{}", follower.log()));
+        assert!(first > 0);
+        failovers.push(died.elapsed());
+        attempted.insert(format!("r{round}-first"));
+        known.insert(format!("r{round}-first"), Known::Present);
+        check_acknowledged(&follower, &known, &attempted);
+        // The old primary comes back as a follower; every third round, its disk
+        // was lost.
+        if round % 3 == 2 {
+            for f in db_files(&dbs[p_db]) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+        let old = UserbusProcess::start(&dbs[p_db], &follow);
+        let promoted = std::mem::replace(&mut follower, old);
+        primary = promoted;
+        std::mem::swap(&mut p_db, &mut f_db);
+        wait_info(
+            &primary,
+            "nats",
+            "the promoted node's relay to drain",
+            |i| num(i, "nats_lag_events") == 0,
+        );
+        let last = num(&info(&primary, "events"), "events_last_seq");
+        wait_info(
+            &follower,
+            "replication",
+            "the old primary to catch up",
+            |i| num(i, "userbus_applied_seq") >= last,
+        );
+        let log = event_log(&primary);
+        assert_eq!(
+            log,
+            stream_log(&cluster),
+            "round {round}: the log is not the stream"
+        );
+        assert_eq!(
+            event_log(&follower),
+            log,
+            "round {round}: the old primary is not the stream"
+        );
+    }
+    eprintln!(
+        "failover (kill -9 of the primary to the first write accepted by the promoted \
+         node): {:?}",
+        failovers
+    );
+}
+
+#[test]
+fn killing_the_stream_leader_under_replicated_load_stalls_writes_briefly_and_loses_none() {
+    if !nats_available() {
+        return;
+    }
+    let mut cluster = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let urls = cluster.urls();
+    // A timeout above the election's few seconds: every write is acknowledged.
+    let primary = UserbusProcess::start(
+        &dir.path().join("p.db"),
+        &[
+            "--nats",
+            urls.as_str(),
+            "--nats-replicas",
+            "3",
+            "--durability",
+            "replicated",
+            "--replication-timeout",
+            "30s",
+        ],
+    );
+    wait_info(&primary, "nats", "the relay to publish", |i| {
+        i.get("nats_relay_state").map(String::as_str) == Some("publishing")
+    });
+    let leader = cluster.wait_stream_leader(STREAM, None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = load(primary.port, "l".into(), Arc::clone(&stop));
+    wait_info(&primary, "events", "writes under way", |i| {
+        num(i, "events_last_seq") >= 100
+    });
+    let before = num(&info(&primary, "events"), "events_last_seq");
+    cluster.kill9(leader);
+    let killed = Instant::now();
+    // Writes continue once a new leader is elected.
+    wait_info(&primary, "events", "writes after the leader died", |i| {
+        num(i, "events_last_seq") >= before + 200
+    });
+    let resumed = killed.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let mut known = HashMap::new();
+    let mut attempted = HashSet::new();
+    let mut stall = Duration::ZERO;
+    for w in writers {
+        let (written, longest) = w.join().expect("writer thread");
+        stall = stall.max(longest);
+        for (name, k) in written {
+            assert_ne!(
+                k,
+                Known::Unknown,
+                "{name}: a write failed during the election"
+            );
+            attempted.insert(name.clone());
+            known.insert(name, k);
+        }
+    }
+    check_acknowledged(&primary, &known, &attempted);
+    cluster.restart(leader);
+    wait_info(&primary, "nats", "the relay to drain", |i| {
+        num(i, "nats_lag_events") == 0
+    });
+    assert_eq!(event_log(&primary), stream_log(&cluster));
+    eprintln!(
+        "kill -9 of the stream leader: the longest wait for a write's reply {stall:?}; \
+         200 more events {resumed:?} after the kill"
+    );
+}
