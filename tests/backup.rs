@@ -121,6 +121,10 @@ fn snapshots_under_register_load_are_consistent_and_a_server_on_one_resumes_afte
     );
     let mut c = server.redis();
     assert_eq!(int(&call(&mut c, &["USERCOUNT"])), cmd.users);
+    assert_eq!(
+        info(&mut c, "events")["events_last_seq"],
+        cmd.seq.to_string()
+    );
     let (_, last_name) = cmd.events.last().expect("events");
     for name in ["p0", &format!("p{}", PRELOADED - 1), last_name.as_str()] {
         assert!(

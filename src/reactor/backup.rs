@@ -16,12 +16,12 @@ use crate::cmd::BackupJob;
 use crate::error::Result;
 use crate::store::backup::BackupError;
 
-/// Pages a step copies: 4 MiB at SQLite's 4 KiB pages, about 2 ms of the loop in a
-/// release build (docs/OPERATIONS.md, "Backups and restore").
-const BACKUP_STEP_PAGES: i32 = 1024;
-/// Pages copied between two syncs of the snapshot file: 32 MiB, so that its final
-/// sync, which the loop waits for, has at most that much to write.
-const BACKUP_SYNC_PAGES: u64 = 8192;
+/// Pages a step copies: 1 MiB at SQLite's 4 KiB pages (docs/OPERATIONS.md,
+/// "Backups and restore", has the stalls measured).
+const BACKUP_STEP_PAGES: i32 = 256;
+/// Pages copied between two syncs of the snapshot file: 8 MiB, so that no sync,
+/// the final one included, has more than that to write.
+const BACKUP_SYNC_PAGES: u64 = 2048;
 
 impl Reactor {
     /// Copies the snapshot `job` began, serving clients between its steps, then
@@ -35,14 +35,18 @@ impl Reactor {
         } = job;
         let started = Instant::now();
         let mut failed = None;
-        // The loop's stalls: each step, and the end (sync and rename).
+        // The loop's stalls: each step (its sync apart), the syncs, and the end
+        // (the last step, the final sync and the rename).
         let (mut steps, mut longest, mut step_began) = (0u64, Duration::ZERO, started);
+        let mut longest_sync = Duration::ZERO;
         let copied = if self.stopping {
             Err(BackupError::Abandoned)
         } else {
             copy.run(BACKUP_STEP_PAGES, BACKUP_SYNC_PAGES, |progress| {
                 steps += 1;
-                longest = longest.max(step_began.elapsed());
+                let sync = progress.synced_in.unwrap_or_default();
+                longest_sync = longest_sync.max(sync);
+                longest = longest.max(step_began.elapsed().saturating_sub(sync));
                 self.shared.backups.note_progress(progress);
                 if let Err(e) = self.turn(events) {
                     failed = Some(e);
@@ -61,7 +65,8 @@ impl Reactor {
         match &result {
             Ok(s) => log::info!(
                 "backup {id}: {} written: event seq {}, {} users, {} pages, writer {}, in {:.3} s; \
-                 {} steps, the longest {:.1} ms, the last with the sync and rename {:.1} ms",
+                 {} steps, the longest {:.1} ms, the longest sync {:.1} ms, the last step with \
+                 the final sync and the rename {:.1} ms",
                 s.path.display(),
                 s.seq,
                 s.users,
@@ -70,6 +75,7 @@ impl Reactor {
                 started.elapsed().as_secs_f64(),
                 steps + 1,
                 longest.as_secs_f64() * 1e3,
+                longest_sync.as_secs_f64() * 1e3,
                 last_step.as_secs_f64() * 1e3,
             ),
             Err(e) => log::warn!("backup {id} failed: {e}"),

@@ -1,6 +1,6 @@
 //! Consistent snapshots of a live database through SQLite's online backup API:
-//! `userbus backup PATH` (a process of its own, in one step) and the BACKUP
-//! command (inside the server, a few pages between ticks).
+//! `userbus backup PATH` (a process of its own) and the BACKUP command (inside
+//! the server, a few pages between ticks).
 //!
 //! A [`Copy`] opens the database read-only on a connection of its own and starts a
 //! read transaction at once. In WAL mode that transaction is one snapshot: every
@@ -154,6 +154,10 @@ pub struct Progress {
     pub done: u64,
     /// Pages the source holds.
     pub total: u64,
+    /// How long the sync after this step took, when there was one.
+    pub synced_in: Option<Duration>,
+    /// The step copied nothing: a lock was taken (it is retried).
+    pub busy: bool,
 }
 
 /// A snapshot being written: the source held at one read snapshot, the
@@ -291,20 +295,24 @@ impl Copy {
             let step = backup.step(pages_per_step)?;
             let p = backup.progress();
             let total = u64::try_from(p.pagecount).unwrap_or(0);
-            let progress = Progress {
+            let mut progress = Progress {
                 done: total.saturating_sub(u64::try_from(p.remaining).unwrap_or(0)),
                 total,
+                synced_in: None,
+                busy: matches!(step, StepResult::Busy | StepResult::Locked),
             };
             if step == StepResult::Done {
                 return Ok(progress);
             }
             if sync_pages > 0 && progress.done >= synced + sync_pages {
                 // Bounds the dirty data the final sync waits for.
+                let began = std::time::Instant::now();
                 self.file.sync_data().map_err(|source| BackupError::Io {
                     action: "sync",
                     path: self.temp.clone(),
                     source,
                 })?;
+                progress.synced_in = Some(began.elapsed());
                 synced = progress.done;
             }
             // More, or Busy/Locked (retried at the next step).
@@ -451,13 +459,16 @@ impl Drop for Copy {
     }
 }
 
-/// Writes a snapshot of the database at `db` to `target` in one step: for a
-/// process of its own (`userbus backup`), which stalls nobody while it copies.
+/// Writes a snapshot of the database at `db` to `target`, for a process of its
+/// own (`userbus backup`), which stalls no loop while it copies. It syncs every
+/// `CLI_SYNC_PAGES` rather than once at the end: one sync of the whole file keeps
+/// the disk busy long enough that a server's checkpoint waits behind it.
 pub fn snapshot(db: &Path, target: &Path, overwrite: bool) -> Result<Snapshot, BackupError> {
     let mut copy = Copy::start(db, target, overwrite, CLI_BUSY_TIMEOUT)?;
-    let progress = copy.run(-1, 0, |_| {
-        // Only a Busy or Locked step comes back unfinished.
-        std::thread::sleep(Duration::from_millis(10));
+    let progress = copy.run(CLI_STEP_PAGES, CLI_SYNC_PAGES, |p| {
+        if p.busy {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         ControlFlow::Continue(())
     })?;
     copy.finish(progress.total, None)
@@ -465,6 +476,10 @@ pub fn snapshot(db: &Path, target: &Path, overwrite: bool) -> Result<Snapshot, B
 
 /// How long `userbus backup` waits for a lock the server holds (a WAL restart).
 const CLI_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pages `userbus backup` copies a step, and between two syncs: 8 MiB.
+const CLI_STEP_PAGES: i32 = 2048;
+/// See `CLI_STEP_PAGES`.
+const CLI_SYNC_PAGES: u64 = 2048;
 
 /// Where a database that is a snapshot came from (its `meta` rows).
 #[derive(Debug, Clone, PartialEq, Eq)]
