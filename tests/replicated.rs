@@ -424,7 +424,7 @@ fn with_nats_unreachable_at_start_writes_time_out_and_reads_work() {
 }
 
 #[test]
-fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
+fn callbacks_event_streams_and_blocked_reads_wait_for_the_stream_ack() {
     if !nats_available() {
         return;
     }
@@ -432,8 +432,10 @@ fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
     let url = nats.url();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let record = seen.clone();
+    let http_port = common::free_port();
     let server = TestServer::start_with(
         |cfg| {
+            cfg.http_port = http_port;
             cfg.nats = Some(url.clone());
             cfg.durability = userbus::Durability::Replicated;
             cfg.replication_timeout = Duration::from_secs(1);
@@ -451,6 +453,19 @@ fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
     let _: i64 = redis::cmd("REGISTER").arg("first").query(&mut c).unwrap();
     // The callback ran before the reply left.
     assert_eq!(names(), ["first"]);
+    // An event stream after seq 1, and a read blocked after seq 1.
+    let mut sse = server.http_raw();
+    sse.write_all(b"GET /events?from=2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let head = b"HTTP/1.1 200 OK\r\n";
+    assert_eq!(read_n(&mut sse, head.len()), head);
+    let mut xread = raw(server.addr.port());
+    xread
+        .write_all(&resp(&["XREAD", "BLOCK", "0", "STREAMS", "events", "1"]))
+        .unwrap();
+    // Sent before this round trip, so parked by the time it returns.
+    let _: String = redis::cmd("PING").query(&mut c).unwrap();
+
     nats.kill9();
     let r: redis::RedisResult<i64> = redis::cmd("REGISTER").arg("second").query(&mut c);
     assert_eq!(r.expect_err("NATS is down").code(), Some("NOREPLICAS"));
@@ -459,6 +474,24 @@ fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
         ["first"],
         "a callback ran for an unacknowledged write"
     );
+    for (what, s) in [
+        ("the event stream", &mut sse),
+        ("the blocked XREAD", &mut xread),
+    ] {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let got = match s.read(&mut buf) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(_) => String::new(),
+        };
+        assert!(
+            !got.contains("second"),
+            "{what} got an unacknowledged event: {got}"
+        );
+        s.set_read_timeout(Some(DRAIN_TIMEOUT)).unwrap();
+    }
+
     nats.restart();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while names().len() < 2 {
@@ -466,6 +499,18 @@ fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(names(), ["first", "second"]);
+    for (what, s) in [
+        ("the event stream", &mut sse),
+        ("the blocked XREAD", &mut xread),
+    ] {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("second") {
+            let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(n > 0, "{what} closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
     server.stop();
 }
 
