@@ -2,6 +2,7 @@
 //! once its event is in the JetStream stream; pipelined replies keep their order;
 //! with NATS gone, writes get `-NOREPLICAS` after `--replication-timeout` while
 //! the server stays responsive, and nothing is lost or doubled once NATS is back;
+//! a killed stream leader of a 3-node cluster stalls writes, then they go on;
 //! a stopped relay fails writes at once; HTTP writes wait too (503 on timeout);
 //! the mode without `--nats` is an error at start.
 //!
@@ -12,9 +13,11 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::nats::{NatsServer, NatsTestClient, nats_available};
+use common::nats::{NatsCluster, NatsServer, NatsTestClient, nats_available};
 use common::process::UserbusProcess;
 use common::{TestServer, read_n, resp};
 use serde_json::Value;
@@ -285,6 +288,97 @@ fn writes_get_noreplicas_while_nats_is_down_and_succeed_again_when_it_is_back() 
     let mut js = nats.client();
     assert_stream_is_the_log(&mut js, &mut c);
     assert_eq!(stream_last_seq(&mut js), 8);
+}
+
+#[test]
+fn writes_stall_and_go_on_when_the_stream_leader_is_killed() {
+    if !nats_available() {
+        return;
+    }
+    let mut cluster = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let urls = cluster.urls();
+    let p = UserbusProcess::start(
+        &dir.path().join("r.db"),
+        &[
+            "--nats",
+            urls.as_str(),
+            "--nats-replicas",
+            "3",
+            "--durability",
+            "replicated",
+            "--replication-timeout",
+            "30s",
+        ],
+    );
+    let mut c = p.redis();
+    wait_nats(&mut c, "the relay to publish", |i| {
+        i.get("nats_relay_state").map(String::as_str) == Some("publishing")
+    });
+    // Two writers; each REGISTER it got an id for is acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let (stop, acked, port) = (stop.clone(), acked.clone(), p.port);
+            std::thread::spawn(move || {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+                let mut c = client.get_connection().unwrap();
+                let (mut names, mut longest) = (Vec::new(), Duration::ZERO);
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!("w{t}-{}", names.len());
+                    let started = Instant::now();
+                    let id: i64 = redis::cmd("REGISTER").arg(&name).query(&mut c).unwrap();
+                    assert!(id > 0);
+                    longest = longest.max(started.elapsed());
+                    names.push(name);
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                (names, longest)
+            })
+        })
+        .collect();
+    let wait_acked = |n: usize, what: &str| {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while acked.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "waited for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_acked(50, "writes before the kill");
+    let leader = cluster.wait_stream_leader("USERBUS", None);
+    cluster.kill9(leader);
+    let new_leader = cluster.wait_stream_leader("USERBUS", Some(leader));
+    let after = acked.load(Ordering::Relaxed) + 50;
+    wait_acked(after, "writes on the new leader");
+    stop.store(true, Ordering::Relaxed);
+    let mut names = Vec::new();
+    let mut longest = Duration::ZERO;
+    for w in writers {
+        let (n, l) = w.join().expect("writer");
+        names.extend(n);
+        longest = longest.max(l);
+    }
+    println!(
+        "{} acknowledged writes; the longest wait for one {longest:?}",
+        names.len()
+    );
+    assert!(longest < Duration::from_secs(30));
+    // Every acknowledged write is in the stream, which is the local log.
+    let mut js = cluster.client(new_leader);
+    let stored: std::collections::HashSet<String> = js
+        .all_msgs("USERBUS")
+        .iter()
+        .map(|m| m.json()["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for name in &names {
+        assert!(
+            stored.contains(name),
+            "{name} acknowledged, not in the stream"
+        );
+    }
+    wait_drained(&mut c);
+    assert_stream_is_the_log(&mut js, &mut c);
 }
 
 #[test]
