@@ -32,10 +32,11 @@
 //! server thread (or the limit's publisher), the load, and all nats-servers.
 //!
 //! With `--replicated` it measures `--durability replicated` instead: REGISTER
-//! over 50 connections at P=1 and at P=16 against three in-process servers in
-//! turn, strict without the relay, strict with it, and replicated (each reply
-//! after JetStream's ack); requests/s, p50 and p99 of each, and the ratios to
-//! strict.
+//! over 50 connections at P=1 and at P=16 against in-process servers in turn,
+//! strict without the relay, strict with it, replicated (each reply after
+//! JetStream's ack) and strict again, each after a warm-up at P=16;
+//! requests/s, p50 and p99 of each, and the ratios to the mean of the two
+//! strict runs.
 //!
 //! Without `nats-server` the bench prints a note and exits; without nats-py it
 //! skips the receipt latency.
@@ -325,7 +326,7 @@ fn main() {
     }
     let started = Instant::now();
     if opts.replicated {
-        replicated_main(&opts, secs, pin, cores, started);
+        replicated_main(&opts, (secs, warmup), pin, cores, started);
         return;
     }
     let mut results = Vec::new();
@@ -1251,16 +1252,25 @@ struct ModeRuns {
 const REPLICATED_PIPELINES: [usize; 2] = [1, PIPELINE];
 
 /// `--replicated`: strict without the relay, strict with it, replicated.
-fn replicated_main(opts: &Options, secs: f64, pin: bool, cores: usize, started: Instant) {
+fn replicated_main(
+    opts: &Options,
+    (secs, warmup): (f64, f64),
+    pin: bool,
+    cores: usize,
+    started: Instant,
+) {
     let mut results = Vec::new();
     for &replicas in &opts.replicas {
         eprintln!("R={replicas}: starting nats-server ...");
         let nats = unpinned(|| Nats::start(replicas));
         let urls = nats.urls();
+        // Strict first and last: the machine's drift over the run shows, and the
+        // ratios are to the mean of the two.
         for (mode, relay, durability) in [
             ("strict", false, Durability::Strict),
             ("strict + relay", true, Durability::Strict),
             ("replicated", true, Durability::Replicated),
+            ("strict (again)", false, Durability::Strict),
         ] {
             if relay {
                 // A fresh database is a new writer: it starts on an empty stream.
@@ -1279,6 +1289,10 @@ fn replicated_main(opts: &Options, secs: f64, pin: bool, cores: usize, started: 
                     .drain(SETUP_TIMEOUT)
                     .expect("the relay publishes its first event");
             }
+            // Connections, page cache and allocator warmed before anything counts.
+            let mut a = register_args(&server, CONNECTIONS, PIPELINE);
+            a.duration = Some(warmup);
+            run(&a);
             let mut runs = Vec::new();
             for pipeline in REPLICATED_PIPELINES {
                 eprintln!("R={replicas}: {mode}, REGISTER P={pipeline} ...");
@@ -1325,13 +1339,22 @@ fn replicated_main(opts: &Options, secs: f64, pin: bool, cores: usize, started: 
         "R", "mode", "P", "req/s", "vs strict", "p50 ms", "p99 ms", "errors"
     );
     for m in &results {
-        let strict = results
+        let strict: Vec<&ModeRuns> = results
             .iter()
-            .find(|b| b.replicas == m.replicas && b.mode == "strict");
+            .filter(|b| b.replicas == m.replicas && b.mode.starts_with("strict ("))
+            .chain(
+                results
+                    .iter()
+                    .filter(|b| b.replicas == m.replicas && b.mode == "strict"),
+            )
+            .collect();
         for (i, r) in m.runs.iter().enumerate() {
-            let base = strict
-                .and_then(|b| b.runs.get(i))
-                .map_or(f64::NAN, |b| b.requests_per_sec);
+            let rates: Vec<f64> = strict
+                .iter()
+                .filter_map(|b| b.runs.get(i))
+                .map(|b| b.requests_per_sec)
+                .collect();
+            let base = rates.iter().sum::<f64>() / rates.len() as f64;
             let _ = writeln!(
                 s,
                 "{:>2} {:<15} {:>3} {:>10.0} {:>9.2} {:>9.3} {:>9.3} {:>7}",

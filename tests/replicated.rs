@@ -2,6 +2,7 @@
 //! once its event is in the JetStream stream; pipelined replies keep their order;
 //! with NATS gone, writes get `-NOREPLICAS` after `--replication-timeout` while
 //! the server stays responsive, and nothing is lost or doubled once NATS is back;
+//! a killed stream leader of a 3-node cluster stalls writes, then they go on;
 //! a stopped relay fails writes at once; HTTP writes wait too (503 on timeout);
 //! the mode without `--nats` is an error at start.
 //!
@@ -12,9 +13,11 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::nats::{NatsServer, NatsTestClient, nats_available};
+use common::nats::{NatsCluster, NatsServer, NatsTestClient, nats_available};
 use common::process::UserbusProcess;
 use common::{TestServer, read_n, resp};
 use serde_json::Value;
@@ -288,6 +291,97 @@ fn writes_get_noreplicas_while_nats_is_down_and_succeed_again_when_it_is_back() 
 }
 
 #[test]
+fn writes_stall_and_go_on_when_the_stream_leader_is_killed() {
+    if !nats_available() {
+        return;
+    }
+    let mut cluster = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let urls = cluster.urls();
+    let p = UserbusProcess::start(
+        &dir.path().join("r.db"),
+        &[
+            "--nats",
+            urls.as_str(),
+            "--nats-replicas",
+            "3",
+            "--durability",
+            "replicated",
+            "--replication-timeout",
+            "30s",
+        ],
+    );
+    let mut c = p.redis();
+    wait_nats(&mut c, "the relay to publish", |i| {
+        i.get("nats_relay_state").map(String::as_str) == Some("publishing")
+    });
+    // Two writers; each REGISTER it got an id for is acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let writers: Vec<_> = (0..2)
+        .map(|t| {
+            let (stop, acked, port) = (stop.clone(), acked.clone(), p.port);
+            std::thread::spawn(move || {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+                let mut c = client.get_connection().unwrap();
+                let (mut names, mut longest) = (Vec::new(), Duration::ZERO);
+                while !stop.load(Ordering::Relaxed) {
+                    let name = format!("w{t}-{}", names.len());
+                    let started = Instant::now();
+                    let id: i64 = redis::cmd("REGISTER").arg(&name).query(&mut c).unwrap();
+                    assert!(id > 0);
+                    longest = longest.max(started.elapsed());
+                    names.push(name);
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+                (names, longest)
+            })
+        })
+        .collect();
+    let wait_acked = |n: usize, what: &str| {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while acked.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "waited for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_acked(50, "writes before the kill");
+    let leader = cluster.wait_stream_leader("USERBUS", None);
+    cluster.kill9(leader);
+    let new_leader = cluster.wait_stream_leader("USERBUS", Some(leader));
+    let after = acked.load(Ordering::Relaxed) + 50;
+    wait_acked(after, "writes on the new leader");
+    stop.store(true, Ordering::Relaxed);
+    let mut names = Vec::new();
+    let mut longest = Duration::ZERO;
+    for w in writers {
+        let (n, l) = w.join().expect("writer");
+        names.extend(n);
+        longest = longest.max(l);
+    }
+    println!(
+        "{} acknowledged writes; the longest wait for one {longest:?}",
+        names.len()
+    );
+    assert!(longest < Duration::from_secs(30));
+    // Every acknowledged write is in the stream, which is the local log.
+    let mut js = cluster.client(new_leader);
+    let stored: std::collections::HashSet<String> = js
+        .all_msgs("USERBUS")
+        .iter()
+        .map(|m| m.json()["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for name in &names {
+        assert!(
+            stored.contains(name),
+            "{name} acknowledged, not in the stream"
+        );
+    }
+    wait_drained(&mut c);
+    assert_stream_is_the_log(&mut js, &mut c);
+}
+
+#[test]
 fn a_stopped_relay_fails_held_and_new_writes_at_once() {
     if !nats_available() {
         return;
@@ -424,7 +518,7 @@ fn with_nats_unreachable_at_start_writes_time_out_and_reads_work() {
 }
 
 #[test]
-fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
+fn callbacks_event_streams_and_blocked_reads_wait_for_the_stream_ack() {
     if !nats_available() {
         return;
     }
@@ -432,8 +526,10 @@ fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
     let url = nats.url();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let record = seen.clone();
+    let http_port = common::free_port();
     let server = TestServer::start_with(
         |cfg| {
+            cfg.http_port = http_port;
             cfg.nats = Some(url.clone());
             cfg.durability = userbus::Durability::Replicated;
             cfg.replication_timeout = Duration::from_secs(1);
@@ -451,6 +547,19 @@ fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
     let _: i64 = redis::cmd("REGISTER").arg("first").query(&mut c).unwrap();
     // The callback ran before the reply left.
     assert_eq!(names(), ["first"]);
+    // An event stream after seq 1, and a read blocked after seq 1.
+    let mut sse = server.http_raw();
+    sse.write_all(b"GET /events?from=2 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let head = b"HTTP/1.1 200 OK\r\n";
+    assert_eq!(read_n(&mut sse, head.len()), head);
+    let mut xread = raw(server.addr.port());
+    xread
+        .write_all(&resp(&["XREAD", "BLOCK", "0", "STREAMS", "events", "1"]))
+        .unwrap();
+    // Sent before this round trip, so parked by the time it returns.
+    let _: String = redis::cmd("PING").query(&mut c).unwrap();
+
     nats.kill9();
     let r: redis::RedisResult<i64> = redis::cmd("REGISTER").arg("second").query(&mut c);
     assert_eq!(r.expect_err("NATS is down").code(), Some("NOREPLICAS"));
@@ -459,6 +568,24 @@ fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
         ["first"],
         "a callback ran for an unacknowledged write"
     );
+    for (what, s) in [
+        ("the event stream", &mut sse),
+        ("the blocked XREAD", &mut xread),
+    ] {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let got = match s.read(&mut buf) {
+            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Err(_) => String::new(),
+        };
+        assert!(
+            !got.contains("second"),
+            "{what} got an unacknowledged event: {got}"
+        );
+        s.set_read_timeout(Some(DRAIN_TIMEOUT)).unwrap();
+    }
+
     nats.restart();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while names().len() < 2 {
@@ -466,6 +593,18 @@ fn handler_callbacks_run_once_the_stream_acknowledged_the_event() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(names(), ["first", "second"]);
+    for (what, s) in [
+        ("the event stream", &mut sse),
+        ("the blocked XREAD", &mut xread),
+    ] {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("second") {
+            let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(n > 0, "{what} closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
     server.stop();
 }
 
