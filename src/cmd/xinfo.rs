@@ -94,7 +94,7 @@ fn stream(ctx: &mut Ctx<'_>) {
     ] {
         out.bulk(name);
         match row {
-            Some(row) => write_entry(out, row),
+            Some(row) => write_entry(out, row.view()),
             None => out.null_array(),
         }
     }

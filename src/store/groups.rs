@@ -8,8 +8,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::event_log::{EVENT_COLUMNS, event_row};
-use super::{EventRow, StorageError, Store};
+use super::event_log::{EVENT_COLUMNS, event_ref};
+use super::{EventRef, StorageError, Store};
 
 /// A storage result.
 pub(super) type Res<T> = Result<T, StorageError>;
@@ -151,8 +151,9 @@ impl Store {
         })
     }
 
-    /// XREADGROUP with `>`: up to `count` entries never delivered to the group.
-    /// `None` without the group.
+    /// XREADGROUP with `>`: visits up to `count` entries never delivered to the
+    /// group, as SQLite lends them, and records each as pending for `consumer`
+    /// (not with `noack`). `None` without the group, else how many `f` saw.
     pub fn group_read_new(
         &mut self,
         group: &str,
@@ -160,7 +161,8 @@ impl Store {
         count: usize,
         noack: bool,
         now: i64,
-    ) -> Res<Option<Vec<EventRow>>> {
+        mut f: impl FnMut(EventRef<'_>),
+    ) -> Res<Option<usize>> {
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
         self.write(|c| {
             let last: Option<i64> = c
@@ -168,30 +170,38 @@ impl Store {
                 .query_row(params![group], |r| r.get(0))
                 .optional()?;
             let Some(last) = last else { return Ok(None) };
-            let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                ))?
-                .query_map(params![last, limit], event_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            touch_consumer(c, group, consumer, now, !rows.is_empty())?;
-            if let Some(newest) = rows.last() {
+            let mut select = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let mut pend = if noack {
+                None
+            } else {
+                Some(c.prepare_cached(
+                    "INSERT OR REPLACE INTO stream_pending \
+                     (grp, seq, consumer, delivered_at, deliveries) VALUES (?1, ?2, ?3, ?4, 1)",
+                )?)
+            };
+            let mut rows = select.query(params![last, limit])?;
+            let (mut n, mut newest) = (0usize, last);
+            while let Some(row) = rows.next()? {
+                let e = event_ref(row)?;
+                if let Some(pend) = pend.as_mut() {
+                    pend.execute(params![group, e.seq, consumer, now])?;
+                }
+                newest = e.seq;
+                n += 1;
+                f(e);
+            }
+            drop(rows);
+            touch_consumer(c, group, consumer, now, n > 0)?;
+            if n > 0 {
                 c.prepare_cached(
                     "UPDATE stream_groups SET last_delivered = ?2, entries_read = entries_read + ?3 \
                      WHERE name = ?1",
                 )?
-                .execute(params![group, newest.seq, rows.len() as i64])?;
-                if !noack {
-                    let mut ins = c.prepare_cached(
-                        "INSERT OR REPLACE INTO stream_pending \
-                         (grp, seq, consumer, delivered_at, deliveries) VALUES (?1, ?2, ?3, ?4, 1)",
-                    )?;
-                    for row in &rows {
-                        ins.execute(params![group, row.seq, consumer, now])?;
-                    }
-                }
+                .execute(params![group, newest, n as i64])?;
             }
-            Ok(Some(rows))
+            Ok(Some(n))
         })
     }
 

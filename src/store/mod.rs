@@ -36,7 +36,7 @@ pub mod users;
 
 use batch::{BatchSql, Queued};
 pub use error::{StorageError, StorageErrorKind};
-pub use event_log::EventRow;
+pub use event_log::{EventRef, EventRow};
 pub use groups::{ConsumerInfo, GroupInfo};
 pub use pending::{ClaimOptions, DeadLetter, Delivered, Pending};
 pub use schema::SCHEMA_VERSION;
