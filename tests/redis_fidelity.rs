@@ -4,13 +4,16 @@
 //! Redis side's `events` stream is written with XADD to hold exactly userbus's log.
 //!
 //! Covered: reads without COUNT return every entry (past the 1000 of XREAD and
-//! the 100,000 of XRANGE that userbus once stopped at). Without redis-server the
-//! comparisons are skipped with a note (see `common::reference`).
+//! the 100,000 of XRANGE that userbus once stopped at); `XINFO STREAM events
+//! FULL`. Without redis-server the comparisons are skipped with a note (see
+//! `common::reference`).
 mod common;
 
 use common::reference::{RawClient, RedisServer};
-use common::stream::{EVENTS, Entry, all_events};
-use common::{TestServer, resp, show};
+use common::reply::{bulk_text, call};
+use common::stream::{EVENTS, Entry, all_events, serve_log};
+use common::{TestServer, now_ms, resp, show};
+use redis::Value;
 
 /// Sends `args` to userbus (`ub`) and to Redis (`rd`); their replies must be the
 /// same bytes. Returns userbus's.
@@ -99,5 +102,179 @@ fn reads_without_count_return_every_entry_as_redis_does() {
         &["XREADGROUP", "GROUP", "h", "c", "STREAMS", EVENTS, ">"],
     ] {
         same_reply(&mut ub, &mut rd, args);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// XINFO STREAM FULL
+
+/// A map reply (a RESP3 map or a RESP2 flat array) with each value passed
+/// through `f` by its key; `None` drops the pair.
+fn edit_map(v: Value, mut f: impl FnMut(&str, Value) -> Option<Value>) -> Value {
+    match v {
+        Value::Map(pairs) => Value::Map(
+            pairs
+                .into_iter()
+                .filter_map(|(k, v)| f(&bulk_text(&k), v).map(|v| (k, v)))
+                .collect(),
+        ),
+        Value::Array(flat) => {
+            assert!(
+                flat.len().is_multiple_of(2),
+                "a flat map has pairs: {flat:?}"
+            );
+            let mut out = Vec::new();
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if let Some(v) = f(&bulk_text(&k), v) {
+                    out.push(k);
+                    out.push(v);
+                }
+            }
+            Value::Array(out)
+        }
+        other => panic!("expected a map, got {other:?}"),
+    }
+}
+
+/// An array reply with each element passed through `f`.
+fn edit_each(v: Value, f: impl FnMut(Value) -> Value) -> Value {
+    match v {
+        Value::Array(items) => Value::Array(items.into_iter().map(f).collect()),
+        other => panic!("expected an array, got {other:?}"),
+    }
+}
+
+/// A time the server took from its own clock (Unix ms, or -1 for never): checked
+/// to be about now, then set to 0 so that two servers' replies compare.
+fn clock(v: Value) -> Value {
+    match v {
+        Value::Int(-1) => Value::Int(-1),
+        Value::Int(ms) => {
+            assert!(
+                (ms - now_ms()).abs() < 60_000,
+                "a time of the server's clock: {ms}"
+            );
+            Value::Int(0)
+        }
+        other => panic!("expected a time in ms, got {other:?}"),
+    }
+}
+
+/// The element `i` of an array reply passed through `clock`.
+fn clock_at(v: Value, i: usize) -> Value {
+    let mut n = 0;
+    edit_each(v, |x| {
+        n += 1;
+        if n - 1 == i { clock(x) } else { x }
+    })
+}
+
+/// An `XINFO STREAM key FULL` reply with its times set aside and without what
+/// only one of the two servers says: Redis's `radix-tree-*` (its memory layout),
+/// and, unless `active_time`, the consumers' `active-time` (Redis 7.2 on).
+fn full_form(v: Value, active_time: bool) -> Value {
+    edit_map(v, |k, v| match k {
+        "radix-tree-keys" | "radix-tree-nodes" => None,
+        "groups" => Some(edit_each(v, |g| {
+            edit_map(g, |k, v| match k {
+                "pending" => Some(edit_each(v, |p| clock_at(p, 2))),
+                "consumers" => Some(edit_each(v, |c| {
+                    edit_map(c, |k, v| match k {
+                        "seen-time" => Some(clock(v)),
+                        "active-time" if !active_time => None,
+                        "active-time" => Some(clock(v)),
+                        "pending" => Some(edit_each(v, |p| clock_at(p, 1))),
+                        _ => Some(v),
+                    })
+                })),
+                _ => Some(v),
+            })
+        })),
+        _ => Some(v),
+    })
+}
+
+#[test]
+fn xinfo_stream_full_lists_entries_groups_consumers_and_pending_as_redis_does() {
+    let Some(redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    // More entries than FULL shows by default (10).
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
+    let (server, _c, all) = serve_log(&names);
+    redis.mirror(&all);
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    for args in [
+        &["XGROUP", "CREATE", EVENTS, "mailer", "0"][..],
+        // At 0: Redis 7.0 says nil for the entries read by (and the lag of) a group
+        // created in the middle of a stream; userbus counts them.
+        &["XGROUP", "CREATE", EVENTS, "audit", "0"],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "audit",
+            "x",
+            "COUNT",
+            "1",
+            "STREAMS",
+            EVENTS,
+            ">",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "mailer",
+            "alice",
+            "COUNT",
+            "11",
+            "STREAMS",
+            EVENTS,
+            ">",
+        ],
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "mailer",
+            "bob",
+            "STREAMS",
+            EVENTS,
+            ">",
+        ],
+        &["XGROUP", "CREATECONSUMER", EVENTS, "mailer", "carol"],
+        &["XACK", EVENTS, "mailer", &all[0].id],
+        &["XCLAIM", EVENTS, "mailer", "bob", "0", &all[1].id],
+    ] {
+        same_reply(&mut ub, &mut rd, args);
+    }
+
+    let (major, minor) = redis.version();
+    let active_time = (major, minor) >= (7, 2);
+    for resp3 in [false, true] {
+        let (mut u, mut r) = (server.redis_proto(resp3), redis.redis_proto(resp3));
+        for count in [None, Some("2"), Some("0"), Some("-1"), Some("100")] {
+            let mut args = vec!["XINFO", "STREAM", EVENTS, "FULL"];
+            args.extend(count.map(|n| ["COUNT", n]).into_iter().flatten());
+            let (got, want) = (call(&mut u, &args), call(&mut r, &args));
+            assert_eq!(
+                full_form(got, active_time),
+                full_form(want, true),
+                "{args:?} resp3={resp3}"
+            );
+        }
+    }
+    // What userbus says that Redis 7.0 does not: when each consumer last read.
+    let v = call(&mut server.redis(), &["XINFO", "STREAM", EVENTS, "FULL"]);
+    let text = format!("{v:?}");
+    assert!(text.contains("active-time"), "{text}");
+
+    for args in [
+        &["XINFO", "STREAM", EVENTS, "FULL", "COUNT"][..],
+        &["XINFO", "STREAM", EVENTS, "FULLER"],
+        &["XINFO", "Stream", EVENTS, "FULL", "LIMIT", "1"],
+        &["XINFO", "STREAM", EVENTS, "FULL", "COUNT", "x"],
+    ] {
+        let reply = same_reply(&mut ub, &mut rd, args);
+        assert!(reply.starts_with(b"-ERR"), "{args:?}: {}", show(&reply));
     }
 }

@@ -50,6 +50,45 @@ pub struct ConsumerInfo {
     pub inactive_ms: i64,
 }
 
+/// A pending entry as XINFO STREAM FULL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The entry's seq.
+    pub seq: i64,
+    /// Who has it.
+    pub consumer: String,
+    /// When it was last delivered, Unix ms.
+    pub delivered_at: i64,
+    /// Deliveries so far.
+    pub deliveries: i64,
+}
+
+/// A consumer as XINFO STREAM FULL describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerFull {
+    /// Its name.
+    pub name: String,
+    /// When it last interacted, Unix ms.
+    pub seen_at: i64,
+    /// When it last read or claimed something, Unix ms (`None`: never).
+    pub active_at: Option<i64>,
+    /// Its pending entries in all.
+    pub pending_count: i64,
+    /// Its first pending entries, by id.
+    pub pending: Vec<Delivery>,
+}
+
+/// A group as XINFO STREAM FULL describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupFull {
+    /// What XINFO GROUPS says of it.
+    pub info: GroupInfo,
+    /// Its first pending entries, by id.
+    pub pending: Vec<Delivery>,
+    /// Its consumers, by name.
+    pub consumers: Vec<ConsumerFull>,
+}
+
 /// True when the group exists.
 pub(super) fn group_exists(c: &Connection, group: &str) -> rusqlite::Result<bool> {
     c.prepare_cached("SELECT 1 FROM stream_groups WHERE name = ?1")?
@@ -265,4 +304,66 @@ impl Store {
             Ok(Some(rows))
         })
     }
+
+    /// XINFO STREAM FULL: every group with its first `count` pending entries, and
+    /// its consumers each with their first `count` pending entries.
+    pub fn groups_full(&mut self, count: usize) -> Res<Vec<GroupFull>> {
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let groups = self.groups()?;
+        self.read(|c| {
+            let mut out = Vec::with_capacity(groups.len());
+            for info in groups {
+                let pending = c
+                    .prepare_cached(
+                        "SELECT seq, consumer, delivered_at, deliveries FROM stream_pending \
+                         WHERE grp = ?1 ORDER BY seq LIMIT ?2",
+                    )?
+                    .query_map(params![info.name, limit], delivery)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let listed = c
+                    .prepare_cached(
+                        "SELECT s.name, s.seen_at, s.active_at, (SELECT count(*) FROM \
+                         stream_pending p WHERE p.grp = s.grp AND p.consumer = s.name) \
+                         FROM stream_consumers s WHERE s.grp = ?1 ORDER BY s.name",
+                    )?
+                    .query_map(params![info.name], |r| {
+                        Ok(ConsumerFull {
+                            name: r.get(0)?,
+                            seen_at: r.get(1)?,
+                            active_at: r.get(2)?,
+                            pending_count: r.get(3)?,
+                            pending: Vec::new(),
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut consumers = Vec::with_capacity(listed.len());
+                for mut consumer in listed {
+                    consumer.pending = c
+                        .prepare_cached(
+                            "SELECT seq, consumer, delivered_at, deliveries FROM stream_pending \
+                             WHERE grp = ?1 AND consumer = ?2 ORDER BY seq LIMIT ?3",
+                        )?
+                        .query_map(params![info.name, consumer.name, limit], delivery)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    consumers.push(consumer);
+                }
+                out.push(GroupFull {
+                    info,
+                    pending,
+                    consumers,
+                });
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Reads a [`Delivery`] from `seq, consumer, delivered_at, deliveries`.
+fn delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        seq: r.get(0)?,
+        consumer: r.get(1)?,
+        delivered_at: r.get(2)?,
+        deliveries: r.get(3)?,
+    })
 }
