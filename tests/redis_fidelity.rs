@@ -4,15 +4,18 @@
 //! Redis side's `events` stream is written with XADD to hold exactly userbus's log.
 //!
 //! Covered: reads without COUNT return every entry (past the 1000 of XREAD and
-//! the 100,000 of XRANGE that userbus once stopped at); `XINFO STREAM events
-//! FULL`. Without redis-server the comparisons are skipped with a note (see
-//! `common::reference`).
+//! the 100,000 of XRANGE that userbus once stopped at); `XINFO STREAM events FULL`;
+//! a dead-lettered entry in a consumer's history, which reads as an entry deleted
+//! from a Redis stream does. Without redis-server the comparisons are skipped with
+//! a note (see `common::reference`).
 mod common;
 
 use common::reference::{RawClient, RedisServer};
 use common::reply::{bulk_text, call};
-use common::stream::{EVENTS, Entry, all_events, serve_log};
-use common::{TestServer, now_ms, resp, show};
+use common::stream::{
+    DEAD, EVENTS, Entry, all_events, gone_bytes, serve_log, serve_log_with, xlen,
+};
+use common::{TestServer, bulk, now_ms, resp, show};
 use redis::Value;
 
 /// Sends `args` to userbus (`ub`) and to Redis (`rd`); their replies must be the
@@ -277,4 +280,59 @@ fn xinfo_stream_full_lists_entries_groups_consumers_and_pending_as_redis_does() 
         let reply = same_reply(&mut ub, &mut rd, args);
         assert!(reply.starts_with(b"-ERR"), "{args:?}: {}", show(&reply));
     }
+}
+
+// ---------------------------------------------------------------------------
+// Dead letters in a consumer's history
+
+#[test]
+fn a_dead_lettered_entry_comes_back_with_a_nil_body_as_redis_returns_a_deleted_one() {
+    // Each entry may be delivered once; the history read would be the second.
+    let (server, _c, all) = serve_log_with(|cfg| cfg.max_deliveries = 1, &["a", "b", "c"]);
+    let (a, b, c) = (&all[0].id, &all[1].id, &all[2].id);
+    for (resp3, group) in [(false, "g2"), (true, "g3")] {
+        let Some(redis) = RedisServer::start(&[]) else {
+            return;
+        };
+        redis.mirror(&all);
+        let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+        if resp3 {
+            hello3(&mut ub, &mut rd);
+        }
+        same_reply(&mut ub, &mut rd, &["XGROUP", "CREATE", EVENTS, group, "0"]);
+        let read = ["XREADGROUP", "GROUP", group, "w", "STREAMS", EVENTS, ">"];
+        same_reply(&mut ub, &mut rd, &read);
+        // userbus gives up on a and b at this delivery; in Redis they are deleted.
+        assert_eq!(rd.call(&["XDEL", EVENTS, a, b]), b":2\r\n");
+        let history = [
+            "XREADGROUP",
+            "GROUP",
+            group,
+            "w",
+            "COUNT",
+            "2",
+            "STREAMS",
+            EVENTS,
+            "0",
+        ];
+        let got = same_reply(&mut ub, &mut rd, &history);
+        let want = gone_bytes(EVENTS, &[a.clone(), b.clone()], resp3);
+        assert_eq!(show(&got), show(&want));
+
+        // They are acknowledged and in events.dead; c is still pending, and is given
+        // up on at its own next delivery.
+        assert_eq!(ub.call(&["XPENDING", EVENTS, group])[..4], *b"*4\r\n");
+        let pending = ub.call(&["XPENDING", EVENTS, group, "-", "+", "10"]);
+        let mut head = b"*1\r\n*4\r\n".to_vec();
+        head.extend(bulk(c));
+        assert!(pending.starts_with(&head), "{}", show(&pending));
+        let history = ["XREADGROUP", "GROUP", group, "w", "STREAMS", EVENTS, "0"];
+        let want = gone_bytes(EVENTS, std::slice::from_ref(c), resp3);
+        assert_eq!(show(&ub.call(&history)), show(&want));
+        // Nothing is pending any more: an empty history, as Redis answers one.
+        assert_eq!(ub.call(&["XACK", EVENTS, group, a, b, c]), b":0\r\n");
+        assert_eq!(rd.call(&["XACK", EVENTS, group, a, b, c]), b":3\r\n");
+        same_reply(&mut ub, &mut rd, &history);
+    }
+    assert_eq!(xlen(&mut server.redis(), DEAD), 6);
 }
