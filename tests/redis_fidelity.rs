@@ -6,8 +6,8 @@
 //! Covered: reads without COUNT return every entry (past the 1000 of XREAD and
 //! the 100,000 of XRANGE that userbus once stopped at); `XINFO STREAM events FULL`;
 //! a dead-lettered entry in a consumer's history, which reads as an entry deleted
-//! from a Redis stream does. Without redis-server the comparisons are skipped with
-//! a note (see `common::reference`).
+//! from a Redis stream does; RESET. Without redis-server the comparisons are
+//! skipped with a note (see `common::reference`).
 mod common;
 
 use common::reference::{RawClient, RedisServer};
@@ -335,4 +335,91 @@ fn a_dead_lettered_entry_comes_back_with_a_nil_body_as_redis_returns_a_deleted_o
         same_reply(&mut ub, &mut rd, &history);
     }
     assert_eq!(xlen(&mut server.redis(), DEAD), 6);
+}
+
+// ---------------------------------------------------------------------------
+// RESET
+
+#[test]
+fn reset_leaves_subscribed_mode_and_clears_the_connection_as_redis_does() {
+    let Some(redis) = RedisServer::start(&[]) else {
+        return;
+    };
+    let server = TestServer::start();
+    for resp3 in [false, true] {
+        let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+        if resp3 {
+            hello3(&mut ub, &mut rd);
+        }
+        for args in [
+            &["CLIENT", "SETNAME", "worker"][..],
+            &["SUBSCRIBE", "user.registered", "user.unregistered"],
+        ] {
+            same_reply(&mut ub, &mut rd, args);
+        }
+        // SUBSCRIBE replies once per channel.
+        assert_eq!(ub.reply(), rd.reply());
+        same_reply(&mut ub, &mut rd, &["PSUBSCRIBE", "user.*"]);
+        if !resp3 {
+            // In subscribed mode, RESP2 allows RESET among a few others.
+            let refused = same_reply(&mut ub, &mut rd, &["XLEN", EVENTS]);
+            assert!(refused.ends_with(b"RESET are allowed in this context\r\n"));
+        }
+        // RESET: one reply, no unsubscribe confirmations.
+        assert_eq!(same_reply(&mut ub, &mut rd, &["RESET"]), b"+RESET\r\n");
+        // Back to RESP2 (a nil is `$-1`), unnamed, out of subscribed mode.
+        assert_eq!(
+            same_reply(&mut ub, &mut rd, &["CLIENT", "GETNAME"]),
+            b"$-1\r\n"
+        );
+        assert_eq!(same_reply(&mut ub, &mut rd, &["PING"]), b"+PONG\r\n");
+        // Nothing is pushed to it any more.
+        common::reply::register(&mut server.redis(), &format!("r{resp3}"), &[]);
+        assert_eq!(ub.call(&["PING"]), b"+PONG\r\n");
+        // And nothing is left to unsubscribe from.
+        same_reply(&mut ub, &mut rd, &["UNSUBSCRIBE"]);
+        same_reply(&mut ub, &mut rd, &["PUNSUBSCRIBE"]);
+    }
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    let reply = same_reply(&mut ub, &mut rd, &["RESET", "now"]);
+    assert_eq!(
+        reply,
+        b"-ERR wrong number of arguments for 'reset' command\r\n"
+    );
+}
+
+#[test]
+fn reset_logs_out_when_a_password_is_required_as_redis_does() {
+    let Some(redis) = RedisServer::start(&["--requirepass", "s3cret"]) else {
+        return;
+    };
+    let server = TestServer::start_with(|cfg| cfg.requirepass = Some("s3cret".into()), |b| b);
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    // RESET needs no authentication.
+    assert_eq!(same_reply(&mut ub, &mut rd, &["RESET"]), b"+RESET\r\n");
+    assert_eq!(
+        same_reply(&mut ub, &mut rd, &["AUTH", "s3cret"]),
+        b"+OK\r\n"
+    );
+    same_reply(&mut ub, &mut rd, &["CLIENT", "SETNAME", "w"]);
+    assert_eq!(same_reply(&mut ub, &mut rd, &["RESET"]), b"+RESET\r\n");
+    let refused = same_reply(&mut ub, &mut rd, &["CLIENT", "GETNAME"]);
+    assert!(refused.starts_with(b"-NOAUTH"), "{}", show(&refused));
+    assert_eq!(
+        same_reply(&mut ub, &mut rd, &["AUTH", "s3cret"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        same_reply(&mut ub, &mut rd, &["CLIENT", "GETNAME"]),
+        b"$-1\r\n"
+    );
+    // A request pipelined behind RESET already needs AUTH again.
+    let mut pipelined = resp(&["RESET"]);
+    pipelined.extend(resp(&["CLIENT", "GETNAME"]));
+    for c in [&mut ub, &mut rd] {
+        c.send(&pipelined);
+        assert_eq!(c.reply(), b"+RESET\r\n");
+        let refused = c.reply();
+        assert!(refused.starts_with(b"-NOAUTH"), "{}", show(&refused));
+    }
 }

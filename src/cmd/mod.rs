@@ -15,6 +15,7 @@ mod lookup;
 mod ping;
 mod quit;
 mod register;
+mod reset;
 mod select;
 mod subscribe;
 mod unregister;
@@ -82,10 +83,11 @@ pub struct Spec {
 /// Every command, in the order COMMAND lists them.
 pub static COMMANDS: &[Spec] = &TABLE;
 
-const TABLE: [Spec; 34] = [
+const TABLE: [Spec; 35] = [
     ping::SPEC,
     echo::SPEC,
     quit::SPEC,
+    reset::SPEC,
     hello::SPEC,
     auth::SPEC,
     select::SPEC,
@@ -120,13 +122,14 @@ const TABLE: [Spec; 34] = [
 ];
 
 /// Commands a RESP2 client may run while subscribed (Redis's rule).
-const SUBSCRIBED_ALLOWED: [&str; 6] = [
+const SUBSCRIBED_ALLOWED: [&str; 7] = [
     "subscribe",
     "psubscribe",
     "unsubscribe",
     "punsubscribe",
     "ping",
     "quit",
+    "reset",
 ];
 
 /// Finds a command by name, ignoring case.
@@ -307,7 +310,9 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         wrong_arity(spec.name, ctx);
         return Outcome::Continue;
     }
-    if !ctx.session.authenticated && !matches!(spec.name, "auth" | "hello" | "ping" | "quit") {
+    if !ctx.session.authenticated
+        && !matches!(spec.name, "auth" | "hello" | "ping" | "quit" | "reset")
+    {
         ctx.out.error(crate::auth::NOAUTH);
         return Outcome::Continue;
     }
