@@ -386,6 +386,8 @@ fn reset_leaves_subscribed_mode_and_clears_the_connection_as_redis_does() {
         reply,
         b"-ERR wrong number of arguments for 'reset' command\r\n"
     );
+    let info = String::from_utf8_lossy(&ub.call(&["INFO", "clients"])).into_owned();
+    assert!(info.contains("pubsub_clients:0\r\n"), "{info}");
 }
 
 #[test]
