@@ -134,8 +134,10 @@ pub struct Stats {
     pub events: u64,
     /// Subscribers disconnected at their output-buffer limit.
     pub slow_subscriber_disconnects: u64,
-    /// Pushes sent to subscribers.
+    /// Messages pushed to pub/sub subscribers.
     pub pushes: u64,
+    /// Events sent on event streams (`GET /events`), one frame each.
+    pub sse_frames: u64,
     /// Durable handlers and their offsets, as of the last tick.
     pub durable_offsets: Vec<(String, i64)>,
     /// The JetStream relay as of the last tick (with `--nats`).
@@ -204,6 +206,7 @@ impl Stats {
             events: 0,
             slow_subscriber_disconnects: 0,
             pushes: 0,
+            sse_frames: 0,
             durable_offsets: Vec::new(),
             nats: None,
             replication: None,
@@ -367,10 +370,22 @@ pub fn prometheus(v: &View<'_>) -> String {
         v.pubsub.pattern_count() as f64,
     );
     metric(
+        "subscribed_connections",
+        "gauge",
+        "Connections subscribed to at least one channel or pattern.",
+        v.pubsub.connection_count() as f64,
+    );
+    metric(
         "pubsub_pushes_total",
         "counter",
-        "Messages pushed to subscribers.",
+        "Messages pushed to pub/sub subscribers.",
         s.pushes as f64,
+    );
+    metric(
+        "sse_frames_total",
+        "counter",
+        "Events sent on event streams (GET /events).",
+        s.sse_frames as f64,
     );
     metric(
         "slow_consumer_disconnects_total",

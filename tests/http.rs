@@ -17,9 +17,9 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::reply::{call, register_new};
+use common::reply::{call, info, register_new};
 use common::stream::{Entry, all_events};
-use common::{IO_TIMEOUT, TestServer, assert_bytes, show};
+use common::{IO_TIMEOUT, TestServer, assert_bytes, bulk, exchange_resp, read_frame, show};
 use redis::Value as Redis;
 use serde_json::{Value, json};
 use userbus::config::{MAX_FIELD_VALUE_BYTES, MAX_FIELDS, MAX_NAME_BYTES};
@@ -1517,4 +1517,87 @@ fn metrics_parse_as_prometheus_exposition_and_count_what_happened() {
         assert_eq!(buckets.last().map(|b| b.count), Some(count), "{name}");
         assert!(count >= 1.0, "{name} observed nothing");
     }
+}
+
+#[test]
+fn pubsub_pushes_and_event_stream_frames_are_counted_apart() {
+    let server = TestServer::start_http();
+    let mut redis = server.redis();
+    // One subscriber of the channel, one of the channel and a pattern (two pushes
+    // per event), and an event stream (one frame per event).
+    let mut one = server.raw();
+    exchange_resp(
+        &mut one,
+        &["SUBSCRIBE", REGISTERED],
+        &subscribed("subscribe", REGISTERED, 1),
+    );
+    let mut two = server.raw();
+    exchange_resp(
+        &mut two,
+        &["SUBSCRIBE", REGISTERED],
+        &subscribed("subscribe", REGISTERED, 1),
+    );
+    exchange_resp(
+        &mut two,
+        &["PSUBSCRIBE", "user.*"],
+        &subscribed("psubscribe", "user.*", 2),
+    );
+    let mut stream = EventStream::open(&server, "/events", "");
+    let m = scrape(&server);
+    assert_eq!(value(&m, "userbus_subscribed_connections", &[]), 2.0);
+
+    for name in ["p1", "p2"] {
+        register_new(&mut redis, name, &[]);
+    }
+    for _ in 0..2 {
+        read_frame(&mut one);
+        stream.next();
+    }
+    for _ in 0..4 {
+        read_frame(&mut two);
+    }
+    let m = scrape(&server);
+    assert_eq!(value(&m, "userbus_pubsub_pushes_total", &[]), 6.0);
+    assert_eq!(value(&m, "userbus_sse_frames_total", &[]), 2.0);
+    assert_eq!(value(&m, "userbus_subscribed_connections", &[]), 2.0);
+    let stats = info(&mut redis, "stats");
+    assert_eq!(
+        (
+            stats["pubsub_pushes"].as_str(),
+            stats["sse_frames"].as_str()
+        ),
+        ("6", "2")
+    );
+    assert_eq!(info(&mut redis, "clients")["pubsub_clients"], "2");
+
+    // A connection counts while it holds a channel or a pattern.
+    exchange_resp(
+        &mut two,
+        &["UNSUBSCRIBE"],
+        &subscribed("unsubscribe", REGISTERED, 1),
+    );
+    assert_eq!(
+        value(&scrape(&server), "userbus_subscribed_connections", &[]),
+        2.0
+    );
+    exchange_resp(&mut two, &["RESET"], b"+RESET\r\n");
+    exchange_resp(
+        &mut one,
+        &["UNSUBSCRIBE"],
+        &subscribed("unsubscribe", REGISTERED, 0),
+    );
+    assert_eq!(
+        value(&scrape(&server), "userbus_subscribed_connections", &[]),
+        0.0
+    );
+    assert_eq!(info(&mut redis, "clients")["pubsub_clients"], "0");
+}
+
+/// A (un)subscribe confirmation in RESP2: `[word, name, :count]`.
+fn subscribed(word: &str, name: &str, count: i64) -> Vec<u8> {
+    let mut out = b"*3\r\n".to_vec();
+    out.extend(bulk(word));
+    out.extend(bulk(name));
+    out.extend(format!(":{count}\r\n").into_bytes());
+    out
 }

@@ -6,7 +6,7 @@
 //! With `--requirepass` (or `USERBUS_PASSWORD`, `--password-file`), the right
 //! secret authenticates the connection and a wrong one gets `-WRONGPASS invalid
 //! username-password pair or user is disabled.`; the comparison takes constant
-//! time. Until then every command but AUTH, HELLO, PING and QUIT gets
+//! time. Until then every command but AUTH, HELLO, PING, QUIT and RESET gets
 //! `-NOAUTH Authentication required.` Without a password, as in Redis, the
 //! `default` user accepts any password and the one-argument form says that none is
 //! configured.

@@ -96,8 +96,10 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
         ),
         "clients" => write!(
             t,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
-            s.connected_clients, ctx.config.maxclients
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\npubsub_clients:{}\r\n",
+            s.connected_clients,
+            ctx.config.maxclients,
+            ctx.pubsub.connection_count()
         ),
         "persistence" => write!(
             t,
@@ -120,7 +122,7 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
              idle_closes:{}\r\n\
              registrations:{}\r\nunregistrations:{}\r\nevents:{}\r\nhandler_panics:{}\r\n\
              pubsub_channels:{}\r\npubsub_patterns:{}\r\npubsub_pushes:{}\r\n\
-             slow_subscriber_disconnects:{}\r\n\
+             sse_frames:{}\r\nslow_subscriber_disconnects:{}\r\n\
              total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n",
             s.connections_received,
             s.commands,
@@ -138,6 +140,7 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
             ctx.pubsub.channel_count(),
             ctx.pubsub.pattern_count(),
             s.pushes,
+            s.sse_frames,
             s.slow_subscriber_disconnects,
             s.net_input_bytes,
             s.net_output_bytes,

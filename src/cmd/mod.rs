@@ -17,6 +17,7 @@ mod ping;
 mod quit;
 mod register;
 mod replicaof;
+mod reset;
 mod select;
 mod subscribe;
 mod unregister;
@@ -86,10 +87,11 @@ pub struct Spec {
 /// Every command, in the order COMMAND lists them.
 pub static COMMANDS: &[Spec] = &TABLE;
 
-const TABLE: [Spec; 37] = [
+const TABLE: [Spec; 38] = [
     ping::SPEC,
     echo::SPEC,
     quit::SPEC,
+    reset::SPEC,
     hello::SPEC,
     auth::SPEC,
     select::SPEC,
@@ -127,13 +129,14 @@ const TABLE: [Spec; 37] = [
 ];
 
 /// Commands a RESP2 client may run while subscribed (Redis's rule).
-const SUBSCRIBED_ALLOWED: [&str; 6] = [
+const SUBSCRIBED_ALLOWED: [&str; 7] = [
     "subscribe",
     "psubscribe",
     "unsubscribe",
     "punsubscribe",
     "ping",
     "quit",
+    "reset",
 ];
 
 /// Finds a command by name, ignoring case.
@@ -314,7 +317,9 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         wrong_arity(spec.name, ctx);
         return Outcome::Continue;
     }
-    if !ctx.session.authenticated && !matches!(spec.name, "auth" | "hello" | "ping" | "quit") {
+    if !ctx.session.authenticated
+        && !matches!(spec.name, "auth" | "hello" | "ping" | "quit" | "reset")
+    {
         ctx.out.error(crate::auth::NOAUTH);
         return Outcome::Continue;
     }

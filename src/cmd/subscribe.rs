@@ -11,8 +11,8 @@
 //! Committed events arrive as `[message, channel, payload]` or
 //! `[pmessage, pattern, channel, payload]`, payload the event's JSON. Channels are
 //! `user.registered` and `user.unregistered`; any name may be subscribed, as in
-//! Redis. In RESP2 a subscribed client may only run these four, PING and QUIT; in
-//! RESP3 pushes are `>` frames and any command works.
+//! Redis. In RESP2 a subscribed client may only run these four, PING, QUIT and
+//! RESET; in RESP3 pushes are `>` frames and any command works.
 
 use super::{Ctx, Outcome, Spec};
 use crate::protocol::Args;

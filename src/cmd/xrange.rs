@@ -4,14 +4,17 @@
 //! - `XRANGE events start end [COUNT n]` → `[[id, [field, value, ...]], ...]`
 //! - `XREVRANGE events end start [COUNT n]` → the same, newest first
 //!
-//! Ids are `<seq>-0`; `-` and `+` are the ends, `(id` excludes `id`. Entry fields:
+//! Ids are `<seq>-0`; `-` and `+` are the ends, `(id` excludes `id`. Without
+//! COUNT every entry in the range is returned, as in Redis; entries are encoded
+//! straight from the log into the output, whose limit then holds back the
+//! connection's later requests until the client has read them. Entry fields:
 //! `kind`, `id`, `name`, `fields` (JSON), `at` (RFC 3339). `events.dead` entries
 //! carry `event` (the entry's id in `events`), `group`, `consumer`, `deliveries`,
 //! `at` (when it was given up) and, while the event is in the log, its fields.
 
 use super::{Ctx, Outcome, Spec, int_arg, not_an_integer, syntax_error};
 use crate::events::stream::{
-    Stream, range_end, range_start, stream, write_dead_entry, write_entry,
+    Stream, range_end, range_start, stream, write_dead_entry, write_entries, write_entry,
 };
 use crate::protocol::Args;
 
@@ -30,9 +33,6 @@ pub const XREVRANGE: Spec = Spec {
     summary: "Returns the events between two ids, newest first.",
     run: xrevrange,
 };
-
-/// Entries a range returns when no COUNT is given.
-const MAX_RANGE_ENTRIES: usize = 100_000;
 
 fn xrange(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     range(args, ctx, false)
@@ -63,7 +63,7 @@ fn range(args: &Args<'_>, ctx: &mut Ctx<'_>, rev: bool) -> Outcome {
             return Outcome::Continue;
         }
     };
-    let mut count = MAX_RANGE_ENTRIES;
+    let mut count = usize::MAX;
     match (args.get(4), args.get(5), args.len()) {
         (None, _, _) => {}
         (Some(opt), Some(n), 6) if opt.eq_ignore_ascii_case(b"count") => match int_arg(n) {
@@ -72,7 +72,7 @@ fn range(args: &Args<'_>, ctx: &mut Ctx<'_>, rev: bool) -> Outcome {
                 ctx.out.null_array();
                 return Outcome::Continue;
             }
-            Some(n) => count = usize::try_from(n).unwrap_or(0).min(MAX_RANGE_ENTRIES),
+            Some(n) => count = usize::try_from(n).unwrap_or(usize::MAX),
             None => {
                 not_an_integer(ctx);
                 return Outcome::Continue;
@@ -99,14 +99,12 @@ fn range(args: &Args<'_>, ctx: &mut Ctx<'_>, rev: bool) -> Outcome {
         }
         return Outcome::Continue;
     }
-    match ctx.store().events_between(lo, hi, count, rev) {
-        Ok(rows) => {
-            ctx.out.array(rows.len());
-            for row in &rows {
-                write_entry(&mut ctx.out, row);
-            }
-        }
-        Err(e) => ctx.storage_error(&e),
+    let (store, out) = ctx.store_and_out();
+    let res = write_entries(out, None, |out| {
+        store.each_event_between(lo, hi, count, rev, |e| write_entry(out, e))
+    });
+    if let Err(e) = res {
+        ctx.storage_error(&e);
     }
     Outcome::Continue
 }

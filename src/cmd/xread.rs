@@ -5,6 +5,10 @@
 //! `[[events, [[id, [field, value, ...]], ...]]]` in RESP2, `{events: [...]}` in
 //! RESP3, or nil (`*-1` / `_`) when there is nothing after the id.
 //!
+//! Without COUNT every entry after the id is returned, as in Redis; entries are
+//! encoded straight from the log into the output, whose limit then holds back
+//! the connection's later requests until the client has read them.
+//!
 //! With `BLOCK ms` and nothing to return, the connection waits (its later requests
 //! wait behind it) until a commit adds entries or `ms` pass (`BLOCK 0` waits
 //! forever); the wait never blocks the loop. `$` means "after the last entry now".
@@ -13,7 +17,7 @@
 use std::time::Duration;
 
 use super::{Ctx, Outcome, Spec, int_arg, syntax_error};
-use crate::events::stream::{Stream, read_after, stream, write_read_reply};
+use crate::events::stream::{EVENTS_KEY, Stream, read_after, stream, write_entries, write_entry};
 use crate::protocol::Args;
 
 pub const SPEC: Spec = Spec {
@@ -23,9 +27,6 @@ pub const SPEC: Spec = Spec {
     summary: "Reads events after an id, optionally blocking until there are some.",
     run,
 };
-
-/// Entries one XREAD returns when no COUNT is given.
-pub const DEFAULT_READ_COUNT: usize = 1000;
 
 /// A blocking read that found nothing: the reactor parks the connection and runs
 /// the command again after a commit that grows the log past `after`, or replies
@@ -40,7 +41,7 @@ pub struct Wait {
 
 /// What XREAD and XREADGROUP say before and after `STREAMS`.
 pub struct ReadRequest<'b> {
-    /// Most entries to return.
+    /// Most entries to return (`usize::MAX` without COUNT).
     pub count: usize,
     /// `BLOCK`: `Some(None)` waits forever, `Some(Some(t))` up to `t`.
     pub block: Option<Option<Duration>>,
@@ -62,7 +63,7 @@ pub fn read_request<'b>(
     noack_allowed: bool,
     ctx: &mut Ctx<'_>,
 ) -> Option<ReadRequest<'b>> {
-    let mut count = DEFAULT_READ_COUNT;
+    let mut count = usize::MAX;
     let mut block = None;
     let mut noack = false;
     let mut i = start;
@@ -83,9 +84,8 @@ pub fn read_request<'b>(
         let value = args.get(i + 1);
         if opt.eq_ignore_ascii_case(b"count") {
             match value.and_then(int_arg) {
-                // COUNT 0 (or less) means no COUNT, as in Redis; the default cap
-                // still bounds one reply.
-                Some(n) if n <= 0 => count = DEFAULT_READ_COUNT,
+                // COUNT 0 (or less) means no COUNT, as in Redis.
+                Some(n) if n <= 0 => count = usize::MAX,
                 Some(n) => count = usize::try_from(n).unwrap_or(usize::MAX),
                 None => {
                     super::not_an_integer(ctx);
@@ -200,15 +200,15 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         return Outcome::Continue;
     }
     if after < ctx.store().counts().last_seq {
-        match ctx
-            .store()
-            .events_between(after.saturating_add(1), i64::MAX, count, false)
-        {
-            Ok(rows) if !rows.is_empty() => {
-                write_read_reply(&mut ctx.out, &rows);
-                return Outcome::Continue;
-            }
-            Ok(_) => {}
+        let (store, out) = ctx.store_and_out();
+        let res = write_entries(out, Some(EVENTS_KEY), |out| {
+            store.each_event_between(after.saturating_add(1), i64::MAX, count, false, |e| {
+                write_entry(out, e)
+            })
+        });
+        match res {
+            Ok(0) => {}
+            Ok(_) => return Outcome::Continue,
             Err(e) => {
                 ctx.storage_error(&e);
                 return Outcome::Continue;

@@ -2,7 +2,8 @@
 //!
 //! # Format
 //! `XREADGROUP GROUP group consumer [COUNT n] [BLOCK ms] [NOACK] STREAMS events <>|id>`
-//! → the XREAD reply shape. With `>`, entries never delivered to the group, which
+//! → the XREAD reply shape. With `>`, entries never delivered to the group (all
+//! of them without COUNT, as in Redis, encoded straight from the log), which
 //! become pending for this consumer until XACK (not with NOACK); with nothing new
 //! and BLOCK, the connection waits for a commit. With an id, this consumer's own
 //! pending entries after it, each counted as delivered again (an entry trimmed from
@@ -13,7 +14,9 @@
 
 use super::xread::{ReadRequest, read_request};
 use super::{Ctx, Outcome, Spec, Wait, group_stream, name_arg, no_group, syntax_error};
-use crate::events::stream::{exact_id, write_delivered, write_entry, write_read_header};
+use crate::events::stream::{
+    exact_id, write_delivered, write_entries, write_entry, write_read_header,
+};
 use crate::protocol::Args;
 
 pub const SPEC: Spec = Spec {
@@ -55,25 +58,24 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     }
     let now = crate::clock::now_ms();
     if id == b">" {
-        let res = ctx
-            .store()
-            .group_read_new(group, consumer, count, noack, now);
+        let (store, out) = ctx.store_and_out();
+        let mut found = true;
+        let res = write_entries(out, Some(key), |out| {
+            let n = store
+                .group_read_new(group, consumer, count, noack, now, |e| write_entry(out, e))?;
+            found = n.is_some();
+            Ok(n.unwrap_or(0))
+        });
         match res {
-            Ok(Some(rows)) if !rows.is_empty() => {
-                write_read_header(&mut ctx.out, key);
-                ctx.out.array(rows.len());
-                for row in &rows {
-                    write_entry(&mut ctx.out, row);
-                }
-            }
-            Ok(Some(_)) => match block {
+            Ok(n) if n > 0 => {}
+            Ok(_) if !found => no_group(group, ctx, " in XREADGROUP with GROUP option"),
+            Ok(_) => match block {
                 Some(timeout) => {
                     let after = ctx.store().counts().last_seq;
                     return Outcome::Block(Wait { after, timeout });
                 }
                 None => ctx.out.null_array(),
             },
-            Ok(None) => no_group(group, ctx, " in XREADGROUP with GROUP option"),
             Err(e) => ctx.storage_error(&e),
         }
         return Outcome::Continue;

@@ -182,7 +182,10 @@ impl Conn {
             }
             self.wbuf.clear();
             self.wpos = 0;
-        } else if self.wpos >= COMPACT_OUTPUT_BYTES {
+        } else if self.wpos >= COMPACT_OUTPUT_BYTES && self.wpos >= self.pending_output() {
+            // Only once the written part is at least the unsent part: a reply of
+            // many megabytes written in small pieces is then moved a bounded
+            // number of times, not once per piece.
             self.wbuf.drain(..self.wpos);
             self.held.shift(self.wpos);
             self.wpos = 0;

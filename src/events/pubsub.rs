@@ -13,6 +13,8 @@ use std::collections::HashMap;
 pub struct PubSub {
     channels: HashMap<Vec<u8>, Vec<usize>>,
     patterns: Vec<(Vec<u8>, Vec<usize>)>,
+    /// Channels plus patterns per subscribed connection.
+    per_conn: HashMap<usize, usize>,
 }
 
 impl PubSub {
@@ -23,7 +25,21 @@ impl PubSub {
             return false;
         }
         subs.push(key);
+        self.added(key);
         true
+    }
+
+    fn added(&mut self, key: usize) {
+        *self.per_conn.entry(key).or_default() += 1;
+    }
+
+    fn removed(&mut self, key: usize) {
+        if let Some(n) = self.per_conn.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_conn.remove(&key);
+            }
+        }
     }
 
     /// Removes `key` from `channel`; false when it was not there.
@@ -38,6 +54,7 @@ impl PubSub {
         if subs.is_empty() {
             self.channels.remove(channel);
         }
+        self.removed(key);
         true
     }
 
@@ -47,10 +64,12 @@ impl PubSub {
             Some((_, subs)) if subs.contains(&key) => false,
             Some((_, subs)) => {
                 subs.push(key);
+                self.added(key);
                 true
             }
             None => {
                 self.patterns.push((pattern.to_vec(), vec![key]));
+                self.added(key);
                 true
             }
         }
@@ -69,6 +88,7 @@ impl PubSub {
         if subs.is_empty() {
             self.patterns.swap_remove(pi);
         }
+        self.removed(key);
         true
     }
 
@@ -102,6 +122,11 @@ impl PubSub {
     pub fn pattern_count(&self) -> usize {
         self.patterns.len()
     }
+
+    /// Connections with at least one channel or pattern.
+    pub fn connection_count(&self) -> usize {
+        self.per_conn.len()
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +139,11 @@ mod tests {
         assert!(ps.subscribe(1, b"user.registered"));
         assert!(!ps.subscribe(1, b"user.registered"));
         assert!(ps.psubscribe(2, b"user.*"));
+        assert!(ps.psubscribe(1, b"user.*"));
+        assert_eq!(ps.connection_count(), 2);
+        assert!(ps.punsubscribe(1, b"user.*"));
+        assert!(!ps.punsubscribe(1, b"user.*"));
+        assert_eq!(ps.connection_count(), 2);
         assert_eq!(ps.subscribers(b"user.registered"), &[1]);
         assert_eq!(
             ps.matching(b"user.registered").collect::<Vec<_>>(),
@@ -122,7 +152,9 @@ mod tests {
         assert!(ps.subscribers(b"user.unregistered").is_empty());
         assert!(ps.unsubscribe(1, b"user.registered"));
         assert!(!ps.unsubscribe(1, b"user.registered"));
+        assert_eq!(ps.connection_count(), 1);
         assert!(ps.punsubscribe(2, b"user.*"));
         assert!(ps.is_empty());
+        assert_eq!(ps.connection_count(), 0);
     }
 }

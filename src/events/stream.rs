@@ -5,7 +5,7 @@
 
 use crate::protocol::Reply;
 use crate::store::DeadLetter;
-use crate::store::EventRow;
+use crate::store::{EventRef, EventRow};
 
 /// The stream of committed events.
 pub const EVENTS_KEY: &[u8] = b"events";
@@ -139,7 +139,7 @@ pub fn exact_id(arg: &[u8]) -> Result<i64, &'static str> {
 }
 
 /// Writes one entry: `[id, [kind, .., id, .., name, .., fields, .., at, ..]]`.
-pub fn write_entry(out: &mut Reply<'_>, row: &EventRow) {
+pub fn write_entry(out: &mut Reply<'_>, row: EventRef<'_>) {
     out.array(2);
     write_id(out, row.seq);
     out.array(10);
@@ -189,7 +189,7 @@ pub fn write_delivered(out: &mut Reply<'_>, rows: &[(i64, Option<EventRow>)]) {
     out.array(rows.len());
     for (seq, row) in rows {
         match row {
-            Some(row) => write_entry(out, row),
+            Some(row) => write_entry(out, row.view()),
             None => {
                 out.array(2);
                 write_id(out, *seq);
@@ -211,13 +211,33 @@ pub fn write_read_header(out: &mut Reply<'_>, key: &[u8]) {
     out.bulk(key);
 }
 
-/// Writes XREAD's reply for the `events` stream: `[[events, [entry ...]]]` in
-/// RESP2, `{events: [entry ...]}` in RESP3.
-pub fn write_read_reply(out: &mut Reply<'_>, rows: &[EventRow]) {
-    write_read_header(out, EVENTS_KEY);
-    out.array(rows.len());
-    for row in rows {
-        write_entry(out, row);
+/// Writes an array of the entries `entries` writes (returning how many), its
+/// header put in ahead of them once their number is known, so that entries are
+/// encoded as they are read. With `key` it is an XREAD/XREADGROUP reply
+/// (`[[key, [entry ...]]]` in RESP2, `{key: [entry ...]}` in RESP3) and no entries
+/// write nothing, for the caller to reply nil or wait; without, a plain array (as
+/// XRANGE replies). On an error, what was written is taken back.
+pub fn write_entries<E>(
+    out: &mut Reply<'_>,
+    key: Option<&[u8]>,
+    entries: impl FnOnce(&mut Reply<'_>) -> Result<usize, E>,
+) -> Result<usize, E> {
+    let mark = out.mark();
+    match entries(out) {
+        Ok(0) if key.is_some() => Ok(0),
+        Ok(n) => {
+            out.insert(mark, |out| {
+                if let Some(key) = key {
+                    write_read_header(out, key);
+                }
+                out.array(n);
+            });
+            Ok(n)
+        }
+        Err(e) => {
+            out.truncate(mark);
+            Err(e)
+        }
     }
 }
 

@@ -129,6 +129,27 @@ impl<'a> Reply<'a> {
         }
     }
 
+    /// Where the next byte goes: a mark for [`Reply::insert`] and
+    /// [`Reply::truncate`].
+    pub fn mark(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes what `f` encodes at `mark`, ahead of everything written since: the
+    /// header of an aggregate whose length is known only once its elements are
+    /// written (they are then encoded once, straight from where they are read).
+    pub fn insert(&mut self, mark: usize, f: impl FnOnce(&mut Reply<'_>)) {
+        let mut head = Vec::new();
+        f(&mut Reply::new(&mut head, self.resp3));
+        let at = mark.min(self.buf.len());
+        self.buf.splice(at..at, head);
+    }
+
+    /// Drops everything written since `mark` (a reply abandoned half-way).
+    pub fn truncate(&mut self, mark: usize) {
+        self.buf.truncate(mark);
+    }
+
     fn header(&mut self, kind: u8, n: i64) {
         let mut b = itoa::Buffer::new();
         self.buf.push(kind);
@@ -158,6 +179,24 @@ mod tests {
         r.null();
         r.verbatim("hi");
         assert_eq!(v, b"%1\r\n>0\r\n_\r\n=6\r\ntxt:hi\r\n");
+    }
+
+    #[test]
+    fn headers_go_in_ahead_of_their_elements() {
+        let mut v = b"+OK\r\n".to_vec();
+        let mut r = Reply::new(&mut v, true);
+        let mark = r.mark();
+        r.int(1);
+        r.int(2);
+        r.insert(mark, |r| {
+            r.map(1);
+            r.bulk(b"k");
+            r.array(2);
+        });
+        let end = r.mark();
+        r.int(3);
+        r.truncate(end);
+        assert_eq!(v, b"+OK\r\n%1\r\n$1\r\nk\r\n*2\r\n:1\r\n:2\r\n");
     }
 
     #[test]

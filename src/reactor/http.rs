@@ -160,7 +160,7 @@ impl Reactor {
                 self.sse_behind = true;
             }
             if sent > 0 {
-                self.shared.stats.pushes += sent as u64;
+                self.shared.stats.sse_frames += sent as u64;
                 self.note_touched(k);
             }
         }

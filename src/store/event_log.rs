@@ -38,6 +38,55 @@ pub struct EventRow {
     pub at: i64,
 }
 
+impl EventRow {
+    /// The row as an [`EventRef`], which the stream's encoders take.
+    pub fn view(&self) -> EventRef<'_> {
+        EventRef {
+            seq: self.seq,
+            kind: &self.kind,
+            user_id: self.user_id,
+            name: &self.name,
+            fields: &self.fields,
+            at: self.at,
+        }
+    }
+}
+
+/// One row of the event log, borrowed: from an [`EventRow`], or from SQLite
+/// while a read visits its rows (nothing is copied out then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'r> {
+    /// Sequence number: the stream entry id is `<seq>-0`.
+    pub seq: i64,
+    /// `user.registered` or `user.unregistered`.
+    pub kind: &'r str,
+    /// The user's id.
+    pub user_id: i64,
+    /// The user's name.
+    pub name: &'r str,
+    /// The user's fields as JSON.
+    pub fields: &'r str,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// Reads an [`EventRef`] from a row selected as [`EVENT_COLUMNS`].
+pub(super) fn event_ref<'r>(r: &'r rusqlite::Row<'_>) -> rusqlite::Result<EventRef<'r>> {
+    let text = |i: usize| -> rusqlite::Result<&'r str> {
+        r.get_ref(i)?.as_str().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    };
+    Ok(EventRef {
+        seq: r.get(0)?,
+        kind: text(1)?,
+        user_id: r.get(2)?,
+        name: text(3)?,
+        fields: text(4)?,
+        at: r.get(5)?,
+    })
+}
+
 /// Reads an [`EventRow`] from a row selected as [`EVENT_COLUMNS`].
 pub(super) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok(EventRow {
@@ -87,6 +136,40 @@ impl Store {
             .and_then(|mut s| {
                 s.query_map(params![lo, hi, limit], event_row)?
                     .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(StorageError::from);
+        self.guard_read(res)
+    }
+
+    /// Visits up to `count` events with `lo <= seq <= hi`, ascending (or
+    /// descending when `rev`), as SQLite lends them: a read of any length holds
+    /// one row at a time. Returns how many `f` saw.
+    pub fn each_event_between(
+        &mut self,
+        lo: i64,
+        hi: i64,
+        count: usize,
+        rev: bool,
+        mut f: impl FnMut(EventRef<'_>),
+    ) -> std::result::Result<usize, StorageError> {
+        self.settle()?;
+        let sql = if rev {
+            SELECT_EVENTS_DESC
+        } else {
+            SELECT_EVENTS_ASC
+        };
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let res = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| {
+                let mut rows = s.query(params![lo, hi, limit])?;
+                let mut n = 0;
+                while let Some(row) = rows.next()? {
+                    f(event_ref(row)?);
+                    n += 1;
+                }
+                Ok(n)
             })
             .map_err(StorageError::from);
         self.guard_read(res)

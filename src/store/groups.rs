@@ -8,8 +8,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::event_log::{EVENT_COLUMNS, event_row};
-use super::{EventRow, StorageError, Store};
+use super::event_log::{EVENT_COLUMNS, event_ref};
+use super::{EventRef, StorageError, Store};
 
 /// A storage result.
 pub(super) type Res<T> = Result<T, StorageError>;
@@ -48,6 +48,45 @@ pub struct ConsumerInfo {
     pub idle_ms: i64,
     /// Milliseconds since its last successful read or claim (-1: never).
     pub inactive_ms: i64,
+}
+
+/// A pending entry as XINFO STREAM FULL lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The entry's seq.
+    pub seq: i64,
+    /// Who has it.
+    pub consumer: String,
+    /// When it was last delivered, Unix ms.
+    pub delivered_at: i64,
+    /// Deliveries so far.
+    pub deliveries: i64,
+}
+
+/// A consumer as XINFO STREAM FULL describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerFull {
+    /// Its name.
+    pub name: String,
+    /// When it last interacted, Unix ms.
+    pub seen_at: i64,
+    /// When it last read or claimed something, Unix ms (`None`: never).
+    pub active_at: Option<i64>,
+    /// Its pending entries in all.
+    pub pending_count: i64,
+    /// Its first pending entries, by id.
+    pub pending: Vec<Delivery>,
+}
+
+/// A group as XINFO STREAM FULL describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupFull {
+    /// What XINFO GROUPS says of it.
+    pub info: GroupInfo,
+    /// Its first pending entries, by id.
+    pub pending: Vec<Delivery>,
+    /// Its consumers, by name.
+    pub consumers: Vec<ConsumerFull>,
 }
 
 /// True when the group exists.
@@ -151,8 +190,9 @@ impl Store {
         })
     }
 
-    /// XREADGROUP with `>`: up to `count` entries never delivered to the group.
-    /// `None` without the group.
+    /// XREADGROUP with `>`: visits up to `count` entries never delivered to the
+    /// group, as SQLite lends them, and records each as pending for `consumer`
+    /// (not with `noack`). `None` without the group, else how many `f` saw.
     pub fn group_read_new(
         &mut self,
         group: &str,
@@ -160,7 +200,8 @@ impl Store {
         count: usize,
         noack: bool,
         now: i64,
-    ) -> Res<Option<Vec<EventRow>>> {
+        mut f: impl FnMut(EventRef<'_>),
+    ) -> Res<Option<usize>> {
         let limit = i64::try_from(count).unwrap_or(i64::MAX);
         self.write(|c| {
             let last: Option<i64> = c
@@ -168,30 +209,38 @@ impl Store {
                 .query_row(params![group], |r| r.get(0))
                 .optional()?;
             let Some(last) = last else { return Ok(None) };
-            let rows = c
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                ))?
-                .query_map(params![last, limit], event_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            touch_consumer(c, group, consumer, now, !rows.is_empty())?;
-            if let Some(newest) = rows.last() {
+            let mut select = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let mut pend = if noack {
+                None
+            } else {
+                Some(c.prepare_cached(
+                    "INSERT OR REPLACE INTO stream_pending \
+                     (grp, seq, consumer, delivered_at, deliveries) VALUES (?1, ?2, ?3, ?4, 1)",
+                )?)
+            };
+            let mut rows = select.query(params![last, limit])?;
+            let (mut n, mut newest) = (0usize, last);
+            while let Some(row) = rows.next()? {
+                let e = event_ref(row)?;
+                if let Some(pend) = pend.as_mut() {
+                    pend.execute(params![group, e.seq, consumer, now])?;
+                }
+                newest = e.seq;
+                n += 1;
+                f(e);
+            }
+            drop(rows);
+            touch_consumer(c, group, consumer, now, n > 0)?;
+            if n > 0 {
                 c.prepare_cached(
                     "UPDATE stream_groups SET last_delivered = ?2, entries_read = entries_read + ?3 \
                      WHERE name = ?1",
                 )?
-                .execute(params![group, newest.seq, rows.len() as i64])?;
-                if !noack {
-                    let mut ins = c.prepare_cached(
-                        "INSERT OR REPLACE INTO stream_pending \
-                         (grp, seq, consumer, delivered_at, deliveries) VALUES (?1, ?2, ?3, ?4, 1)",
-                    )?;
-                    for row in &rows {
-                        ins.execute(params![group, row.seq, consumer, now])?;
-                    }
-                }
+                .execute(params![group, newest, n as i64])?;
             }
-            Ok(Some(rows))
+            Ok(Some(n))
         })
     }
 
@@ -255,4 +304,66 @@ impl Store {
             Ok(Some(rows))
         })
     }
+
+    /// XINFO STREAM FULL: every group with its first `count` pending entries, and
+    /// its consumers each with their first `count` pending entries.
+    pub fn groups_full(&mut self, count: usize) -> Res<Vec<GroupFull>> {
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        let groups = self.groups()?;
+        self.read(|c| {
+            let mut out = Vec::with_capacity(groups.len());
+            for info in groups {
+                let pending = c
+                    .prepare_cached(
+                        "SELECT seq, consumer, delivered_at, deliveries FROM stream_pending \
+                         WHERE grp = ?1 ORDER BY seq LIMIT ?2",
+                    )?
+                    .query_map(params![info.name, limit], delivery)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let listed = c
+                    .prepare_cached(
+                        "SELECT s.name, s.seen_at, s.active_at, (SELECT count(*) FROM \
+                         stream_pending p WHERE p.grp = s.grp AND p.consumer = s.name) \
+                         FROM stream_consumers s WHERE s.grp = ?1 ORDER BY s.name",
+                    )?
+                    .query_map(params![info.name], |r| {
+                        Ok(ConsumerFull {
+                            name: r.get(0)?,
+                            seen_at: r.get(1)?,
+                            active_at: r.get(2)?,
+                            pending_count: r.get(3)?,
+                            pending: Vec::new(),
+                        })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut consumers = Vec::with_capacity(listed.len());
+                for mut consumer in listed {
+                    consumer.pending = c
+                        .prepare_cached(
+                            "SELECT seq, consumer, delivered_at, deliveries FROM stream_pending \
+                             WHERE grp = ?1 AND consumer = ?2 ORDER BY seq LIMIT ?3",
+                        )?
+                        .query_map(params![info.name, consumer.name, limit], delivery)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    consumers.push(consumer);
+                }
+                out.push(GroupFull {
+                    info,
+                    pending,
+                    consumers,
+                });
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Reads a [`Delivery`] from `seq, consumer, delivered_at, deliveries`.
+fn delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        seq: r.get(0)?,
+        consumer: r.get(1)?,
+        delivered_at: r.get(2)?,
+        deliveries: r.get(3)?,
+    })
 }

@@ -42,8 +42,8 @@ pub mod users;
 
 use batch::{BatchSql, Queued};
 pub use error::{StorageError, StorageErrorKind};
-pub use event_log::EventRow;
-pub use groups::{ConsumerInfo, GroupInfo};
+pub use event_log::{EventRef, EventRow};
+pub use groups::{ConsumerFull, ConsumerInfo, Delivery, GroupFull, GroupInfo};
 pub use pending::{ClaimOptions, DeadLetter, Delivered, Pending};
 pub use schema::SCHEMA_VERSION;
 use users::{UserRef, Users};

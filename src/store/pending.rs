@@ -96,7 +96,8 @@ fn bury(
 impl Store {
     /// XREADGROUP with an id: the consumer's own pending entries after `after`,
     /// delivered again (counted). Entries past `max_deliveries` (0 = no limit) are
-    /// dead-lettered instead. `None` without the group.
+    /// dead-lettered instead and come back without their event, like entries
+    /// trimmed from the log. `None` without the group.
     pub fn group_read_pending(
         &mut self,
         group: &str,
@@ -123,7 +124,7 @@ impl Store {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = Vec::with_capacity(pending.len());
             for (seq, deliveries) in pending {
-                out.extend(redeliver(
+                out.push(redeliver(
                     c,
                     group,
                     consumer,
@@ -383,7 +384,8 @@ impl Store {
     }
 }
 
-/// Delivers a consumer's pending entry again, or dead-letters it past the limit.
+/// Delivers a consumer's pending entry again, or dead-letters it past the limit
+/// (then `(seq, None)`, as for an entry trimmed from the log).
 fn redeliver(
     c: &Connection,
     group: &str,
@@ -392,21 +394,24 @@ fn redeliver(
     deliveries: i64,
     max_deliveries: u64,
     now: i64,
-) -> rusqlite::Result<Option<(i64, Option<EventRow>)>> {
+) -> rusqlite::Result<(i64, Option<EventRow>)> {
     let Some(ev) = event(c, seq)? else {
         // Trimmed: Redis reports the id with a nil entry and keeps it pending.
-        return Ok(Some((seq, None)));
+        return Ok((seq, None));
     };
     if max_deliveries > 0 && deliveries >= max_deliveries as i64 {
         bury(c, group, consumer, seq, deliveries, now)?;
-        return Ok(None);
+        // Gone from the consumer's history as an entry deleted from a Redis
+        // stream is: its id with a nil body, so that a reply that was due
+        // entries is never empty while some remain.
+        return Ok((seq, None));
     }
     c.prepare_cached(
         "UPDATE stream_pending SET delivered_at = ?3, deliveries = deliveries + 1 \
          WHERE grp = ?1 AND seq = ?2",
     )?
     .execute(params![group, seq, now])?;
-    Ok(Some((seq, Some(ev))))
+    Ok((seq, Some(ev)))
 }
 
 /// Moves one pending (or, forced, new) entry from `owner` to `consumer`; past the

@@ -2,12 +2,14 @@
 //! `userbus` binary, and the requests tests share. `wire` talks to a server over
 //! raw sockets the way `nc` does, `reply` reads the replies of the `redis` crate,
 //! `stream` reads the durable stream `events`, `clock` reads times, `nats`
-//! runs nats-server processes and reads their JetStream streams.
+//! runs nats-server processes and reads their JetStream streams, `reference`
+//! runs a redis-server to compare replies with.
 #![allow(dead_code)]
 
 mod clock;
 pub mod nats;
 pub mod process;
+pub mod reference;
 pub mod reply;
 pub mod stream;
 mod wire;

@@ -446,6 +446,24 @@ pub fn read_bytes(key: &str, list: &[Entry], resp3: bool) -> Vec<u8> {
     out
 }
 
+/// XREADGROUP's reply of history entries that are gone (trimmed from the log, or
+/// dead-lettered), each `[id, nil]`, as Redis replies for deleted entries.
+pub fn gone_bytes(key: &str, ids: &[String], resp3: bool) -> Vec<u8> {
+    let mut out = if resp3 {
+        b"%1\r\n".to_vec()
+    } else {
+        b"*1\r\n*2\r\n".to_vec()
+    };
+    out.extend(bulk(key));
+    out.extend(format!("*{}\r\n", ids.len()).into_bytes());
+    for id in ids {
+        out.extend(b"*2\r\n");
+        out.extend(bulk(id));
+        out.extend(nil_bytes(resp3));
+    }
+    out
+}
+
 /// A nil reply: `*-1` in RESP2, `_` in RESP3.
 pub fn nil_bytes(resp3: bool) -> &'static [u8] {
     if resp3 { b"_\r\n" } else { b"*-1\r\n" }
