@@ -510,3 +510,72 @@ fn a_follower_promoted_on_a_cluster_after_the_primary_is_killed_keeps_every_rela
     let info = cluster.any_client().stream_info("USERBUS");
     assert_eq!(info["state"]["last_seq"], relayed + 1);
 }
+
+#[test]
+fn a_follower_resumes_after_nats_restarts() {
+    let Some((mut nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    register(&primary, "before");
+    wait_relayed(&primary);
+    let follower = UserbusProcess::start(
+        &dir.path().join("f.db"),
+        &["--nats", url.as_str(), "--follow"],
+    );
+    wait_applied(&follower, 1);
+    nats.stop();
+    wait_info(&follower, "replication", "the follower to lose NATS", |i| {
+        i.get("master_link_status").map(String::as_str) == Some("down")
+    });
+    for i in 0..20 {
+        register(&primary, &format!("during{i}"));
+    }
+    nats.restart();
+    wait_relayed(&primary);
+    let i = wait_applied(&follower, 21);
+    assert_eq!(i["master_link_status"], "up", "{i:?}");
+    assert_eq!(log(&follower), log(&primary));
+}
+
+#[test]
+fn two_primaries_one_keeps_writing_and_the_other_turns_follower() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let old = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    for i in 0..5 {
+        register(&old, &format!("u{i}"));
+    }
+    wait_relayed(&old);
+    let new = UserbusProcess::start(
+        &dir.path().join("f.db"),
+        &["--nats", url.as_str(), "--follow"],
+    );
+    wait_applied(&new, 5);
+    // Promoted while the old primary still runs: two primaries.
+    assert_eq!(promote(&new).unwrap(), "OK");
+    register(&new, "new1");
+    wait_relayed(&new);
+    // The old one commits locally, then its publish is refused: it is fenced.
+    assert!(register(&old, "old1") > 0);
+    let i = wait_info(
+        &old,
+        "replication",
+        "the old primary to turn follower",
+        |i| {
+            i.get("role").map(String::as_str) == Some("slave") && num(i, "userbus_applied_seq") >= 6
+        },
+    );
+    assert_eq!(num(&i, "userbus_discarded_events"), 1, "{i:?}");
+    assert!(lookup(&old, "old1").is_none());
+    assert!(lookup(&old, "new1").is_some());
+    // The new one keeps writing, and the old one follows it.
+    register(&new, "new2");
+    wait_applied(&old, 7);
+    assert_eq!(log(&old), log(&new));
+    assert_eq!(info(&new, "replication")["role"], "master");
+    assert_eq!(nats.client().all_msgs("USERBUS").len(), 7);
+}
