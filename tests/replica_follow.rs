@@ -142,6 +142,29 @@ fn http(p: &UserbusProcess, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Waits until connection `name` on `p` runs (is parked in) `command`.
+fn wait_parked(p: &UserbusProcess, name: &str, command: &str) {
+    let (name_field, cmd_field) = (format!(" name={name} "), format!(" cmd={command} "));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut p.redis())
+            .expect("CLIENT LIST");
+        if list
+            .lines()
+            .any(|l| l.contains(&name_field) && l.contains(&cmd_field))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never ran {command}: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// `REPLICAOF NO ONE` on `p`, with a bound on how long it may take.
 fn promote(p: &UserbusProcess) -> redis::RedisResult<String> {
     let mut c = p.redis();
@@ -199,9 +222,12 @@ fn a_follower_catches_up_from_empty_then_follows_live_writes_with_the_same_ids()
     // A blocked XREAD on the follower wakes with the next applied event.
     let mut reader = follower.redis();
     reader.set_read_timeout(Some(WAIT)).unwrap();
-    let port = follower.port;
+    let _: String = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("reader")
+        .query(&mut reader)
+        .unwrap();
     let waiter = std::thread::spawn(move || {
-        let _ = port;
         let got: redis::Value = redis::cmd("XREAD")
             .arg("BLOCK")
             .arg(20_000)
@@ -212,11 +238,7 @@ fn a_follower_catches_up_from_empty_then_follows_live_writes_with_the_same_ids()
             .expect("XREAD");
         got
     });
-    // Give the XREAD time to park, then write on the primary.
-    wait_info(&follower, "clients", "the reader to connect", |i| {
-        num(i, "connected_clients") >= 2
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    wait_parked(&follower, "reader", "xread");
     register(&primary, "wakes");
     let got = waiter.join().unwrap();
     assert!(format!("{got:?}").contains("wakes"), "{got:?}");
