@@ -601,3 +601,68 @@ fn two_primaries_one_keeps_writing_and_the_other_turns_follower() {
     assert_eq!(info(&new, "replication")["role"], "master");
     assert_eq!(nats.client().all_msgs("USERBUS").len(), 7);
 }
+
+#[test]
+fn callbacks_run_on_a_follower_and_durable_handlers_only_once_it_is_primary() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    for i in 0..3 {
+        register(&primary, &format!("u{i}"));
+    }
+    wait_relayed(&primary);
+    let (callback_tx, callbacks) = std::sync::mpsc::channel();
+    let (durable_tx, durable) = std::sync::mpsc::channel();
+    let nats_url = url.clone();
+    let follower = common::TestServer::start_with(
+        move |c| {
+            c.nats = Some(nats_url);
+            c.follow = true;
+        },
+        move |b| {
+            b.on_event(move |e| {
+                let _ = callback_tx.send(e.name.clone());
+            })
+            .durable_handler("mail", move |e| {
+                let _ = durable_tx.send(e.name.clone());
+            })
+        },
+    );
+    let mut c = follower.redis();
+    let applied = |c: &mut redis::Connection| -> i64 {
+        let text: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("userbus_applied_seq:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    };
+    let deadline = Instant::now() + WAIT;
+    while applied(&mut c) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not apply 3 events"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got: Vec<String> = (0..3)
+        .map(|_| callbacks.recv_timeout(WAIT).expect("a callback"))
+        .collect();
+    assert_eq!(got, ["u0", "u1", "u2"]);
+    assert!(
+        durable.try_recv().is_err(),
+        "a durable handler ran on a follower"
+    );
+    let ok: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    // Primary now: the handler resumes from its offset (at-least-once).
+    let got: Vec<String> = (0..3)
+        .map(|_| durable.recv_timeout(WAIT).expect("a durable handler call"))
+        .collect();
+    assert_eq!(got, ["u0", "u1", "u2"]);
+}
