@@ -90,10 +90,10 @@ pub(crate) mod registry;
 pub(crate) mod replica;
 pub(crate) mod session;
 pub(crate) mod tls;
-// The relay uses most of the NATS client; its subscription API, header iteration
-// and a few error codes are used by its own tests only, until followers (the
-// replicas issue) subscribe to the stream. Public, hidden from the docs, for
-// benches/nats.rs, which measures what JetStream accepts through this client.
+// The relay and the follower's consumer use most of the NATS client; header
+// iteration and a few error codes are used by its own tests only. Public, hidden
+// from the docs, for benches/nats.rs, which measures what JetStream accepts
+// through this client.
 #[doc(hidden)]
 #[cfg_attr(not(test), allow(dead_code))]
 pub mod nats;

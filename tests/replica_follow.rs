@@ -142,6 +142,29 @@ fn http(p: &UserbusProcess, request: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Waits until connection `name` on `p` runs (is parked in) `command`.
+fn wait_parked(p: &UserbusProcess, name: &str, command: &str) {
+    let (name_field, cmd_field) = (format!(" name={name} "), format!(" cmd={command} "));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut p.redis())
+            .expect("CLIENT LIST");
+        if list
+            .lines()
+            .any(|l| l.contains(&name_field) && l.contains(&cmd_field))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never ran {command}: {list}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// `REPLICAOF NO ONE` on `p`, with a bound on how long it may take.
 fn promote(p: &UserbusProcess) -> redis::RedisResult<String> {
     let mut c = p.redis();
@@ -199,9 +222,12 @@ fn a_follower_catches_up_from_empty_then_follows_live_writes_with_the_same_ids()
     // A blocked XREAD on the follower wakes with the next applied event.
     let mut reader = follower.redis();
     reader.set_read_timeout(Some(WAIT)).unwrap();
-    let port = follower.port;
+    let _: String = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("reader")
+        .query(&mut reader)
+        .unwrap();
     let waiter = std::thread::spawn(move || {
-        let _ = port;
         let got: redis::Value = redis::cmd("XREAD")
             .arg("BLOCK")
             .arg(20_000)
@@ -212,11 +238,7 @@ fn a_follower_catches_up_from_empty_then_follows_live_writes_with_the_same_ids()
             .expect("XREAD");
         got
     });
-    // Give the XREAD time to park, then write on the primary.
-    wait_info(&follower, "clients", "the reader to connect", |i| {
-        num(i, "connected_clients") >= 2
-    });
-    std::thread::sleep(Duration::from_millis(200));
+    wait_parked(&follower, "reader", "xread");
     register(&primary, "wakes");
     let got = waiter.join().unwrap();
     assert!(format!("{got:?}").contains("wakes"), "{got:?}");
@@ -509,4 +531,138 @@ fn a_follower_promoted_on_a_cluster_after_the_primary_is_killed_keeps_every_rela
     wait_relayed(&follower);
     let info = cluster.any_client().stream_info("USERBUS");
     assert_eq!(info["state"]["last_seq"], relayed + 1);
+}
+
+#[test]
+fn a_follower_resumes_after_nats_restarts() {
+    let Some((mut nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    register(&primary, "before");
+    wait_relayed(&primary);
+    let follower = UserbusProcess::start(
+        &dir.path().join("f.db"),
+        &["--nats", url.as_str(), "--follow"],
+    );
+    wait_applied(&follower, 1);
+    nats.stop();
+    wait_info(&follower, "replication", "the follower to lose NATS", |i| {
+        i.get("master_link_status").map(String::as_str) == Some("down")
+    });
+    for i in 0..20 {
+        register(&primary, &format!("during{i}"));
+    }
+    nats.restart();
+    wait_relayed(&primary);
+    let i = wait_applied(&follower, 21);
+    assert_eq!(i["master_link_status"], "up", "{i:?}");
+    assert_eq!(log(&follower), log(&primary));
+}
+
+#[test]
+fn two_primaries_one_keeps_writing_and_the_other_turns_follower() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let old = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    for i in 0..5 {
+        register(&old, &format!("u{i}"));
+    }
+    wait_relayed(&old);
+    let new = UserbusProcess::start(
+        &dir.path().join("f.db"),
+        &["--nats", url.as_str(), "--follow"],
+    );
+    wait_applied(&new, 5);
+    // Promoted while the old primary still runs: two primaries.
+    assert_eq!(promote(&new).unwrap(), "OK");
+    register(&new, "new1");
+    wait_relayed(&new);
+    // The old one commits locally, then its publish is refused: it is fenced.
+    assert!(register(&old, "old1") > 0);
+    let i = wait_info(
+        &old,
+        "replication",
+        "the old primary to turn follower",
+        |i| {
+            i.get("role").map(String::as_str) == Some("slave") && num(i, "userbus_applied_seq") >= 6
+        },
+    );
+    assert_eq!(num(&i, "userbus_discarded_events"), 1, "{i:?}");
+    assert!(lookup(&old, "old1").is_none());
+    assert!(lookup(&old, "new1").is_some());
+    // The new one keeps writing, and the old one follows it.
+    register(&new, "new2");
+    wait_applied(&old, 7);
+    assert_eq!(log(&old), log(&new));
+    assert_eq!(info(&new, "replication")["role"], "master");
+    assert_eq!(nats.client().all_msgs("USERBUS").len(), 7);
+}
+
+#[test]
+fn callbacks_run_on_a_follower_and_durable_handlers_only_once_it_is_primary() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    for i in 0..3 {
+        register(&primary, &format!("u{i}"));
+    }
+    wait_relayed(&primary);
+    let (callback_tx, callbacks) = std::sync::mpsc::channel();
+    let (durable_tx, durable) = std::sync::mpsc::channel();
+    let nats_url = url.clone();
+    let follower = common::TestServer::start_with(
+        move |c| {
+            c.nats = Some(nats_url);
+            c.follow = true;
+        },
+        move |b| {
+            b.on_event(move |e| {
+                let _ = callback_tx.send(e.name.clone());
+            })
+            .durable_handler("mail", move |e| {
+                let _ = durable_tx.send(e.name.clone());
+            })
+        },
+    );
+    let mut c = follower.redis();
+    let applied = |c: &mut redis::Connection| -> i64 {
+        let text: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("userbus_applied_seq:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1)
+    };
+    let deadline = Instant::now() + WAIT;
+    while applied(&mut c) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not apply 3 events"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got: Vec<String> = (0..3)
+        .map(|_| callbacks.recv_timeout(WAIT).expect("a callback"))
+        .collect();
+    assert_eq!(got, ["u0", "u1", "u2"]);
+    assert!(
+        durable.try_recv().is_err(),
+        "a durable handler ran on a follower"
+    );
+    let ok: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    // Primary now: the handler resumes from its offset (at-least-once).
+    let got: Vec<String> = (0..3)
+        .map(|_| durable.recv_timeout(WAIT).expect("a durable handler call"))
+        .collect();
+    assert_eq!(got, ["u0", "u1", "u2"]);
 }

@@ -571,6 +571,28 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn an_ordered_consumer_asks_what_nats_go_asks() {
+        let body: serde_json::Value = serde_json::from_slice(&ordered_consumer_request(
+            "USERBUS",
+            "_FOLLOW.x.1",
+            42,
+            Duration::from_secs(2),
+        ))
+        .expect("JSON");
+        let c = &body["config"];
+        assert_eq!(body["stream_name"], "USERBUS");
+        assert_eq!(c["deliver_subject"], "_FOLLOW.x.1");
+        assert_eq!(
+            (c["deliver_policy"].as_str(), c["opt_start_seq"].as_u64()),
+            (Some("by_start_sequence"), Some(42))
+        );
+        assert_eq!(c["ack_policy"], "none");
+        assert_eq!(c["flow_control"], true);
+        assert_eq!(c["idle_heartbeat"], 2_000_000_000u64);
+        assert_eq!(c["mem_storage"], true);
+    }
+
+    #[test]
     fn ack_subjects_of_both_forms_give_the_sequences() {
         let old = "$JS.ACK.USERBUS.abc.1.42.7.1700000000000000000.3";
         assert_eq!(
