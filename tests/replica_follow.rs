@@ -666,3 +666,69 @@ fn callbacks_run_on_a_follower_and_durable_handlers_only_once_it_is_primary() {
         .collect();
     assert_eq!(got, ["u0", "u1", "u2"]);
 }
+
+#[test]
+fn a_follower_bootstraps_from_a_backup_and_the_trimmed_stream_tail() {
+    let Some((mut nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let db = dir.path().join("p.db");
+    let primary = UserbusProcess::start(&db, &["--nats", url.as_str()]);
+    for i in 0..30 {
+        register(&primary, &format!("before{i}"));
+    }
+    unregister(&primary, "before0");
+    wait_relayed(&primary);
+    // Ten more while NATS is down: the snapshot holds events the stream does not
+    // have yet, past the relay position it records.
+    nats.stop();
+    for i in 0..10 {
+        register(&primary, &format!("unrelayed{i}"));
+    }
+    let snap = dir.path().join("snap.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_userbus"))
+        .args([
+            "backup",
+            snap.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+        ])
+        .output()
+        .expect("userbus backup");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nats.restart();
+    for i in 0..20 {
+        register(&primary, &format!("after{i}"));
+    }
+    wait_relayed(&primary);
+    let end = last_seq(&primary);
+    assert_eq!(end, 61);
+    // The stream no longer holds seq 32 to 34, just past the snapshot's relay
+    // position: only the snapshot's own events bridge the gap.
+    let purged = nats.client().api(
+        "$JS.API.STREAM.PURGE.USERBUS",
+        &serde_json::json!({"seq": 35}),
+    );
+    assert_eq!(purged["success"], true, "{purged}");
+    let info = nats.client().stream_info("USERBUS");
+    assert_eq!(info["state"]["first_seq"], 35, "{info}");
+    let follower = UserbusProcess::start(&snap, &["--nats", url.as_str(), "--follow"]);
+    wait_applied(&follower, end);
+    assert_eq!(log(&follower), log(&primary));
+    assert!(lookup(&follower, "before0").is_none());
+    assert_eq!(lookup(&follower, "before7"), lookup(&primary, "before7"));
+    assert_eq!(
+        lookup(&follower, "unrelayed9"),
+        lookup(&primary, "unrelayed9")
+    );
+    assert_eq!(lookup(&follower, "after19"), lookup(&primary, "after19"));
+    // It keeps following live writes.
+    register(&primary, "live");
+    wait_applied(&follower, end + 1);
+    assert_eq!(lookup(&follower, "live"), lookup(&primary, "live"));
+}

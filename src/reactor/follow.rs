@@ -96,8 +96,9 @@ fn event_at(store: &mut Store, seq: i64) -> Option<Event> {
 
 /// The follower `--follow` asks for, after making the database a prefix of the
 /// stream as far as it knows: events past the relay's stored position never
-/// reached the stream and are discarded. A database with events and no position
-/// at all was never relayed: it is refused rather than emptied.
+/// reached the stream and are discarded (a snapshot keeps its events up to its
+/// seq). A database with events and no position at all, and no snapshot, was
+/// never relayed: it is refused rather than emptied.
 pub(super) fn build(config: &Config, store: &mut Store) -> Result<Follow> {
     let stream = &config.nats_stream;
     let last = store.committed_counts().last_seq;
@@ -107,15 +108,24 @@ pub(super) fn build(config: &Config, store: &mut Store) -> Result<Follow> {
     let previous = store
         .follow_previous(stream)
         .map_err(|e| Error::Config(format!("cannot read the stream position: {e}")))?;
-    if last > 0 && confirmed == 0 && previous.is_none() {
+    // A snapshot (`userbus backup`) holds its source's events up to its seq; the
+    // consumer checks the event at that seq against the stream before following,
+    // so none of them is discarded for a relay position that lagged behind it.
+    let snapshot = store
+        .snapshot_origin()
+        .map_err(|e| Error::Config(format!("cannot read the snapshot's origin: {e}")))?
+        .filter(|_| previous.is_none())
+        .map(|o| o.seq);
+    if last > 0 && confirmed == 0 && previous.is_none() && snapshot.is_none() {
         return Err(Error::Config(format!(
             "--follow: this database holds {last} events that never reached stream \
              '{stream}'; a follower starts from an empty database, a snapshot, or a \
              database that relayed or followed this stream"
         )));
     }
-    if last > confirmed {
-        discard_tail(store, confirmed, stream)?;
+    let keep = confirmed.max(snapshot.unwrap_or(0));
+    if last > keep {
+        discard_tail(store, keep, stream)?;
     }
     let next = store.committed_counts().last_seq + 1;
     let tip = event_at(store, next - 1);

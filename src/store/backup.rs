@@ -492,6 +492,13 @@ pub struct Origin {
     pub source_writer: String,
 }
 
+impl crate::store::Store {
+    /// The snapshot this database was restored from, if it was.
+    pub fn snapshot_origin(&self) -> Result<Option<Origin>, crate::store::StorageError> {
+        Ok(origin(&self.conn)?)
+    }
+}
+
 /// The snapshot origin recorded in the database; `None` for a database that was
 /// never restored from a snapshot (or whose rows do not read as one).
 pub fn origin(conn: &Connection) -> rusqlite::Result<Option<Origin>> {
