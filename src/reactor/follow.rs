@@ -94,6 +94,22 @@ fn event_at(store: &mut Store, seq: i64) -> Option<Event> {
         .map(Event::from_row)
 }
 
+/// How long after a promotion a fenced node promotes itself again.
+const REPROMOTE_WINDOW: Duration = Duration::from_secs(30);
+/// Promotions a node makes on its own after the one asked for.
+const MAX_REPROMOTIONS: u8 = 3;
+
+/// A promotion the stream has not yet confirmed an event of.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Promoted {
+    /// The seq the node was promoted after.
+    after: i64,
+    /// When the operator's promotion took effect.
+    at: Instant,
+    /// Promotions made since on its own.
+    repromotions: u8,
+}
+
 /// The follower `--follow` asks for, after making the database a prefix of the
 /// stream as far as it knows: events past the relay's stored position never
 /// reached the stream and are discarded (a snapshot keeps its events up to its
@@ -223,6 +239,11 @@ impl Reactor {
     pub(super) fn step_follow(&mut self) {
         if self.relay.as_ref().is_some_and(Relay::foreign_writer) {
             self.fence();
+        } else if let (Some(p), Some(relay)) = (self.promoted, self.relay.as_ref())
+            && relay.confirmed() > p.after
+        {
+            // The stream holds an event of ours: the promotion is settled.
+            self.promoted = None;
         }
         let Some(follow) = self.follow.as_mut() else {
             return;
@@ -359,6 +380,17 @@ impl Reactor {
                 .as_ref()
                 .map_or("nothing", |(_, id)| id.as_str())
         );
+        self.promoted = Some(match self.promoted {
+            Some(p) if p.at.elapsed() < REPROMOTE_WINDOW => Promoted {
+                after: applied,
+                ..p
+            },
+            _ => Promoted {
+                after: applied,
+                at: Instant::now(),
+                repromotions: 0,
+            },
+        });
         let r = &mut self.shared.stats.replica;
         r.role = Role::Primary;
         r.promote_asked = false;
@@ -436,6 +468,27 @@ impl Reactor {
                 });
             }
             Err(e) => log::error!("fenced: cannot follow: {e}"),
+        }
+        // Fenced before the stream confirmed any event of this node's since its
+        // promotion: the other writer's messages were most likely in flight when
+        // the old primary died. Apply them and promote again, a few times at most
+        // and only shortly after the promotion an operator asked for; a live
+        // other primary wins otherwise, and this node stays a follower.
+        if let Some(p) = self.promoted.take()
+            && self.follow.is_some()
+            && p.at.elapsed() < REPROMOTE_WINDOW
+            && p.repromotions < MAX_REPROMOTIONS
+        {
+            log::warn!(
+                "fenced {:.1} s after a promotion, before any event of ours reached the \
+                 stream: promoting again once the stream is applied",
+                p.at.elapsed().as_secs_f64()
+            );
+            self.promoted = Some(Promoted {
+                repromotions: p.repromotions + 1,
+                ..p
+            });
+            self.shared.stats.replica.promote_asked = true;
         }
     }
 

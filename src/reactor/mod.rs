@@ -268,6 +268,9 @@ pub struct Reactor {
     follow: Option<follow::Follow>,
     /// The follower has delivered events to apply: poll without waiting.
     follow_behind: bool,
+    /// A promotion whose first event the stream has not confirmed yet: fenced in
+    /// that window, the node promotes itself again (`follow::Promoted`).
+    promoted: Option<follow::Promoted>,
     /// Why the server must stop with an error (a follower that cannot start).
     fatal: Option<String>,
 }
@@ -460,6 +463,7 @@ impl Reactor {
             replication,
             follow,
             follow_behind: false,
+            promoted: None,
             fatal: None,
         })
     }
