@@ -17,12 +17,18 @@
 //! its name and each field's name and value, every string a little-endian `u32`
 //! length and its UTF-8 bytes. The hash table holds just that pointer, so a lookup
 //! touches the table and one block of memory.
+//!
+//! Built at start from the users table ([`load`]), or, after a clean stop, from
+//! the image that stop wrote ([`image`]).
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
+
+pub mod image;
+pub mod load;
 
 /// How many hash tables the index is split into (a power of two).
 pub const SHARDS: usize = 256;
@@ -33,13 +39,27 @@ struct Rec(Box<[u8]>);
 
 const HEAD: usize = 16;
 
+/// The most bytes one packed user takes: a name and the most fields, each at its
+/// limits (an image announcing more is corrupt).
+pub(crate) const MAX_REC_BYTES: usize = HEAD
+    + 4
+    + crate::config::MAX_NAME_BYTES
+    + crate::config::MAX_FIELDS
+        * (8 + crate::config::MAX_FIELD_NAME_BYTES + crate::config::MAX_FIELD_VALUE_BYTES);
+
 impl Rec {
-    fn new(id: i64, created_at: i64, name: &str, fields: &BTreeMap<String, String>) -> Rec {
+    /// Packs a user; `fields` in field-name order, each name once.
+    fn new<'f>(
+        id: i64,
+        created_at: i64,
+        name: &str,
+        fields: impl Iterator<Item = (&'f str, &'f str)> + Clone,
+    ) -> Rec {
         let size = HEAD
             + 4
             + name.len()
             + fields
-                .iter()
+                .clone()
                 .map(|(k, v)| 8 + k.len() + v.len())
                 .sum::<usize>();
         let mut out = Vec::with_capacity(size);
@@ -181,12 +201,44 @@ impl<'a> Iterator for FieldIter<'a> {
     }
 }
 
+/// The hash of names: SipHash (the standard library's) over a random 128-bit key
+/// and then the name. Names are chosen by clients; the secret key keeps a crafted
+/// set of names from degrading the tables. Unlike `RandomState`, the key can be
+/// saved with an image of the tables and used again by the next process.
+#[derive(Debug, Clone)]
+struct NameHasher {
+    key: [u64; 2],
+    /// The hasher's state once the key is absorbed.
+    keyed: DefaultHasher,
+}
+
+impl NameHasher {
+    fn new(key: [u64; 2]) -> NameHasher {
+        let mut keyed = DefaultHasher::new();
+        keyed.write_u64(key[0]);
+        keyed.write_u64(key[1]);
+        NameHasher { key, keyed }
+    }
+
+    /// A fresh random key (each `RandomState` is seeded by the OS).
+    fn random() -> NameHasher {
+        NameHasher::new([
+            RandomState::new().hash_one(0u8),
+            RandomState::new().hash_one(1u8),
+        ])
+    }
+
+    fn hash(&self, name: &str) -> u64 {
+        let mut h = self.keyed.clone();
+        h.write(name.as_bytes());
+        h.finish()
+    }
+}
+
 /// The users, by name.
 #[derive(Debug)]
 pub struct Users {
-    // Names are chosen by clients: the standard library's keyed hash keeps a
-    // crafted set of names from degrading the tables.
-    hasher: RandomState,
+    hasher: NameHasher,
     shards: Vec<HashTable<Slot>>,
     /// The id the next registration gets.
     next_id: i64,
@@ -200,7 +252,7 @@ pub struct Users {
 impl Default for Users {
     fn default() -> Users {
         Users {
-            hasher: RandomState::new(),
+            hasher: NameHasher::random(),
             shards: (0..SHARDS).map(|_| HashTable::new()).collect(),
             next_id: 1,
             committed_next_id: 1,
@@ -225,12 +277,26 @@ impl Users {
         }
     }
 
+    /// An empty index whose first id is `next_id`, sized for `users` users so that
+    /// loading them grows no table.
+    pub fn with_capacity(next_id: i64, users: usize) -> Users {
+        // Shards fill unevenly (by a few hundred at 20M users): a margin of 1/16.
+        let per_shard = users / SHARDS + users / SHARDS / 16 + 1;
+        Users {
+            shards: (0..SHARDS)
+                .map(|_| HashTable::with_capacity(per_shard))
+                .collect(),
+            ..Users::new(next_id)
+        }
+    }
+
     /// Adds a committed user while loading; false when the name is already there.
-    pub fn load(
+    /// `fields` in field-name order, each name once.
+    pub fn load<'f>(
         &mut self,
         id: i64,
         name: &str,
-        fields: &BTreeMap<String, String>,
+        fields: impl Iterator<Item = (&'f str, &'f str)> + Clone,
         created_at: i64,
     ) -> bool {
         if !self.insert_new(id, name, fields, created_at) {
@@ -239,6 +305,21 @@ impl Users {
         self.next_id = self.next_id.max(id + 1);
         self.committed_next_id = self.next_id;
         true
+    }
+
+    /// Gives back table memory that a generous estimate reserved (a shard filled
+    /// to less than a quarter of its capacity).
+    pub fn shrink_sparse(&mut self) {
+        for shard in &mut self.shards {
+            if shard.len() < shard.capacity() / 4 {
+                shard.shrink_to_fit(|s| s.hash);
+            }
+        }
+    }
+
+    /// The id the next registration gets.
+    pub fn next_id(&self) -> i64 {
+        self.next_id
     }
 
     /// How many users (the tick's view).
@@ -253,7 +334,7 @@ impl Users {
 
     /// The user named `name`.
     pub fn get(&self, name: &str) -> Option<UserRef<'_>> {
-        let hash = self.hasher.hash_one(name);
+        let hash = self.hasher.hash(name);
         self.shards[shard_of(hash)]
             .find(hash, |s| s.rec.has_name(name))
             .map(|s| s.rec.user())
@@ -268,6 +349,7 @@ impl Users {
         created_at: i64,
     ) -> Option<i64> {
         let id = self.next_id;
+        let fields = fields.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         self.insert_new(id, name, fields, created_at).then(|| {
             self.next_id += 1;
             id
@@ -275,14 +357,14 @@ impl Users {
     }
 
     /// Inserts a user unless its name is there; true when it was inserted.
-    fn insert_new(
+    fn insert_new<'f>(
         &mut self,
         id: i64,
         name: &str,
-        fields: &BTreeMap<String, String>,
+        fields: impl Iterator<Item = (&'f str, &'f str)> + Clone,
         created_at: i64,
     ) -> bool {
-        let hash = self.hasher.hash_one(name);
+        let hash = self.hasher.hash(name);
         match self.shards[shard_of(hash)].entry(hash, |s| s.rec.has_name(name), |s| s.hash) {
             Entry::Occupied(_) => false,
             Entry::Vacant(slot) => {
@@ -295,7 +377,7 @@ impl Users {
 
     /// Removes `name`; its id and fields when it was registered.
     pub fn remove(&mut self, name: &str) -> Option<(i64, BTreeMap<String, String>)> {
-        let hash = self.hasher.hash_one(name);
+        let hash = self.hasher.hash(name);
         let entry = self.shards[shard_of(hash)]
             .find_entry(hash, |s| s.rec.has_name(name))
             .ok()?;
