@@ -201,3 +201,106 @@ fn read_u64(input: &mut impl Read) -> io::Result<u64> {
     input.read_exact(&mut b)?;
     Ok(u64::from_le_bytes(b))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn stamp(last_seq: i64, users: &Users) -> Stamp {
+        Stamp {
+            writer: "w1".to_string(),
+            last_seq,
+            next_id: users.next_id(),
+        }
+    }
+
+    /// A user as LOOKUP shows it: id, creation time, fields.
+    type Answer = Option<(i64, i64, BTreeMap<String, String>)>;
+
+    /// Every name's user, as the index answers them.
+    fn answers(users: &Users, names: usize) -> Vec<Answer> {
+        (0..names)
+            .map(|i| {
+                users
+                    .get(&format!("n{i}"))
+                    .map(|u| (u.id, u.created_at, u.fields.to_map()))
+            })
+            .collect()
+    }
+
+    fn sample() -> Users {
+        let mut u = Users::new(1);
+        for i in 0..5_000i64 {
+            let mut f = BTreeMap::new();
+            if i % 3 == 0 {
+                f.insert("email".to_string(), format!("{i}@example.com"));
+                f.insert("é".to_string(), String::new());
+            }
+            u.add(&format!("n{i}"), &f, i * 10);
+        }
+        for i in (0..5_000).step_by(5) {
+            u.remove(&format!("n{i}"));
+        }
+        u.commit();
+        u
+    }
+
+    #[test]
+    fn an_image_reads_back_the_same_index_and_is_used_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        let users = sample();
+        let st = stamp(77, &users);
+        write(&users, &st, &path).expect("write");
+        let mut read_back = read(&path, &st).expect("read").expect("the stamp matches");
+        assert_eq!(read_back.len(), users.len());
+        assert_eq!(answers(&read_back, 5_001), answers(&users, 5_001));
+        assert!(!path.exists(), "read removes the image");
+        assert!(read(&path, &st).expect("no image").is_none());
+        // The index goes on as one that was never saved.
+        assert_eq!(read_back.add("n0", &BTreeMap::new(), 1), Some(5_001));
+        assert_eq!(read_back.add("n1", &BTreeMap::new(), 1), None);
+    }
+
+    #[test]
+    fn an_image_of_another_state_is_ignored_and_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        let users = sample();
+        write(&users, &stamp(77, &users), &path).expect("write");
+        let later = stamp(78, &users);
+        assert!(read(&path, &later).expect("read").is_none());
+        assert!(!path.exists());
+        let mut other = stamp(77, &users);
+        other.writer = "w2".to_string();
+        write(&users, &stamp(77, &users), &path).expect("write");
+        assert!(read(&path, &other).expect("read").is_none());
+    }
+
+    #[test]
+    fn a_torn_or_altered_image_is_an_error_never_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        let users = sample();
+        let st = stamp(77, &users);
+        write(&users, &st, &path).expect("write");
+        let bytes = fs::read(&path).expect("image");
+        for cut in [0, 10, 60, bytes.len() / 3, bytes.len() - 1] {
+            fs::write(&path, &bytes[..cut]).expect("tear");
+            assert!(read(&path, &st).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        fs::write(&path, &longer).expect("extend");
+        assert!(read(&path, &st).is_err(), "trailing bytes");
+        // Every byte of the header and the first records, flipped.
+        for at in 0..200.min(bytes.len()) {
+            let mut b = bytes.clone();
+            b[at] ^= 0x41;
+            fs::write(&path, &b).expect("flip");
+            let _ = read(&path, &st);
+        }
+    }
+}
