@@ -7,9 +7,10 @@
 //!
 //! [`Store`] is the one type; its methods are spread by subject:
 //! - [`error`]: [`StorageError`] and the kinds of failure;
-//! - `schema`: the tables, [`SCHEMA_VERSION`], migrations, loading at open;
+//! - `schema`: the tables, [`SCHEMA_VERSION`], migrations;
 //! - `batch`: the tick's user writes (registrations batched, unregistrations);
-//! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path);
+//! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path),
+//!   built at open from its image or the users table;
 //! - [`event_log`]: the event log: append, read between seqs, trim, handler offsets;
 //! - [`meta`]: the database's writer id and the JetStream relay's confirmed
 //!   positions;

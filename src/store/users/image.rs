@@ -171,6 +171,7 @@ pub fn read(path: &Path, stamp: &Stamp) -> io::Result<Option<Users>> {
     if seen != total || &end != END || input.read(&mut [0u8; 1])? != 0 {
         return Err(corrupt("its end"));
     }
+    users.count = seen as usize;
     Ok(Some(users))
 }
 
