@@ -11,7 +11,8 @@
 //! slot keeps that hash: a table that grows moves slots without touching the
 //! users' memory or hashing again, and only one shard grows at a time. (One table
 //! of two million users took over 800 ms to grow; with 256 shards, one growing
-//! past 29 million users took 5.2 ms (median); with 4096, 0.3 ms.)
+//! past 29 million users takes 5.2 ms (median), and the index is sized at start
+//! for the users it loads, so no table grows before the next power of two.)
 //!
 //! A user is one allocation: its id and creation time (little-endian `i64`s), then
 //! its name and each field's name and value, every string a little-endian `u32`
@@ -30,9 +31,10 @@ use hashbrown::hash_table::Entry;
 pub mod image;
 pub mod load;
 
-/// How many hash tables the index is split into (a power of two): enough that the
-/// largest growth at tens of millions of users moves a few thousand slots.
-pub const SHARDS: usize = 4096;
+/// How many hash tables the index is split into (a power of two). More tables make
+/// each growth shorter but cost memory per table (at 20M users, 4096 tables took
+/// 3.5 bytes more a user than 256; see docs/BENCHMARKS.md).
+pub const SHARDS: usize = 256;
 
 /// A user as the index keeps it (see the module's layout).
 #[derive(Debug, Clone)]
