@@ -304,4 +304,63 @@ mod tests {
             let _ = read(&path, &st);
         }
     }
+
+    /// One step of a random history of the index.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Add(u16, u8),
+        Remove(u16),
+        Commit,
+        Rollback,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => (0u16..400, 0u8..3).prop_map(|(n, f)| Op::Add(n, f)),
+            3 => (0u16..400).prop_map(Op::Remove),
+            2 => Just(Op::Commit),
+            1 => Just(Op::Rollback),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// After any history of adds, removes, commits and rollbacks, the image of
+        /// the committed index reads back to one that answers every name alike and
+        /// gives the same next ids.
+        #[test]
+        fn any_committed_index_round_trips(ops in proptest::collection::vec(op(), 0..600)) {
+            let mut u = Users::new(1);
+            for op in ops {
+                match op {
+                    Op::Add(n, f) => {
+                        let fields: BTreeMap<String, String> =
+                            (0..f).map(|k| (format!("f{k}"), format!("v{n}\"{k}"))).collect();
+                        u.add(&format!("n{n}"), &fields, i64::from(n));
+                    }
+                    Op::Remove(n) => {
+                        u.remove(&format!("n{n}"));
+                    }
+                    Op::Commit => u.commit(),
+                    Op::Rollback => u.rollback(),
+                }
+            }
+            u.commit();
+            let counted: usize = u.shards.iter().map(HashTable::len).sum();
+            proptest::prop_assert_eq!(u.len(), counted);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = path_for(&dir.path().join("db"));
+            let st = stamp(1, &u);
+            write(&u, &st, &path).expect("write");
+            let mut back = read(&path, &st).expect("read").expect("same stamp");
+            proptest::prop_assert_eq!(back.len(), u.len());
+            proptest::prop_assert_eq!(answers(&back, 400), answers(&u, 400));
+            proptest::prop_assert_eq!(
+                back.add("fresh", &BTreeMap::new(), 0),
+                u.add("fresh", &BTreeMap::new(), 0)
+            );
+        }
+    }
 }
