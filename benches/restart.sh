@@ -4,8 +4,9 @@
 #
 # Each run starts `userbus serve` on the database, sends PING every millisecond
 # until one is answered (time to first reply), asks USERCOUNT, reads the server's
-# CPU time (user + system) and VmRSS from /proc, then stops the server: with SIGTERM (a clean stop) or, with --crash, with
-# SIGKILL (the next start finds no clean-stop state).
+# CPU time (user + system) and VmRSS from /proc, then stops the server and times the
+# stop: with SIGTERM (a clean stop, which writes the user index's image) or, with
+# --crash, with SIGKILL (the next start finds no image and scans the users table).
 #
 # usage: benches/restart.sh [--runs N] [--grow SECS] [--crash] DB
 #   --grow SECS  first grow DB with `userbus bench -t register -P 16 --duration SECS`
@@ -21,11 +22,11 @@ while (($#)); do
     --runs) runs=$2; shift 2 ;;
     --grow) grow=$2; shift 2 ;;
     --crash) signal=KILL; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) db=$1; shift ;;
   esac
 done
-[[ -n $db ]] || { sed -n '10,15p' "$0" >&2; exit 2; }
+[[ -n $db ]] || { sed -n '11,16p' "$0" >&2; exit 2; }
 bin=${USERBUS_BIN:-}
 if [[ -z $bin ]]; then
   cargo build --release --quiet
@@ -91,9 +92,11 @@ with open(f"/proc/{proc.pid}/status") as f:
         if line.startswith("VmRSS:"):
             rss_kib = int(line.split()[1])
 sock.close()
+t1 = time.monotonic()
 proc.send_signal(signal.SIGKILL if sig == "KILL" else signal.SIGTERM)
 proc.wait()
+stop = time.monotonic() - t1
 print(f"first reply {ready:6.2f} s  cpu {cpu:6.2f} s  users {users}  rss {rss_kib / 1024:8.1f} MiB  "
-      f"{rss_kib * 1024 / max(users, 1):6.1f} B/user  stop SIG{sig}")
+      f"{rss_kib * 1024 / max(users, 1):6.1f} B/user  stop SIG{sig} in {stop:.2f} s")
 EOF
 done
