@@ -57,14 +57,28 @@ pub fn path_for(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The temporary file `write` fills before renaming it to `path`.
+pub fn tmp_path_for(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
 /// Writes `users` (committed: no tick open) with `stamp` to `path`, through a
 /// temporary file synced before it takes the name, so a crash while writing
 /// leaves no image rather than a torn one.
 pub fn write(users: &Users, stamp: &Stamp, path: &Path) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let file = File::create(&tmp)?;
+    let tmp = tmp_path_for(path);
+    let written = write_to(users, stamp, &tmp).and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        // A full disk must not keep a partial copy.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_to(users: &Users, stamp: &Stamp, tmp: &Path) -> io::Result<()> {
+    let file = File::create(tmp)?;
     let mut out = BufWriter::with_capacity(BUFFER_BYTES, file);
     out.write_all(MAGIC)?;
     out.write_all(&users.hasher.key[0].to_le_bytes())?;
@@ -88,9 +102,7 @@ pub fn write(users: &Users, stamp: &Stamp, path: &Path) -> io::Result<()> {
     }
     out.write_all(END)?;
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, path)
+    file.sync_all()
 }
 
 /// Reads the image at `path` and removes it. `Ok(None)` when there is none or it

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 pub(in crate::store) fn open_index(conn: &Connection, path: &Path, stamp: &Stamp) -> Result<Users> {
     let started = Instant::now();
     let image_path = image::path_for(path);
+    // A stop killed while writing the image leaves its temporary file.
+    let _ = std::fs::remove_file(image::tmp_path_for(&image_path));
     match image::read(&image_path, stamp) {
         Ok(Some(users)) => {
             log::info!(
