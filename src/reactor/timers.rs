@@ -196,6 +196,7 @@ impl Reactor {
         }
         self.shared.stats.connected_clients = 0;
         let _ = self.shared.store.checkpoint();
+        self.shared.store.save_index();
         log::info!("stopped");
     }
 

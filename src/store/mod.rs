@@ -7,9 +7,10 @@
 //!
 //! [`Store`] is the one type; its methods are spread by subject:
 //! - [`error`]: [`StorageError`] and the kinds of failure;
-//! - `schema`: the tables, [`SCHEMA_VERSION`], migrations, loading at open;
+//! - `schema`: the tables, [`SCHEMA_VERSION`], migrations;
 //! - `batch`: the tick's user writes (registrations batched, unregistrations);
-//! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path);
+//! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path),
+//!   built at open from its image or the users table;
 //! - [`event_log`]: the event log: append, read between seqs, trim, handler offsets;
 //! - [`meta`]: the database's writer id and the JetStream relay's confirmed
 //!   positions;
@@ -22,7 +23,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -109,6 +110,8 @@ pub struct Store {
     batch_sql: BatchSql,
     /// The database's writer id (`meta`), read once at open.
     writer: String,
+    /// The database's file, beside which the user index's image goes.
+    path: PathBuf,
 }
 
 impl Store {
@@ -154,21 +157,27 @@ impl Store {
                     r.get(0)
                 })?;
         }
-        let users = schema::load_users(&conn, path)?;
         let writer = meta::load_writer_id(&conn, path)?;
+        // AUTOINCREMENT's high-water mark: sequence numbers never repeat, even
+        // after the oldest events are trimmed.
+        let last_seq = conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let stamp = users::image::Stamp {
+            writer: writer.clone(),
+            last_seq,
+            next_id: schema::highest_user_id(&conn)?.unwrap_or(0) + 1,
+        };
+        let users = users::load::open_index(&conn, path, &stamp)?;
         let counts = Counts {
             users: users.len() as i64,
             events: conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
-            // AUTOINCREMENT's high-water mark: sequence numbers never repeat, even
-            // after the oldest events are trimmed.
-            last_seq: conn
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0),
+            last_seq,
         };
         if let Some(o) = backup::origin(&conn)? {
             log::info!(
@@ -194,7 +203,36 @@ impl Store {
             queued: Vec::new(),
             batch_sql: BatchSql::new(),
             writer,
+            path: path.to_path_buf(),
         })
+    }
+
+    /// Writes the user index's image beside the database (`users::image`), so that
+    /// the next start reads it instead of scanning the users table. For a clean
+    /// stop, after the last tick; does nothing while a tick is open.
+    pub fn save_index(&self) {
+        if self.txn != Txn::Idle {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let stamp = users::image::Stamp {
+            writer: self.writer.clone(),
+            last_seq: self.committed.last_seq,
+            next_id: self.users.next_id(),
+        };
+        let path = users::image::path_for(&self.path);
+        match users::image::write(&self.users, &stamp, &path) {
+            Ok(()) => log::info!(
+                "user index: {} users written to {} in {:?}",
+                self.users.len(),
+                path.display(),
+                started.elapsed()
+            ),
+            Err(e) => log::warn!(
+                "user index: cannot write {} ({e}); the next start scans the users table",
+                path.display()
+            ),
+        }
     }
 
     /// The database size cap in pages (0 = none).

@@ -251,7 +251,11 @@ impl Store {
         });
         let events = res?;
         self.finish_tick()?;
-        let users = schema::load_users(&self.conn, Path::new("the database"))
+        let next_id = schema::highest_user_id(&self.conn)
+            .map_err(|e| StorageError::new(StorageErrorKind::Other, e.to_string()))?
+            .unwrap_or(0)
+            + 1;
+        let users = super::users::load::scan(&self.conn, Path::new("the database"), next_id)
             .map_err(|e| StorageError::new(StorageErrorKind::Other, e.to_string()))?;
         self.users = users;
         self.committed.users = self.users.len() as i64;

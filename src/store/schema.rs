@@ -1,12 +1,9 @@
 //! The database's shape: the tables, `SCHEMA_VERSION` (`PRAGMA user_version`),
-//! the migrations from older versions, and the checks and loads that opening a
-//! database runs before the first tick.
+//! the migrations from older versions, and the checks that opening a database
+//! runs before the first tick.
 
 use rusqlite::{Connection, OptionalExtension};
-use std::collections::BTreeMap;
-use std::path::Path;
 
-use super::users::Users;
 use crate::error::{Error, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
@@ -99,36 +96,9 @@ INSERT INTO users (id, name, fields, created_at)
 DROP TABLE users_v2;
 ";
 
-/// Builds the in-memory index from the users table; a name found twice (the table
-/// was written by something else) is refused.
-pub(super) fn load_users(conn: &Connection, path: &Path) -> Result<Users> {
-    let mut users = Users::new(highest_user_id(conn)?.unwrap_or(0) + 1);
-    let mut stmt = conn.prepare("SELECT id, name, fields, created_at FROM users")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        let name: String = row.get(1)?;
-        let fields: String = row.get(2)?;
-        let fields: BTreeMap<String, String> = serde_json::from_str(&fields).map_err(|e| {
-            Error::Config(format!(
-                "{}: user {id} ('{name}') has unreadable fields: {e}",
-                path.display()
-            ))
-        })?;
-        if !users.load(id, &name, &fields, row.get(3)?) {
-            return Err(Error::Config(format!(
-                "{}: the users table holds the name '{name}' twice (id {id}); \
-                 names must be unique",
-                path.display()
-            )));
-        }
-    }
-    Ok(users)
-}
-
 /// The highest user id ever assigned, as AUTOINCREMENT remembers it (`None` before
 /// the first user).
-fn highest_user_id(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+pub(super) fn highest_user_id(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     conn.query_row(
         "SELECT seq FROM sqlite_sequence WHERE name = 'users'",
         [],
