@@ -138,6 +138,12 @@ impl Reactor {
             return;
         };
         let now = Instant::now();
+        if self.replication.is_some() {
+            // Held replies wait for acks: take in those that came during the tick
+            // now rather than at the next poll, so the window refills and the
+            // replies go out a tick sooner.
+            relay.ready(self.poll.registry(), true, false, now);
+        }
         relay.process(now);
         let last = self.shared.store.committed_counts().last_seq;
         if relay.confirmed() > last {
