@@ -147,7 +147,7 @@ impl Reactor {
     }
 
     /// Flushes the last replies (for a bounded time), closes every connection,
-    /// checkpoints.
+    /// stops the checkpointer thread, checkpoints.
     pub(super) fn finish(&mut self) {
         self.store_relay_position();
         if let Some(relay) = self.relay.as_mut() {
@@ -180,6 +180,7 @@ impl Reactor {
             conn.deregister(self.poll.registry());
         }
         self.shared.stats.connected_clients = 0;
+        self.shared.store.stop_checkpointer();
         let _ = self.shared.store.checkpoint();
         log::info!("stopped");
     }

@@ -14,7 +14,8 @@
 //! - [`meta`]: the database's writer id and the JetStream relay's confirmed
 //!   positions;
 //! - [`groups`]: consumer groups, their consumers, `>` reads and XACK;
-//! - [`pending`]: pending entries, claims and dead letters.
+//! - [`pending`]: pending entries, claims and dead letters;
+//! - [`checkpointer`]: the WAL checkpointer thread and its own connection.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -22,10 +23,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::{CHECKPOINT_WAL_FRAMES, Durability, SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB};
+use crate::config::{
+    CHECKPOINT_WAL_FRAMES, CHECKPOINT_WAL_LIMIT_FRAMES, Durability, SQLITE_BUSY_TIMEOUT,
+    SQLITE_CACHE_KIB,
+};
 use crate::error::{Error, Result};
 
 mod batch;
+pub mod checkpointer;
 pub mod error;
 pub mod event_log;
 pub mod groups;
@@ -35,6 +40,7 @@ mod schema;
 pub mod users;
 
 use batch::{BatchSql, Queued};
+pub use checkpointer::{CheckpointStats, Checkpointer};
 pub use error::{StorageError, StorageErrorKind};
 pub use event_log::EventRow;
 pub use groups::{ConsumerInfo, GroupInfo};
@@ -103,6 +109,9 @@ pub struct Store {
     batch_sql: BatchSql,
     /// The database's writer id (`meta`), read once at open.
     writer: String,
+    /// The checkpointer thread, once started; without it the store checkpoints
+    /// on its own connection (`checkpoint_due`).
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Store {
@@ -177,7 +186,46 @@ impl Store {
             queued: Vec::new(),
             batch_sql: BatchSql::new(),
             writer,
+            checkpointer: None,
         })
+    }
+
+    /// Starts the checkpointer thread on its own connection to `path` (the file
+    /// this store opened). From then on the store checkpoints only when the
+    /// thread asks it to (the WAL past its bound), and the WAL file is truncated
+    /// to that bound when the log starts over.
+    pub fn start_checkpointer(
+        &mut self,
+        path: &Path,
+        durability: Durability,
+    ) -> std::result::Result<(), StorageError> {
+        if self.checkpointer.is_none() {
+            let limit = CHECKPOINT_WAL_LIMIT_FRAMES * 4096;
+            let _: i64 =
+                self.conn
+                    .query_row(&format!("PRAGMA journal_size_limit = {limit}"), [], |r| {
+                        r.get(0)
+                    })?;
+            self.checkpointer = Some(Checkpointer::start(
+                path,
+                durability,
+                Arc::clone(&self.wal_frames),
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Stops the checkpointer thread and waits for it; the store checkpoints on
+    /// its own connection again.
+    pub fn stop_checkpointer(&mut self) {
+        if let Some(mut c) = self.checkpointer.take() {
+            c.stop();
+        }
+    }
+
+    /// The checkpointer thread's counters; `None` when it was never started.
+    pub fn checkpoint_stats(&self) -> Option<CheckpointStats> {
+        self.checkpointer.as_ref().map(Checkpointer::stats)
     }
 
     /// The database size cap in pages (0 = none).
@@ -295,8 +343,12 @@ impl Store {
     }
 
     /// True when the log has grown enough that a checkpoint should run now, busy
-    /// or not (`CHECKPOINT_WAL_FRAMES`).
+    /// or not (`CHECKPOINT_WAL_FRAMES`); with the checkpointer thread, only when it
+    /// asks for the WAL's last frames (see `checkpointer`).
     pub fn checkpoint_due(&self) -> bool {
+        if let Some(c) = &self.checkpointer {
+            return c.finish_wanted();
+        }
         self.commits_since_checkpoint > 0
             && self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_WAL_FRAMES
     }
@@ -305,7 +357,14 @@ impl Store {
     /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit. Returns
     /// false when it failed (it is retried later).
     pub fn checkpoint(&mut self) -> bool {
-        if self.txn != Txn::Idle || self.commits_since_checkpoint == 0 {
+        if self.txn != Txn::Idle {
+            return true;
+        }
+        if let Some(c) = &self.checkpointer {
+            if !c.finish_wanted() {
+                return true;
+            }
+        } else if self.commits_since_checkpoint == 0 {
             return true;
         }
         let started = std::time::Instant::now();
@@ -324,10 +383,16 @@ impl Store {
                     "checkpoint: {done}/{log_frames} frames in {:?}",
                     started.elapsed()
                 );
+                if let Some(c) = &self.checkpointer {
+                    c.finished(started.elapsed());
+                }
                 true
             }
             Err(e) => {
                 log::warn!("checkpoint failed (will retry): {e}");
+                if let Some(c) = &self.checkpointer {
+                    c.resume();
+                }
                 false
             }
         }
