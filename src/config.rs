@@ -113,7 +113,9 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// time in them and its p99 was 2.4× Redis's; with 8192 it is below Redis's, and a
 /// checkpoint under pipelined load takes ~60 ms instead of ~25 ms (docs/BENCHMARKS.md).
 pub const CHECKPOINT_WAL_FRAMES: u64 = 8192;
-/// Idle time after the last commit before a passive checkpoint runs.
+/// Idle time after the last commit before the loop looks again whether a checkpoint
+/// is due (with the checkpointer thread: whether the thread asked it to copy the
+/// WAL's last frames; without it, a passive checkpoint of its own).
 pub const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
 /// How often the event log is trimmed to `--retain-events`.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
@@ -133,8 +135,9 @@ pub const CHECKPOINT_BATCH_FRAMES: u64 = 2048;
 /// truncated back to this size (`journal_size_limit`).
 pub const CHECKPOINT_WAL_LIMIT_FRAMES: u64 = 16384;
 /// Most frames the loop's own checkpoint may be left to copy once the WAL is past
-/// its bound (4 MiB): the thread hands over only when it is this close.
-pub const CHECKPOINT_FINISH_FRAMES: u64 = 1024;
+/// its bound (1 MiB): the thread checkpoints without pause until it is this close,
+/// then hands over.
+pub const CHECKPOINT_FINISH_FRAMES: u64 = 256;
 /// Longest time SQLite waits on a lock held by another process (the loop must not stall).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5);
 

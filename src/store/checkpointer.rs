@@ -270,6 +270,8 @@ fn run(conn: Connection, state: &State, wal_path: &Path) {
     // Frames known to be in the database (the last checkpoint's count).
     let mut done = 0u64;
     let mut seen = 0u64;
+    // Past the WAL's bound and still far from the end: no pause, no batch.
+    let mut hurry = false;
     let mut pause = CHECKPOINT_POLL;
     loop {
         {
@@ -293,9 +295,13 @@ fn run(conn: Connection, state: &State, wal_path: &Path) {
             done = 0;
         }
         let behind = frames - done;
-        if behind == 0 || (behind < CHECKPOINT_BATCH_FRAMES && !quiet) {
+        // After a failure the thread tries again whatever the counts say: the log
+        // may have started over to the very size it had.
+        let failing = state.last_error.load(Ordering::Relaxed) != 0;
+        if !failing && (behind == 0 || (behind < CHECKPOINT_BATCH_FRAMES && !quiet && !hurry)) {
             continue;
         }
+        hurry = false;
         let started = Instant::now();
         match checkpoint(&conn) {
             Ok((log, copied)) => {
@@ -315,8 +321,15 @@ fn run(conn: Connection, state: &State, wal_path: &Path) {
                 }
                 done = copied;
                 log::trace!("checkpoint: {copied}/{log} frames in {micros} us");
-                if log >= CHECKPOINT_WAL_LIMIT_FRAMES && log - copied <= CHECKPOINT_FINISH_FRAMES {
-                    state.finish_wanted.store(true, Ordering::Relaxed);
+                if log >= CHECKPOINT_WAL_LIMIT_FRAMES {
+                    if log - copied <= CHECKPOINT_FINISH_FRAMES {
+                        state.finish_wanted.store(true, Ordering::Relaxed);
+                    } else if copied > before {
+                        // Past the bound: catch up at once, so that the loop's
+                        // share stays small.
+                        pause = Duration::ZERO;
+                        hurry = true;
+                    }
                 }
             }
             Err(e) => {
