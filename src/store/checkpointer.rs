@@ -13,8 +13,9 @@
 //! checkpoint runs, so that moment never comes by itself and the file would grow
 //! without end. A RESTART checkpoint here would hold the writer lock through its
 //! copy and syncs, and the loop's writes would wait on it (and fail after the
-//! 5 ms busy timeout). Instead, once the WAL is past `CHECKPOINT_WAL_LIMIT_FRAMES`
-//! and a checkpoint left at most `CHECKPOINT_FINISH_FRAMES` behind, the thread
+//! 5 ms busy timeout). Instead, once the WAL is past `CHECKPOINT_WAL_LIMIT_FRAMES`,
+//! the thread checkpoints without pause until one leaves at most
+//! `CHECKPOINT_FINISH_FRAMES` behind (or stops leaving less each time), then
 //! pauses and asks the loop to *finish*: a PASSIVE checkpoint of that remainder on
 //! the loop's own connection between two ticks, after which the loop's next write
 //! restarts the log (and `journal_size_limit` truncates the file). That costs the
@@ -272,6 +273,8 @@ fn run(conn: Connection, state: &State, wal_path: &Path) {
     let mut seen = 0u64;
     // Past the WAL's bound and still far from the end: no pause, no batch.
     let mut hurry = false;
+    // What the last checkpoint past the bound left to copy.
+    let mut last_rest = u64::MAX;
     let mut pause = CHECKPOINT_POLL;
     loop {
         {
@@ -322,14 +325,21 @@ fn run(conn: Connection, state: &State, wal_path: &Path) {
                 done = copied;
                 log::trace!("checkpoint: {copied}/{log} frames in {micros} us");
                 if log >= CHECKPOINT_WAL_LIMIT_FRAMES {
-                    if log - copied <= CHECKPOINT_FINISH_FRAMES {
+                    let rest = log - copied;
+                    // Past the bound: catch up at once, so that the loop's share
+                    // stays small; hand over once it is small, or once catching
+                    // up stopped shrinking it (the loop writes as fast as a
+                    // checkpoint copies), so that the bound holds either way.
+                    if rest <= CHECKPOINT_FINISH_FRAMES || rest >= last_rest {
                         state.finish_wanted.store(true, Ordering::Relaxed);
+                        last_rest = u64::MAX;
                     } else if copied > before {
-                        // Past the bound: catch up at once, so that the loop's
-                        // share stays small.
                         pause = Duration::ZERO;
                         hurry = true;
+                        last_rest = rest;
                     }
+                } else {
+                    last_rest = u64::MAX;
                 }
             }
             Err(e) => {

@@ -354,8 +354,9 @@ impl Store {
     }
 
     /// Copies committed WAL frames into the database without waiting for anyone
-    /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit. Returns
-    /// false when it failed (it is retried later).
+    /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit; with the
+    /// checkpointer thread, only the short one it asks for at the WAL's bound
+    /// (otherwise nothing). Returns false when it failed (it is retried later).
     pub fn checkpoint(&mut self) -> bool {
         if self.txn != Txn::Idle {
             return true;
