@@ -325,7 +325,7 @@ fn run(conn: Connection, state: &State, wal_path: &Path) {
                 done = copied;
                 log::trace!("checkpoint: {copied}/{log} frames in {micros} us");
                 if log >= CHECKPOINT_WAL_LIMIT_FRAMES {
-                    let rest = log - copied;
+                    let rest = log.saturating_sub(copied);
                     // Past the bound: catch up at once, so that the loop's share
                     // stays small; hand over once it is small, or once catching
                     // up stopped shrinking it (the loop writes as fast as a
