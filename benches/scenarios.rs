@@ -318,10 +318,15 @@ fn run(a: &Args) -> Report {
 }
 
 /// Registrations per second through the server's storage layer alone, `batch` per
-/// transaction, for about `secs` seconds, with the server's checkpoint cadence.
+/// transaction, for about `secs` seconds, with the server's checkpoints: the
+/// checkpointer thread beside it, and the WAL's last frames at its bound.
 fn storage_limit(durability: Durability, batch: u64, secs: f64) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut store = Store::open(&dir.path().join("limit.db"), durability, 0).expect("open store");
+    let path = dir.path().join("limit.db");
+    let mut store = Store::open(&path, durability, 0).expect("open store");
+    store
+        .start_checkpointer(&path, durability)
+        .expect("start the checkpointer");
     let mut fields = BTreeMap::new();
     fields.insert(
         bench::workload::FIELD.0.to_string(),

@@ -115,6 +115,15 @@ pub struct Args {
     /// Draw the latency percentile curve into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// With --plot: draw these recorded percentile curves instead of running a
+    /// load, one per LABEL=FILE (FILE: "percentile milliseconds" lines, as
+    /// redis-benchmark prints its distribution and benches/latency.sh --curves
+    /// keeps it).
+    #[arg(long, value_name = "LABEL=FILE", requires = "plot")]
+    pub curve: Vec<String>,
+    /// The title of a --curve plot.
+    #[arg(long, value_name = "TEXT", requires = "curve")]
+    pub title: Option<String>,
     /// No progress bar (it is shown only on a terminal anyway).
     #[arg(short = 'q', long)]
     pub quiet: bool,

@@ -108,14 +108,17 @@ pub const PUBSUB_SOFT_LIMIT_BYTES: usize = 8 * 1024 * 1024;
 pub const PUBSUB_SOFT_LIMIT_TIME: Duration = Duration::from_secs(60);
 /// How long to stop accepting after `accept` fails for lack of descriptors.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// WAL frames (pages) after which a passive checkpoint runs after the tick's flush,
-/// busy or not: 8192 frames is 32 MiB at SQLite's 4 KiB pages. A checkpoint stalls
+/// WAL frames (pages) after which a passive checkpoint runs on the store's own
+/// connection, when no checkpointer thread runs beside it (a `Store` used alone,
+/// as the storage limit in `cargo bench` does), busy or not: 8192 frames is 32 MiB at SQLite's 4 KiB pages. A checkpoint stalls
 /// the loop while it copies the frames and syncs the database, mostly for its two
 /// syncs at small loads: with 2048 frames, REGISTER at pipeline 1 spent ~6% of its
 /// time in them and its p99 was 2.4× Redis's; with 8192 it is below Redis's, and a
 /// checkpoint under pipelined load takes ~60 ms instead of ~25 ms (docs/BENCHMARKS.md).
 pub const CHECKPOINT_WAL_FRAMES: u64 = 8192;
-/// Idle time after the last commit before a passive checkpoint runs.
+/// Idle time after the last commit before the loop looks again whether a checkpoint
+/// is due (with the checkpointer thread: whether the thread asked it to copy the
+/// WAL's last frames; without it, a passive checkpoint of its own).
 pub const CHECKPOINT_IDLE: Duration = Duration::from_millis(200);
 /// How often the event log is trimmed to `--retain-events`.
 pub const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
@@ -123,6 +126,21 @@ pub const RETENTION_INTERVAL: Duration = Duration::from_secs(1);
 pub const RETENTION_BATCH: usize = 10_000;
 /// How long to wait before retrying a checkpoint that failed.
 pub const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
+/// How often the checkpointer thread looks at the WAL's size
+/// (`src/store/checkpointer.rs`).
+pub const CHECKPOINT_POLL: Duration = Duration::from_millis(10);
+/// WAL frames the loop commits before the checkpointer thread copies them (or
+/// fewer, once the loop has gone quiet for a poll): 2048 frames is 8 MiB at 4 KiB
+/// pages, a few checkpoints a second under a saturating load.
+pub const CHECKPOINT_BATCH_FRAMES: u64 = 2048;
+/// The WAL's bound in frames (64 MiB at 4 KiB pages): past it, the loop checkpoints
+/// the last few frames itself so that the log starts over, and the file is
+/// truncated back to this size (`journal_size_limit`).
+pub const CHECKPOINT_WAL_LIMIT_FRAMES: u64 = 16384;
+/// Most frames the loop's own checkpoint may be left to copy once the WAL is past
+/// its bound (1 MiB): the thread checkpoints without pause until it is this close,
+/// then hands over.
+pub const CHECKPOINT_FINISH_FRAMES: u64 = 256;
 /// Longest time SQLite waits on a lock held by another process (the loop must not stall).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5);
 

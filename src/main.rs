@@ -122,6 +122,16 @@ fn help(arg: &Arg) -> String {
 const EXIT_CANNOT_CONNECT: u8 = 2;
 
 fn run_bench(args: &bench::Args) -> ExitCode {
+    if let (false, Some(path)) = (args.curve.is_empty(), &args.plot) {
+        let title = args.title.as_deref().unwrap_or("latency percentiles");
+        return match bench::plot::draw_files(title, &args.curve, path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("userbus bench: cannot draw the plot: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let report = match bench::run(args) {
         Ok(r) => r,
         Err(e) => {

@@ -147,3 +147,70 @@ fn a_database_locked_by_another_process_is_named_locked() {
     exchange(&mut s, b"REGISTER during\r\n", b":1\r\n");
     assert_eq!(info(&mut c, "persistence")["storage_last_error"], "none");
 }
+
+#[test]
+fn a_checkpoint_that_cannot_run_is_named_in_info_and_healthz_then_recovers() {
+    let server = TestServer::start_http();
+    let mut s = server.raw();
+    let mut c = server.redis();
+    let checkpoint_error =
+        |c: &mut redis::Connection| info(c, "persistence")["checkpoint_last_error"].clone();
+    exchange(&mut s, b"REGISTER before\r\n", b":1\r\n");
+    // A reader holds its snapshot while the server writes past it...
+    let reader = rusqlite::Connection::open(&server.db).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .unwrap();
+    exchange(&mut s, b"REGISTER after\r\n", b":2\r\n");
+    // ...and another process's RESTART checkpoint waits for that reader, holding
+    // the checkpoint lock: the server's checkpoints find it taken.
+    // (It may find the server's own checkpoint running: then it tries again.)
+    std::thread::sleep(Duration::from_millis(100));
+    let db = server.db.clone();
+    let other = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        for _ in 0..100 {
+            let busy: i64 = conn
+                .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get(0))
+                .unwrap();
+            if busy == 0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while checkpoint_error(&mut c) != "locked" {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            info(&mut c, "persistence")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failures: u64 = info(&mut c, "persistence")["checkpoint_failures"]
+        .parse()
+        .unwrap();
+    assert!(failures >= 1);
+    let health = healthz(&server);
+    assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+    assert!(health.contains("checkpoints failing (locked)"), "{health}");
+    // The reader lets go, the other checkpoint finishes, and so do the server's.
+    reader.execute_batch("COMMIT").unwrap();
+    drop(reader);
+    assert!(other.join().unwrap(), "the other checkpoint never ran");
+    exchange(&mut s, b"REGISTER later\r\n", b":3\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while checkpoint_error(&mut c) != "none" {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            info(&mut c, "persistence")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(healthz(&server).starts_with("HTTP/1.1 200"));
+}

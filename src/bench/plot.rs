@@ -24,15 +24,68 @@ fn nines(q: f64) -> f64 {
     (1.0 / (1.0 - q).max(1e-9)).log10().min(MAX_NINES)
 }
 
+/// Colours of the curves, in order.
+const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, RGBColor(255, 140, 0), BLACK];
+
 /// Draws `report`'s latency curve (and the fan-out curve, if any) into `path`.
 pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
-    let mut curves = vec![("request latency", curve(&report.histogram), BLUE)];
+    let mut curves = vec![("request latency".to_string(), curve(&report.histogram))];
     if let Some(h) = report.push_histogram.as_ref().filter(|h| !h.is_empty()) {
-        curves.push(("send -> subscriber push", curve(h), RED));
+        curves.push(("send -> subscriber push".to_string(), curve(h)));
     }
     if curves[0].1.is_empty() {
         return Err("no latency was recorded".into());
     }
+    let caption = format!(
+        "userbus {}: {} conns, P={}, {:.0} req/s",
+        report.test, report.connections, report.pipeline, report.requests_per_sec
+    );
+    draw_curves(&caption, &curves, path)
+}
+
+/// Draws recorded percentile curves into `path`: each of `specs` is
+/// `LABEL=FILE`, FILE holding "percentile milliseconds" lines (percentile in
+/// 0..=100, as redis-benchmark's "Latency by percentile distribution").
+pub fn draw_files(title: &str, specs: &[String], path: &Path) -> Result<(), String> {
+    let mut curves = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (label, file) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("--curve {spec}: expected LABEL=FILE"))?;
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+        let points = parse_percentiles(&text);
+        if points.is_empty() {
+            return Err(format!("{file}: no \"percentile milliseconds\" lines"));
+        }
+        curves.push((label.to_string(), points));
+    }
+    if curves.is_empty() {
+        return Err("no curve given".into());
+    }
+    draw_curves(title, &curves, path)
+}
+
+/// (x, milliseconds) points of "percentile milliseconds" lines; other lines are
+/// skipped.
+fn parse_percentiles(text: &str) -> Vec<(f64, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let pct: f64 = words.next()?.trim_end_matches('%').parse().ok()?;
+            let ms: f64 = words.next()?.parse().ok()?;
+            (0.0..=100.0)
+                .contains(&pct)
+                .then(|| (nines(pct / 100.0), ms))
+        })
+        .collect()
+}
+
+/// Draws `curves` (label, points) into `path` under `caption`.
+fn draw_curves(
+    caption: &str,
+    curves: &[(String, Vec<(f64, f64)>)],
+    path: &Path,
+) -> Result<(), String> {
     let all = || curves.iter().flat_map(|c| c.1.iter());
     let top = all().map(|p| p.1).fold(0.0f64, f64::max).max(0.001) * 1.1;
     let right = all().map(|p| p.0).fold(1.0f64, f64::max).ceil();
@@ -40,10 +93,6 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
     let root = SVGBackend::new(path, PLOT_SIZE).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| e.to_string();
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let caption = format!(
-        "userbus {}: {} conns, P={}, {:.0} req/s",
-        report.test, report.connections, report.pipeline, report.requests_per_sec
-    );
     let mut chart = ChartBuilder::on(&root)
         .caption(caption, ("sans-serif", 20))
         .margin(16)
@@ -61,11 +110,15 @@ pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()
         .map_err(|e| err(&e))?;
-    for (label, points, color) in curves {
+    for (i, (label, points)) in curves.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
         chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(|e| err(&e))?
-            .label(label)
+            .label(label.as_str())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
     }
     chart
@@ -114,5 +167,14 @@ mod tests {
         assert_eq!(percentile_label(3.0), "99.9%");
         assert_eq!(percentile_label(4.0), "99.99%");
         assert!((nines(0.99) - 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn recorded_percentiles_parse_with_or_without_the_sign() {
+        let text = "50.000 0.543\n99.9% 4.887\nLatency by percentile\n100.000 5.1\n";
+        let points = parse_percentiles(text);
+        assert_eq!(points.len(), 3);
+        assert!((points[1].0 - 3.0).abs() < 1e-9);
+        assert_eq!(points[2], (MAX_NINES, 5.1));
     }
 }

@@ -113,7 +113,8 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
                 .map_or("none", StorageErrorKind::as_str),
             s.commits,
             s.failed_commits,
-        ),
+        )
+        .and_then(|()| render_checkpointer(ctx, t)),
         "stats" => write!(
             t,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
@@ -154,6 +155,34 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
         }
         _ => Ok(()),
     };
+}
+
+/// The checkpointer's lines in `# Persistence` (none when it never started, as
+/// in a store used alone).
+fn render_checkpointer(ctx: &Ctx<'_>, t: &mut String) -> std::fmt::Result {
+    let Some(c) = ctx.store_view().checkpoint_stats() else {
+        return Ok(());
+    };
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    write!(
+        t,
+        "checkpointer:{}\r\ncheckpoints:{}\r\ncheckpoint_pages:{}\r\n\
+         checkpoint_last_ms:{:.3}\r\ncheckpoint_max_ms:{:.3}\r\ncheckpoint_failures:{}\r\n\
+         checkpoint_last_error:{}\r\nwal_bytes:{}\r\nwal_bytes_max:{}\r\n\
+         wal_finishes:{}\r\nwal_finish_last_ms:{:.3}\r\nwal_finish_max_ms:{:.3}\r\n",
+        if c.running { "running" } else { "stopped" },
+        c.checkpoints,
+        c.pages,
+        ms(c.last_micros),
+        ms(c.max_micros),
+        c.failures,
+        c.last_error.map_or("none", StorageErrorKind::as_str),
+        c.wal_bytes,
+        c.wal_bytes_max,
+        c.finishes,
+        ms(c.finish_last_micros),
+        ms(c.finish_max_micros),
+    )
 }
 
 /// The `# Nats` section: the JetStream relay (`nats_enabled:0` without `--nats`).

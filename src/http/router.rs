@@ -101,13 +101,21 @@ fn read_only() -> Response {
 }
 
 fn health(env: &Env<'_>) -> Response {
-    match env.store_view().last_error() {
-        None => Response::text(200, "ok\n"),
-        Some(kind) => Response::error(
+    let store = env.store_view();
+    if let Some(kind) = store.last_error() {
+        return Response::error(
             503,
             &format!("storage failing ({kind}): the last commit did not succeed"),
-        ),
+        );
     }
+    let checkpoints = store.checkpoint_stats().unwrap_or_default();
+    if let Some(kind) = checkpoints.last_error {
+        return Response::error(
+            503,
+            &format!("checkpoints failing ({kind}): the WAL is not copied into the database"),
+        );
+    }
+    Response::text(200, "ok\n")
 }
 
 fn metrics(env: &mut Env<'_>) -> Response {

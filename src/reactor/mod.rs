@@ -351,6 +351,11 @@ impl Reactor {
             None
         };
         let mut store = store;
+        // Checkpoints run on their own thread and connection from here on; the
+        // reactor stops it in `finish`.
+        store
+            .start_checkpointer(&config.db, config.durability)
+            .map_err(|e| Error::Config(format!("cannot start the WAL checkpointer: {e}")))?;
         let mut handlers = handlers;
         for h in &mut handlers.durable {
             h.offset = store.handler_offset(&h.name)?;

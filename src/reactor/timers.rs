@@ -160,7 +160,7 @@ impl Reactor {
     }
 
     /// Flushes the last replies (for a bounded time), closes every connection,
-    /// checkpoints.
+    /// stops the checkpointer thread, checkpoints.
     pub(super) fn finish(&mut self) {
         self.settle_held();
         self.store_relay_position();
@@ -195,6 +195,7 @@ impl Reactor {
             conn.deregister(self.poll.registry());
         }
         self.shared.stats.connected_clients = 0;
+        self.shared.store.stop_checkpointer();
         let _ = self.shared.store.checkpoint();
         self.shared.store.save_index();
         log::info!("stopped");

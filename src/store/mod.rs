@@ -19,7 +19,8 @@
 //! - [`groups`]: consumer groups, their consumers, `>` reads and XACK;
 //! - [`pending`]: pending entries, claims and dead letters;
 //! - [`replica`]: a follower applying the stream's events, a fenced primary
-//!   discarding its tail.
+//!   discarding its tail;
+//! - [`checkpointer`]: the WAL checkpointer thread and its own connection.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -27,11 +28,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::{CHECKPOINT_WAL_FRAMES, Durability, SQLITE_BUSY_TIMEOUT, SQLITE_CACHE_KIB};
+use crate::config::{
+    CHECKPOINT_WAL_FRAMES, CHECKPOINT_WAL_LIMIT_FRAMES, Durability, SQLITE_BUSY_TIMEOUT,
+    SQLITE_CACHE_KIB,
+};
 use crate::error::{Error, Result};
 
 pub mod backup;
 mod batch;
+pub mod checkpointer;
 pub mod error;
 pub mod event_log;
 pub mod groups;
@@ -42,6 +47,7 @@ mod schema;
 pub mod users;
 
 use batch::{BatchSql, Queued};
+pub use checkpointer::{CheckpointStats, Checkpointer};
 pub use error::{StorageError, StorageErrorKind};
 pub use event_log::{EventRef, EventRow};
 pub use groups::{ConsumerFull, ConsumerInfo, Delivery, GroupFull, GroupInfo};
@@ -112,6 +118,9 @@ pub struct Store {
     writer: String,
     /// The database's file, beside which the user index's image goes.
     path: PathBuf,
+    /// The checkpointer thread, once started; without it the store checkpoints
+    /// on its own connection (`checkpoint_due`).
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Store {
@@ -204,6 +213,7 @@ impl Store {
             batch_sql: BatchSql::new(),
             writer,
             path: path.to_path_buf(),
+            checkpointer: None,
         })
     }
 
@@ -233,6 +243,44 @@ impl Store {
                 path.display()
             ),
         }
+    }
+
+    /// Starts the checkpointer thread on its own connection to `path` (the file
+    /// this store opened). From then on the store checkpoints only when the
+    /// thread asks it to (the WAL past its bound), and the WAL file is truncated
+    /// to that bound when the log starts over.
+    pub fn start_checkpointer(
+        &mut self,
+        path: &Path,
+        durability: Durability,
+    ) -> std::result::Result<(), StorageError> {
+        if self.checkpointer.is_none() {
+            let limit = CHECKPOINT_WAL_LIMIT_FRAMES * 4096;
+            let _: i64 =
+                self.conn
+                    .query_row(&format!("PRAGMA journal_size_limit = {limit}"), [], |r| {
+                        r.get(0)
+                    })?;
+            self.checkpointer = Some(Checkpointer::start(
+                path,
+                durability,
+                Arc::clone(&self.wal_frames),
+            )?);
+        }
+        Ok(())
+    }
+
+    /// Stops the checkpointer thread and waits for it; the store checkpoints on
+    /// its own connection again.
+    pub fn stop_checkpointer(&mut self) {
+        if let Some(mut c) = self.checkpointer.take() {
+            c.stop();
+        }
+    }
+
+    /// The checkpointer thread's counters; `None` when it was never started.
+    pub fn checkpoint_stats(&self) -> Option<CheckpointStats> {
+        self.checkpointer.as_ref().map(Checkpointer::stats)
     }
 
     /// The database size cap in pages (0 = none).
@@ -350,17 +398,29 @@ impl Store {
     }
 
     /// True when the log has grown enough that a checkpoint should run now, busy
-    /// or not (`CHECKPOINT_WAL_FRAMES`).
+    /// or not (`CHECKPOINT_WAL_FRAMES`); with the checkpointer thread, only when it
+    /// asks for the WAL's last frames (see `checkpointer`).
     pub fn checkpoint_due(&self) -> bool {
+        if let Some(c) = &self.checkpointer {
+            return c.finish_wanted();
+        }
         self.commits_since_checkpoint > 0
             && self.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_WAL_FRAMES
     }
 
     /// Copies committed WAL frames into the database without waiting for anyone
-    /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit. Returns
-    /// false when it failed (it is retried later).
+    /// (a PASSIVE checkpoint). Runs between ticks, never inside a commit; with the
+    /// checkpointer thread, only the short one it asks for at the WAL's bound
+    /// (otherwise nothing). Returns false when it failed (it is retried later).
     pub fn checkpoint(&mut self) -> bool {
-        if self.txn != Txn::Idle || self.commits_since_checkpoint == 0 {
+        if self.txn != Txn::Idle {
+            return true;
+        }
+        if let Some(c) = &self.checkpointer {
+            if !c.finish_wanted() {
+                return true;
+            }
+        } else if self.commits_since_checkpoint == 0 {
             return true;
         }
         let started = std::time::Instant::now();
@@ -379,10 +439,16 @@ impl Store {
                     "checkpoint: {done}/{log_frames} frames in {:?}",
                     started.elapsed()
                 );
+                if let Some(c) = &self.checkpointer {
+                    c.finished(started.elapsed());
+                }
                 true
             }
             Err(e) => {
                 log::warn!("checkpoint failed (will retry): {e}");
+                if let Some(c) = &self.checkpointer {
+                    c.resume();
+                }
                 false
             }
         }
