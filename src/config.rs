@@ -544,6 +544,22 @@ pub struct Config {
     /// this node.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_FOLLOW"))]
     pub follow: bool,
+    /// Make a field unique: REGISTER and UPDATE refuse a value another user holds,
+    /// and LOOKUPBY finds a user by it. Repeat the flag (or separate names by
+    /// commas) for several fields.
+    ///
+    /// Values compare exactly (no case folding). A database that already holds a
+    /// value twice is refused at start.
+    #[cfg_attr(
+        feature = "tools",
+        arg(
+            long = "unique-field",
+            env = "USERBUS_UNIQUE_FIELD",
+            value_name = "NAME",
+            value_delimiter = ','
+        )
+    )]
+    pub unique_fields: Vec<String>,
 }
 
 impl Default for Config {
@@ -587,6 +603,7 @@ impl Default for Config {
             nats_ca: None,
             backup_dir: None,
             follow: false,
+            unique_fields: Vec::new(),
         }
     }
 }
@@ -632,6 +649,7 @@ impl fmt::Debug for Config {
             nats_ca,
             backup_dir,
             follow,
+            unique_fields,
         } = self;
         f.debug_struct("Config")
             .field("bind", bind)
@@ -671,6 +689,7 @@ impl fmt::Debug for Config {
             .field("nats_ca", nats_ca)
             .field("backup_dir", backup_dir)
             .field("follow", follow)
+            .field("unique_fields", unique_fields)
             .finish()
     }
 }
@@ -749,6 +768,11 @@ impl Config {
             );
         }
         self.validate_nats()?;
+        for field in &self.unique_fields {
+            if let Err(e) = crate::registry::check_field_name(field.as_bytes()) {
+                return Err(format!("--unique-field '{field}': {e}"));
+            }
+        }
         if let Some(dir) = &self.backup_dir
             && !dir.is_dir()
         {

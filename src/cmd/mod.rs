@@ -13,6 +13,7 @@ mod echo;
 mod hello;
 mod info;
 mod lookup;
+mod lookupby;
 mod ping;
 mod quit;
 mod register;
@@ -20,6 +21,7 @@ mod replicaof;
 mod select;
 mod subscribe;
 mod unregister;
+mod update;
 mod usercount;
 mod users;
 mod xack;
@@ -86,7 +88,7 @@ pub struct Spec {
 /// Every command, in the order COMMAND lists them.
 pub static COMMANDS: &[Spec] = &TABLE;
 
-const TABLE: [Spec; 37] = [
+const TABLE: [Spec; 40] = [
     ping::SPEC,
     echo::SPEC,
     quit::SPEC,
@@ -100,6 +102,9 @@ const TABLE: [Spec; 37] = [
     register::SPEC,
     unregister::SPEC,
     lookup::SPEC,
+    update::UPDATE,
+    update::DELFIELDS,
+    lookupby::SPEC,
     users::SPEC,
     usercount::SPEC,
     subscribe::SUBSCRIBE,

@@ -332,7 +332,8 @@ impl Reactor {
                 listeners[i] = Some(l);
             }
         }
-        let store = Store::open(&config.db, config.durability, config.max_db_pages)?;
+        let mut store = Store::open(&config.db, config.durability, config.max_db_pages)?;
+        store.set_unique_fields(&config.unique_fields)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let signals = if handle_signals {
             let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
@@ -347,7 +348,6 @@ impl Reactor {
         } else {
             None
         };
-        let mut store = store;
         let mut handlers = handlers;
         for h in &mut handlers.durable {
             h.offset = store.handler_offset(&h.name)?;
@@ -675,6 +675,7 @@ mod tests {
                 user_id: seq,
                 name: format!("u{seq}"),
                 fields: Default::default(),
+                before: None,
                 at_ms: 0,
             })
             .collect()

@@ -10,6 +10,8 @@
 //! - `schema`: the tables, [`SCHEMA_VERSION`], migrations, loading at open;
 //! - `batch`: the tick's user writes (registrations batched, unregistrations);
 //! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path);
+//! - [`unique`]: the in-memory indexes of unique fields (`--unique-field`);
+//! - `updates`: fields set and removed (UPDATE, DELFIELDS), LOOKUPBY's read;
 //! - [`event_log`]: the event log: append, read between seqs, trim, handler offsets;
 //! - [`meta`]: the database's writer id and the JetStream relay's confirmed
 //!   positions;
@@ -38,6 +40,8 @@ pub mod meta;
 pub mod pending;
 pub mod replica;
 mod schema;
+pub mod unique;
+mod updates;
 pub mod users;
 
 use batch::{BatchSql, Queued};
@@ -104,6 +108,8 @@ pub struct Store {
     max_pages: u64,
     /// Every user, by name, as the tick sees them.
     users: Users,
+    /// The unique fields' values, as the tick sees them.
+    unique: unique::Unique,
     /// The tick's registrations not yet written (see `flush`).
     queued: Vec<Queued>,
     batch_sql: BatchSql,
@@ -191,6 +197,7 @@ impl Store {
             last_error: None,
             max_pages,
             users,
+            unique: unique::Unique::default(),
             queued: Vec::new(),
             batch_sql: BatchSql::new(),
             writer,
@@ -291,6 +298,7 @@ impl Store {
                 Ok(()) => {
                     self.committed = self.counts();
                     self.users.commit();
+                    self.unique.commit();
                     self.commits_since_checkpoint += 1;
                     self.last_error = None;
                     Ok(())
@@ -396,6 +404,7 @@ impl Store {
         self.tick = self.committed;
         self.queued.clear();
         self.users.rollback();
+        self.unique.rollback();
     }
 
     fn readable(&self) -> std::result::Result<(), StorageError> {
