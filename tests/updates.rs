@@ -421,3 +421,112 @@ fn patch_merges_fields_and_answers_the_user() {
     );
     server.stop();
 }
+
+// ---------------------------------------------------------------------------
+// Followers and the JetStream relay (real nats-server; skipped without it unless
+// USERBUS_NATS_TEST=1)
+
+/// Polls `f` until it holds, or fails naming `what`.
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The HTTP port a process's ready line names.
+fn http_port(p: &common::process::UserbusProcess) -> u16 {
+    p.log()
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("http=127.0.0.1:")?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("http port in the ready line")
+}
+
+#[test]
+fn followers_apply_updates_refuse_them_and_the_relay_publishes_user_updated() {
+    use common::nats::{NatsServer, nats_available};
+    use common::process::UserbusProcess;
+    if !nats_available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = nats.url();
+    let args = ["--nats", url.as_str(), "--unique-field", "email"];
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &args);
+    let mut c = primary.redis();
+    assert_eq!(
+        int(&mut c, &["REGISTER", "ann", "email", "a@x", "plan", "free"]),
+        1
+    );
+    assert_eq!(int(&mut c, &["UPDATE", "ann", "email", "b@x"]), 1);
+    assert_eq!(int(&mut c, &["DELFIELDS", "ann", "plan"]), 1);
+    let follower = UserbusProcess::start_with_http(
+        &dir.path().join("f.db"),
+        &[
+            "--nats",
+            url.as_str(),
+            "--follow",
+            "--unique-field",
+            "email",
+        ],
+    );
+    let mut f = follower.redis();
+    wait_for("the follower to apply 3 events", || {
+        int(&mut f, &["XLEN", "events"]) == 3
+    });
+    assert_eq!(all_events(&mut f), all_events(&mut c));
+    assert_eq!(
+        lookup(&mut f, "ann"),
+        Some((1, fields(&[("email", "b@x")])))
+    );
+    let by: redis::Value = redis::cmd("LOOKUPBY")
+        .arg(&["email", "b@x"])
+        .query(&mut f)
+        .expect("LOOKUPBY");
+    let direct: redis::Value = redis::cmd("LOOKUP")
+        .arg("ann")
+        .query(&mut f)
+        .expect("LOOKUP");
+    assert_eq!(by, direct);
+    // Writes are refused on the follower.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", follower.port)).expect("connect");
+    raw.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let readonly = b"-READONLY You can't write against a read only replica.\r\n";
+    exchange_resp(&mut raw, &["UPDATE", "ann", "plan", "pro"], readonly);
+    exchange_resp(&mut raw, &["DELFIELDS", "ann", "email"], readonly);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port(&follower))).expect("http");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    s.write_all(
+        b"PATCH /users/ann HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
+    .expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    // The stream: one message per event, on <prefix>.<kind>, with the payload.
+    let msgs = nats.client().all_msgs("USERBUS");
+    let subjects: Vec<&str> = msgs.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "userbus.user.registered",
+            "userbus.user.updated",
+            "userbus.user.updated"
+        ]
+    );
+    let second: Value = serde_json::from_slice(&msgs[1].data).expect("JSON");
+    assert_eq!(second["set"], json!({"email": "b@x"}));
+    assert_eq!(second["before"], json!({"email": "a@x", "plan": "free"}));
+}
