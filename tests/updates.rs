@@ -530,3 +530,89 @@ fn followers_apply_updates_refuse_them_and_the_relay_publishes_user_updated() {
     assert_eq!(second["set"], json!({"email": "b@x"}));
     assert_eq!(second["before"], json!({"email": "a@x", "plan": "free"}));
 }
+
+#[test]
+fn replicated_durability_holds_an_update_that_made_an_event() {
+    use common::process::UserbusProcess;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens there: no event is ever acknowledged.
+    let url = format!("nats://127.0.0.1:{}", common::free_port());
+    let p = UserbusProcess::start(
+        &dir.path().join("r.db"),
+        &[
+            "--nats",
+            url.as_str(),
+            "--durability",
+            "replicated",
+            "--replication-timeout",
+            "1s",
+        ],
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let noreplicas = b"-NOREPLICAS Not enough good replicas to write.\r\n";
+    // The registration stays in the local log, unacknowledged.
+    exchange_resp(&mut s, &["REGISTER", "ann", "plan", "free"], noreplicas);
+    let started = Instant::now();
+    exchange_resp(&mut s, &["UPDATE", "ann", "plan", "pro"], noreplicas);
+    exchange_resp(&mut s, &["DELFIELDS", "ann", "plan"], noreplicas);
+    assert!(started.elapsed() >= Duration::from_millis(1800), "not held");
+    // Nothing to change: nothing to wait for.
+    let started = Instant::now();
+    exchange_resp(&mut s, &["UPDATE", "nobody", "plan", "pro"], b":0\r\n");
+    exchange_resp(&mut s, &["DELFIELDS", "ann", "plan"], b":0\r\n");
+    assert!(started.elapsed() < Duration::from_millis(900), "held");
+}
+
+#[test]
+fn consumer_groups_and_event_streams_carry_updates() {
+    let server = TestServer::start_http_with(|_| {});
+    let mut c = server.redis();
+    let _: String = redis::cmd("XGROUP")
+        .arg(&["CREATE", "events", "mail", "0"])
+        .query(&mut c)
+        .expect("XGROUP CREATE");
+    assert_eq!(int(&mut c, &["REGISTER", "ann", "plan", "free"]), 1);
+    assert_eq!(int(&mut c, &["UPDATE", "ann", "plan", "pro"]), 1);
+    let v: redis::Value = redis::cmd("XREADGROUP")
+        .arg(&["GROUP", "mail", "w1", "STREAMS", "events", ">"])
+        .query(&mut c)
+        .expect("XREADGROUP");
+    let (_, got) = common::stream::read_reply(&v).expect("entries");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].field("kind"), "user.updated");
+    assert_eq!(got[1].field("before"), r#"{"plan":"free"}"#);
+    assert_eq!(got[1].field("set"), r#"{"plan":"pro"}"#);
+    assert_eq!(int(&mut c, &["XACK", "events", "mail", &got[1].id]), 1);
+
+    // Server-Sent Events from the start of the log.
+    let mut s = server.http_raw();
+    s.write_all(b"GET /events?from=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\"before\"") {
+        let n = s.read(&mut buf).expect("read the event stream");
+        assert!(
+            n > 0,
+            "the stream closed: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    let frame = text
+        .split("\n\n")
+        .find(|f| f.contains("id: 2\n"))
+        .unwrap_or_else(|| panic!("no frame of event 2 in {text}"));
+    assert!(frame.contains("event: user.updated\n"), "{frame}");
+    let data = frame
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("data line");
+    let payload = json_of(data);
+    assert_eq!(payload["set"], json!({"plan": "pro"}));
+    assert_eq!(payload["before"], json!({"plan": "free"}));
+    server.stop();
+}

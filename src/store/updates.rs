@@ -119,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn an_update_is_undone_with_a_failed_tick_and_kept_by_a_commit() {
+    fn a_rolled_back_tick_undoes_an_update_in_both_indexes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut store = Store::open(&dir.path().join("u.db"), Durability::Normal, 0).expect("open");
         store
@@ -140,6 +140,9 @@ mod tests {
             store.lookup_by("email", "b@x").expect("read").map(|u| u.id),
             Some(1)
         );
+        // What a failed commit does.
+        store.conn.execute_batch("ROLLBACK").expect("rollback");
+        store.txn = super::super::Txn::Idle;
         store.forget_tick();
         assert_eq!(
             store.lookup_by("email", "a@x").expect("read").map(|u| u.id),
@@ -159,5 +162,10 @@ mod tests {
                 .expect("update")
                 .is_none()
         );
+        store.finish_tick().expect("commit");
+        drop(store);
+        let mut store = Store::open(&dir.path().join("u.db"), Durability::Normal, 0).expect("open");
+        let rows = store.events_between(0, i64::MAX, 10, false).expect("read");
+        assert_eq!(rows.len(), 1, "the rolled-back update left an event");
     }
 }
