@@ -304,8 +304,9 @@ fn patch(req: &Request, name: &str, env: &mut Env<'_>) -> Response {
             "the patch must be a JSON object of fields: a string sets a field, null removes it",
         );
     };
-    // The user's own keys are not fields: a patch of `{"fields": {...}}` is
-    // accepted as the same merge of those fields.
+    // The merge patch of the whole user as GET shows it, `{"fields": {...}}`, is
+    // the same merge of those fields: no field's value is an object, so the two
+    // forms cannot be mistaken for each other.
     let obj = match obj.get("fields") {
         Some(Value::Object(fields)) if obj.len() == 1 => fields,
         _ => obj,

@@ -111,21 +111,7 @@ impl Store {
                 self.unique.change(&event.name, None, Some(&event.fields));
             }
             EventKind::Unregistered => {
-                match self.users.get(&event.name) {
-                    Some(u) if u.id == event.user_id => {}
-                    found => {
-                        return Err(ApplyError::Misfit(format!(
-                            "event {} unregisters '{}' (id {}), which is {}",
-                            event.seq,
-                            event.name,
-                            event.user_id,
-                            found.map_or("not registered".to_string(), |u| format!(
-                                "registered with id {}",
-                                u.id
-                            ))
-                        )));
-                    }
-                }
+                self.known_user(event, "unregisters")?;
                 self.begin()?;
                 self.flush()?;
                 // Out of the index first: a failed write rolls the index back too.
