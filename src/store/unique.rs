@@ -16,6 +16,9 @@ use rusqlite::{Connection, params};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+/// Undo entries whose room is kept between ticks.
+const UNDO_KEPT: usize = 1024;
+
 /// A value another user holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Taken {
@@ -176,6 +179,8 @@ impl Unique {
     /// The tick committed: its changes stay.
     pub fn commit(&mut self) {
         self.undo.clear();
+        // A tick of many registrations leaves no large log behind.
+        self.undo.shrink_to(UNDO_KEPT);
     }
 
     /// The tick rolled back: undo its changes, newest first.
