@@ -889,6 +889,7 @@ impl Config {
             ),
             ("nats-ca", path_setting(self.nats_ca.as_deref())),
             ("backup-dir", path_setting(self.backup_dir.as_deref())),
+            ("unique-field", self.unique_fields.join(",")),
             // Every acknowledged write is committed to SQLite before its reply, which
             // is what redis-benchmark asks about with these two.
             ("appendonly", "yes".to_string()),

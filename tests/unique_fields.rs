@@ -73,6 +73,8 @@ fn a_taken_value_is_refused_with_one_clear_error() {
         b"-ERR wrong number of arguments for 'lookupby' command\r\n",
     );
     let mut c = server.redis();
+    let config: Vec<String> = query(&mut c, &["CONFIG", "GET", "unique-field"]);
+    assert_eq!(config, ["unique-field", "email"]);
     assert_eq!(holder(&mut c, "email", "b@x").as_deref(), Some("bob"));
     assert_eq!(holder(&mut c, "email", "B@x").as_deref(), Some("ann"));
     assert_eq!(holder(&mut c, "email", "nobody@x"), None);
