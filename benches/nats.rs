@@ -668,6 +668,7 @@ impl Publisher {
                     user_id: next,
                     name: format!("{name_prefix}-{next}"),
                     fields: fields.clone(),
+                    before: None,
                     at_ms: userbus::clock::now_ms(),
                 };
                 payload.clear();

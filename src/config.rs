@@ -562,6 +562,22 @@ pub struct Config {
     /// this node.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_FOLLOW"))]
     pub follow: bool,
+    /// Make a field unique: REGISTER and UPDATE refuse a value another user holds,
+    /// and LOOKUPBY finds a user by it. Repeat the flag (or separate names by
+    /// commas) for several fields.
+    ///
+    /// Values compare exactly (no case folding). A database that already holds a
+    /// value twice is refused at start.
+    #[cfg_attr(
+        feature = "tools",
+        arg(
+            long = "unique-field",
+            env = "USERBUS_UNIQUE_FIELD",
+            value_name = "NAME",
+            value_delimiter = ','
+        )
+    )]
+    pub unique_fields: Vec<String>,
 }
 
 impl Default for Config {
@@ -605,6 +621,7 @@ impl Default for Config {
             nats_ca: None,
             backup_dir: None,
             follow: false,
+            unique_fields: Vec::new(),
         }
     }
 }
@@ -650,6 +667,7 @@ impl fmt::Debug for Config {
             nats_ca,
             backup_dir,
             follow,
+            unique_fields,
         } = self;
         f.debug_struct("Config")
             .field("bind", bind)
@@ -689,6 +707,7 @@ impl fmt::Debug for Config {
             .field("nats_ca", nats_ca)
             .field("backup_dir", backup_dir)
             .field("follow", follow)
+            .field("unique_fields", unique_fields)
             .finish()
     }
 }
@@ -767,6 +786,11 @@ impl Config {
             );
         }
         self.validate_nats()?;
+        for field in &self.unique_fields {
+            if let Err(e) = crate::registry::check_field_name(field.as_bytes()) {
+                return Err(format!("--unique-field '{field}': {e}"));
+            }
+        }
         if let Some(dir) = &self.backup_dir
             && !dir.is_dir()
         {
@@ -883,6 +907,7 @@ impl Config {
             ),
             ("nats-ca", path_setting(self.nats_ca.as_deref())),
             ("backup-dir", path_setting(self.backup_dir.as_deref())),
+            ("unique-field", self.unique_fields.join(",")),
             // Every acknowledged write is committed to SQLite before its reply, which
             // is what redis-benchmark asks about with these two.
             ("appendonly", "yes".to_string()),

@@ -122,10 +122,14 @@ pub struct Stats {
     pub registrations: u64,
     /// Users unregistered (committed).
     pub unregistrations: u64,
+    /// Users whose fields changed (committed `user.updated` events).
+    pub updates: u64,
     /// Registrations and unregistrations of the open tick, not yet committed.
     pub tick_registrations: u64,
     /// See `tick_registrations`.
     pub tick_unregistrations: u64,
+    /// See `tick_registrations`.
+    pub tick_updates: u64,
     /// Transactions committed.
     pub commits: u64,
     /// Ticks whose writes were rolled back.
@@ -199,8 +203,10 @@ impl Stats {
             protocol_errors: 0,
             registrations: 0,
             unregistrations: 0,
+            updates: 0,
             tick_registrations: 0,
             tick_unregistrations: 0,
+            tick_updates: 0,
             commits: 0,
             failed_commits: 0,
             events: 0,
@@ -243,6 +249,7 @@ impl Stats {
             replica: std::mem::take(&mut self.replica),
             tick_registrations: self.tick_registrations,
             tick_unregistrations: self.tick_unregistrations,
+            tick_updates: self.tick_updates,
             tick_requests: self.tick_requests,
             cross_protocol_logged_at: self.cross_protocol_logged_at,
             ..fresh
@@ -254,9 +261,11 @@ impl Stats {
         if committed {
             self.registrations += self.tick_registrations;
             self.unregistrations += self.tick_unregistrations;
+            self.updates += self.tick_updates;
         }
         self.tick_registrations = 0;
         self.tick_unregistrations = 0;
+        self.tick_updates = 0;
     }
 }
 
@@ -325,6 +334,12 @@ pub fn prometheus(v: &View<'_>) -> String {
         "counter",
         "Users unregistered (committed).",
         s.unregistrations as f64,
+    );
+    metric(
+        "updates_total",
+        "counter",
+        "Users whose fields changed (committed user.updated events).",
+        s.updates as f64,
     );
     metric("users", "gauge", "Registered users.", v.counts.users as f64);
     metric(

@@ -1,5 +1,6 @@
 //! The registry's operations, shared by the RESP commands and the HTTP routes: the
-//! naming rules, and registering or unregistering a user together with its event.
+//! naming rules, and registering, updating or unregistering a user together with
+//! its event.
 //!
 //! Error texts here carry no protocol prefix; RESP replies add `ERR `, HTTP puts
 //! them in a JSON body.
@@ -9,7 +10,36 @@ use std::collections::BTreeMap;
 use crate::config::{MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES, MAX_FIELDS, MAX_NAME_BYTES};
 use crate::events::{Event, EventKind};
 use crate::metrics::Stats;
+use crate::store::unique::Taken;
 use crate::store::{StorageError, Store};
+
+/// Why a write that checks the registry's rules was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// Storage failed; the tick is lost.
+    Storage(StorageError),
+    /// A unique field's value is held by another user (`--unique-field`).
+    Taken(Taken),
+    /// The change would leave the user more than `MAX_FIELDS` fields.
+    TooManyFields,
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Storage(e) => write!(f, "storage: {e}"),
+            WriteError::Taken(t) => t.fmt(f),
+            WriteError::TooManyFields => write!(f, "too many fields: at most {MAX_FIELDS}"),
+        }
+    }
+}
+
+impl From<StorageError> for WriteError {
+    fn from(e: StorageError) -> Self {
+        WriteError::Storage(e)
+    }
+}
 
 /// Checks a user name: 1 to 64 bytes of UTF-8, no whitespace or control characters.
 pub fn check_name(raw: &[u8]) -> Result<&str, &'static str> {
@@ -83,15 +113,22 @@ pub fn check_fields<'a>(
 }
 
 /// Registers `name` (already checked) in the tick's transaction and queues its
-/// event. `Ok(None)` when the name is taken.
+/// event. `Ok(None)` when the name is taken; [`WriteError::Taken`] when a unique
+/// field's value is another user's (checked only for a free name).
 pub fn register(
     store: &mut Store,
     events: &mut Vec<Event>,
     stats: &mut Stats,
     name: &str,
     fields: BTreeMap<String, String>,
-) -> Result<Option<i64>, StorageError> {
+) -> Result<Option<i64>, WriteError> {
     let now = crate::clock::now_ms();
+    if store.has_unique_fields()
+        && store.lookup(name)?.is_none()
+        && let Some(taken) = store.unique_conflict(name, &fields)
+    {
+        return Err(WriteError::Taken(taken));
+    }
     let Some(change) = store.register(name, &fields, now)? else {
         return Ok(None);
     };
@@ -102,9 +139,82 @@ pub fn register(
         user_id: change.user_id,
         name: name.to_string(),
         fields,
+        before: None,
         at_ms: now,
     });
     Ok(Some(change.user_id))
+}
+
+/// What an update changes: fields to set, then fields to remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldChanges {
+    /// Fields to add or give a new value (already checked).
+    pub set: BTreeMap<String, String>,
+    /// Fields to remove (absent ones are ignored).
+    pub remove: Vec<String>,
+}
+
+/// What an update did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Updated {
+    /// No such user.
+    Unknown,
+    /// The user exists and already had those fields: nothing written, no event.
+    Unchanged,
+    /// The fields changed, with a `user.updated` event; how many fields went.
+    Changed {
+        /// Fields removed.
+        removed: usize,
+    },
+}
+
+/// Sets and removes fields of `name` (already checked) in the tick's transaction
+/// and queues its `user.updated` event, unless nothing changes. The user keeps
+/// its id. The result may hold at most `MAX_FIELDS` fields, and no unique value
+/// another user holds.
+pub fn update(
+    store: &mut Store,
+    events: &mut Vec<Event>,
+    stats: &mut Stats,
+    name: &str,
+    changes: &FieldChanges,
+) -> Result<Updated, WriteError> {
+    let Some(user) = store.lookup(name)? else {
+        return Ok(Updated::Unknown);
+    };
+    let before = user.fields.to_map();
+    let mut after = before.clone();
+    for (k, v) in &changes.set {
+        after.insert(k.clone(), v.clone());
+    }
+    let mut removed = 0;
+    for k in &changes.remove {
+        removed += usize::from(after.remove(k).is_some());
+    }
+    if after == before {
+        return Ok(Updated::Unchanged);
+    }
+    if after.len() > MAX_FIELDS {
+        return Err(WriteError::TooManyFields);
+    }
+    if let Some(taken) = store.unique_conflict(name, &after) {
+        return Err(WriteError::Taken(taken));
+    }
+    let now = crate::clock::now_ms();
+    let Some((change, before)) = store.update_fields(name, &after, now)? else {
+        return Ok(Updated::Unknown);
+    };
+    stats.tick_updates += 1;
+    events.push(Event {
+        seq: change.seq,
+        kind: EventKind::Updated,
+        user_id: change.user_id,
+        name: name.to_string(),
+        fields: after,
+        before: Some(before),
+        at_ms: now,
+    });
+    Ok(Updated::Changed { removed })
 }
 
 /// Unregisters `name` in the tick's transaction and queues its event. `Ok(false)`
@@ -126,6 +236,7 @@ pub fn unregister(
         user_id: change.user_id,
         name: name.to_string(),
         fields,
+        before: None,
         at_ms: now,
     });
     Ok(true)

@@ -40,6 +40,13 @@ impl Builder {
         self
     }
 
+    /// Calls `f` for every committed `user.updated` event (fields set or removed;
+    /// [`Event::before`] holds the fields before the change).
+    pub fn on_updated(mut self, f: impl FnMut(&Event) + Send + 'static) -> Self {
+        self.handlers.on_updated(Box::new(f));
+        self
+    }
+
     /// Calls `f` for every committed event of any kind.
     pub fn on_event(mut self, f: impl FnMut(&Event) + Send + 'static) -> Self {
         self.handlers.on_event(Box::new(f));

@@ -89,6 +89,7 @@ fn stored_events(db: &Path) -> Vec<Event> {
             user_id: r.get(2)?,
             name: r.get(3)?,
             fields: serde_json::from_str(&fields).expect("fields JSON"),
+            before: None,
             at_ms: r.get(5)?,
         })
     })

@@ -261,7 +261,7 @@ fn http_request() -> impl Strategy<Value = HttpCase> {
             Just(("HEAD", Method::Head)),
             Just(("POST", Method::Post)),
             Just(("DELETE", Method::Delete)),
-            Just(("PATCH", Method::Other)),
+            Just(("PATCH", Method::Patch)),
         ],
         "/[a-z0-9/%._-]{0,24}",
         prop::option::of("[a-z0-9=&%+]{0,16}"),

@@ -8,6 +8,7 @@
 
 use super::{Ctx, Outcome, Spec};
 use crate::protocol::Args;
+use crate::store::users::UserRef;
 
 pub const SPEC: Spec = Spec {
     name: "lookup",
@@ -24,23 +25,26 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     };
     let (store, out) = ctx.store_and_out();
     match store.lookup(name) {
-        Ok(Some(user)) => {
-            out.map(4);
-            out.bulk(b"id");
-            out.int(user.id);
-            out.bulk(b"name");
-            out.bulk(user.name.as_bytes());
-            out.bulk(b"created_at");
-            crate::clock::with_rfc3339(user.created_at, |b| out.bulk(b));
-            out.bulk(b"fields");
-            out.map(user.fields.len());
-            for (k, v) in user.fields.iter() {
-                out.bulk(k.as_bytes());
-                out.bulk(v.as_bytes());
-            }
-        }
+        Ok(Some(user)) => write_user(out, &user),
         Ok(None) => out.null(),
         Err(e) => out.error(&format!("ERR storage: {e}")),
     }
     Outcome::Continue
+}
+
+/// Writes a user as LOOKUP replies it (LOOKUPBY replies the same).
+pub(super) fn write_user(out: &mut crate::protocol::Reply<'_>, user: &UserRef<'_>) {
+    out.map(4);
+    out.bulk(b"id");
+    out.int(user.id);
+    out.bulk(b"name");
+    out.bulk(user.name.as_bytes());
+    out.bulk(b"created_at");
+    crate::clock::with_rfc3339(user.created_at, |b| out.bulk(b));
+    out.bulk(b"fields");
+    out.map(user.fields.len());
+    for (k, v) in user.fields.iter() {
+        out.bulk(k.as_bytes());
+        out.bulk(v.as_bytes());
+    }
 }

@@ -13,6 +13,7 @@ mod echo;
 mod hello;
 mod info;
 mod lookup;
+mod lookupby;
 mod ping;
 mod quit;
 mod register;
@@ -21,6 +22,7 @@ mod reset;
 mod select;
 mod subscribe;
 mod unregister;
+mod update;
 mod usercount;
 mod users;
 mod xack;
@@ -87,7 +89,7 @@ pub struct Spec {
 /// Every command, in the order COMMAND lists them.
 pub static COMMANDS: &[Spec] = &TABLE;
 
-const TABLE: [Spec; 38] = [
+const TABLE: [Spec; 41] = [
     ping::SPEC,
     echo::SPEC,
     quit::SPEC,
@@ -102,6 +104,9 @@ const TABLE: [Spec; 38] = [
     register::SPEC,
     unregister::SPEC,
     lookup::SPEC,
+    update::UPDATE,
+    update::DELFIELDS,
+    lookupby::SPEC,
     users::SPEC,
     usercount::SPEC,
     subscribe::SUBSCRIBE,

@@ -7,11 +7,13 @@
 //! Names are 1–64 bytes of UTF-8 without whitespace or control characters; at most
 //! 32 fields, names by the same rules, values valid UTF-8 of at most 4096 bytes. A
 //! field given twice keeps its last value. The user row and its `user.registered`
-//! event row are written in the tick's transaction.
+//! event row are written in the tick's transaction. A free name whose fields hold
+//! a unique field's value (`--unique-field`) that another user holds is refused:
+//! `-ERR field 'email' value already taken by user 'bob'`.
 
 use super::{Ctx, Outcome, Spec, wrong_arity};
 use crate::protocol::Args;
-use crate::registry::{self, check_fields, check_name};
+use crate::registry::{self, WriteError, check_fields, check_name};
 
 pub const SPEC: Spec = Spec {
     name: "register",
@@ -46,7 +48,8 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     match registry::register(store, events, stats, name, fields) {
         Ok(Some(id)) => ctx.out.int(id),
         Ok(None) => ctx.out.int(0),
-        Err(e) => ctx.storage_error(&e),
+        Err(WriteError::Storage(e)) => ctx.storage_error(&e),
+        Err(e) => ctx.out.error(&format!("ERR {e}")),
     }
     Outcome::Continue
 }

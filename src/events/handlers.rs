@@ -48,6 +48,7 @@ pub fn call_isolated(h: &mut Handler, event: &Event) -> bool {
 pub struct Handlers {
     registered: Vec<Handler>,
     unregistered: Vec<Handler>,
+    updated: Vec<Handler>,
     any: Vec<Handler>,
     /// Durable handlers, run from the stored log rather than from the tick.
     pub durable: Vec<DurableHandler>,
@@ -58,6 +59,7 @@ impl std::fmt::Debug for Handlers {
         f.debug_struct("Handlers")
             .field("registered", &self.registered.len())
             .field("unregistered", &self.unregistered.len())
+            .field("updated", &self.updated.len())
             .field("any", &self.any.len())
             .finish()
     }
@@ -72,6 +74,11 @@ impl Handlers {
     /// Adds a callback for `user.unregistered`.
     pub fn on_unregistered(&mut self, h: Handler) {
         self.unregistered.push(h);
+    }
+
+    /// Adds a callback for `user.updated`.
+    pub fn on_updated(&mut self, h: Handler) {
+        self.updated.push(h);
     }
 
     /// Adds a callback for every event.
@@ -96,6 +103,7 @@ impl Handlers {
         let specific = match event.kind {
             EventKind::Registered => &mut self.registered,
             EventKind::Unregistered => &mut self.unregistered,
+            EventKind::Updated => &mut self.updated,
         };
         let mut panics = 0;
         for h in specific.iter_mut().chain(self.any.iter_mut()) {

@@ -138,11 +138,13 @@ pub fn exact_id(arg: &[u8]) -> Result<i64, &'static str> {
     Ok(clamp(ms))
 }
 
-/// Writes one entry: `[id, [kind, .., id, .., name, .., fields, .., at, ..]]`.
+/// Writes one entry: `[id, [kind, .., id, .., name, .., fields, .., at, ..]]`; a
+/// `user.updated` entry goes on with `set, .., removed, .., before, ..` (JSON, as
+/// in the event's payload).
 pub fn write_entry(out: &mut Reply<'_>, row: EventRef<'_>) {
     out.array(2);
     write_id(out, row.seq);
-    out.array(10);
+    out.array(if row.before.is_some() { 16 } else { 10 });
     out.bulk(b"kind");
     out.bulk(row.kind.as_bytes());
     out.bulk(b"id");
@@ -153,6 +155,18 @@ pub fn write_entry(out: &mut Reply<'_>, row: EventRef<'_>) {
     out.bulk(row.fields.as_bytes());
     out.bulk(b"at");
     crate::clock::with_rfc3339(row.at, |b| out.bulk(b));
+    if let Some(before) = row.before {
+        let event = crate::events::Event::from_ref(row);
+        // Serializing string maps and lists cannot fail.
+        let set = serde_json::to_string(&event.set_fields()).unwrap_or_default();
+        let removed = serde_json::to_string(&event.removed_fields()).unwrap_or_default();
+        out.bulk(b"set");
+        out.bulk(set.as_bytes());
+        out.bulk(b"removed");
+        out.bulk(removed.as_bytes());
+        out.bulk(b"before");
+        out.bulk(before.as_bytes());
+    }
 }
 
 /// Writes one `events.dead` entry: `[id, [event, <id>, group, .., consumer, ..,

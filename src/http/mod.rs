@@ -43,6 +43,8 @@ pub enum Method {
     Post,
     /// DELETE
     Delete,
+    /// PATCH
+    Patch,
     /// Anything else (answered 405 on known paths).
     Other,
 }
@@ -62,6 +64,9 @@ pub struct Request {
     pub last_event_id: Option<String>,
     /// The `Authorization` header, when sent.
     pub authorization: Option<Vec<u8>>,
+    /// The `Content-Type` header's media type (lowercase, without parameters),
+    /// when sent.
+    pub content_type: Option<String>,
     /// The body.
     pub body: Vec<u8>,
     /// Bytes of input the request took (head and body).
@@ -113,6 +118,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
     let mut keep_alive = version >= 1;
     let mut last_event_id = None;
     let mut authorization = None;
+    let mut content_type = None;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(fail(
@@ -138,6 +144,10 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
             } else if v.split(',').any(|t| t.trim() == "keep-alive") {
                 keep_alive = true;
             }
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            let v = String::from_utf8_lossy(h.value);
+            let media = v.split(';').next().unwrap_or_default().trim();
+            content_type = Some(media.to_ascii_lowercase());
         } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(h.value.to_vec());
         } else if h.name.eq_ignore_ascii_case("last-event-id") {
@@ -156,6 +166,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
         "HEAD" => Method::Head,
         "POST" => Method::Post,
         "DELETE" => Method::Delete,
+        "PATCH" => Method::Patch,
         _ => Method::Other,
     };
     let (path, query) = match target.split_once('?') {
@@ -169,6 +180,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<Request>, HttpError> {
         keep_alive,
         last_event_id,
         authorization,
+        content_type,
         body: body.to_vec(),
         len: head_len + body_len,
     }))

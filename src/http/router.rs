@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use super::{Method, Request, Response, percent_decode, query_param};
 use crate::cmd::Ctx;
 use crate::config::MAX_USERS_PAGE;
-use crate::registry;
+use crate::registry::{self, FieldChanges, Updated, WriteError};
 use crate::store::StorageError;
+use crate::store::users::UserRef;
 
 /// The page served at `/`.
 const PAGE: &str = include_str!("page.html");
@@ -38,7 +39,7 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
     let allowed: &str = match path {
         "/" | "/healthz" | "/metrics" | "/events" => "GET, HEAD",
         "/users" => "GET, HEAD, POST",
-        _ if path.starts_with("/users/") => "GET, HEAD, DELETE",
+        _ if path.starts_with("/users/") => "GET, HEAD, PATCH, DELETE",
         _ => return Routed::Response(Response::error(404, "no such route")),
     };
     if path != "/healthz"
@@ -80,7 +81,10 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
         ("/events", Method::Get) => return events_start(req, env),
         ("/users", _) if get => list(req, env),
         ("/users", Method::Post) => create(req, env),
-        (_, _) if path.starts_with("/users/") && (get || req.method == Method::Delete) => {
+        (_, _)
+            if path.starts_with("/users/")
+                && (get || matches!(req.method, Method::Delete | Method::Patch)) =>
+        {
             user(req, &path["/users/".len()..], env)
         }
         _ => Response::error(405, "method not allowed").with("Allow", allowed),
@@ -156,7 +160,23 @@ fn events_start(req: &Request, env: &Env<'_>) -> Routed {
     Routed::Events { from }
 }
 
+/// Query keys of `GET /users` paging; a unique field of one of these names is
+/// looked up with LOOKUPBY only.
+const LIST_KEYS: [&str; 3] = ["cursor", "limit", "match"];
+
 fn list(req: &Request, env: &mut Env<'_>) -> Response {
+    if env.store_view().has_unique_fields() {
+        for pair in req.query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (Some(k), Some(v)) = (percent_decode(k, true), percent_decode(v, true)) else {
+                return Response::error(400, "malformed percent-encoding in the query");
+            };
+            let k = String::from_utf8_lossy(&k);
+            if !LIST_KEYS.contains(&k.as_ref()) && env.store_view().is_unique_field(&k) {
+                return lookup_by(&k, &v, env);
+            }
+        }
+    }
     let cursor = match query_param(&req.query, "cursor").filter(|c| !c.is_empty()) {
         None => 0,
         Some(c) => match c.parse::<i64>() {
@@ -230,7 +250,103 @@ fn create(req: &Request, env: &mut Env<'_>) -> Response {
         Ok(Some(id)) => Response::json(201, &json!({ "id": id, "name": name }))
             .with("Location", format!("/users/{}", percent_encode(name))),
         Ok(None) => Response::error(409, "name taken"),
+        Err(e) => write_failure(&e),
+    }
+}
+
+/// The response to a refused write: 503 for storage, 409 for a unique value
+/// another user holds, 422 for a rule the change breaks.
+fn write_failure(e: &WriteError) -> Response {
+    match e {
+        WriteError::Storage(e) => storage_failure(e),
+        WriteError::Taken(_) => Response::error(409, &e.to_string()),
+        _ => Response::error(422, &e.to_string()),
+    }
+}
+
+/// `GET /users?<field>=<value>` for a unique field: the user as `GET
+/// /users/{name}` answers it, or 404.
+fn lookup_by(field: &str, value: &[u8], env: &mut Env<'_>) -> Response {
+    let Ok(value) = std::str::from_utf8(value) else {
+        return Response::error(404, "no such user");
+    };
+    match env.store().lookup_by(field, value) {
+        Ok(Some(u)) => Response::json(200, &user_json(&u)),
+        Ok(None) => Response::error(404, "no such user"),
         Err(e) => storage_failure(&e),
+    }
+}
+
+/// A user as `GET /users/{name}` answers it.
+fn user_json(u: &UserRef<'_>) -> Value {
+    json!({
+        "id": u.id,
+        "name": u.name,
+        "created_at": crate::clock::rfc3339(u.created_at),
+        "fields": u.fields.to_map(),
+    })
+}
+
+/// `PATCH /users/{name}`: a JSON merge patch (RFC 7396) of the user's fields.
+fn patch(req: &Request, name: &str, env: &mut Env<'_>) -> Response {
+    if env.stats.replica.read_only() {
+        return read_only();
+    }
+    match req.content_type.as_deref() {
+        Some("application/json" | "application/merge-patch+json") => {}
+        _ => {
+            return Response::error(
+                415,
+                "send the patch as Content-Type: application/merge-patch+json \
+                 (or application/json)",
+            );
+        }
+    }
+    let body: Value = match serde_json::from_slice(&req.body) {
+        Ok(v) => v,
+        Err(e) => return Response::error(400, &format!("invalid JSON: {e}")),
+    };
+    let Some(obj) = body.as_object() else {
+        return Response::error(
+            400,
+            "the patch must be a JSON object of fields: a string sets a field, null removes it",
+        );
+    };
+    // The merge patch of the whole user as GET shows it, `{"fields": {...}}`, is
+    // the same merge of those fields: no field's value is an object, so the two
+    // forms cannot be mistaken for each other.
+    let obj = match obj.get("fields") {
+        Some(Value::Object(fields)) if obj.len() == 1 => fields,
+        _ => obj,
+    };
+    let mut set = Vec::new();
+    let mut remove = Vec::new();
+    for (k, v) in obj {
+        match v {
+            Value::String(v) => set.push((k.as_bytes(), v.as_bytes())),
+            Value::Null => remove.push(k.clone()),
+            _ => {
+                return Response::error(
+                    400,
+                    &format!("field '{k}' must be a string (to set it) or null (to remove it)"),
+                );
+            }
+        }
+    }
+    let set = match registry::check_fields(set.len(), set.into_iter()) {
+        Ok(f) => f,
+        Err(e) => return Response::error(422, &e),
+    };
+    let changes = FieldChanges { set, remove };
+    let (store, events, stats) = env.registry();
+    match registry::update(store, events, stats, name, &changes) {
+        Ok(Updated::Unknown) => Response::error(404, "no such user"),
+        Ok(_) => match env.store().lookup(name) {
+            Ok(Some(u)) => Response::json(200, &user_json(&u)),
+            Ok(None) => Response::error(404, "no such user"),
+            Err(e) => storage_failure(&e),
+        },
+        Err(e) => write_failure(&e),
     }
 }
 
@@ -242,6 +358,9 @@ fn user(req: &Request, encoded: &str, env: &mut Env<'_>) -> Response {
     let Ok(name) = registry::check_name(&raw) else {
         return Response::error(404, "no such user");
     };
+    if req.method == Method::Patch {
+        return patch(req, name, env);
+    }
     if req.method == Method::Delete {
         if env.stats.replica.read_only() {
             return read_only();
@@ -259,18 +378,7 @@ fn user(req: &Request, encoded: &str, env: &mut Env<'_>) -> Response {
         };
     }
     match env.store().lookup(name) {
-        Ok(Some(u)) => {
-            let fields = u.fields.to_map();
-            Response::json(
-                200,
-                &json!({
-                    "id": u.id,
-                    "name": u.name,
-                    "created_at": crate::clock::rfc3339(u.created_at),
-                    "fields": fields,
-                }),
-            )
-        }
+        Ok(Some(u)) => Response::json(200, &user_json(&u)),
         Ok(None) => Response::error(404, "no such user"),
         Err(e) => storage_failure(&e),
     }

@@ -168,12 +168,14 @@ fn discard_tail(store: &mut Store, keep: i64, stream: &str) -> Result<()> {
     if done.events > 0 {
         log::warn!(
             "discarded {} local events (seq {} to {}) that never reached stream '{stream}': \
-             {} registrations and {} unregistrations undone; the database ends at seq {keep}",
+             {} registrations, {} unregistrations and {} updates undone; the database ends \
+             at seq {keep}",
             done.events,
             done.first,
             done.last,
             done.registrations,
-            done.unregistrations
+            done.unregistrations,
+            done.updates
         );
     }
     Ok(())
@@ -428,12 +430,14 @@ impl Reactor {
                 if done.events > 0 {
                     log::error!(
                         "fenced: discarded {} local events (seq {} to {}) that never reached \
-                         stream '{stream}': {} registrations and {} unregistrations undone",
+                         stream '{stream}': {} registrations, {} unregistrations and {} \
+                         updates undone",
                         done.events,
                         done.first,
                         done.last,
                         done.registrations,
-                        done.unregistrations
+                        done.unregistrations,
+                        done.updates
                     );
                 }
                 self.shared.stats.replica.discarded_events += done.events as u64;

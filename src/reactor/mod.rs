@@ -335,7 +335,8 @@ impl Reactor {
                 listeners[i] = Some(l);
             }
         }
-        let store = Store::open(&config.db, config.durability, config.max_db_pages)?;
+        let mut store = Store::open(&config.db, config.durability, config.max_db_pages)?;
+        store.set_unique_fields(&config.unique_fields)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let signals = if handle_signals {
             let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
@@ -684,6 +685,7 @@ mod tests {
                 user_id: seq,
                 name: format!("u{seq}"),
                 fields: Default::default(),
+                before: None,
                 at_ms: 0,
             })
             .collect()

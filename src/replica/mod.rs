@@ -13,7 +13,16 @@ pub const READONLY: &str = "READONLY You can't write against a read only replica
 /// The commands that write users or the event log, refused on a follower.
 /// Consumer-group commands (XGROUP, XREADGROUP, XACK, XCLAIM, XAUTOCLAIM) are
 /// not among them: groups are node-local state.
-pub const USER_WRITES: [&str; 6] = ["register", "unregister", "xadd", "xdel", "xtrim", "xsetid"];
+pub const USER_WRITES: [&str; 8] = [
+    "register",
+    "unregister",
+    "update",
+    "delfields",
+    "xadd",
+    "xdel",
+    "xtrim",
+    "xsetid",
+];
 
 /// What the node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

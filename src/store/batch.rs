@@ -88,6 +88,9 @@ impl Store {
         let Some(user_id) = self.users.add(name, fields, now_ms) else {
             return Ok(None);
         };
+        if !self.unique.is_empty() {
+            self.unique.change(name, None, Some(fields));
+        }
         // Sorted keys make the stored JSON canonical; a string map always serializes.
         let json = serde_json::to_string(fields).unwrap_or_else(|_| "{}".to_string());
         let seq = self.tick.last_seq + 1;
@@ -169,6 +172,7 @@ impl Store {
         let Some((user_id, fields)) = self.users.remove(name) else {
             return Ok(None);
         };
+        self.unique.change(name, Some(&fields), None);
         let json = serde_json::to_string(&fields).unwrap_or_else(|_| "{}".to_string());
         let res = (|| {
             self.conn
@@ -181,6 +185,7 @@ impl Store {
                 name,
                 &json,
                 now_ms,
+                None,
             )
         })();
         let seq = self.guard(res)?;

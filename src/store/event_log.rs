@@ -10,23 +10,27 @@ use crate::error::Result;
 pub const REGISTERED: &str = "user.registered";
 /// The kind column of an unregistration event; also its pub/sub channel.
 pub const UNREGISTERED: &str = "user.unregistered";
+/// The kind column of an update event (fields set or removed); also its pub/sub
+/// channel.
+pub const UPDATED: &str = "user.updated";
 
-const INSERT_EVENT: &str =
-    "INSERT INTO events (kind, user_id, name, fields, at) VALUES (?1, ?2, ?3, ?4, ?5)";
-const SELECT_EVENTS_ASC: &str = "SELECT seq, kind, user_id, name, fields, at FROM events \
-                                 WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq LIMIT ?3";
-const SELECT_EVENTS_DESC: &str = "SELECT seq, kind, user_id, name, fields, at FROM events \
-                                  WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq DESC LIMIT ?3";
+const INSERT_EVENT: &str = "INSERT INTO events (kind, user_id, name, fields, at, before_fields) \
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const SELECT_EVENTS_ASC: &str = "SELECT seq, kind, user_id, name, fields, at, before_fields \
+                                 FROM events WHERE seq BETWEEN ?1 AND ?2 ORDER BY seq LIMIT ?3";
+const SELECT_EVENTS_DESC: &str = "SELECT seq, kind, user_id, name, fields, at, before_fields \
+                                  FROM events WHERE seq BETWEEN ?1 AND ?2 \
+                                  ORDER BY seq DESC LIMIT ?3";
 
 /// The columns of an [`EventRow`], in the order [`event_row`] reads them.
-pub(super) const EVENT_COLUMNS: &str = "seq, kind, user_id, name, fields, at";
+pub(super) const EVENT_COLUMNS: &str = "seq, kind, user_id, name, fields, at, before_fields";
 
 /// One row of the event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {
     /// Sequence number: the stream entry id is `<seq>-0`.
     pub seq: i64,
-    /// `user.registered` or `user.unregistered`.
+    /// `user.registered`, `user.unregistered` or `user.updated`.
     pub kind: String,
     /// The user's id.
     pub user_id: i64,
@@ -36,6 +40,9 @@ pub struct EventRow {
     pub fields: String,
     /// Unix milliseconds.
     pub at: i64,
+    /// A `user.updated` event's fields before the change, as JSON (`None` for the
+    /// other kinds).
+    pub before: Option<String>,
 }
 
 impl EventRow {
@@ -48,6 +55,7 @@ impl EventRow {
             name: &self.name,
             fields: &self.fields,
             at: self.at,
+            before: self.before.as_deref(),
         }
     }
 }
@@ -68,6 +76,8 @@ pub struct EventRef<'r> {
     pub fields: &'r str,
     /// Unix milliseconds.
     pub at: i64,
+    /// A `user.updated` event's fields before the change, as JSON.
+    pub before: Option<&'r str>,
 }
 
 /// Reads an [`EventRef`] from a row selected as [`EVENT_COLUMNS`].
@@ -84,6 +94,10 @@ pub(super) fn event_ref<'r>(r: &'r rusqlite::Row<'_>) -> rusqlite::Result<EventR
         name: text(3)?,
         fields: text(4)?,
         at: r.get(5)?,
+        before: match r.get_ref(6)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(text(6)?),
+        },
     })
 }
 
@@ -96,10 +110,12 @@ pub(super) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         name: r.get(3)?,
         fields: r.get(4)?,
         at: r.get(5)?,
+        before: r.get(6)?,
     })
 }
 
-/// Appends one event row; returns its sequence number.
+/// Appends one event row (`before`: an update's fields before it); returns its
+/// sequence number.
 pub(super) fn append(
     conn: &Connection,
     kind: &str,
@@ -107,9 +123,10 @@ pub(super) fn append(
     name: &str,
     fields: &str,
     at: i64,
+    before: Option<&str>,
 ) -> rusqlite::Result<i64> {
     conn.prepare_cached(INSERT_EVENT)?
-        .execute(params![kind, user_id, name, fields, at])?;
+        .execute(params![kind, user_id, name, fields, at, before])?;
     Ok(conn.last_insert_rowid())
 }
 

@@ -11,6 +11,8 @@
 //! - `batch`: the tick's user writes (registrations batched, unregistrations);
 //! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path),
 //!   built at open from its image or the users table;
+//! - [`unique`]: the in-memory indexes of unique fields (`--unique-field`);
+//! - `updates`: fields set and removed (UPDATE, DELFIELDS), LOOKUPBY's read;
 //! - [`event_log`]: the event log: append, read between seqs, trim, handler offsets;
 //! - [`meta`]: the database's writer id and the JetStream relay's confirmed
 //!   positions;
@@ -44,6 +46,8 @@ pub mod meta;
 pub mod pending;
 pub mod replica;
 mod schema;
+pub mod unique;
+mod updates;
 pub mod users;
 
 use batch::{BatchSql, Queued};
@@ -111,6 +115,8 @@ pub struct Store {
     max_pages: u64,
     /// Every user, by name, as the tick sees them.
     users: Users,
+    /// The unique fields' values, as the tick sees them.
+    unique: unique::Unique,
     /// The tick's registrations not yet written (see `flush`).
     queued: Vec<Queued>,
     batch_sql: BatchSql,
@@ -209,6 +215,7 @@ impl Store {
             last_error: None,
             max_pages,
             users,
+            unique: unique::Unique::default(),
             queued: Vec::new(),
             batch_sql: BatchSql::new(),
             writer,
@@ -377,6 +384,7 @@ impl Store {
                 Ok(()) => {
                     self.committed = self.counts();
                     self.users.commit();
+                    self.unique.commit();
                     self.commits_since_checkpoint += 1;
                     self.last_error = None;
                     Ok(())
@@ -500,6 +508,7 @@ impl Store {
         self.tick = self.committed;
         self.queued.clear();
         self.users.rollback();
+        self.unique.rollback();
     }
 
     fn readable(&self) -> std::result::Result<(), StorageError> {

@@ -4,8 +4,9 @@
 //! the stream, so that the database ends as a prefix of the stream.
 //!
 //! Applying checks that each event fits (the next seq; a registration's name
-//! free; an unregistration's user there with that id) before it writes anything:
-//! an event that does not fit is refused, never forced in.
+//! free; an unregistration's or an update's user there with that id; no unique
+//! field value another user holds) before it writes anything: an event that does
+//! not fit is refused, never forced in.
 
 use rusqlite::{OptionalExtension, params};
 use std::fmt;
@@ -17,8 +18,9 @@ use crate::events::{Event, EventKind};
 const INSERT_USER: &str =
     "INSERT INTO users (id, name, fields, created_at) VALUES (?1, ?2, ?3, ?4)";
 const DELETE_USER: &str = "DELETE FROM users WHERE id = ?1";
-const INSERT_EVENT: &str =
-    "INSERT INTO events (seq, kind, user_id, name, fields, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+const UPDATE_USER: &str = "UPDATE users SET fields = ?2 WHERE id = ?1";
+const INSERT_EVENT: &str = "INSERT INTO events (seq, kind, user_id, name, fields, at, before_fields) \
+                            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 /// The `meta` row of a follower's last applied message: `<seq> <Nats-Msg-Id>`.
 const PREVIOUS_KEY_PREFIX: &str = "previous:";
 /// The `meta` row of the relay's confirmed position (`store::meta`), which a
@@ -65,12 +67,15 @@ pub struct Discarded {
     pub registrations: i64,
     /// Unregistrations undone (their users put back).
     pub unregistrations: i64,
+    /// Updates undone (their users' fields put back as they were before).
+    pub updates: i64,
 }
 
 impl Store {
     /// Applies `event`, read from the stream, into the tick's transaction: its
     /// user change and its event row, with its own seq and user id. It must be
-    /// the next seq; the index changes as REGISTER or UNREGISTER would change it.
+    /// the next seq; the index changes as REGISTER, UNREGISTER or UPDATE would
+    /// change it (an update sets the user's fields to the event's `fields`).
     pub fn apply(&mut self, event: &Event) -> Result<(), ApplyError> {
         let next = self.tick.last_seq + 1;
         if event.seq != next {
@@ -88,6 +93,7 @@ impl Store {
                         event.seq, event.name, u.id
                     )));
                 }
+                self.check_unique(event)?;
                 self.begin()?;
                 self.flush()?;
                 let res = (|| {
@@ -102,27 +108,16 @@ impl Store {
                 self.guard(res)?;
                 self.users
                     .add_with_id(event.user_id, &event.name, &event.fields, event.at_ms);
+                self.unique.change(&event.name, None, Some(&event.fields));
             }
             EventKind::Unregistered => {
-                match self.users.get(&event.name) {
-                    Some(u) if u.id == event.user_id => {}
-                    found => {
-                        return Err(ApplyError::Misfit(format!(
-                            "event {} unregisters '{}' (id {}), which is {}",
-                            event.seq,
-                            event.name,
-                            event.user_id,
-                            found.map_or("not registered".to_string(), |u| format!(
-                                "registered with id {}",
-                                u.id
-                            ))
-                        )));
-                    }
-                }
+                self.known_user(event, "unregisters")?;
                 self.begin()?;
                 self.flush()?;
                 // Out of the index first: a failed write rolls the index back too.
-                self.users.remove(&event.name);
+                if let Some((_, fields)) = self.users.remove(&event.name) {
+                    self.unique.change(&event.name, Some(&fields), None);
+                }
                 let res = (|| {
                     self.conn
                         .prepare_cached(DELETE_USER)?
@@ -131,19 +126,72 @@ impl Store {
                 })();
                 self.guard(res)?;
             }
+            EventKind::Updated => {
+                self.known_user(event, "updates")?;
+                self.check_unique(event)?;
+                self.begin()?;
+                self.flush()?;
+                // In the index first: a failed write rolls the index back too.
+                if let Some((_, before)) = self.users.replace(&event.name, &event.fields) {
+                    self.unique
+                        .change(&event.name, Some(&before), Some(&event.fields));
+                }
+                let res = (|| {
+                    self.conn
+                        .prepare_cached(UPDATE_USER)?
+                        .execute(params![event.user_id, json])?;
+                    self.insert_event(event, event_log::UPDATED, &json)
+                })();
+                self.guard(res)?;
+            }
         }
         self.note_event(event.seq);
         Ok(())
     }
 
+    /// Refuses an event whose user is not registered with its id.
+    fn known_user(&self, event: &Event, verb: &str) -> Result<(), ApplyError> {
+        match self.users.get(&event.name) {
+            Some(u) if u.id == event.user_id => Ok(()),
+            found => Err(ApplyError::Misfit(format!(
+                "event {} {verb} '{}' (id {}), which is {}",
+                event.seq,
+                event.name,
+                event.user_id,
+                found.map_or("not registered".to_string(), |u| format!(
+                    "registered with id {}",
+                    u.id
+                ))
+            ))),
+        }
+    }
+
+    /// Refuses an event that gives its user a unique value another user holds
+    /// (this node's `--unique-field` does not hold in the stream).
+    fn check_unique(&self, event: &Event) -> Result<(), ApplyError> {
+        match self.unique.conflict(&event.name, &event.fields) {
+            None => Ok(()),
+            Some(taken) => Err(ApplyError::Misfit(format!(
+                "event {} gives '{}' a value of the unique field '{}' that user '{}' holds \
+                 (this node's --unique-field does not hold in the stream)",
+                event.seq, event.name, taken.field, taken.holder
+            ))),
+        }
+    }
+
     fn insert_event(&self, event: &Event, kind: &str, json: &str) -> rusqlite::Result<()> {
+        let before = event
+            .before
+            .as_ref()
+            .map(|b| serde_json::to_string(b).unwrap_or_else(|_| "{}".to_string()));
         self.conn.prepare_cached(INSERT_EVENT)?.execute(params![
             event.seq,
             kind,
             event.user_id,
             event.name,
             json,
-            event.at_ms
+            event.at_ms,
+            before
         ])?;
         Ok(())
     }
@@ -186,7 +234,8 @@ impl Store {
 
     /// Removes every event after `keep` and undoes the user changes they made, in
     /// reverse order (a registration's user is deleted, an unregistration's user
-    /// put back with its id, name and fields), in one transaction of its own;
+    /// put back with its id, name and fields, an update's fields put back as they
+    /// were before it), in one transaction of its own;
     /// then rebuilds the index. Consumer-group positions, pending entries and
     /// durable handler offsets past `keep` come back to `keep`. Runs between
     /// ticks.
@@ -225,6 +274,12 @@ impl Store {
                         params![row.user_id, row.name, row.fields, created.unwrap_or(row.at)],
                     )?;
                     done.unregistrations += 1;
+                } else if row.kind == event_log::UPDATED {
+                    c.execute(
+                        UPDATE_USER,
+                        params![row.user_id, row.before.as_deref().unwrap_or("{}")],
+                    )?;
+                    done.updates += 1;
                 } else {
                     c.execute(DELETE_USER, params![row.user_id])?;
                     done.registrations += 1;
@@ -258,6 +313,7 @@ impl Store {
         let users = super::users::load::scan(&self.conn, Path::new("the database"), next_id)
             .map_err(|e| StorageError::new(StorageErrorKind::Other, e.to_string()))?;
         self.users = users;
+        self.reload_unique()?;
         self.committed.users = self.users.len() as i64;
         self.committed.events = events;
         self.committed.last_seq = keep;
@@ -284,7 +340,16 @@ mod tests {
             user_id: id,
             name: name.into(),
             fields: [("plan".to_string(), plan.to_string())].into(),
+            before: None,
             at_ms: 1000 + seq,
+        }
+    }
+
+    fn update(seq: i64, id: i64, name: &str, before: &str, after: &str) -> Event {
+        Event {
+            kind: EventKind::Updated,
+            before: Some([("plan".to_string(), before.to_string())].into()),
+            ..event(seq, EventKind::Updated, id, name, after)
         }
     }
 
@@ -390,7 +455,8 @@ mod tests {
                 first: 3,
                 last: 6,
                 registrations: 2,
-                unregistrations: 2
+                unregistrations: 2,
+                updates: 0
             }
         );
         assert_eq!(log(&mut store), kept);
@@ -411,5 +477,92 @@ mod tests {
         let store = open(&db);
         assert_eq!(store.committed_counts().last_seq, 3);
         assert_eq!(store.user_count(), 3);
+    }
+
+    #[test]
+    fn an_applied_update_sets_the_fields_and_keeps_the_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("up.db");
+        let mut store = open(&db);
+        store
+            .set_unique_fields(&["plan".to_string()])
+            .expect("unique");
+        let events = [
+            event(1, EventKind::Registered, 5, "ann", "free"),
+            update(2, 5, "ann", "free", "pro"),
+            event(3, EventKind::Registered, 6, "bob", "free"),
+        ];
+        for e in &events {
+            store.apply(e).expect("apply");
+        }
+        // Not ann's id, not registered, a value ann holds: refused.
+        for bad in [
+            update(4, 9, "ann", "pro", "x"),
+            update(4, 7, "zed", "pro", "x"),
+            update(4, 6, "bob", "free", "pro"),
+        ] {
+            assert!(
+                matches!(store.apply(&bad), Err(ApplyError::Misfit(_))),
+                "{bad:?}"
+            );
+        }
+        store.finish_tick().expect("commit");
+        assert_eq!(log(&mut store), events);
+        drop(store);
+        let mut store = open(&db);
+        store
+            .set_unique_fields(&["plan".to_string()])
+            .expect("unique");
+        let ann = store
+            .lookup("ann")
+            .expect("lookup")
+            .map(|u| (u.id, u.created_at, u.fields.to_map()));
+        assert_eq!(ann, Some((5, 1001, [("plan".into(), "pro".into())].into())));
+        assert_eq!(
+            store.lookup_by("plan", "pro").expect("read").map(|u| u.id),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn discarding_an_update_puts_the_fields_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = open(&dir.path().join("fenced-up.db"));
+        store
+            .set_unique_fields(&["plan".to_string()])
+            .expect("unique");
+        let plan = |v: &str| -> BTreeMap<String, String> { [("plan".into(), v.into())].into() };
+        store
+            .register("ann", &plan("a"), 10)
+            .expect("r")
+            .expect("new");
+        store.finish_tick().expect("commit");
+        // The tail: two updates of ann, then bob takes her first value.
+        store
+            .update_fields("ann", &plan("b"), 20)
+            .expect("u")
+            .expect("known");
+        store
+            .update_fields("ann", &BTreeMap::new(), 30)
+            .expect("u")
+            .expect("known");
+        store
+            .register("bob", &plan("a"), 40)
+            .expect("r")
+            .expect("new");
+        store.finish_tick().expect("commit");
+        let done = store.discard_after(1).expect("discard");
+        assert_eq!((done.events, done.updates, done.registrations), (3, 2, 1));
+        let ann = store
+            .lookup("ann")
+            .expect("lookup")
+            .map(|u| u.fields.to_map());
+        assert_eq!(ann, Some(plan("a")));
+        assert!(store.lookup("bob").expect("lookup").is_none());
+        assert_eq!(
+            store.lookup_by("plan", "a").expect("read").map(|u| u.id),
+            Some(1)
+        );
+        assert!(store.lookup_by("plan", "b").expect("read").is_none());
     }
 }

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The users table since version 3: no UNIQUE index on names. The store's
 /// in-memory index (`store::users`) keeps names unique, so a registration costs two
@@ -87,6 +87,13 @@ CREATE TABLE meta (
 INSERT INTO meta (key, value) VALUES ('writer', lower(hex(randomblob(8))));
 ";
 
+/// Since version 5: a `user.updated` event's fields before the change (NULL for
+/// the other kinds), so that a consumer can diff and a fenced primary can undo it.
+/// `fields` holds the fields after it.
+const SCHEMA_V5: &str = "
+ALTER TABLE events ADD COLUMN before_fields TEXT;
+";
+
 /// Version 2 to 3: rebuilds the users table without its UNIQUE name index.
 const MIGRATE_V3: &str = "
 ALTER TABLE users RENAME TO users_v2;
@@ -120,7 +127,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
     if version == 0 {
         // A fresh database gets the current schema in one step.
         conn.execute_batch(&format!(
-            "BEGIN; {USERS_V3} {EVENTS_V1} {SCHEMA_V2} {SCHEMA_V4} \
+            "BEGIN; {USERS_V3} {EVENTS_V1} {SCHEMA_V2} {SCHEMA_V4} {SCHEMA_V5} \
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
         log::info!("created schema version {SCHEMA_VERSION}");
@@ -152,6 +159,12 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
             "BEGIN; {SCHEMA_V4} PRAGMA user_version = 4; COMMIT;"
         ))?;
         log::info!("migrated schema to version 4 (meta, with the writer id)");
+    }
+    if version < 5 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V5} PRAGMA user_version = 5; COMMIT;"
+        ))?;
+        log::info!("migrated schema to version 5 (events.before_fields, for user.updated)");
     }
     Ok(())
 }
@@ -201,5 +214,46 @@ mod tests {
         assert_eq!(store.relay_confirmed("USERBUS").expect("position"), 0);
         drop(store);
         assert_eq!(open(&db).writer_id(), id, "the migrated id changed");
+    }
+
+    #[test]
+    fn a_version_4_database_gets_the_before_column_and_keeps_its_events() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("v4.db");
+        let conn = Connection::open(&db).expect("open");
+        conn.execute_batch(&format!(
+            "{} {} {} {}
+             INSERT INTO users VALUES (1, 'alice', '{{\"plan\":\"pro\"}}', 1000);
+             INSERT INTO events (kind, user_id, name, fields, at)
+                 VALUES ('user.registered', 1, 'alice', '{{\"plan\":\"pro\"}}', 1000);
+             PRAGMA user_version = 4;",
+            USERS_V3, EVENTS_V1, SCHEMA_V2, SCHEMA_V4,
+        ))
+        .expect("version 4 schema");
+        drop(conn);
+        let mut store = open(&db);
+        assert_eq!(user_version(&db), SCHEMA_VERSION);
+        let rows = store
+            .events_between(0, i64::MAX, 10, false)
+            .expect("read the log");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].kind.as_str(), rows[0].before.as_deref()),
+            ("user.registered", None)
+        );
+        let before: std::collections::BTreeMap<String, String> =
+            [("plan".to_string(), "pro".to_string())].into();
+        let after = [("plan".to_string(), "team".to_string())].into();
+        let change = store
+            .update_fields("alice", &after, 2000)
+            .expect("update")
+            .expect("known");
+        assert_eq!(change.1, before);
+        store.finish_tick().expect("commit");
+        drop(store);
+        let mut store = open(&db);
+        let rows = store.events_between(2, 2, 1, false).expect("read");
+        assert_eq!(rows[0].before.as_deref(), Some(r#"{"plan":"pro"}"#));
+        assert_eq!(rows[0].fields, r#"{"plan":"team"}"#);
     }
 }

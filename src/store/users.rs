@@ -416,6 +416,26 @@ impl Users {
         Some(taken)
     }
 
+    /// Gives `name` the fields `fields`, keeping its id and creation time; its
+    /// id and fields before, when it is registered.
+    pub fn replace(
+        &mut self,
+        name: &str,
+        fields: &BTreeMap<String, String>,
+    ) -> Option<(i64, BTreeMap<String, String>)> {
+        let hash = self.hasher.hash(name);
+        let slot = self.shards[shard_of(hash)].find_mut(hash, |s| s.rec.has_name(name))?;
+        let user = slot.rec.user();
+        let (id, created_at, before) = (user.id, user.created_at, user.fields.to_map());
+        let fields = fields.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let old = std::mem::replace(&mut slot.rec, Rec::new(id, created_at, name, fields));
+        // Users the tick added itself go at rollback whatever their fields.
+        if id < self.committed_next_id {
+            self.removed.push(Slot { hash, rec: old });
+        }
+        Some((id, before))
+    }
+
     /// The tick committed: its changes stay.
     pub fn commit(&mut self) {
         self.committed_next_id = self.next_id;
@@ -431,8 +451,16 @@ impl Users {
             }
             self.next_id = first;
         }
-        for slot in self.removed.drain(..) {
-            self.shards[shard_of(slot.hash)].insert_unique(slot.hash, slot, |s| s.hash);
+        // Newest first: a user the tick changed twice ends as it was committed.
+        while let Some(slot) = self.removed.pop() {
+            let shard = &mut self.shards[shard_of(slot.hash)];
+            let (name, _) = slot.rec.split_bytes();
+            match shard.find_mut(slot.hash, |s| s.rec.split_bytes().0 == name) {
+                Some(changed) => *changed = slot,
+                None => {
+                    shard.insert_unique(slot.hash, slot, |s| s.hash);
+                }
+            }
         }
         self.count = self.shards.iter().map(HashTable::len).sum();
     }
@@ -480,6 +508,38 @@ mod tests {
         assert_eq!(u.get("b").map(|r| r.id), Some(2));
         assert!(u.get("c").is_none());
         assert_eq!(u.next_id, 3);
+    }
+
+    #[test]
+    fn rollback_undoes_replaced_fields_in_any_order() {
+        let mut u = Users::new(1);
+        u.add("a", &map(&[("k", "1")]), 7);
+        u.commit();
+        u.replace("a", &map(&[("k", "2")]));
+        u.replace("a", &map(&[("k", "3"), ("x", "y")]));
+        assert_eq!(
+            u.get("a").map(|r| r.fields.to_map()),
+            Some(map(&[("k", "3"), ("x", "y")]))
+        );
+        u.remove("a");
+        u.add("b", &BTreeMap::new(), 0);
+        assert_eq!(
+            u.replace("b", &map(&[("n", "1")])).map(|(id, _)| id),
+            Some(2)
+        );
+        u.rollback();
+        assert_eq!(u.len(), 1);
+        let a = u.get("a").map(|r| (r.id, r.created_at, r.fields.to_map()));
+        assert_eq!(a, Some((1, 7, map(&[("k", "1")]))));
+        // A committed replacement stays.
+        assert_eq!(
+            u.replace("a", &BTreeMap::new()).map(|(_, f)| f),
+            Some(map(&[("k", "1")]))
+        );
+        u.commit();
+        u.rollback();
+        assert_eq!(u.get("a").map(|r| r.fields.len()), Some(0));
+        assert!(u.replace("nobody", &BTreeMap::new()).is_none());
     }
 
     #[test]
