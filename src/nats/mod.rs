@@ -56,6 +56,7 @@ pub mod event;
 pub mod headers;
 pub mod jetstream;
 pub mod link;
+pub mod offsets;
 pub mod proto;
 pub mod relay;
 mod servers;

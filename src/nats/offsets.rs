@@ -1,0 +1,745 @@
+//! Durable handler offsets in a JetStream key-value bucket, so that a handler on
+//! a promoted follower resumes where the old primary's stopped (at-least-once).
+//!
+//! # The bucket
+//! Named `<stream>_handlers` (`USERBUS_handlers`): the stream
+//! `KV_<bucket>` with subjects `$KV.<bucket>.>`, made as `nats kv add` and the
+//! NATS clients' KV APIs make one (one value per key, rollups allowed, deletes
+//! denied, discard new, file storage, direct gets allowed, `--nats-replicas`
+//! copies), so `nats kv get`, nats.go and nats-py read it. One key per durable
+//! handler: its name, with every byte outside `[A-Za-z0-9_-]` written `=XX` in
+//! hex so that the key stays one NATS token ([`key`]: `mail.v2` is `mail=2Ev2`);
+//! the value is the offset (the last seq the handler returned from) in decimal.
+//!
+//! # Requests on another machine's connection
+//! The primary writes through the relay's NATS connection and a promotion reads
+//! through the follower's. [`SideRequests`] keeps the ids of these requests in
+//! the connection's owner, which hands their replies over untouched: they never
+//! enter the relay's publish window, nor its ack accounting.
+//!
+//! # Writing, on the primary: [`OffsetWriter`]
+//! ```text
+//! Unchecked ──relay publishing──▶ Checking (STREAM.INFO) ──missing──▶ Creating (STREAM.CREATE)
+//!     ▲                              │ found, subjects fit               │ created
+//!     │                              ▼                                   ▼
+//!     │                            Ready: per key, a put when the offset moved, one in
+//!     │                                   flight, at most once per PUT_INTERVAL (and once
+//!     │                                   more at a clean shutdown, without the wait)
+//!     └── Backoff ◀── failure, timeout;   no responders to a put (bucket gone) ──▶ Unchecked
+//!  a stream of that name with other subjects ──▶ Unusable (logged at error level)
+//! ```
+//! A failed or unanswered put is logged and sent again at the next interval;
+//! nothing here stops the relay.
+//!
+//! # Reading, at a promotion: [`OffsetReader`]
+//! `$JS.API.STREAM.MSG.GET.KV_<bucket>` with `{"last_by_subj": "$KV.<bucket>.<key>"}`
+//! for each handler. A missing key or bucket reads as nothing; another failure is
+//! asked again shortly, within the promotion's own deadline. The handler then
+//! resumes after [`resume_offset`]: the furthest of its local offset and the
+//! bucket's, never past the applied seq.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use super::client::Client;
+use super::consumer::Consumer;
+use super::event::{PublishError, RequestId};
+use super::headers::Status;
+use super::jetstream::{
+    self, ERR_NO_MESSAGE_FOUND, ERR_STREAM_NOT_FOUND, JsError, parse_msg_get, parse_pub_ack,
+    parse_stream_info,
+};
+use super::relay::Relay;
+
+/// How often at most a handler's offset is put into the bucket.
+pub const PUT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a put or an API request may wait for its answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// First wait after the bucket could not be checked or created; doubles.
+const BUCKET_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Longest wait between attempts at the bucket.
+const BUCKET_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Wait before asking again for a key whose read failed (no leader, ...).
+const READ_RETRY: Duration = Duration::from_millis(250);
+/// Side requests a connection's owner waits for at most; the oldest is
+/// forgotten beyond it (its reply, if it ever comes, is dropped).
+const MAX_SIDE_WAITING: usize = 1024;
+/// Header nats KV clients mark a deleted or purged key with.
+const KV_OPERATION: &str = "KV-Operation";
+
+/// The bucket of `stream`'s durable handler offsets.
+pub fn bucket_name(stream: &str) -> String {
+    format!("{stream}_handlers")
+}
+
+/// The JetStream stream behind `bucket`.
+pub fn bucket_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The key of durable handler `name`: bytes outside `[A-Za-z0-9_-]` as `=XX`
+/// (hex), so that it is one NATS token and a valid KV key; `=` for an empty name.
+pub fn key(name: &str) -> String {
+    let mut key = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            key.push(char::from(b));
+        } else {
+            let _ = write!(key, "={b:02X}");
+        }
+    }
+    if key.is_empty() {
+        key.push('=');
+    }
+    key
+}
+
+/// The subject a handler's offset is put on: `$KV.<bucket>.<key>`.
+pub fn key_subject(bucket: &str, name: &str) -> String {
+    format!("$KV.{bucket}.{}", key(name))
+}
+
+/// The body of `$JS.API.STREAM.CREATE.KV_<bucket>`: the stream `nats kv add`
+/// makes for a bucket with a history of 1 (nats-server 2.9.10 echoes it back).
+pub fn bucket_create_request(bucket: &str, replicas: u32) -> Vec<u8> {
+    let config = serde_json::json!({
+        "name": bucket_stream(bucket),
+        "subjects": [format!("$KV.{bucket}.>")],
+        "retention": "limits",
+        "max_consumers": -1,
+        "max_msgs": -1,
+        "max_bytes": -1,
+        "max_age": 0,
+        "max_msgs_per_subject": 1,
+        "max_msg_size": -1,
+        "discard": "new",
+        "storage": "file",
+        "num_replicas": replicas,
+        "duplicate_window": 120_000_000_000u64,
+        "allow_rollup_hdrs": true,
+        "deny_delete": true,
+        "allow_direct": true,
+    });
+    config.to_string().into_bytes()
+}
+
+/// The body of a MSG.GET of the last message on `subject`.
+pub fn last_by_subject_request(subject: &str) -> Vec<u8> {
+    serde_json::json!({ "last_by_subj": subject })
+        .to_string()
+        .into_bytes()
+}
+
+/// Where a durable handler resumes on a promoted node: after the furthest of
+/// its local offset and the bucket's (`None`: no key, keep the local one), never
+/// past `applied`, the last seq the node holds. It never skips an event the
+/// stream holds that no node confirmed it processed; the events after the
+/// bucket's value that the old primary processed within its last interval run
+/// again (at-least-once).
+pub fn resume_offset(local: i64, stored: Option<i64>, applied: i64) -> i64 {
+    local.max(stored.unwrap_or(local)).min(applied)
+}
+
+/// A reply to a side request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideReply {
+    /// The request it answers.
+    pub id: RequestId,
+    /// The server's status, for replies it generated (503: no responders).
+    pub status: Option<Status>,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// Requests sent on a connection that a state machine owns for its own
+/// requests (the relay, the follower's consumer), and their replies, which the
+/// owner hands over untouched.
+#[derive(Debug, Default)]
+pub struct SideRequests {
+    waiting: Vec<RequestId>,
+    replies: Vec<SideReply>,
+}
+
+impl SideRequests {
+    /// Sends a request through `client` and waits for its reply.
+    pub fn send(
+        &mut self,
+        client: &mut Client,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<RequestId, PublishError> {
+        let id = client.request(subject, &[], payload)?;
+        if self.waiting.len() >= MAX_SIDE_WAITING {
+            self.waiting.remove(0);
+        }
+        self.waiting.push(id);
+        Ok(id)
+    }
+
+    /// True when `id` is a side request's: its reply goes to [`Self::keep`].
+    pub fn waits_for(&self, id: RequestId) -> bool {
+        self.waiting.contains(&id)
+    }
+
+    /// Keeps the reply to side request `id`.
+    pub fn keep(&mut self, id: RequestId, status: Option<Status>, payload: Vec<u8>) {
+        self.forget(id);
+        self.replies.push(SideReply {
+            id,
+            status,
+            payload,
+        });
+    }
+
+    /// Stops waiting for `id`.
+    pub fn forget(&mut self, id: RequestId) {
+        self.waiting.retain(|&w| w != id);
+    }
+
+    /// The replies kept since the last call.
+    pub fn take(&mut self) -> Vec<SideReply> {
+        std::mem::take(&mut self.replies)
+    }
+}
+
+/// A connection side requests go through.
+pub trait SideLink {
+    /// True while connected (requests sent otherwise would wait for the next
+    /// connection).
+    fn side_connected(&self) -> bool;
+    /// Sends a side request.
+    fn side_request(&mut self, subject: &str, payload: &[u8]) -> Result<RequestId, PublishError>;
+    /// Stops waiting for side request `id`.
+    fn side_forget(&mut self, id: RequestId);
+}
+
+impl SideLink for Relay {
+    fn side_connected(&self) -> bool {
+        self.is_connected()
+    }
+
+    fn side_request(&mut self, subject: &str, payload: &[u8]) -> Result<RequestId, PublishError> {
+        Relay::side_request(self, subject, payload)
+    }
+
+    fn side_forget(&mut self, id: RequestId) {
+        self.forget_side(id);
+    }
+}
+
+impl SideLink for Consumer {
+    fn side_connected(&self) -> bool {
+        self.is_connected()
+    }
+
+    fn side_request(&mut self, subject: &str, payload: &[u8]) -> Result<RequestId, PublishError> {
+        Consumer::side_request(self, subject, payload)
+    }
+
+    fn side_forget(&mut self, id: RequestId) {
+        self.forget_side(id);
+    }
+}
+
+/// Where the writer is with the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bucket {
+    /// Not checked yet (or to check again).
+    Unchecked,
+    /// STREAM.INFO asked.
+    Checking {
+        request: RequestId,
+        sent_at: Instant,
+    },
+    /// STREAM.CREATE asked.
+    Creating {
+        request: RequestId,
+        sent_at: Instant,
+    },
+    /// Puts flow.
+    Ready,
+    /// Waiting before checking again.
+    Backoff { until: Instant },
+    /// A stream of the bucket's name that is not this bucket: nothing is put.
+    Unusable,
+}
+
+/// A put waiting for its ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Put {
+    request: RequestId,
+    value: i64,
+    sent_at: Instant,
+}
+
+/// One handler's key.
+#[derive(Debug, Clone)]
+struct Slot {
+    name: String,
+    subject: String,
+    /// The offset to put.
+    want: i64,
+    /// The last value the bucket acknowledged from this writer.
+    stored: Option<i64>,
+    in_flight: Option<Put>,
+    last_sent: Option<Instant>,
+}
+
+/// The primary's writer of handler offsets into the bucket.
+#[derive(Debug)]
+pub struct OffsetWriter {
+    bucket: String,
+    replicas: u32,
+    state: Bucket,
+    slots: Vec<Slot>,
+    retry_wait: Duration,
+    /// The last failure logged, so that retries do not repeat it.
+    reported: Option<String>,
+    /// Whether the link was connected at the last step (deadlines only then).
+    connected: bool,
+    puts: u64,
+}
+
+impl OffsetWriter {
+    /// A writer of the offsets of the handlers `names` (in the order offsets are
+    /// given to [`OffsetWriter::set_offsets`]) into `stream`'s bucket, created
+    /// with `replicas` copies when missing.
+    pub fn new<'a>(
+        stream: &str,
+        replicas: u32,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> OffsetWriter {
+        let bucket = bucket_name(stream);
+        let slots = names
+            .into_iter()
+            .map(|name| Slot {
+                name: name.to_string(),
+                subject: key_subject(&bucket, name),
+                want: 0,
+                stored: None,
+                in_flight: None,
+                last_sent: None,
+            })
+            .collect();
+        OffsetWriter {
+            bucket,
+            replicas,
+            state: Bucket::Unchecked,
+            slots,
+            retry_wait: BUCKET_RETRY_MIN,
+            reported: None,
+            connected: false,
+            puts: 0,
+        }
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Puts the bucket acknowledged.
+    pub fn puts(&self) -> u64 {
+        self.puts
+    }
+
+    /// The handlers' current offsets, in the order of their names.
+    pub fn set_offsets(&mut self, offsets: impl IntoIterator<Item = i64>) {
+        for (slot, offset) in self.slots.iter_mut().zip(offsets) {
+            slot.want = offset;
+        }
+    }
+
+    /// True while an offset differs from what the bucket acknowledged and the
+    /// bucket is usable.
+    pub fn pending(&self) -> bool {
+        self.state != Bucket::Unusable
+            && self
+                .slots
+                .iter()
+                .any(|s| s.stored != Some(s.want) || s.in_flight.is_some())
+    }
+
+    /// Sends what is due: the bucket check once `stream_reached` (the relay
+    /// publishes), and the puts of offsets that moved, each once per
+    /// [`PUT_INTERVAL`] at most, or at once with `now_all` (a clean shutdown).
+    pub fn step(
+        &mut self,
+        link: &mut impl SideLink,
+        stream_reached: bool,
+        now: Instant,
+        now_all: bool,
+    ) {
+        self.expire(link, now);
+        self.connected = link.side_connected();
+        if !self.connected {
+            return;
+        }
+        match self.state {
+            Bucket::Unchecked if stream_reached => {
+                let subject = jetstream::stream_info_subject(&bucket_stream(&self.bucket));
+                match link.side_request(&subject, b"") {
+                    Ok(request) => {
+                        self.state = Bucket::Checking {
+                            request,
+                            sent_at: now,
+                        }
+                    }
+                    Err(e) => self.back_off(&format!("cannot ask for it: {e}"), now),
+                }
+            }
+            Bucket::Ready => {
+                for i in 0..self.slots.len() {
+                    let slot = &self.slots[i];
+                    let due = slot.stored != Some(slot.want)
+                        && slot.in_flight.is_none()
+                        && (now_all || slot.last_sent.is_none_or(|t| now >= t + PUT_INTERVAL));
+                    if !due {
+                        continue;
+                    }
+                    let value = slot.want;
+                    let sent = link.side_request(&slot.subject, value.to_string().as_bytes());
+                    let slot = &mut self.slots[i];
+                    slot.last_sent = Some(now);
+                    match sent {
+                        Ok(request) => {
+                            slot.in_flight = Some(Put {
+                                request,
+                                value,
+                                sent_at: now,
+                            })
+                        }
+                        Err(e) => {
+                            let why = format!(
+                                "cannot put the offset of durable handler '{}': {e}",
+                                slot.name
+                            );
+                            self.report(&why);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes in a reply to one of its requests (others are ignored); a missing
+    /// bucket is created through `link`.
+    pub fn answer(&mut self, link: &mut impl SideLink, reply: &SideReply, now: Instant) {
+        let status = reply.status.as_ref();
+        match self.state {
+            Bucket::Checking { request, .. } if request == reply.id => {
+                match parse_stream_info(status, &reply.payload) {
+                    Ok(info) => {
+                        let subjects = format!("$KV.{}.>", self.bucket);
+                        if info.config.subjects.contains(&subjects) {
+                            log::info!(
+                                "nats: durable handler offsets go to KV bucket '{}'",
+                                self.bucket
+                            );
+                            self.ready();
+                        } else {
+                            log::error!(
+                                "nats: stream '{}' exists with subjects {:?}, not {subjects}: it \
+                                 is no KV bucket '{}'; durable handler offsets stay local",
+                                bucket_stream(&self.bucket),
+                                info.config.subjects,
+                                self.bucket
+                            );
+                            self.state = Bucket::Unusable;
+                        }
+                    }
+                    Err(e) if e.err_code() == Some(ERR_STREAM_NOT_FOUND) => {
+                        let stream = bucket_stream(&self.bucket);
+                        let body = bucket_create_request(&self.bucket, self.replicas);
+                        match link.side_request(&jetstream::stream_create_subject(&stream), &body) {
+                            Ok(request) => {
+                                self.state = Bucket::Creating {
+                                    request,
+                                    sent_at: now,
+                                }
+                            }
+                            Err(e) => self.back_off(&format!("cannot create it: {e}"), now),
+                        }
+                    }
+                    Err(e) => self.back_off(&format!("stream info: {e}"), now),
+                }
+                return;
+            }
+            Bucket::Creating { request, .. } if request == reply.id => {
+                match parse_stream_info(status, &reply.payload) {
+                    Ok(_) => {
+                        log::info!(
+                            "nats: created KV bucket '{}' ({} replica(s)) for durable handler \
+                             offsets",
+                            self.bucket,
+                            self.replicas
+                        );
+                        self.ready();
+                    }
+                    Err(e) => self.back_off(&format!("create: {e}"), now),
+                }
+                return;
+            }
+            _ => {}
+        }
+        let Some(slot) = self
+            .slots
+            .iter_mut()
+            .find(|s| s.in_flight.is_some_and(|p| p.request == reply.id))
+        else {
+            return;
+        };
+        let Some(put) = slot.in_flight.take() else {
+            return;
+        };
+        match parse_pub_ack(status, &reply.payload) {
+            Ok(_) => {
+                slot.stored = Some(put.value);
+                self.puts += 1;
+                self.reported = None;
+            }
+            Err(JsError::NoResponders) => {
+                let why = format!(
+                    "no responders on {} (the bucket is gone, or has no leader); checking it \
+                     again",
+                    slot.subject
+                );
+                self.report(&why);
+                if self.state == Bucket::Ready {
+                    self.state = Bucket::Unchecked;
+                }
+            }
+            Err(e) => {
+                let why = format!(
+                    "the put of durable handler '{}' offset {} was refused: {e}; retrying",
+                    slot.name, put.value
+                );
+                self.report(&why);
+            }
+        }
+    }
+
+    /// When something is next due: an answer's timeout, the end of a back-off,
+    /// a put waiting for its interval (only while connected: a reconnection
+    /// wakes the reactor anyway).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let own = match self.state {
+            Bucket::Checking { sent_at, .. } | Bucket::Creating { sent_at, .. } => {
+                Some(sent_at + ANSWER_TIMEOUT)
+            }
+            Bucket::Backoff { until } => Some(until),
+            _ => None,
+        };
+        let puts_flow = self.connected && self.state == Bucket::Ready;
+        let slots = self
+            .slots
+            .iter()
+            .filter_map(|s| match (s.in_flight, s.last_sent) {
+                (Some(p), _) => Some(p.sent_at + ANSWER_TIMEOUT),
+                (None, Some(t)) if puts_flow && s.stored != Some(s.want) => Some(t + PUT_INTERVAL),
+                _ => None,
+            });
+        own.into_iter().chain(slots).min()
+    }
+
+    /// Gives up on answers older than [`ANSWER_TIMEOUT`] and ends a back-off.
+    fn expire(&mut self, link: &mut impl SideLink, now: Instant) {
+        match self.state {
+            Bucket::Checking { request, sent_at } | Bucket::Creating { request, sent_at }
+                if now >= sent_at + ANSWER_TIMEOUT =>
+            {
+                link.side_forget(request);
+                self.back_off("no answer", now);
+            }
+            Bucket::Backoff { until } if now >= until => self.state = Bucket::Unchecked,
+            _ => {}
+        }
+        let mut timed_out = None;
+        for slot in &mut self.slots {
+            if let Some(put) = slot.in_flight
+                && now >= put.sent_at + ANSWER_TIMEOUT
+            {
+                link.side_forget(put.request);
+                slot.in_flight = None;
+                timed_out = Some(slot.name.clone());
+            }
+        }
+        if let Some(name) = timed_out {
+            self.report(&format!(
+                "the put of durable handler '{name}' offset was not acknowledged within \
+                 {ANSWER_TIMEOUT:?}; retrying"
+            ));
+        }
+    }
+
+    fn ready(&mut self) {
+        self.state = Bucket::Ready;
+        self.retry_wait = BUCKET_RETRY_MIN;
+        self.reported = None;
+    }
+
+    /// The bucket could not be checked or created: try again after a wait.
+    fn back_off(&mut self, why: &str, now: Instant) {
+        self.report(&format!(
+            "KV bucket '{}': {why}; retrying in {:?}",
+            self.bucket, self.retry_wait
+        ));
+        self.state = Bucket::Backoff {
+            until: now + self.retry_wait,
+        };
+        self.retry_wait = (self.retry_wait * 2).min(BUCKET_RETRY_MAX);
+    }
+
+    /// Logs a failure once per distinct text (retries repeat it at debug level).
+    fn report(&mut self, why: &str) {
+        if self.reported.as_deref() == Some(why) {
+            log::debug!("nats: {why}");
+        } else {
+            log::warn!("nats: {why}");
+            self.reported = Some(why.to_string());
+        }
+    }
+}
+
+/// Where one key's read is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// To ask at `at`.
+    Due { at: Instant },
+    /// Asked.
+    Waiting {
+        request: RequestId,
+        sent_at: Instant,
+    },
+    /// Answered: the value, or `None` for no key (or no bucket).
+    Done(Option<i64>),
+}
+
+/// A promotion's reader of the handlers' offsets from the bucket.
+#[derive(Debug)]
+pub struct OffsetReader {
+    stream: String,
+    reads: Vec<(String, Read)>,
+    /// Whether the link was connected at the last step (reads are due only then).
+    connected: bool,
+}
+
+impl OffsetReader {
+    /// A reader of the keys of handlers `names` in `stream`'s bucket.
+    pub fn new<'a>(
+        stream: &str,
+        names: impl IntoIterator<Item = &'a str>,
+        now: Instant,
+    ) -> OffsetReader {
+        let bucket = bucket_name(stream);
+        OffsetReader {
+            stream: bucket_stream(&bucket),
+            reads: names
+                .into_iter()
+                .map(|n| (key_subject(&bucket, n), Read::Due { at: now }))
+                .collect(),
+            connected: false,
+        }
+    }
+
+    /// Sends the reads that are due, and asks again for unanswered ones.
+    pub fn step(&mut self, link: &mut impl SideLink, now: Instant) {
+        self.connected = link.side_connected();
+        for (subject, read) in &mut self.reads {
+            match *read {
+                Read::Waiting { request, sent_at } if now >= sent_at + ANSWER_TIMEOUT => {
+                    link.side_forget(request);
+                    log::warn!("nats: no answer for {subject} within {ANSWER_TIMEOUT:?}");
+                    *read = Read::Due { at: now };
+                }
+                _ => {}
+            }
+            if !matches!(*read, Read::Due { at } if now >= at) || !self.connected {
+                continue;
+            }
+            let api = jetstream::stream_msg_get_subject(&self.stream);
+            match link.side_request(&api, &last_by_subject_request(subject)) {
+                Ok(request) => {
+                    *read = Read::Waiting {
+                        request,
+                        sent_at: now,
+                    }
+                }
+                Err(e) => {
+                    log::warn!("nats: cannot ask for {subject}: {e}");
+                    *read = Read::Due {
+                        at: now + READ_RETRY,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Takes in a reply to one of its reads (others are ignored).
+    pub fn answer(&mut self, reply: &SideReply, now: Instant) {
+        let Some((subject, read)) = self
+            .reads
+            .iter_mut()
+            .find(|(_, r)| matches!(r, Read::Waiting { request, .. } if *request == reply.id))
+        else {
+            return;
+        };
+        *read = match parse_msg_get(reply.status.as_ref(), &reply.payload) {
+            Ok(msg) if msg.headers.get(KV_OPERATION).is_some() => Read::Done(None),
+            Ok(msg) => match std::str::from_utf8(&msg.data)
+                .ok()
+                .and_then(|t| t.trim().parse::<i64>().ok())
+            {
+                Some(v) if v >= 0 => Read::Done(Some(v)),
+                _ => {
+                    log::warn!(
+                        "nats: {subject} holds {:?}, not an offset; the local offset is kept",
+                        String::from_utf8_lossy(&msg.data)
+                    );
+                    Read::Done(None)
+                }
+            },
+            Err(e)
+                if matches!(
+                    e.err_code(),
+                    Some(ERR_NO_MESSAGE_FOUND | ERR_STREAM_NOT_FOUND)
+                ) =>
+            {
+                Read::Done(None)
+            }
+            Err(e) => {
+                log::debug!("nats: reading {subject}: {e}; asking again");
+                Read::Due {
+                    at: now + READ_RETRY,
+                }
+            }
+        };
+    }
+
+    /// Each handler's value in the bucket (in the order of the names), once
+    /// every read is answered.
+    pub fn values(&self) -> Option<Vec<Option<i64>>> {
+        self.reads
+            .iter()
+            .map(|(_, r)| match r {
+                Read::Done(v) => Some(*v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// When a read is next due (while connected: a connection wakes the
+    /// reactor anyway) or times out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.reads
+            .iter()
+            .filter_map(|(_, r)| match *r {
+                Read::Due { at } if self.connected => Some(at),
+                Read::Due { .. } => None,
+                Read::Waiting { sent_at, .. } => Some(sent_at + ANSWER_TIMEOUT),
+                Read::Done(_) => None,
+            })
+            .min()
+    }
+}
