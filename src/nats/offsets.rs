@@ -743,3 +743,308 @@ impl OffsetReader {
             .min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Answers nats-server 2.9.10 gave on a raw connection, pasted unchanged.
+
+    /// STREAM.CREATE with `bucket_create_request("S_handlers", 1)`'s config.
+    const CREATED: &[u8] = br#"{"type":"io.nats.jetstream.api.v1.stream_create_response","config":{"name":"KV_S_handlers","subjects":["$KV.S_handlers.\u003e"],"retention":"limits","max_consumers":-1,"max_msgs":-1,"max_bytes":-1,"max_age":0,"max_msgs_per_subject":1,"max_msg_size":-1,"discard":"new","storage":"file","num_replicas":1,"duplicate_window":120000000000,"allow_direct":true,"mirror_direct":false,"sealed":false,"deny_delete":true,"deny_purge":false,"allow_rollup_hdrs":true},"created":"2026-12-06T19:29:43.295403208Z","state":{"messages":0,"bytes":0,"first_seq":0,"first_ts":"0001-01-01T00:00:00Z","last_seq":0,"last_ts":"0001-01-01T00:00:00Z","consumer_count":0},"did_create":true}"#;
+    /// STREAM.INFO of a missing stream.
+    const INFO_MISSING: &[u8] = br#"{"type":"io.nats.jetstream.api.v1.stream_info_response","error":{"code":404,"err_code":10059,"description":"stream not found"},"total":0,"offset":0,"limit":0}"#;
+    /// A put on `$KV.S_handlers.mail`.
+    const PUT_ACK: &[u8] = br#"{"stream":"KV_S_handlers", "seq":1}"#;
+    /// MSG.GET `last_by_subj` of a key holding `43`.
+    const GOT_43: &[u8] = br#"{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","message":{"subject":"$KV.S_handlers.mail","seq":2,"data":"NDM=","time":"2026-12-06T19:29:43.302935349Z"}}"#;
+    /// MSG.GET `last_by_subj` of a key never put.
+    const NO_KEY: &[u8] = br#"{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":404,"err_code":10037,"description":"no message found"}}"#;
+    /// MSG.GET `last_by_subj` in a bucket that does not exist.
+    const NO_BUCKET: &[u8] = br#"{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":404,"err_code":10059,"description":"stream not found"}}"#;
+
+    /// A connection that records what is sent.
+    #[derive(Default)]
+    struct FakeLink {
+        connected: bool,
+        sent: Vec<(RequestId, String, Vec<u8>)>,
+        forgotten: Vec<RequestId>,
+    }
+
+    impl SideLink for FakeLink {
+        fn side_connected(&self) -> bool {
+            self.connected
+        }
+
+        fn side_request(
+            &mut self,
+            subject: &str,
+            payload: &[u8],
+        ) -> Result<RequestId, PublishError> {
+            let id = self.sent.len() as RequestId + 100;
+            self.sent.push((id, subject.to_string(), payload.to_vec()));
+            Ok(id)
+        }
+
+        fn side_forget(&mut self, id: RequestId) {
+            self.forgotten.push(id);
+        }
+    }
+
+    impl FakeLink {
+        fn up() -> FakeLink {
+            FakeLink {
+                connected: true,
+                ..FakeLink::default()
+            }
+        }
+
+        /// The last request sent: its id, subject and payload as text.
+        fn last(&self) -> (RequestId, String, String) {
+            let (id, subject, payload) = self.sent.last().expect("a request was sent");
+            (
+                *id,
+                subject.clone(),
+                String::from_utf8_lossy(payload).into_owned(),
+            )
+        }
+    }
+
+    fn reply(id: RequestId, payload: &[u8]) -> SideReply {
+        SideReply {
+            id,
+            status: None,
+            payload: payload.to_vec(),
+        }
+    }
+
+    fn no_responders(id: RequestId) -> SideReply {
+        SideReply {
+            id,
+            status: Some(Status {
+                code: Status::NO_RESPONDERS,
+                description: String::new(),
+            }),
+            payload: Vec::new(),
+        }
+    }
+
+    /// A writer for stream `S` with one handler `mail`, its bucket created.
+    fn ready_writer(link: &mut FakeLink, now: Instant) -> OffsetWriter {
+        let mut w = OffsetWriter::new("S", 1, ["mail"]);
+        w.step(link, true, now, false);
+        let (id, ..) = link.last();
+        w.answer(link, &reply(id, INFO_MISSING), now);
+        let (id, subject, _) = link.last();
+        assert_eq!(subject, "$JS.API.STREAM.CREATE.KV_S_handlers");
+        w.answer(link, &reply(id, CREATED), now);
+        assert_eq!(w.state, Bucket::Ready);
+        w
+    }
+
+    #[test]
+    fn keys_are_one_token_and_names_follow_the_stream() {
+        assert_eq!(key("mail"), "mail");
+        assert_eq!(key("Mail_v-2"), "Mail_v-2");
+        assert_eq!(key("mail.v1 *"), "mail=2Ev1=20=2A");
+        assert_eq!(key("a>b=c"), "a=3Eb=3Dc");
+        assert_eq!(key("é"), "=C3=A9");
+        assert_eq!(key(""), "=");
+        assert_ne!(key("a.b"), key("a=2Eb"), "'=' is escaped too");
+        assert_eq!(bucket_name("USERBUS"), "USERBUS_handlers");
+        assert_eq!(bucket_stream("USERBUS_handlers"), "KV_USERBUS_handlers");
+        assert_eq!(key_subject("B", "x.y"), "$KV.B.x=2Ey");
+    }
+
+    #[test]
+    fn the_bucket_is_created_as_the_server_echoes_it() {
+        let sent: serde_json::Value =
+            serde_json::from_slice(&bucket_create_request("S_handlers", 1)).expect("JSON");
+        let echoed: serde_json::Value = serde_json::from_slice(CREATED).expect("JSON");
+        for (field, value) in sent.as_object().expect("an object") {
+            assert_eq!(&echoed["config"][field], value, "{field}");
+        }
+        assert_eq!(
+            last_by_subject_request("$KV.B.k"),
+            br#"{"last_by_subj":"$KV.B.k"}"#
+        );
+    }
+
+    #[test]
+    fn nothing_is_asked_before_the_relay_reaches_its_stream_or_while_disconnected() {
+        let now = Instant::now();
+        let mut w = OffsetWriter::new("S", 1, ["mail"]);
+        w.set_offsets([5]);
+        let mut down = FakeLink::default();
+        w.step(&mut down, true, now, false);
+        let mut link = FakeLink::up();
+        w.step(&mut link, false, now, false);
+        assert!(down.sent.is_empty() && link.sent.is_empty());
+        assert_eq!(w.next_deadline(), None);
+        w.step(&mut link, true, now, false);
+        assert_eq!(link.last().1, "$JS.API.STREAM.INFO.KV_S_handlers");
+    }
+
+    #[test]
+    fn offsets_are_put_when_they_move_once_a_second_at_most_one_in_flight() {
+        let t0 = Instant::now();
+        let mut link = FakeLink::up();
+        let mut w = ready_writer(&mut link, t0);
+        let sent = link.sent.len();
+        w.set_offsets([7]);
+        w.step(&mut link, true, t0, false);
+        let (id, subject, payload) = link.last();
+        assert_eq!(
+            (subject.as_str(), payload.as_str()),
+            ("$KV.S_handlers.mail", "7")
+        );
+        // Moved again, but the put is in flight and the interval has not passed.
+        w.set_offsets([9]);
+        w.step(&mut link, true, t0 + Duration::from_millis(10), false);
+        assert_eq!(link.sent.len(), sent + 1);
+        w.answer(&mut link, &reply(id, PUT_ACK), t0);
+        assert_eq!(w.puts(), 1);
+        w.step(&mut link, true, t0 + Duration::from_millis(500), false);
+        assert_eq!(link.sent.len(), sent + 1, "within the interval");
+        assert_eq!(w.next_deadline(), Some(t0 + PUT_INTERVAL));
+        w.step(&mut link, true, t0 + PUT_INTERVAL, false);
+        let (id, _, payload) = link.last();
+        assert_eq!(payload, "9");
+        w.answer(&mut link, &reply(id, PUT_ACK), t0 + PUT_INTERVAL);
+        assert!(!w.pending());
+        // Unchanged: nothing to put, nothing to wait for.
+        w.step(&mut link, true, t0 + PUT_INTERVAL * 3, false);
+        assert_eq!(link.sent.len(), sent + 2);
+        assert_eq!(w.next_deadline(), None);
+        // A clean shutdown puts at once.
+        w.set_offsets([10]);
+        w.step(&mut link, true, t0 + PUT_INTERVAL * 3, false);
+        w.set_offsets([11]);
+        let (id, ..) = link.last();
+        w.answer(&mut link, &reply(id, PUT_ACK), t0 + PUT_INTERVAL * 3);
+        assert!(w.pending());
+        w.step(&mut link, true, t0 + PUT_INTERVAL * 3, true);
+        assert_eq!(link.last().2, "11");
+    }
+
+    #[test]
+    fn an_unanswered_put_is_forgotten_and_sent_again() {
+        let t0 = Instant::now();
+        let mut link = FakeLink::up();
+        let mut w = ready_writer(&mut link, t0);
+        w.set_offsets([3]);
+        w.step(&mut link, true, t0, false);
+        let (id, ..) = link.last();
+        assert_eq!(w.next_deadline(), Some(t0 + ANSWER_TIMEOUT));
+        w.step(&mut link, true, t0 + ANSWER_TIMEOUT, false);
+        assert!(link.forgotten.contains(&id));
+        let (again, _, payload) = link.last();
+        assert_ne!(again, id);
+        assert_eq!(payload, "3");
+        // The late reply of the forgotten put changes nothing.
+        w.answer(&mut link, &reply(id, PUT_ACK), t0 + ANSWER_TIMEOUT);
+        assert!(w.pending());
+        w.answer(&mut link, &reply(again, PUT_ACK), t0 + ANSWER_TIMEOUT);
+        assert!(!w.pending());
+    }
+
+    #[test]
+    fn no_responders_to_a_put_checks_the_bucket_again() {
+        let t0 = Instant::now();
+        let mut link = FakeLink::up();
+        let mut w = ready_writer(&mut link, t0);
+        w.set_offsets([3]);
+        w.step(&mut link, true, t0, false);
+        let (id, ..) = link.last();
+        w.answer(&mut link, &no_responders(id), t0);
+        assert_eq!(w.state, Bucket::Unchecked);
+        w.step(&mut link, true, t0, false);
+        assert_eq!(link.last().1, "$JS.API.STREAM.INFO.KV_S_handlers");
+    }
+
+    #[test]
+    fn a_failed_check_backs_off_and_another_stream_of_the_name_is_left_alone() {
+        let t0 = Instant::now();
+        let mut link = FakeLink::up();
+        let mut w = OffsetWriter::new("S", 1, ["mail"]);
+        w.set_offsets([1]);
+        w.step(&mut link, true, t0, false);
+        let (id, ..) = link.last();
+        w.answer(&mut link, &no_responders(id), t0);
+        assert_eq!(w.next_deadline(), Some(t0 + BUCKET_RETRY_MIN));
+        w.step(&mut link, true, t0 + BUCKET_RETRY_MIN, false);
+        let (id, subject, _) = link.last();
+        assert_eq!(subject, "$JS.API.STREAM.INFO.KV_S_handlers");
+        let other = br#"{"config":{"name":"KV_S_handlers","subjects":["elsewhere.>"]},"state":{}}"#;
+        w.answer(&mut link, &reply(id, other), t0);
+        assert_eq!(w.state, Bucket::Unusable);
+        assert!(!w.pending());
+        let sent = link.sent.len();
+        w.step(&mut link, true, t0 + BUCKET_RETRY_MAX, false);
+        assert_eq!(link.sent.len(), sent);
+    }
+
+    #[test]
+    fn a_reader_gets_values_missing_keys_and_asks_again_after_a_failure() {
+        let t0 = Instant::now();
+        let mut link = FakeLink::up();
+        let mut r = OffsetReader::new("S", ["mail", "gone", "new", "bad"], t0);
+        r.step(&mut link, t0);
+        assert_eq!(link.sent.len(), 4);
+        let (id, subject, body) = link.sent[0].clone();
+        assert_eq!(subject, "$JS.API.STREAM.MSG.GET.KV_S_handlers");
+        assert_eq!(body, br#"{"last_by_subj":"$KV.S_handlers.mail"}"#);
+        r.answer(&reply(id, GOT_43), t0);
+        r.answer(&reply(link.sent[1].0, NO_BUCKET), t0);
+        r.answer(&no_responders(link.sent[2].0), t0);
+        let garbage = br#"{"message":{"subject":"$KV.S_handlers.bad","seq":3,"data":"eA=="}}"#;
+        r.answer(&reply(link.sent[3].0, garbage), t0);
+        assert_eq!(r.values(), None, "one read failed");
+        assert_eq!(r.next_deadline(), Some(t0 + READ_RETRY));
+        r.step(&mut link, t0 + READ_RETRY);
+        let (id, _, body) = link.last();
+        assert_eq!(body, r#"{"last_by_subj":"$KV.S_handlers.new"}"#);
+        r.answer(&reply(id, NO_KEY), t0);
+        assert_eq!(r.values(), Some(vec![Some(43), None, None, None]));
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn an_unanswered_read_is_asked_again_and_nothing_is_due_while_disconnected() {
+        let t0 = Instant::now();
+        let mut down = FakeLink::default();
+        let mut r = OffsetReader::new("S", ["mail"], t0);
+        r.step(&mut down, t0);
+        assert!(down.sent.is_empty());
+        assert_eq!(r.next_deadline(), None);
+        let mut link = FakeLink::up();
+        r.step(&mut link, t0);
+        let (id, ..) = link.last();
+        r.step(&mut link, t0 + ANSWER_TIMEOUT);
+        assert_eq!(link.forgotten, [id]);
+        assert_eq!(link.sent.len(), 2);
+    }
+
+    #[test]
+    fn a_handler_resumes_after_the_furthest_offset_never_past_the_applied_seq() {
+        assert_eq!(resume_offset(0, Some(20), 25), 20);
+        assert_eq!(resume_offset(22, Some(20), 25), 22);
+        assert_eq!(resume_offset(7, None, 25), 7);
+        assert_eq!(resume_offset(0, Some(999), 25), 25);
+        assert_eq!(resume_offset(30, None, 25), 25);
+    }
+
+    #[test]
+    fn side_replies_are_kept_only_for_side_requests() {
+        let mut side = SideRequests::default();
+        side.waiting.push(4);
+        assert!(side.waits_for(4) && !side.waits_for(5));
+        side.keep(4, None, b"x".to_vec());
+        assert!(!side.waits_for(4));
+        assert_eq!(side.take(), [reply(4, b"x")]);
+        assert!(side.take().is_empty());
+        side.waiting.push(6);
+        side.forget(6);
+        assert!(!side.waits_for(6));
+    }
+}

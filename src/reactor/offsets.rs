@@ -61,10 +61,12 @@ impl Reactor {
             .writer
             .as_ref()
             .and_then(OffsetWriter::next_deadline);
+        // A reader left by a promotion that failed is no longer stepped.
         let reader = self
             .handler_kv
             .reader
             .as_ref()
+            .filter(|_| self.shared.stats.replica.promote_asked)
             .and_then(|(_, r)| r.next_deadline());
         writer.into_iter().chain(reader).min()
     }
