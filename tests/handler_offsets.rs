@@ -129,12 +129,23 @@ fn offsets_reach_the_kv_bucket_and_a_promoted_follower_resumes_after_them() {
     let key = "mail=2Ev1=20=2A";
     let (primary, primary_seqs) = node(&url, false, name);
     let mut p = primary.redis();
+    let started = Instant::now();
     for i in 1..=20 {
         register(&mut p, &format!("u{i}"));
     }
     assert_eq!(recv_seqs(&primary_seqs, 20), (1..=20).collect::<Vec<_>>());
     let mut client = nats.client();
     wait_kv(&mut client, key, "20");
+    // Once a second at most: the bucket's stream counts every put.
+    let puts = client.stream_info(&format!("KV_{BUCKET}"))["state"]["last_seq"]
+        .as_u64()
+        .expect("last_seq");
+    let most = started.elapsed().as_secs() + 2;
+    assert!(
+        (1..=most).contains(&puts),
+        "{puts} puts for 20 events within {:?}",
+        started.elapsed()
+    );
     // The bucket is a KV bucket as nats clients make one.
     let config = client.stream_info(&format!("KV_{BUCKET}"))["config"].clone();
     assert_eq!(config["subjects"], json!([format!("$KV.{BUCKET}.>")]));
