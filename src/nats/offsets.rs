@@ -297,6 +297,8 @@ pub struct OffsetWriter {
     reported: Option<String>,
     /// Whether the link was connected at the last step (deadlines only then).
     connected: bool,
+    /// Whether the relay published at the last step (puts only then).
+    reached: bool,
     puts: u64,
 }
 
@@ -329,6 +331,7 @@ impl OffsetWriter {
             retry_wait: BUCKET_RETRY_MIN,
             reported: None,
             connected: false,
+            reached: false,
             puts: 0,
         }
     }
@@ -360,9 +363,11 @@ impl OffsetWriter {
                 .any(|s| s.stored != Some(s.want) || s.in_flight.is_some())
     }
 
-    /// Sends what is due: the bucket check once `stream_reached` (the relay
-    /// publishes), and the puts of offsets that moved, each once per
-    /// [`PUT_INTERVAL`] at most, or at once with `now_all` (a clean shutdown).
+    /// Sends what is due while `stream_reached` (the relay publishes: this node
+    /// writes the stream): the bucket check, and the puts of offsets that moved,
+    /// each once per [`PUT_INTERVAL`] at most, or at once with `now_all` (a clean
+    /// shutdown). A relay that reconciles or stopped may have met another writer:
+    /// its node's offsets wait rather than overwrite the new primary's.
     pub fn step(
         &mut self,
         link: &mut impl SideLink,
@@ -372,6 +377,7 @@ impl OffsetWriter {
     ) {
         self.expire(link, now);
         self.connected = link.side_connected();
+        self.reached = stream_reached;
         if !self.connected {
             return;
         }
@@ -388,7 +394,7 @@ impl OffsetWriter {
                     Err(e) => self.back_off(&format!("cannot ask for it: {e}"), now),
                 }
             }
-            Bucket::Ready => {
+            Bucket::Ready if stream_reached => {
                 for i in 0..self.slots.len() {
                     let slot = &self.slots[i];
                     let due = slot.stored != Some(slot.want)
@@ -531,7 +537,7 @@ impl OffsetWriter {
             Bucket::Backoff { until } => Some(until),
             _ => None,
         };
-        let puts_flow = self.connected && self.state == Bucket::Ready;
+        let puts_flow = self.connected && self.reached && self.state == Bucket::Ready;
         let slots = self
             .slots
             .iter()
@@ -925,6 +931,14 @@ mod tests {
         assert!(w.pending());
         w.step(&mut link, true, t0 + PUT_INTERVAL * 3, true);
         assert_eq!(link.last().2, "11");
+        // A relay that is not publishing (reconciling, stopped): no puts.
+        let (id, ..) = link.last();
+        w.answer(&mut link, &reply(id, PUT_ACK), t0 + PUT_INTERVAL * 3);
+        w.set_offsets([12]);
+        let sent = link.sent.len();
+        w.step(&mut link, false, t0 + PUT_INTERVAL * 5, true);
+        assert_eq!(link.sent.len(), sent);
+        assert_eq!(w.next_deadline(), None);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use super::{Reactor, SHUTDOWN_FLUSH_TIMEOUT};
 use crate::events::handlers::DurableHandler;
 use crate::nats::consumer::Consumer;
 use crate::nats::offsets::{OffsetReader, OffsetWriter, resume_offset};
+use crate::nats::relay::Relay;
 use crate::store::Store;
 
 /// The writer while this node relays, the reader while a promotion reads.
@@ -72,11 +73,10 @@ impl Reactor {
     }
 
     /// At a clean shutdown: puts every offset that moved since its last put and
-    /// waits for the acks, for `SHUTDOWN_FLUSH_TIMEOUT` at most.
+    /// waits for the acks, for `SHUTDOWN_FLUSH_TIMEOUT` at most (not at all when
+    /// the relay does not publish: disconnected, reconciling or stopped).
     pub(super) fn settle_handler_offsets(&mut self) {
-        if self.handlers.durable.is_empty()
-            || !self.relay.as_ref().is_some_and(|r| r.is_connected())
-        {
+        if self.handlers.durable.is_empty() || !writing(self.relay.as_ref()) {
             return;
         }
         let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
@@ -90,7 +90,7 @@ impl Reactor {
             if !writer.pending() {
                 return;
             }
-            if now >= deadline || !self.relay.as_ref().is_some_and(|r| r.is_connected()) {
+            if now >= deadline || !writing(self.relay.as_ref()) {
                 log::warn!(
                     "nats: durable handler offsets not all stored in KV bucket '{}' at shutdown; \
                      a promoted node may run the last events again",
@@ -126,6 +126,11 @@ impl Reactor {
             self.step_relay(&[]);
         }
     }
+}
+
+/// True when `relay` is connected and publishes (puts are made only then).
+fn writing(relay: Option<&Relay>) -> bool {
+    relay.is_some_and(|r| r.is_connected() && r.is_publishing())
 }
 
 /// A promotion whose stream is applied: reads each durable handler's offset
