@@ -14,9 +14,12 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use common::nats::{NatsServer, NatsTestClient, StoredMsg, nats_available, nats_py_available};
+use common::nats::{
+    NatsCluster, NatsServer, NatsTestClient, StoredMsg, nats_available, nats_py_available,
+};
 use common::process::UserbusProcess;
 use serde_json::json;
+use userbus::Durability;
 
 /// How long catching up, storing an offset or promoting may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -24,15 +27,16 @@ const WAIT: Duration = Duration::from_secs(30);
 const BUCKET: &str = "USERBUS_handlers";
 
 /// The last value of `key` in the bucket, read as `nats kv get` reads it; `None`
-/// when the key or the bucket is missing.
+/// when the key or the bucket is missing (a cluster does not answer a MSG.GET
+/// from a missing stream).
 fn kv_get(client: &mut NatsTestClient, key: &str) -> Option<String> {
     let reply = client
         .try_api(
             &format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET}"),
             &json!({ "last_by_subj": format!("$KV.{BUCKET}.{key}") }),
-            Duration::from_secs(5),
+            Duration::from_secs(2),
         )
-        .expect("MSG.GET answered");
+        .ok()?;
     StoredMsg::from_api(&reply).map(|m| m.text())
 }
 
@@ -275,4 +279,59 @@ fn a_promotion_takes_the_buckets_offset_over_its_own_never_past_what_it_applied(
     }
     wait_kv(&mut client, "fresh", "6");
     wait_kv(&mut client, "ahead", "6");
+}
+
+#[test]
+fn a_promotion_on_a_cluster_without_a_bucket_keeps_local_offsets_and_creates_it_r3() {
+    if !nats_available() {
+        return;
+    }
+    let cluster = NatsCluster::start(3);
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A primary without durable handlers: no bucket.
+    let primary = UserbusProcess::start(
+        &dir.path().join("p.db"),
+        &["--nats", urls.as_str(), "--nats-replicas", "3"],
+    );
+    let mut p = primary.redis();
+    for i in 1..=3 {
+        register(&mut p, &format!("u{i}"));
+    }
+    let (tx, rx) = channel();
+    let follower = TestServer::start_with(
+        move |c| {
+            c.nats = Some(urls);
+            c.nats_replicas = 3;
+            c.durability = Durability::Replicated;
+            c.follow = true;
+        },
+        move |b| {
+            b.durable_handler("welcome-mail", move |e| {
+                let _ = tx.send(e.seq);
+            })
+        },
+    );
+    let mut f = follower.redis();
+    wait_applied(&mut f, 3);
+    drop(p);
+    drop(primary);
+    // A clustered JetStream does not answer a MSG.GET from a missing stream: the
+    // promotion asks whether the bucket exists first, and does not wait.
+    let started = Instant::now();
+    promote(&mut f);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(recv_seqs(&rx, 3), [1, 2, 3], "the local offset, 0, is kept");
+    for i in 4..=5 {
+        assert_eq!(register(&mut f, &format!("u{i}")), i);
+    }
+    assert_eq!(recv_seqs(&rx, 2), [4, 5]);
+    let mut client = cluster.any_client();
+    wait_kv(&mut client, "welcome-mail", "5");
+    let info = client.stream_info(&format!("KV_{BUCKET}"));
+    assert_eq!(info["config"]["num_replicas"], 3, "{info}");
 }

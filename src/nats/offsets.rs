@@ -32,8 +32,10 @@
 //! nothing here stops the relay.
 //!
 //! # Reading, at a promotion: [`OffsetReader`]
-//! `$JS.API.STREAM.MSG.GET.KV_<bucket>` with `{"last_by_subj": "$KV.<bucket>.<key>"}`
-//! for each handler. A missing key or bucket reads as nothing; another failure is
+//! `STREAM.INFO` of the bucket first (a clustered JetStream does not answer a
+//! MSG.GET from a missing stream), then `$JS.API.STREAM.MSG.GET.KV_<bucket>` with
+//! `{"last_by_subj": "$KV.<bucket>.<key>"}` for each handler. A missing key or
+//! bucket reads as nothing; another failure is
 //! asked again shortly, within the promotion's own deadline. The handler then
 //! resumes after [`resume_offset`]: the furthest of its local offset and the
 //! bucket's, never past the applied seq.
@@ -622,13 +624,51 @@ enum Read {
     Done(Option<i64>),
 }
 
-/// A promotion's reader of the handlers' offsets from the bucket.
+/// A promotion's reader of the handlers' offsets from the bucket: first whether
+/// the bucket exists (a clustered JetStream does not answer a MSG.GET from a
+/// missing stream), then each key.
 #[derive(Debug)]
 pub struct OffsetReader {
     stream: String,
+    /// The bucket's STREAM.INFO: `Done(Some(_))` found, `Done(None)` missing.
+    bucket: Read,
     reads: Vec<(String, Read)>,
     /// Whether the link was connected at the last step (reads are due only then).
     connected: bool,
+}
+
+/// Sends `read`'s request when it is due, asks again when its answer did not
+/// come in time.
+fn drive(
+    read: &mut Read,
+    link: &mut impl SideLink,
+    subject: &str,
+    body: &[u8],
+    what: &str,
+    now: Instant,
+) {
+    if let Read::Waiting { request, sent_at } = *read
+        && now >= sent_at + ANSWER_TIMEOUT
+    {
+        link.side_forget(request);
+        log::warn!("nats: no answer for {what} within {ANSWER_TIMEOUT:?}; asking again");
+        *read = Read::Due { at: now };
+    }
+    if !matches!(*read, Read::Due { at } if now >= at) || !link.side_connected() {
+        return;
+    }
+    *read = match link.side_request(subject, body) {
+        Ok(request) => Read::Waiting {
+            request,
+            sent_at: now,
+        },
+        Err(e) => {
+            log::warn!("nats: cannot ask for {what}: {e}");
+            Read::Due {
+                at: now + READ_RETRY,
+            }
+        }
+    };
 }
 
 impl OffsetReader {
@@ -641,6 +681,7 @@ impl OffsetReader {
         let bucket = bucket_name(stream);
         OffsetReader {
             stream: bucket_stream(&bucket),
+            bucket: Read::Due { at: now },
             reads: names
                 .into_iter()
                 .map(|n| (key_subject(&bucket, n), Read::Due { at: now }))
@@ -649,41 +690,43 @@ impl OffsetReader {
         }
     }
 
-    /// Sends the reads that are due, and asks again for unanswered ones.
+    /// Sends the requests that are due, and asks again for unanswered ones.
     pub fn step(&mut self, link: &mut impl SideLink, now: Instant) {
         self.connected = link.side_connected();
+        let info = jetstream::stream_info_subject(&self.stream);
+        drive(&mut self.bucket, link, &info, b"", &self.stream, now);
+        if self.bucket != Read::Done(Some(1)) {
+            return;
+        }
+        let api = jetstream::stream_msg_get_subject(&self.stream);
         for (subject, read) in &mut self.reads {
-            match *read {
-                Read::Waiting { request, sent_at } if now >= sent_at + ANSWER_TIMEOUT => {
-                    link.side_forget(request);
-                    log::warn!("nats: no answer for {subject} within {ANSWER_TIMEOUT:?}");
-                    *read = Read::Due { at: now };
-                }
-                _ => {}
-            }
-            if !matches!(*read, Read::Due { at } if now >= at) || !self.connected {
-                continue;
-            }
-            let api = jetstream::stream_msg_get_subject(&self.stream);
-            match link.side_request(&api, &last_by_subject_request(subject)) {
-                Ok(request) => {
-                    *read = Read::Waiting {
-                        request,
-                        sent_at: now,
-                    }
-                }
-                Err(e) => {
-                    log::warn!("nats: cannot ask for {subject}: {e}");
-                    *read = Read::Due {
-                        at: now + READ_RETRY,
-                    };
-                }
-            }
+            drive(
+                read,
+                link,
+                &api,
+                &last_by_subject_request(subject),
+                subject,
+                now,
+            );
         }
     }
 
-    /// Takes in a reply to one of its reads (others are ignored).
+    /// Takes in a reply to one of its requests (others are ignored).
     pub fn answer(&mut self, reply: &SideReply, now: Instant) {
+        let retry = Read::Due {
+            at: now + READ_RETRY,
+        };
+        if matches!(self.bucket, Read::Waiting { request, .. } if request == reply.id) {
+            self.bucket = match parse_stream_info(reply.status.as_ref(), &reply.payload) {
+                Ok(_) => Read::Done(Some(1)),
+                Err(e) if e.err_code() == Some(ERR_STREAM_NOT_FOUND) => Read::Done(None),
+                Err(e) => {
+                    log::debug!("nats: stream info of {}: {e}; asking again", self.stream);
+                    retry
+                }
+            };
+            return;
+        }
         let Some((subject, read)) = self
             .reads
             .iter_mut()
@@ -716,16 +759,17 @@ impl OffsetReader {
             }
             Err(e) => {
                 log::debug!("nats: reading {subject}: {e}; asking again");
-                Read::Due {
-                    at: now + READ_RETRY,
-                }
+                retry
             }
         };
     }
 
     /// Each handler's value in the bucket (in the order of the names), once
-    /// every read is answered.
+    /// every read is answered; all `None` when there is no bucket.
     pub fn values(&self) -> Option<Vec<Option<i64>>> {
+        if self.bucket == Read::Done(None) {
+            return Some(vec![None; self.reads.len()]);
+        }
         self.reads
             .iter()
             .map(|(_, r)| match r {
@@ -735,16 +779,18 @@ impl OffsetReader {
             .collect()
     }
 
-    /// When a read is next due (while connected: a connection wakes the
+    /// When a request is next due (while connected: a connection wakes the
     /// reactor anyway) or times out.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.reads
-            .iter()
-            .filter_map(|(_, r)| match *r {
+        // Keys are read once the bucket is found.
+        let keys = self.reads.iter().map(|(_, r)| r);
+        let keys = keys.filter(|_| self.bucket == Read::Done(Some(1)));
+        std::iter::once(&self.bucket)
+            .chain(keys)
+            .filter_map(|r| match *r {
                 Read::Due { at } if self.connected => Some(at),
-                Read::Due { .. } => None,
                 Read::Waiting { sent_at, .. } => Some(sent_at + ANSWER_TIMEOUT),
-                Read::Done(_) => None,
+                Read::Due { .. } | Read::Done(_) => None,
             })
             .min()
     }
@@ -1004,15 +1050,20 @@ mod tests {
         let mut link = FakeLink::up();
         let mut r = OffsetReader::new("S", ["mail", "gone", "new", "bad"], t0);
         r.step(&mut link, t0);
-        assert_eq!(link.sent.len(), 4);
-        let (id, subject, body) = link.sent[0].clone();
+        let (id, subject, _) = link.last();
+        assert_eq!(subject, "$JS.API.STREAM.INFO.KV_S_handlers");
+        assert_eq!(r.next_deadline(), Some(t0 + ANSWER_TIMEOUT));
+        r.answer(&reply(id, CREATED), t0);
+        r.step(&mut link, t0);
+        assert_eq!(link.sent.len(), 5);
+        let (id, subject, body) = link.sent[1].clone();
         assert_eq!(subject, "$JS.API.STREAM.MSG.GET.KV_S_handlers");
         assert_eq!(body, br#"{"last_by_subj":"$KV.S_handlers.mail"}"#);
         r.answer(&reply(id, GOT_43), t0);
-        r.answer(&reply(link.sent[1].0, NO_BUCKET), t0);
-        r.answer(&no_responders(link.sent[2].0), t0);
+        r.answer(&reply(link.sent[2].0, NO_BUCKET), t0);
+        r.answer(&no_responders(link.sent[3].0), t0);
         let garbage = br#"{"message":{"subject":"$KV.S_handlers.bad","seq":3,"data":"eA=="}}"#;
-        r.answer(&reply(link.sent[3].0, garbage), t0);
+        r.answer(&reply(link.sent[4].0, garbage), t0);
         assert_eq!(r.values(), None, "one read failed");
         assert_eq!(r.next_deadline(), Some(t0 + READ_RETRY));
         r.step(&mut link, t0 + READ_RETRY);
@@ -1020,6 +1071,20 @@ mod tests {
         assert_eq!(body, r#"{"last_by_subj":"$KV.S_handlers.new"}"#);
         r.answer(&reply(id, NO_KEY), t0);
         assert_eq!(r.values(), Some(vec![Some(43), None, None, None]));
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn without_a_bucket_every_key_reads_as_missing() {
+        let t0 = Instant::now();
+        let mut link = FakeLink::up();
+        let mut r = OffsetReader::new("S", ["mail", "other"], t0);
+        r.step(&mut link, t0);
+        let (id, ..) = link.last();
+        r.answer(&reply(id, INFO_MISSING), t0);
+        r.step(&mut link, t0);
+        assert_eq!(link.sent.len(), 1, "no key is asked");
+        assert_eq!(r.values(), Some(vec![None, None]));
         assert_eq!(r.next_deadline(), None);
     }
 
