@@ -12,7 +12,8 @@
 //! ```
 //! Applied events are committed with the tick and dispatched after it exactly as
 //! local writes are (callbacks, pub/sub, XREAD wake-ups, SSE). Durable handlers
-//! run on the primary only.
+//! run on the primary only; a promotion first reads their offsets from the
+//! JetStream KV bucket the old primary put them in (`reactor/offsets.rs`).
 
 use std::time::{Duration, Instant};
 
