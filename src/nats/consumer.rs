@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 
 use super::client::Client;
-use super::event::{Event as NatsEvent, RequestId, Sid};
+use super::event::{Event as NatsEvent, PublishError, RequestId, Sid};
 use super::headers::{Headers, Status};
 use super::jetstream::{self, ERR_STREAM_NOT_FOUND, JsError};
+use super::offsets::{SideReply, SideRequests};
 use crate::events::Event;
 
 /// Idle heartbeat asked of the consumer.
@@ -146,6 +147,9 @@ pub struct Consumer {
     last_error: Option<String>,
     /// Set once when stopping: the reason, for the reactor to act on.
     fatal: Option<String>,
+    /// Requests of others on this connection (a promotion reading durable
+    /// handler offsets); their replies wait in it for them.
+    side: SideRequests,
 }
 
 impl Consumer {
@@ -177,6 +181,7 @@ impl Consumer {
             recreated: 0,
             last_error: None,
             fatal: None,
+            side: SideRequests::default(),
         }
     }
 
@@ -281,6 +286,12 @@ impl Consumer {
                     status,
                     payload,
                     ..
+                } if self.side.waits_for(id) => self.side.keep(id, status, payload),
+                NatsEvent::Reply {
+                    id,
+                    status,
+                    payload,
+                    ..
                 } => self.answer(id, status.as_ref(), &payload, now),
                 NatsEvent::Message {
                     sid,
@@ -345,6 +356,31 @@ impl Consumer {
         self.stream_last_at
             .filter(|&at| at >= since)
             .map(|_| self.stream_last)
+    }
+
+    /// True while the connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// Sends a request that is not the consumer's on its connection; its reply
+    /// waits for [`Consumer::take_side_replies`].
+    pub fn side_request(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<RequestId, PublishError> {
+        self.side.send(&mut self.client, subject, payload)
+    }
+
+    /// Stops waiting for the reply to side request `id` (it timed out).
+    pub fn forget_side(&mut self, id: RequestId) {
+        self.side.forget(id);
+    }
+
+    /// The replies to side requests that came since the last call.
+    pub fn take_side_replies(&mut self) -> Vec<SideReply> {
+        self.side.take()
     }
 
     /// The reason it stopped, once (the reactor acts on it).

@@ -14,7 +14,8 @@
 //!   the list with back-off; [`client`]: the connection's state machine;
 //!   [`event`]: what it reports.
 //! - [`relay`]: the primary's relay into the stream; [`consumer`]: a follower's
-//!   ordered push consumer reading it back.
+//!   ordered push consumer reading it back; [`offsets`]: durable handler offsets
+//!   in a KV bucket, through the relay's or the consumer's connection.
 //!
 //! # The state machine
 //! ```text
@@ -56,6 +57,7 @@ pub mod event;
 pub mod headers;
 pub mod jetstream;
 pub mod link;
+pub mod offsets;
 pub mod proto;
 pub mod relay;
 mod servers;

@@ -37,13 +37,14 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 
 use super::client::Client;
-use super::event::{Event as NatsEvent, RequestId};
+use super::event::{Event as NatsEvent, PublishError, RequestId};
 use super::headers::Status;
 use super::jetstream::{
     self, ERR_CLUSTER_NOT_AVAILABLE, ERR_INSUFFICIENT_RESOURCES, ERR_NO_MESSAGE_FOUND,
     ERR_SEQUENCE_NOT_MATCH, ERR_STREAM_NOT_FOUND, ERR_WRONG_LAST_MSG_ID, ERR_WRONG_LAST_SEQUENCE,
     JsError, StreamSpec,
 };
+use super::offsets::{SideReply, SideRequests};
 use crate::events::Event;
 
 /// Publishes in flight at most (acks outstanding).
@@ -180,6 +181,9 @@ pub struct Relay {
     /// Stopped because another writer's message holds the next seq (see
     /// [`Relay::foreign_writer`]).
     foreign: bool,
+    /// Requests of others on this connection (durable handler offsets), kept
+    /// out of the publish window; their replies wait in it for them.
+    side: SideRequests,
 }
 
 impl Relay {
@@ -208,6 +212,7 @@ impl Relay {
             header_values: String::new(),
             previous: None,
             foreign: false,
+            side: SideRequests::default(),
         }
     }
 
@@ -235,6 +240,38 @@ impl Relay {
     /// incompatible stream): nothing more will be confirmed.
     pub fn is_stopped(&self) -> bool {
         self.state == State::Stopped
+    }
+
+    /// True once the relay reached its stream and publishes (or waits for
+    /// events to publish).
+    pub fn is_publishing(&self) -> bool {
+        self.state == State::Publishing
+    }
+
+    /// True while the connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
+    /// Sends a request that is not the relay's on its connection: it never
+    /// enters the publish window, and its reply waits for
+    /// [`Relay::take_side_replies`].
+    pub fn side_request(
+        &mut self,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<RequestId, PublishError> {
+        self.side.send(&mut self.client, subject, payload)
+    }
+
+    /// Stops waiting for the reply to side request `id` (it timed out).
+    pub fn forget_side(&mut self, id: RequestId) {
+        self.side.forget(id);
+    }
+
+    /// The replies to side requests that came since the last call.
+    pub fn take_side_replies(&mut self) -> Vec<SideReply> {
+        self.side.take()
     }
 
     /// Readiness of the client's socket.
@@ -337,6 +374,12 @@ impl Relay {
                     }
                     self.last_error = Some(format!("server error: {text}"));
                 }
+                NatsEvent::Reply {
+                    id,
+                    status,
+                    payload,
+                    ..
+                } if self.side.waits_for(id) => self.side.keep(id, status, payload),
                 NatsEvent::Reply {
                     id,
                     status,

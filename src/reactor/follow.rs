@@ -12,7 +12,8 @@
 //! ```
 //! Applied events are committed with the tick and dispatched after it exactly as
 //! local writes are (callbacks, pub/sub, XREAD wake-ups, SSE). Durable handlers
-//! run on the primary only.
+//! run on the primary only; a promotion first reads their offsets from the
+//! JetStream KV bucket the old primary put them in (`reactor/offsets.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -320,13 +321,31 @@ impl Reactor {
         follow.consumer.ask_stream_end(now);
         let applied = self.shared.store.committed_counts().last_seq;
         let target = follow.consumer.stream_end_since(promotion.asked_at);
-        if target.is_some_and(|t| applied >= t) {
+        let reached = target.is_some_and(|t| applied >= t);
+        // Before the role changes: durable handlers resume where the old
+        // primary's stopped (reactor/offsets.rs).
+        if reached
+            && super::offsets::read_handler_offsets(
+                &mut self.handler_kv,
+                &mut follow.consumer,
+                &mut self.handlers.durable,
+                &mut self.shared.store,
+                &self.shared.config.nats_stream,
+                applied,
+                promotion.asked_at,
+            )
+        {
             self.promote();
         } else if now >= promotion.deadline || follow.status.state == "stopped" {
             let why = if follow.status.state == "stopped" {
                 format!(
                     "the follower stopped: {}",
                     follow.status.last_error.as_deref().unwrap_or("see the log")
+                )
+            } else if reached {
+                format!(
+                    "the durable handlers' offsets were not read from JetStream within \
+                     {PROMOTION_TIMEOUT:?} (NATS unreachable?); still a follower"
                 )
             } else if target.is_none() {
                 format!(

@@ -41,6 +41,7 @@ mod commit;
 mod conns;
 mod follow;
 mod http;
+mod offsets;
 mod relay;
 mod replicated;
 mod resp;
@@ -273,6 +274,8 @@ pub struct Reactor {
     promoted: Option<follow::Promoted>,
     /// Why the server must stop with an error (a follower that cannot start).
     fatal: Option<String>,
+    /// Durable handler offsets in JetStream (`--nats` with durable handlers).
+    handler_kv: offsets::HandlerKv,
 }
 
 impl Reactor {
@@ -471,6 +474,7 @@ impl Reactor {
             follow_behind: false,
             promoted: None,
             fatal: None,
+            handler_kv: offsets::HandlerKv::default(),
         })
     }
 
@@ -659,6 +663,7 @@ impl Reactor {
             self.run_durable_handlers(&fresh);
         }
         self.step_relay(&fresh);
+        self.step_handler_offsets(false);
         self.release_held(&mut fresh);
         self.step_follow();
         fresh.clear();

@@ -45,6 +45,7 @@ impl Reactor {
             relay,
             held,
             self.follow_deadline(),
+            self.handler_offsets_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -163,6 +164,7 @@ impl Reactor {
     /// stops the checkpointer thread, checkpoints.
     pub(super) fn finish(&mut self) {
         self.settle_held();
+        self.settle_handler_offsets();
         self.store_relay_position();
         if let Some(relay) = self.relay.as_mut() {
             relay.shutdown(self.poll.registry());

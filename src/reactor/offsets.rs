@@ -1,0 +1,185 @@
+//! The reactor's side of durable handler offsets in JetStream (`nats::offsets`):
+//! the primary puts each handler's offset into the KV bucket through the relay's
+//! connection after each tick (once a second per handler at most, and once more
+//! at a clean shutdown); a promotion reads them through the follower's
+//! connection before its `+OK`, so the handlers resume where the old primary's
+//! stopped (at-least-once).
+
+use std::time::Instant;
+
+use mio::Events;
+
+use super::relay::NATS;
+use super::{Reactor, SHUTDOWN_FLUSH_TIMEOUT};
+use crate::events::handlers::DurableHandler;
+use crate::nats::consumer::Consumer;
+use crate::nats::offsets::{OffsetReader, OffsetWriter, resume_offset};
+use crate::nats::relay::Relay;
+use crate::store::Store;
+
+/// The writer while this node relays, the reader while a promotion reads.
+#[derive(Debug, Default)]
+pub(super) struct HandlerKv {
+    writer: Option<OffsetWriter>,
+    /// The reader of the promotion asked at that instant.
+    reader: Option<(Instant, OffsetReader)>,
+}
+
+impl Reactor {
+    /// After the relay's step: takes in the bucket's answers and puts the
+    /// offsets that moved (`now_all`: without waiting for the interval).
+    pub(super) fn step_handler_offsets(&mut self, now_all: bool) {
+        let Some(relay) = self.relay.as_mut() else {
+            // Fenced or a follower: a later relay starts a writer of its own.
+            self.handler_kv.writer = None;
+            return;
+        };
+        if self.handlers.durable.is_empty() {
+            return;
+        }
+        let config = &self.shared.config;
+        let writer = self.handler_kv.writer.get_or_insert_with(|| {
+            OffsetWriter::new(
+                &config.nats_stream,
+                config.nats_replicas,
+                self.handlers.durable.iter().map(|h| h.name.as_str()),
+            )
+        });
+        let now = Instant::now();
+        for reply in relay.take_side_replies() {
+            writer.answer(relay, &reply, now);
+        }
+        writer.set_offsets(self.handlers.durable.iter().map(|h| h.offset));
+        let reached = relay.is_publishing();
+        writer.step(relay, reached, now, now_all);
+        relay.flush(self.poll.registry(), now);
+    }
+
+    /// When the writer or a promotion's reader next has something to do.
+    pub(super) fn handler_offsets_deadline(&self) -> Option<Instant> {
+        let writer = self
+            .handler_kv
+            .writer
+            .as_ref()
+            .and_then(OffsetWriter::next_deadline);
+        // A reader left by a promotion that failed is no longer stepped.
+        let reader = self
+            .handler_kv
+            .reader
+            .as_ref()
+            .filter(|_| self.shared.stats.replica.promote_asked)
+            .and_then(|(_, r)| r.next_deadline());
+        writer.into_iter().chain(reader).min()
+    }
+
+    /// At a clean shutdown: puts every offset that moved since its last put and
+    /// waits for the acks, for `SHUTDOWN_FLUSH_TIMEOUT` at most (not at all when
+    /// the relay does not publish: disconnected, reconciling or stopped).
+    pub(super) fn settle_handler_offsets(&mut self) {
+        if self.handlers.durable.is_empty() || !writing(self.relay.as_ref()) {
+            return;
+        }
+        let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
+        let mut events = Events::with_capacity(64);
+        loop {
+            self.step_handler_offsets(true);
+            let Some(writer) = self.handler_kv.writer.as_ref() else {
+                return;
+            };
+            let now = Instant::now();
+            if !writer.pending() {
+                return;
+            }
+            if now >= deadline || !writing(self.relay.as_ref()) {
+                log::warn!(
+                    "nats: durable handler offsets not all stored in KV bucket '{}' at shutdown; \
+                     a promoted node may run the last events again",
+                    writer.bucket()
+                );
+                return;
+            }
+            let wake = [
+                writer.next_deadline(),
+                self.relay.as_ref().and_then(|r| r.next_deadline()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(deadline, |d| d.clamp(now, deadline));
+            if let Err(e) = self.poll.poll(&mut events, Some(wake - now))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                return;
+            }
+            for ev in events.iter().filter(|ev| ev.token() == NATS) {
+                if let Some(relay) = self.relay.as_mut() {
+                    let closed = ev.is_read_closed() || ev.is_error();
+                    relay.ready(
+                        self.poll.registry(),
+                        ev.is_readable() || closed,
+                        ev.is_writable(),
+                        Instant::now(),
+                    );
+                }
+            }
+            self.relay_timers(Instant::now());
+            self.step_relay(&[]);
+        }
+    }
+}
+
+/// True when `relay` is connected and publishes (puts are made only then).
+fn writing(relay: Option<&Relay>) -> bool {
+    relay.is_some_and(|r| r.is_connected() && r.is_publishing())
+}
+
+/// A promotion whose stream is applied: reads each durable handler's offset
+/// from the bucket through the follower's connection, then sets each handler's
+/// offset to [`resume_offset`] of its own, the bucket's and `applied`, and
+/// stores it. True once done (at once without durable handlers); until then the
+/// promotion waits (and fails at its own deadline).
+pub(super) fn read_handler_offsets(
+    kv: &mut HandlerKv,
+    consumer: &mut Consumer,
+    durable: &mut [DurableHandler],
+    store: &mut Store,
+    stream: &str,
+    applied: i64,
+    asked_at: Instant,
+) -> bool {
+    let now = Instant::now();
+    if durable.is_empty() {
+        return true;
+    }
+    if kv.reader.as_ref().is_none_or(|(at, _)| *at != asked_at) {
+        let names = durable.iter().map(|h| h.name.as_str());
+        kv.reader = Some((asked_at, OffsetReader::new(stream, names, now)));
+    }
+    let Some((_, reader)) = kv.reader.as_mut() else {
+        return false;
+    };
+    for reply in consumer.take_side_replies() {
+        reader.answer(&reply, now);
+    }
+    reader.step(consumer, now);
+    let Some(values) = reader.values() else {
+        return false;
+    };
+    kv.reader = None;
+    for (h, stored) in durable.iter_mut().zip(values) {
+        let offset = resume_offset(h.offset, stored, applied);
+        log::info!(
+            "durable handler '{}' resumes after event {offset} (local offset {}, KV bucket {})",
+            h.name,
+            h.offset,
+            stored.map_or_else(|| "none".to_string(), |v| v.to_string())
+        );
+        if offset != h.offset {
+            h.offset = offset;
+            if let Err(e) = store.set_handler_offset(&h.name, offset) {
+                log::warn!("durable handler '{}': cannot store its offset: {e}", h.name);
+            }
+        }
+    }
+    true
+}

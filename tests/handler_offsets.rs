@@ -1,0 +1,337 @@
+//! Durable handler offsets in the JetStream KV bucket `<stream>_handlers`, against
+//! a real nats-server: the primary puts each handler's offset there (the bucket
+//! is a KV bucket nats clients read, nats-py included); a follower promoted after
+//! the primary stopped resumes its handlers after the bucket's offsets, never
+//! before them and never past what it applied (at-least-once).
+//!
+//! Without nats-server these tests print a note and pass, unless
+//! `USERBUS_NATS_TEST=1`.
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use common::nats::{
+    NatsCluster, NatsServer, NatsTestClient, StoredMsg, nats_available, nats_py_available,
+};
+use common::process::UserbusProcess;
+use serde_json::json;
+use userbus::Durability;
+
+/// How long catching up, storing an offset or promoting may take.
+const WAIT: Duration = Duration::from_secs(30);
+/// The bucket of the default stream `USERBUS`.
+const BUCKET: &str = "USERBUS_handlers";
+
+/// The last value of `key` in the bucket, read as `nats kv get` reads it; `None`
+/// when the key or the bucket is missing (a cluster does not answer a MSG.GET
+/// from a missing stream).
+fn kv_get(client: &mut NatsTestClient, key: &str) -> Option<String> {
+    let reply = client
+        .try_api(
+            &format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET}"),
+            &json!({ "last_by_subj": format!("$KV.{BUCKET}.{key}") }),
+            Duration::from_secs(2),
+        )
+        .ok()?;
+    StoredMsg::from_api(&reply).map(|m| m.text())
+}
+
+/// Polls the bucket until `key` holds `want`.
+fn wait_kv(client: &mut NatsTestClient, key: &str, want: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = kv_get(client, key);
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "key {key} holds {got:?}, not {want:?}, after {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The next `n` seqs a handler was called with.
+fn recv_seqs(rx: &Receiver<i64>, n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|_| rx.recv_timeout(WAIT).expect("a durable handler call"))
+        .collect()
+}
+
+/// An INFO section as field -> value.
+fn info(c: &mut redis::Connection, section: &str) -> HashMap<String, String> {
+    let text: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
+        .collect()
+}
+
+/// Waits until the follower behind `c` applied up to `seq`.
+fn wait_applied(c: &mut redis::Connection, seq: i64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let i = info(c, "replication");
+        let applied: i64 = i
+            .get("userbus_applied_seq")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1);
+        if applied >= seq {
+            return;
+        }
+        assert!(Instant::now() < deadline, "seq {seq} not applied: {i:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn register(c: &mut redis::Connection, name: &str) -> i64 {
+    redis::cmd("REGISTER").arg(name).query(c).expect("REGISTER")
+}
+
+fn promote(c: &mut redis::Connection) {
+    let ok: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(c)
+        .expect("REPLICAOF NO ONE");
+    assert_eq!(ok, "OK");
+}
+
+/// A server with `--nats url`, following when `follow`, with the durable
+/// handler `name` reporting each event's seq.
+fn node(url: &str, follow: bool, name: &'static str) -> (TestServer, Receiver<i64>) {
+    let (tx, rx) = channel();
+    let url = url.to_string();
+    let server = TestServer::start_with(
+        move |c| {
+            c.nats = Some(url);
+            c.follow = follow;
+        },
+        move |b| {
+            b.durable_handler(name, move |e| {
+                let _ = tx.send(e.seq);
+            })
+        },
+    );
+    (server, rx)
+}
+
+#[test]
+fn offsets_reach_the_kv_bucket_and_a_promoted_follower_resumes_after_them() {
+    if !nats_available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let url = nats.url();
+    // A name with '.', ' ' and '*': its key is one token.
+    let name = "mail.v1 *";
+    let key = "mail=2Ev1=20=2A";
+    let (primary, primary_seqs) = node(&url, false, name);
+    let mut p = primary.redis();
+    let started = Instant::now();
+    for i in 1..=20 {
+        register(&mut p, &format!("u{i}"));
+    }
+    assert_eq!(recv_seqs(&primary_seqs, 20), (1..=20).collect::<Vec<_>>());
+    let mut client = nats.client();
+    wait_kv(&mut client, key, "20");
+    // Once a second at most: the bucket's stream counts every put.
+    let puts = client.stream_info(&format!("KV_{BUCKET}"))["state"]["last_seq"]
+        .as_u64()
+        .expect("last_seq");
+    let most = started.elapsed().as_secs() + 2;
+    assert!(
+        (1..=most).contains(&puts),
+        "{puts} puts for 20 events within {:?}",
+        started.elapsed()
+    );
+    // The bucket is a KV bucket as nats clients make one.
+    let config = client.stream_info(&format!("KV_{BUCKET}"))["config"].clone();
+    assert_eq!(config["subjects"], json!([format!("$KV.{BUCKET}.>")]));
+    assert_eq!(config["max_msgs_per_subject"], 1);
+    assert_eq!(config["allow_rollup_hdrs"], true);
+    assert_eq!(config["deny_delete"], true);
+    assert_eq!(config["num_replicas"], 1);
+    if nats_py_available() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nats_py/kv_get.py");
+        let out = Command::new("python3")
+            .args([script, &url, BUCKET, key])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            out.status.success(),
+            "kv_get.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "20");
+    }
+
+    let (follower, follower_seqs) = node(&url, true, name);
+    let mut f = follower.redis();
+    wait_applied(&mut f, 20);
+    for i in 21..=25 {
+        register(&mut p, &format!("u{i}"));
+    }
+    assert_eq!(recv_seqs(&primary_seqs, 5), (21..=25).collect::<Vec<_>>());
+    wait_applied(&mut f, 25);
+    assert!(
+        follower_seqs.try_recv().is_err(),
+        "a durable handler ran on a follower"
+    );
+    drop(p);
+    primary.stop();
+    // A clean stop puts the last offset without waiting for the interval.
+    let stored: i64 = kv_get(&mut client, key)
+        .expect("the key")
+        .parse()
+        .expect("an offset");
+    assert_eq!(stored, 25);
+
+    promote(&mut f);
+    for i in 26..=28 {
+        assert_eq!(register(&mut f, &format!("u{i}")), i);
+    }
+    // Resumes after the bucket's offset: nothing before it again, nothing
+    // after it skipped.
+    assert_eq!(
+        recv_seqs(&follower_seqs, 3),
+        ((stored + 1)..=28).collect::<Vec<_>>()
+    );
+    assert!(
+        follower_seqs
+            .recv_timeout(Duration::from_millis(300))
+            .is_err()
+    );
+    // The promoted node puts its own offsets.
+    wait_kv(&mut client, key, "28");
+}
+
+#[test]
+fn a_promotion_takes_the_buckets_offset_over_its_own_never_past_what_it_applied() {
+    if !nats_available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    let mut p = primary.redis();
+    for i in 1..=5 {
+        register(&mut p, &format!("u{i}"));
+    }
+    // What an old primary left: "mail" confirmed up to 2 (it may have run 3 and
+    // 4 within its last interval), "ahead" past the stream's end (a primary
+    // whose handler ran on events the stream never got), no key for "fresh".
+    let mut client = nats.client();
+    client.api(
+        &format!("$JS.API.STREAM.CREATE.KV_{BUCKET}"),
+        &json!({
+            "name": format!("KV_{BUCKET}"), "subjects": [format!("$KV.{BUCKET}.>")],
+            "max_msgs_per_subject": 1, "allow_rollup_hdrs": true, "deny_delete": true,
+            "discard": "new", "storage": "file", "num_replicas": 1,
+        }),
+    );
+    for (key, value) in [("mail", "2"), ("ahead", "999")] {
+        let ack = client
+            .js_publish(&format!("$KV.{BUCKET}.{key}"), &[], value.as_bytes())
+            .expect("put");
+        assert!(ack.get("error").is_none(), "{ack}");
+    }
+    let names = ["mail", "ahead", "fresh"];
+    let mut txs = Vec::new();
+    let mut rxs = Vec::new();
+    for _ in names {
+        let (tx, rx) = channel::<i64>();
+        txs.push(tx);
+        rxs.push(rx);
+    }
+    let url2 = url.clone();
+    let follower = TestServer::start_with(
+        move |c| {
+            c.nats = Some(url2);
+            c.follow = true;
+        },
+        move |mut b| {
+            for (name, tx) in names.into_iter().zip(txs) {
+                b = b.durable_handler(name, move |e| {
+                    let _ = tx.send(e.seq);
+                });
+            }
+            b
+        },
+    );
+    let mut f = follower.redis();
+    wait_applied(&mut f, 5);
+    drop(p);
+    drop(primary);
+    promote(&mut f);
+    assert_eq!(register(&mut f, "u6"), 6);
+    assert_eq!(recv_seqs(&rxs[0], 4), [3, 4, 5, 6], "mail resumes after 2");
+    assert_eq!(recv_seqs(&rxs[1], 1), [6], "ahead resumes after 5");
+    assert_eq!(recv_seqs(&rxs[2], 6), [1, 2, 3, 4, 5, 6], "fresh keeps 0");
+    for rx in &rxs {
+        assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    }
+    wait_kv(&mut client, "fresh", "6");
+    wait_kv(&mut client, "ahead", "6");
+}
+
+#[test]
+fn a_promotion_on_a_cluster_without_a_bucket_keeps_local_offsets_and_creates_it_r3() {
+    if !nats_available() {
+        return;
+    }
+    let cluster = NatsCluster::start(3);
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A primary without durable handlers: no bucket.
+    let primary = UserbusProcess::start(
+        &dir.path().join("p.db"),
+        &["--nats", urls.as_str(), "--nats-replicas", "3"],
+    );
+    let mut p = primary.redis();
+    for i in 1..=3 {
+        register(&mut p, &format!("u{i}"));
+    }
+    let (tx, rx) = channel();
+    let follower = TestServer::start_with(
+        move |c| {
+            c.nats = Some(urls);
+            c.nats_replicas = 3;
+            c.durability = Durability::Replicated;
+            c.follow = true;
+        },
+        move |b| {
+            b.durable_handler("welcome-mail", move |e| {
+                let _ = tx.send(e.seq);
+            })
+        },
+    );
+    let mut f = follower.redis();
+    wait_applied(&mut f, 3);
+    drop(p);
+    drop(primary);
+    // A clustered JetStream does not answer a MSG.GET from a missing stream: the
+    // promotion asks whether the bucket exists first, and does not wait.
+    let started = Instant::now();
+    promote(&mut f);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(recv_seqs(&rx, 3), [1, 2, 3], "the local offset, 0, is kept");
+    for i in 4..=5 {
+        assert_eq!(register(&mut f, &format!("u{i}")), i);
+    }
+    assert_eq!(recv_seqs(&rx, 2), [4, 5]);
+    let mut client = cluster.any_client();
+    wait_kv(&mut client, "welcome-mail", "5");
+    let info = client.stream_info(&format!("KV_{BUCKET}"));
+    assert_eq!(info["config"]["num_replicas"], 3, "{info}");
+}
