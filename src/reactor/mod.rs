@@ -554,17 +554,7 @@ impl Reactor {
                 HTTP_LISTENER => self.accept(Listener::Http),
                 TLS_LISTENER => self.accept(Listener::RespTls),
                 HTTPS_LISTENER => self.accept(Listener::Https),
-                relay::NATS => {
-                    if let Some(relay) = self.relay.as_mut() {
-                        let closed = ev.is_read_closed() || ev.is_error();
-                        relay.ready(
-                            self.poll.registry(),
-                            ev.is_readable() || closed,
-                            ev.is_writable(),
-                            Instant::now(),
-                        );
-                    }
-                }
+                relay::NATS => self.relay_ready(ev),
                 follow::FOLLOW => {
                     let closed = ev.is_read_closed() || ev.is_error();
                     self.follow_ready(ev.is_readable() || closed, ev.is_writable());

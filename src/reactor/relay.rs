@@ -186,6 +186,19 @@ impl Reactor {
         }
     }
 
+    /// The relay's connection is ready (`ev`): read and write what it can.
+    pub(super) fn relay_ready(&mut self, ev: &mio::event::Event) {
+        if let Some(relay) = self.relay.as_mut() {
+            let closed = ev.is_read_closed() || ev.is_error();
+            relay.ready(
+                self.poll.registry(),
+                ev.is_readable() || closed,
+                ev.is_writable(),
+                Instant::now(),
+            );
+        }
+    }
+
     /// The relay's timers (connect attempts, PINGs, answers that did not come).
     pub(super) fn relay_timers(&mut self, now: Instant) {
         let Some(relay) = self.relay.as_mut() else {

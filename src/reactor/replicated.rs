@@ -255,15 +255,7 @@ impl Reactor {
                 break;
             }
             for ev in events.iter().filter(|ev| ev.token() == NATS) {
-                if let Some(relay) = self.relay.as_mut() {
-                    let closed = ev.is_read_closed() || ev.is_error();
-                    relay.ready(
-                        self.poll.registry(),
-                        ev.is_readable() || closed,
-                        ev.is_writable(),
-                        Instant::now(),
-                    );
-                }
+                self.relay_ready(ev);
             }
             self.relay_timers(Instant::now());
             self.step_relay(&[]);
