@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::nats::{NatsCluster, nats_available};
-use common::process::UserbusProcess;
+use common::process::{UserbusProcess, info_num};
 
 /// How long catching up, promoting or draining may take.
 const WAIT: Duration = Duration::from_secs(60);
@@ -36,44 +36,6 @@ enum Known {
     Absent,
     /// The last write got an error or no reply: it may or may not have happened.
     Unknown,
-}
-
-/// An INFO section as field -> value.
-fn info(p: &UserbusProcess, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO")
-        .arg(section)
-        .query(&mut p.redis())
-        .expect("INFO");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
-        .collect()
-}
-
-fn num(i: &HashMap<String, String>, field: &str) -> i64 {
-    i.get(field).and_then(|v| v.parse().ok()).unwrap_or(-1)
-}
-
-/// Polls INFO `section` until `done` holds.
-fn wait_info(
-    p: &UserbusProcess,
-    section: &str,
-    what: &str,
-    done: impl Fn(&HashMap<String, String>) -> bool,
-) -> HashMap<String, String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let i = info(p, section);
-        if done(&i) {
-            return i;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited {WAIT:?} for {what}; INFO {section}: {i:?}\n{}",
-            p.log()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// `REPLICAOF NO ONE`, bounded.
@@ -260,12 +222,12 @@ fn replicated_failover_rounds_lose_no_acknowledged_write() {
     let mut attempted: HashSet<String> = HashSet::new();
     let mut failovers = Vec::new();
     for round in 0..rounds {
-        let start = num(&info(&primary, "events"), "events_last_seq");
+        let start = info_num(&primary.info("events"), "events_last_seq");
         let stop = Arc::new(AtomicBool::new(false));
         let writers = load(primary.port, format!("r{round}"), Arc::clone(&stop));
         // Let the load reach the primary, then take it down under that load.
-        wait_info(&primary, "events", "writes under way", |i| {
-            num(i, "events_last_seq") >= start + 50
+        primary.wait_info("events", "writes under way", |i| {
+            info_num(i, "events_last_seq") >= start + 50
         });
         primary.kill9();
         let died = Instant::now();
@@ -319,19 +281,13 @@ fn replicated_failover_rounds_lose_no_acknowledged_write() {
         let promoted = std::mem::replace(&mut follower, old);
         primary = promoted;
         std::mem::swap(&mut p_db, &mut f_db);
-        wait_info(
-            &primary,
-            "nats",
-            "the promoted node's relay to drain",
-            |i| num(i, "nats_lag_events") == 0,
-        );
-        let last = num(&info(&primary, "events"), "events_last_seq");
-        wait_info(
-            &follower,
-            "replication",
-            "the old primary to catch up",
-            |i| num(i, "userbus_applied_seq") >= last,
-        );
+        primary.wait_info("nats", "the promoted node's relay to drain", |i| {
+            info_num(i, "nats_lag_events") == 0
+        });
+        let last = info_num(&primary.info("events"), "events_last_seq");
+        follower.wait_info("replication", "the old primary to catch up", |i| {
+            info_num(i, "userbus_applied_seq") >= last
+        });
         let log = event_log(&primary);
         assert_eq!(
             log,
@@ -378,8 +334,8 @@ fn a_node_fenced_right_after_its_promotion_applies_the_late_event_and_promotes_a
     for i in 0..5 {
         try_register(&old, &format!("u{i}")).expect("REGISTER on the primary");
     }
-    wait_info(&new, "replication", "the follower to catch up", |i| {
-        num(i, "userbus_applied_seq") >= 5
+    new.wait_info("replication", "the follower to catch up", |i| {
+        info_num(i, "userbus_applied_seq") >= 5
     });
     assert_eq!(promote(&new), "OK");
     // The old primary's write lands first: what a publish in flight when it died
@@ -401,17 +357,13 @@ fn a_node_fenced_right_after_its_promotion_applies_the_late_event_and_promotes_a
     };
     assert_eq!(id, 7);
     assert!(new.log().contains("promoting again"), "{}", new.log());
-    assert_eq!(info(&new, "replication")["role"], "master");
+    assert_eq!(new.info("replication")["role"], "master");
     // The old primary's next write meets the new one's event: it is fenced.
     assert!(try_register(&old, "too-late").is_err());
-    wait_info(
-        &old,
-        "replication",
-        "the old primary to turn follower",
-        |i| {
-            i.get("role").map(String::as_str) == Some("slave") && num(i, "userbus_applied_seq") >= 7
-        },
-    );
+    old.wait_info("replication", "the old primary to turn follower", |i| {
+        i.get("role").map(String::as_str) == Some("slave")
+            && info_num(i, "userbus_applied_seq") >= 7
+    });
     assert!(lookup_exists(&new, "late"));
     assert!(!lookup_exists(&new, "refused"));
     assert!(!lookup_exists(&old, "too-late"));

@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::nats::{NatsCluster, NatsServer, nats_available};
-use common::process::UserbusProcess;
+use common::process::{UserbusProcess, info_num};
 
 /// How long catching up, draining or promoting may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -26,47 +26,9 @@ fn single_node() -> Option<(NatsServer, tempfile::TempDir)> {
     nats_available().then(|| (NatsServer::start(), tempfile::tempdir().expect("tempdir")))
 }
 
-/// An INFO section as field -> value.
-fn info(p: &UserbusProcess, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO")
-        .arg(section)
-        .query(&mut p.redis())
-        .expect("INFO");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
-        .collect()
-}
-
-/// Polls INFO `section` until `done` holds, or fails with the last one seen.
-fn wait_info(
-    p: &UserbusProcess,
-    section: &str,
-    what: &str,
-    done: impl Fn(&HashMap<String, String>) -> bool,
-) -> HashMap<String, String> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let i = info(p, section);
-        if done(&i) {
-            return i;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited {WAIT:?} for {what}; INFO {section}: {i:?}\n{}",
-            p.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn num(i: &HashMap<String, String>, field: &str) -> i64 {
-    i.get(field).and_then(|v| v.parse().ok()).unwrap_or(-1)
-}
-
 /// Waits until the primary's relay confirmed every committed event.
 fn wait_relayed(p: &UserbusProcess) {
-    wait_info(p, "nats", "the relay to drain", |i| {
+    p.wait_info("nats", "the relay to drain", |i| {
         i.get("nats_lag_events").map(String::as_str) == Some("0")
             && i.get("nats_relay_state").map(String::as_str) == Some("publishing")
     });
@@ -74,8 +36,8 @@ fn wait_relayed(p: &UserbusProcess) {
 
 /// Waits until the follower applied up to `seq`.
 fn wait_applied(f: &UserbusProcess, seq: i64) -> HashMap<String, String> {
-    wait_info(f, "replication", &format!("seq {seq} applied"), |i| {
-        num(i, "userbus_applied_seq") >= seq
+    f.wait_info("replication", &format!("seq {seq} applied"), |i| {
+        info_num(i, "userbus_applied_seq") >= seq
     })
 }
 
@@ -115,7 +77,7 @@ fn lookup(p: &UserbusProcess, name: &str) -> Option<String> {
 }
 
 fn last_seq(p: &UserbusProcess) -> i64 {
-    num(&info(p, "events"), "events_last_seq")
+    info_num(&p.info("events"), "events_last_seq")
 }
 
 /// The HTTP port from the ready line.
@@ -209,7 +171,7 @@ fn a_follower_catches_up_from_empty_then_follows_live_writes_with_the_same_ids()
     }
     let last = last_seq(&primary);
     let i = wait_applied(&follower, last);
-    assert_eq!(num(&i, "userbus_lag_events"), 0, "{i:?}");
+    assert_eq!(info_num(&i, "userbus_lag_events"), 0, "{i:?}");
     assert_eq!(i["role"], "slave");
     // The same log, seqs and users on both.
     assert_eq!(log(&follower), log(&primary));
@@ -271,7 +233,7 @@ fn a_follower_refuses_writes_and_reports_info_replication() {
     }
     assert_eq!(i["role"], "slave");
     assert_eq!(i["userbus_follow_stream"], "USERBUS");
-    assert_eq!(info(&primary, "replication")["role"], "master");
+    assert_eq!(primary.info("replication")["role"], "master");
     let mut c = follower.redis();
     for cmd in [
         redis::cmd("REGISTER").arg("bob").clone(),
@@ -390,14 +352,14 @@ fn a_promoted_follower_continues_the_stream_and_the_old_primary_turns_follower()
     let started = Instant::now();
     assert_eq!(promote(&follower).unwrap(), "OK");
     println!("promotion took {:?}", started.elapsed());
-    assert_eq!(info(&follower, "replication")["role"], "master");
+    assert_eq!(follower.info("replication")["role"], "master");
     let id = register(&follower, "after");
     assert!(id > 20, "{id}");
     wait_relayed(&follower);
     // The stream continues with the next seqs, chained to the old primary's.
     let msgs = nats.client().all_msgs("USERBUS");
     assert_eq!(msgs.len(), 22);
-    let writer = info(&follower, "nats")["nats_writer"].clone();
+    let writer = follower.info("nats")["nats_writer"].clone();
     assert_eq!(msgs[21].seq, 22);
     assert_eq!(msgs[21].msg_id(), Some(format!("{writer}-22").as_str()));
     assert_ne!(
@@ -408,17 +370,12 @@ fn a_promoted_follower_continues_the_stream_and_the_old_primary_turns_follower()
     // The old primary restarts as primary: the stream fences it, it discards
     // what never reached the stream and follows.
     let old = UserbusProcess::start(&pdb, &["--nats", url.as_str()]);
-    let i = wait_info(
-        &old,
-        "replication",
-        "the old primary to turn follower",
-        |i| {
-            i.get("role").map(String::as_str) == Some("slave")
-                && num(i, "userbus_applied_seq") >= 22
-        },
-    );
-    assert_eq!(num(&i, "userbus_fenced"), 1, "{i:?}");
-    assert_eq!(num(&i, "userbus_discarded_events"), 6, "{i:?}");
+    let i = old.wait_info("replication", "the old primary to turn follower", |i| {
+        i.get("role").map(String::as_str) == Some("slave")
+            && info_num(i, "userbus_applied_seq") >= 22
+    });
+    assert_eq!(info_num(&i, "userbus_fenced"), 1, "{i:?}");
+    assert_eq!(info_num(&i, "userbus_discarded_events"), 6, "{i:?}");
     let discarded = old.lines_with("discarded 6 local events");
     assert_eq!(discarded.len(), 1, "{}", old.log());
     assert!(discarded[0].contains("seq 22 to 27"), "{discarded:?}");
@@ -459,12 +416,12 @@ fn promotion_fails_with_an_error_when_nats_is_gone() {
     );
     wait_applied(&follower, 1);
     nats.stop();
-    wait_info(&follower, "replication", "the follower to lose NATS", |i| {
+    follower.wait_info("replication", "the follower to lose NATS", |i| {
         i.get("master_link_status").map(String::as_str) == Some("down")
     });
     let err = promote(&follower).expect_err("promotion without NATS");
     assert!(err.to_string().contains("promotion failed"), "{err}");
-    assert_eq!(info(&follower, "replication")["role"], "slave");
+    assert_eq!(follower.info("replication")["role"], "slave");
     // NATS back: the promotion goes through.
     nats.restart();
     assert_eq!(promote(&follower).unwrap(), "OK");
@@ -548,7 +505,7 @@ fn a_follower_resumes_after_nats_restarts() {
     );
     wait_applied(&follower, 1);
     nats.stop();
-    wait_info(&follower, "replication", "the follower to lose NATS", |i| {
+    follower.wait_info("replication", "the follower to lose NATS", |i| {
         i.get("master_link_status").map(String::as_str) == Some("down")
     });
     for i in 0..20 {
@@ -583,22 +540,18 @@ fn two_primaries_one_keeps_writing_and_the_other_turns_follower() {
     wait_relayed(&new);
     // The old one commits locally, then its publish is refused: it is fenced.
     assert!(register(&old, "old1") > 0);
-    let i = wait_info(
-        &old,
-        "replication",
-        "the old primary to turn follower",
-        |i| {
-            i.get("role").map(String::as_str) == Some("slave") && num(i, "userbus_applied_seq") >= 6
-        },
-    );
-    assert_eq!(num(&i, "userbus_discarded_events"), 1, "{i:?}");
+    let i = old.wait_info("replication", "the old primary to turn follower", |i| {
+        i.get("role").map(String::as_str) == Some("slave")
+            && info_num(i, "userbus_applied_seq") >= 6
+    });
+    assert_eq!(info_num(&i, "userbus_discarded_events"), 1, "{i:?}");
     assert!(lookup(&old, "old1").is_none());
     assert!(lookup(&old, "new1").is_some());
     // The new one keeps writing, and the old one follows it.
     register(&new, "new2");
     wait_applied(&old, 7);
     assert_eq!(log(&old), log(&new));
-    assert_eq!(info(&new, "replication")["role"], "master");
+    assert_eq!(new.info("replication")["role"], "master");
     assert_eq!(nats.client().all_msgs("USERBUS").len(), 7);
 }
 

@@ -471,6 +471,11 @@ impl Reactor {
             }
         }
         debug_assert!(before.last_seq >= keep);
+        // As the stored offsets: a handler past the kept seq saw events that are
+        // gone, and takes the stream's from there (at-least-once).
+        for h in &mut self.handlers.durable {
+            h.offset = h.offset.min(keep);
+        }
         self.shared.stats.replica.fenced += 1;
         self.shared.stats.replica.nats = true;
         let next = keep + 1;

@@ -1,6 +1,7 @@
 //! `userbus serve` as a process of its own, for what only a process can show:
 //! kill -9, restarts on the same database, and the log lines it writes.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command};
@@ -20,7 +21,50 @@ pub struct UserbusProcess {
     lines: Arc<Mutex<Vec<String>>>,
 }
 
+/// How long [`UserbusProcess::wait_info`] waits.
+const INFO_WAIT: Duration = Duration::from_secs(60);
+
+/// An INFO field as a number; -1 when it is missing or not one.
+pub fn info_num(i: &HashMap<String, String>, field: &str) -> i64 {
+    i.get(field).and_then(|v| v.parse().ok()).unwrap_or(-1)
+}
+
 impl UserbusProcess {
+    /// An INFO section as field -> value.
+    pub fn info(&self, section: &str) -> HashMap<String, String> {
+        let text: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.redis())
+            .expect("INFO");
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
+            .collect()
+    }
+
+    /// Polls INFO `section` until `done` holds, or fails naming `what` with the
+    /// last one seen and the server's log.
+    pub fn wait_info(
+        &self,
+        section: &str,
+        what: &str,
+        done: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> HashMap<String, String> {
+        let deadline = Instant::now() + INFO_WAIT;
+        loop {
+            let i = self.info(section);
+            if done(&i) {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {INFO_WAIT:?} for {what}; INFO {section}: {i:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts `userbus serve --port 0 --http-port 0 --db <db> <args>` and returns
     /// once its ready line names the RESP port.
     pub fn start(db: &Path, args: &[&str]) -> UserbusProcess {
