@@ -25,10 +25,8 @@ pub const REPLICAOF: Spec = Spec {
 
 pub const SLAVEOF: Spec = Spec {
     name: "slaveof",
-    arity: 3,
-    flags: &["admin", "noscript", "stale"],
     summary: "The old name of REPLICAOF.",
-    run,
+    ..REPLICAOF
 };
 
 /// The `after` of a promotion's wait: no commit reaches it, only the promotion's
