@@ -20,15 +20,17 @@ use std::time::{Duration, Instant};
 use mio::Token;
 
 use super::Reactor;
+use super::relay::OptionsError;
 use crate::cmd::PROMOTION_WAIT;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::nats::client::{Client, Options};
+use crate::nats::client::Client;
 use crate::nats::consumer::{Consumer, FeedStatus};
 use crate::nats::relay::Relay;
 use crate::replica::Role;
 use crate::store::Store;
+use crate::store::replica::Discarded;
 
 /// The follower's NATS connection.
 pub(super) const FOLLOW: Token = Token(usize::MAX - 8);
@@ -58,29 +60,31 @@ struct Promotion {
     deadline: Instant,
 }
 
-/// The NATS client options `--nats` and its flags give, named `name`.
-fn client_options(config: &Config, name: String) -> Result<Options> {
-    let servers = config
-        .nats_servers()
-        .map_err(|e| Error::Config(format!("--nats: {e}")))?
-        .ok_or_else(|| Error::Config("--follow needs --nats".into()))?;
-    let needs_tls = servers.iter().any(|s| s.tls);
-    let mut options = Options::new(servers);
-    options.credentials = config
-        .nats_credentials()
-        .map_err(|e| Error::Config(format!("NATS credentials: {e}")))?
-        .to_client();
-    match &config.nats_ca {
-        Some(ca) => options.tls = Some(crate::nats::link::tls_config(ca)?),
-        None if needs_tls => {
-            return Err(Error::Config(
-                "a tls:// NATS server needs --nats-ca (the CA that signed its certificate)".into(),
-            ));
-        }
-        None => {}
+impl Follow {
+    /// A follower of `config`'s stream from seq `next` on a connection of its
+    /// own; `started` when it replaces a relay (a stop is then no error at
+    /// start).
+    fn new(config: &Config, store: &mut Store, next: i64, started: bool) -> Result<Follow> {
+        let name = format!("userbus follower {}", store.writer_id());
+        let options = match super::relay::client_options(config, name) {
+            Ok(options) => options,
+            Err(OptionsError::Absent) => {
+                return Err(Error::Config("--follow needs --nats".into()));
+            }
+            Err(OptionsError::Unusable(why)) => return Err(Error::Config(why)),
+            Err(OptionsError::Fatal(e)) => return Err(e),
+        };
+        let tip = event_at(store, next - 1);
+        let stream = &config.nats_stream;
+        Ok(Follow {
+            consumer: Consumer::new(Client::new(options, FOLLOW), stream, next, tip),
+            last: None,
+            applying: None,
+            promotion: None,
+            started,
+            status: FeedStatus::default(),
+        })
     }
-    options.name = name;
-    Ok(options)
 }
 
 /// The local event at `seq`, if the log still holds it.
@@ -145,20 +149,13 @@ pub(super) fn build(config: &Config, store: &mut Store) -> Result<Follow> {
         discard_tail(store, keep, stream)?;
     }
     let next = store.committed_counts().last_seq + 1;
-    let tip = event_at(store, next - 1);
-    let options = client_options(config, format!("userbus follower {}", store.writer_id()))?;
+    let mut follow = Follow::new(config, store, next, false)?;
     log::info!(
         "nats: following stream '{stream}' on {} from seq {next}",
         crate::config::nats::mask_servers(config.nats.as_deref().unwrap_or_default())
     );
-    Ok(Follow {
-        consumer: Consumer::new(Client::new(options, FOLLOW), stream, next, tip),
-        last: previous.filter(|(seq, _)| *seq == next - 1),
-        applying: None,
-        promotion: None,
-        started: false,
-        status: FeedStatus::default(),
-    })
+    follow.last = previous.filter(|(seq, _)| *seq == next - 1);
+    Ok(follow)
 }
 
 /// Discards the local events after `keep`, loudly.
@@ -168,18 +165,20 @@ fn discard_tail(store: &mut Store, keep: i64, stream: &str) -> Result<()> {
         .map_err(|e| Error::Config(format!("cannot discard the local tail: {e}")))?;
     if done.events > 0 {
         log::warn!(
-            "discarded {} local events (seq {} to {}) that never reached stream '{stream}': \
-             {} registrations, {} unregistrations and {} updates undone; the database ends \
-             at seq {keep}",
-            done.events,
-            done.first,
-            done.last,
-            done.registrations,
-            done.unregistrations,
-            done.updates
+            "{}; the database ends at seq {keep}",
+            discarded(&done, stream)
         );
     }
     Ok(())
+}
+
+/// What `discard_after` undid, for the log.
+fn discarded(done: &Discarded, stream: &str) -> String {
+    format!(
+        "discarded {} local events (seq {} to {}) that never reached stream '{stream}': {} \
+         registrations, {} unregistrations and {} updates undone",
+        done.events, done.first, done.last, done.registrations, done.unregistrations, done.updates
+    )
 }
 
 /// A primary resuming after it followed the stream: its relay chains its first
@@ -443,21 +442,10 @@ impl Reactor {
             "fenced: stream '{stream}' holds another writer's message after seq {keep}; this \
              node stops taking writes (-READONLY) and follows the stream"
         );
-        let before = self.shared.store.committed_counts();
         match self.shared.store.discard_after(keep) {
             Ok(done) => {
                 if done.events > 0 {
-                    log::error!(
-                        "fenced: discarded {} local events (seq {} to {}) that never reached \
-                         stream '{stream}': {} registrations, {} unregistrations and {} \
-                         updates undone",
-                        done.events,
-                        done.first,
-                        done.last,
-                        done.registrations,
-                        done.unregistrations,
-                        done.updates
-                    );
+                    log::error!("fenced: {}", discarded(&done, &stream));
                 }
                 self.shared.stats.replica.discarded_events += done.events as u64;
             }
@@ -470,7 +458,7 @@ impl Reactor {
                 return;
             }
         }
-        debug_assert!(before.last_seq >= keep);
+        debug_assert!(last >= keep);
         // As the stored offsets: a handler past the kept seq saw events that are
         // gone, and takes the stream's from there (at-least-once).
         for h in &mut self.handlers.durable {
@@ -478,23 +466,8 @@ impl Reactor {
         }
         self.shared.stats.replica.fenced += 1;
         self.shared.stats.replica.nats = true;
-        let next = keep + 1;
-        let tip = event_at(&mut self.shared.store, keep);
-        let store = &self.shared.store;
-        match client_options(
-            &self.shared.config,
-            format!("userbus follower {}", store.writer_id()),
-        ) {
-            Ok(options) => {
-                self.follow = Some(Follow {
-                    consumer: Consumer::new(Client::new(options, FOLLOW), &stream, next, tip),
-                    last: None,
-                    applying: None,
-                    promotion: None,
-                    started: true,
-                    status: FeedStatus::default(),
-                });
-            }
+        match Follow::new(&self.shared.config, &mut self.shared.store, keep + 1, true) {
+            Ok(follow) => self.follow = Some(follow),
             Err(e) => log::error!("fenced: cannot follow: {e}"),
         }
         // Fenced before the stream confirmed any event of this node's since its

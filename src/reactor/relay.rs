@@ -20,38 +20,62 @@ pub(super) const NATS: Token = Token(usize::MAX - 7);
 /// How often at most a tick that writes nothing else stores the relay's position.
 const RELAY_PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Why `--nats` and its flags give no NATS client options.
+pub(super) enum OptionsError {
+    /// No `--nats`.
+    Absent,
+    /// A server list or credentials that cannot be used: the text to log (the
+    /// relay goes without NATS) or to fail with (a follower cannot start).
+    Unusable(String),
+    /// A configuration error that stops the server.
+    Fatal(Error),
+}
+
+/// The NATS client options `--nats` and its flags give, named `name`.
+pub(super) fn client_options(
+    config: &Config,
+    name: String,
+) -> std::result::Result<Options, OptionsError> {
+    let servers = match config.nats_servers() {
+        Ok(Some(servers)) => servers,
+        Ok(None) => return Err(OptionsError::Absent),
+        Err(e) => return Err(OptionsError::Unusable(format!("--nats: {e}"))),
+    };
+    let needs_tls = servers.iter().any(|s| s.tls);
+    let mut options = Options::new(servers);
+    options.credentials = config
+        .nats_credentials()
+        .map_err(|e| OptionsError::Unusable(format!("NATS credentials: {e}")))?
+        .to_client();
+    match &config.nats_ca {
+        Some(ca) => {
+            options.tls = Some(crate::nats::link::tls_config(ca).map_err(OptionsError::Fatal)?)
+        }
+        None if needs_tls => {
+            return Err(OptionsError::Fatal(Error::Config(
+                "a tls:// NATS server needs --nats-ca (the CA that signed its certificate)".into(),
+            )));
+        }
+        None => {}
+    }
+    options.name = name;
+    Ok(options)
+}
+
 /// The relay `--nats` asks for, resuming after the position stored in `store`;
 /// `None` without `--nats`. A server list or credentials that cannot be used are
 /// an error line and no relay: local service goes on.
 pub(super) fn build(config: &Config, store: &mut Store) -> Result<Option<Relay>> {
-    let servers = match config.nats_servers() {
-        Ok(Some(servers)) => servers,
-        Ok(None) => return Ok(None),
-        Err(e) => {
-            log::error!("--nats: {e}; events are not relayed to NATS");
+    let options = match client_options(config, format!("userbus {}", store.writer_id())) {
+        Ok(options) => options,
+        Err(OptionsError::Absent) => return Ok(None),
+        Err(OptionsError::Unusable(why)) => {
+            log::error!("{why}; events are not relayed to NATS");
             return Ok(None);
         }
+        Err(OptionsError::Fatal(e)) => return Err(e),
     };
     let list = config.nats.as_deref().unwrap_or_default();
-    let needs_tls = servers.iter().any(|s| s.tls);
-    let mut options = Options::new(servers);
-    options.credentials = match config.nats_credentials() {
-        Ok(c) => c.to_client(),
-        Err(e) => {
-            log::error!("NATS credentials: {e}; events are not relayed to NATS");
-            return Ok(None);
-        }
-    };
-    match &config.nats_ca {
-        Some(ca) => options.tls = Some(crate::nats::link::tls_config(ca)?),
-        None if needs_tls => {
-            return Err(Error::Config(
-                "a tls:// NATS server needs --nats-ca (the CA that signed its certificate)".into(),
-            ));
-        }
-        None => {}
-    }
-    options.name = format!("userbus {}", store.writer_id());
     let confirmed = store
         .relay_confirmed(&config.nats_stream)
         .map_err(|e| Error::Config(format!("cannot read the relay's position: {e}")))?;
