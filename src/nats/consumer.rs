@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 
 use super::client::Client;
-use super::event::{Event as NatsEvent, PublishError, RequestId, Sid};
+use super::event::{Event as NatsEvent, RequestId, Sid};
 use super::headers::{Headers, Status};
 use super::jetstream::{self, ERR_STREAM_NOT_FOUND, JsError};
-use super::offsets::{SideReply, SideRequests};
+use super::side::{Side, SideRequests};
 use crate::events::Event;
 
 /// Idle heartbeat asked of the consumer.
@@ -363,24 +363,11 @@ impl Consumer {
         self.client.is_connected()
     }
 
-    /// Sends a request that is not the consumer's on its connection; its reply
-    /// waits for [`Consumer::take_side_replies`].
-    pub fn side_request(
-        &mut self,
-        subject: &str,
-        payload: &[u8],
-    ) -> Result<RequestId, PublishError> {
-        self.side.send(&mut self.client, subject, payload)
-    }
-
-    /// Stops waiting for the reply to side request `id` (it timed out).
-    pub fn forget_side(&mut self, id: RequestId) {
-        self.side.forget(id);
-    }
-
-    /// The replies to side requests that came since the last call.
-    pub fn take_side_replies(&mut self) -> Vec<SideReply> {
-        self.side.take()
+    /// The connection lent for requests that are not the consumer's (durable
+    /// handler offsets): they never enter its own accounting, and their replies
+    /// wait in it for [`Side::take_replies`].
+    pub fn side(&mut self) -> Side<'_> {
+        Side::new(&mut self.client, &mut self.side)
     }
 
     /// The reason it stopped, once (the reactor acts on it).

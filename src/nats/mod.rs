@@ -15,7 +15,8 @@
 //!   [`event`]: what it reports.
 //! - [`relay`]: the primary's relay into the stream; [`consumer`]: a follower's
 //!   ordered push consumer reading it back; [`offsets`]: durable handler offsets
-//!   in a KV bucket, through the relay's or the consumer's connection.
+//!   in a KV bucket, through the relay's or the consumer's connection lent as a
+//!   [`side::Side`].
 //!
 //! # The state machine
 //! ```text
@@ -61,6 +62,7 @@ pub mod offsets;
 pub mod proto;
 pub mod relay;
 mod servers;
+pub mod side;
 pub mod url;
 
 #[cfg(test)]

@@ -13,9 +13,10 @@
 //!
 //! # Requests on another machine's connection
 //! The primary writes through the relay's NATS connection and a promotion reads
-//! through the follower's. [`SideRequests`] keeps the ids of these requests in
-//! the connection's owner, which hands their replies over untouched: they never
-//! enter the relay's publish window, nor its ack accounting.
+//! through the follower's, each lent as a [`super::side::Side`]: the
+//! connection's owner keeps the ids of these requests and hands their replies
+//! over untouched; they never enter the relay's publish window, nor its ack
+//! accounting.
 //!
 //! # Writing, on the primary: [`OffsetWriter`]
 //! ```text
@@ -43,15 +44,12 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use super::client::Client;
-use super::consumer::Consumer;
-use super::event::{PublishError, RequestId};
-use super::headers::Status;
+use super::event::RequestId;
 use super::jetstream::{
     self, ERR_NO_MESSAGE_FOUND, ERR_STREAM_NOT_FOUND, JsError, parse_msg_get, parse_pub_ack,
     parse_stream_info,
 };
-use super::relay::Relay;
+use super::side::{SideLink, SideReply};
 
 /// How often at most a handler's offset is put into the bucket.
 pub const PUT_INTERVAL: Duration = Duration::from_secs(1);
@@ -63,9 +61,6 @@ const BUCKET_RETRY_MIN: Duration = Duration::from_secs(1);
 const BUCKET_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Wait before asking again for a key whose read failed (no leader, ...).
 const READ_RETRY: Duration = Duration::from_millis(250);
-/// Side requests a connection's owner waits for at most; the oldest is
-/// forgotten beyond it (its reply, if it ever comes, is dropped).
-const MAX_SIDE_WAITING: usize = 1024;
 /// Header nats KV clients mark a deleted or purged key with.
 const KV_OPERATION: &str = "KV-Operation";
 
@@ -140,107 +135,6 @@ pub fn last_by_subject_request(subject: &str) -> Vec<u8> {
 /// again (at-least-once).
 pub fn resume_offset(local: i64, stored: Option<i64>, applied: i64) -> i64 {
     local.max(stored.unwrap_or(local)).min(applied)
-}
-
-/// A reply to a side request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SideReply {
-    /// The request it answers.
-    pub id: RequestId,
-    /// The server's status, for replies it generated (503: no responders).
-    pub status: Option<Status>,
-    /// Its payload.
-    pub payload: Vec<u8>,
-}
-
-/// Requests sent on a connection that a state machine owns for its own
-/// requests (the relay, the follower's consumer), and their replies, which the
-/// owner hands over untouched.
-#[derive(Debug, Default)]
-pub struct SideRequests {
-    waiting: Vec<RequestId>,
-    replies: Vec<SideReply>,
-}
-
-impl SideRequests {
-    /// Sends a request through `client` and waits for its reply.
-    pub fn send(
-        &mut self,
-        client: &mut Client,
-        subject: &str,
-        payload: &[u8],
-    ) -> Result<RequestId, PublishError> {
-        let id = client.request(subject, &[], payload)?;
-        if self.waiting.len() >= MAX_SIDE_WAITING {
-            self.waiting.remove(0);
-        }
-        self.waiting.push(id);
-        Ok(id)
-    }
-
-    /// True when `id` is a side request's: its reply goes to [`Self::keep`].
-    pub fn waits_for(&self, id: RequestId) -> bool {
-        self.waiting.contains(&id)
-    }
-
-    /// Keeps the reply to side request `id`.
-    pub fn keep(&mut self, id: RequestId, status: Option<Status>, payload: Vec<u8>) {
-        self.forget(id);
-        self.replies.push(SideReply {
-            id,
-            status,
-            payload,
-        });
-    }
-
-    /// Stops waiting for `id`.
-    pub fn forget(&mut self, id: RequestId) {
-        self.waiting.retain(|&w| w != id);
-    }
-
-    /// The replies kept since the last call.
-    pub fn take(&mut self) -> Vec<SideReply> {
-        std::mem::take(&mut self.replies)
-    }
-}
-
-/// A connection side requests go through.
-pub trait SideLink {
-    /// True while connected (requests sent otherwise would wait for the next
-    /// connection).
-    fn side_connected(&self) -> bool;
-    /// Sends a side request.
-    fn side_request(&mut self, subject: &str, payload: &[u8]) -> Result<RequestId, PublishError>;
-    /// Stops waiting for side request `id`.
-    fn side_forget(&mut self, id: RequestId);
-}
-
-impl SideLink for Relay {
-    fn side_connected(&self) -> bool {
-        self.is_connected()
-    }
-
-    fn side_request(&mut self, subject: &str, payload: &[u8]) -> Result<RequestId, PublishError> {
-        Relay::side_request(self, subject, payload)
-    }
-
-    fn side_forget(&mut self, id: RequestId) {
-        self.forget_side(id);
-    }
-}
-
-impl SideLink for Consumer {
-    fn side_connected(&self) -> bool {
-        self.is_connected()
-    }
-
-    fn side_request(&mut self, subject: &str, payload: &[u8]) -> Result<RequestId, PublishError> {
-        Consumer::side_request(self, subject, payload)
-    }
-
-    fn side_forget(&mut self, id: RequestId) {
-        self.forget_side(id);
-    }
 }
 
 /// Where the writer is with the bucket.
@@ -799,6 +693,8 @@ impl OffsetReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nats::event::PublishError;
+    use crate::nats::headers::Status;
 
     // Answers nats-server 2.9.10 gave on a raw connection, pasted unchanged.
 
@@ -1111,19 +1007,5 @@ mod tests {
         assert_eq!(resume_offset(7, None, 25), 7);
         assert_eq!(resume_offset(0, Some(999), 25), 25);
         assert_eq!(resume_offset(30, None, 25), 25);
-    }
-
-    #[test]
-    fn side_replies_are_kept_only_for_side_requests() {
-        let mut side = SideRequests::default();
-        side.waiting.push(4);
-        assert!(side.waits_for(4) && !side.waits_for(5));
-        side.keep(4, None, b"x".to_vec());
-        assert!(!side.waits_for(4));
-        assert_eq!(side.take(), [reply(4, b"x")]);
-        assert!(side.take().is_empty());
-        side.waiting.push(6);
-        side.forget(6);
-        assert!(!side.waits_for(6));
     }
 }

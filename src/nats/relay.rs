@@ -37,14 +37,14 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 
 use super::client::Client;
-use super::event::{Event as NatsEvent, PublishError, RequestId};
+use super::event::{Event as NatsEvent, RequestId};
 use super::headers::Status;
 use super::jetstream::{
     self, ERR_CLUSTER_NOT_AVAILABLE, ERR_INSUFFICIENT_RESOURCES, ERR_NO_MESSAGE_FOUND,
     ERR_SEQUENCE_NOT_MATCH, ERR_STREAM_NOT_FOUND, ERR_WRONG_LAST_MSG_ID, ERR_WRONG_LAST_SEQUENCE,
     JsError, StreamSpec,
 };
-use super::offsets::{SideReply, SideRequests};
+use super::side::{Side, SideRequests};
 use crate::events::Event;
 
 /// Publishes in flight at most (acks outstanding).
@@ -253,25 +253,11 @@ impl Relay {
         self.client.is_connected()
     }
 
-    /// Sends a request that is not the relay's on its connection: it never
-    /// enters the publish window, and its reply waits for
-    /// [`Relay::take_side_replies`].
-    pub fn side_request(
-        &mut self,
-        subject: &str,
-        payload: &[u8],
-    ) -> Result<RequestId, PublishError> {
-        self.side.send(&mut self.client, subject, payload)
-    }
-
-    /// Stops waiting for the reply to side request `id` (it timed out).
-    pub fn forget_side(&mut self, id: RequestId) {
-        self.side.forget(id);
-    }
-
-    /// The replies to side requests that came since the last call.
-    pub fn take_side_replies(&mut self) -> Vec<SideReply> {
-        self.side.take()
+    /// The connection lent for requests that are not the relay's (durable
+    /// handler offsets): they never enter its own accounting, and their replies
+    /// wait in it for [`Side::take_replies`].
+    pub fn side(&mut self) -> Side<'_> {
+        Side::new(&mut self.client, &mut self.side)
     }
 
     /// Readiness of the client's socket.

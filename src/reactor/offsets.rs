@@ -46,12 +46,13 @@ impl Reactor {
             )
         });
         let now = Instant::now();
-        for reply in relay.take_side_replies() {
-            writer.answer(relay, &reply, now);
+        let reached = relay.is_publishing();
+        let mut side = relay.side();
+        for reply in side.take_replies() {
+            writer.answer(&mut side, &reply, now);
         }
         writer.set_offsets(self.handlers.durable.iter().map(|h| h.offset));
-        let reached = relay.is_publishing();
-        writer.step(relay, reached, now, now_all);
+        writer.step(&mut side, reached, now, now_all);
         relay.flush(self.poll.registry(), now);
     }
 
@@ -150,10 +151,11 @@ pub(super) fn read_handler_offsets(
     let Some((_, reader)) = kv.reader.as_mut() else {
         return false;
     };
-    for reply in consumer.take_side_replies() {
+    let mut side = consumer.side();
+    for reply in side.take_replies() {
         reader.answer(&reply, now);
     }
-    reader.step(consumer, now);
+    reader.step(&mut side, now);
     let Some(values) = reader.values() else {
         return false;
     };
