@@ -106,8 +106,6 @@ pub struct FeedStatus {
     pub state: &'static str,
     /// True while connected.
     pub connected: bool,
-    /// The server connected to.
-    pub server: Option<String>,
     /// The stream's last seq, as last seen.
     pub stream_last: i64,
     /// Consumers created after the first (gaps, stalls, reconnections).
@@ -392,10 +390,6 @@ impl Consumer {
             State::Stopped => "stopped",
         };
         status.connected = self.client.is_connected();
-        let server = self.client.server().map(|s| s.to_string());
-        if status.server != server {
-            status.server = server;
-        }
         status.stream_last = self.stream_last;
         status.recreated = self.recreated;
         if status.last_error != self.last_error {
