@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use mio::Events;
 
-use super::relay::NATS;
 use super::{Reactor, SHUTDOWN_FLUSH_TIMEOUT};
 use crate::events::handlers::DurableHandler;
 use crate::nats::consumer::Consumer;
@@ -99,24 +98,10 @@ impl Reactor {
                 );
                 return;
             }
-            let wake = [
-                writer.next_deadline(),
-                self.relay.as_ref().and_then(|r| r.next_deadline()),
-            ]
-            .into_iter()
-            .flatten()
-            .min()
-            .map_or(deadline, |d| d.clamp(now, deadline));
-            if let Err(e) = self.poll.poll(&mut events, Some(wake - now))
-                && e.kind() != std::io::ErrorKind::Interrupted
-            {
+            let wake = writer.next_deadline();
+            if !self.poll_relay_only(&mut events, wake, deadline) {
                 return;
             }
-            for ev in events.iter().filter(|ev| ev.token() == NATS) {
-                self.relay_ready(ev);
-            }
-            self.relay_timers(Instant::now());
-            self.step_relay(&[]);
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use mio::Token;
+use mio::{Events, Token};
 
 use super::{Reactor, committed_tail};
 use crate::config::Config;
@@ -221,6 +221,34 @@ impl Reactor {
                 Instant::now(),
             );
         }
+    }
+
+    /// At shutdown: one wait on the NATS connection alone, until `wake` (or
+    /// the relay's own next deadline, if sooner) and never past `deadline`, then
+    /// the relay's timers and its step. False when the poll failed.
+    pub(super) fn poll_relay_only(
+        &mut self,
+        events: &mut Events,
+        wake: Option<Instant>,
+        deadline: Instant,
+    ) -> bool {
+        let now = Instant::now();
+        let wake = [wake, self.relay.as_ref().and_then(Relay::next_deadline)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(deadline, |d| d.clamp(now, deadline));
+        if let Err(e) = self.poll.poll(events, Some(wake - now))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            return false;
+        }
+        for ev in events.iter().filter(|ev| ev.token() == NATS) {
+            self.relay_ready(ev);
+        }
+        self.relay_timers(Instant::now());
+        self.step_relay(&[]);
+        true
     }
 
     /// The relay's timers (connect attempts, PINGs, answers that did not come).

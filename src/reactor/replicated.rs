@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use mio::Events;
 
 use super::Reactor;
-use super::relay::NATS;
 use crate::config::SHUTDOWN_FLUSH_TIMEOUT;
 use crate::conn::Conn;
 use crate::events::Event;
@@ -244,21 +243,9 @@ impl Reactor {
             if now >= deadline || self.relay.as_ref().is_none_or(|r| r.is_stopped()) {
                 break;
             }
-            let wake = self
-                .relay
-                .as_ref()
-                .and_then(|r| r.next_deadline())
-                .map_or(deadline, |d| d.min(deadline));
-            if let Err(e) = self.poll.poll(&mut events, Some(wake - now))
-                && e.kind() != std::io::ErrorKind::Interrupted
-            {
+            if !self.poll_relay_only(&mut events, None, deadline) {
                 break;
             }
-            for ev in events.iter().filter(|ev| ev.token() == NATS) {
-                self.relay_ready(ev);
-            }
-            self.relay_timers(Instant::now());
-            self.step_relay(&[]);
             self.release_held(&mut Vec::new());
         }
         self.fail_held(i64::MAX, "the server is shutting down");
