@@ -123,9 +123,10 @@ pub fn register(
     fields: BTreeMap<String, String>,
 ) -> Result<Option<i64>, WriteError> {
     let now = crate::clock::now_ms();
-    if store.has_unique_fields()
+    // Refused for a free name only; the conflict is asked first, being rare
+    // (and never there without unique fields).
+    if let Some(taken) = store.unique_conflict(name, &fields)
         && store.lookup(name)?.is_none()
-        && let Some(taken) = store.unique_conflict(name, &fields)
     {
         return Err(WriteError::Taken(taken));
     }

@@ -11,6 +11,8 @@
 //! a unique field's value (`--unique-field`) that another user holds is refused:
 //! `-ERR field 'email' value already taken by user 'bob'`.
 
+use std::collections::BTreeMap;
+
 use super::{Ctx, Outcome, Spec, wrong_arity};
 use crate::protocol::Args;
 use crate::registry::{self, WriteError, check_fields, check_name};
@@ -35,21 +37,37 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
             return Outcome::Continue;
         }
     };
-    let mut rest = args.iter_from(2);
-    let pairs = std::iter::from_fn(|| Some((rest.next()?, rest.next()?)));
-    let fields = match check_fields((args.len() - 2) / 2, pairs) {
-        Ok(f) => f,
-        Err(e) => {
-            ctx.out.error(&format!("ERR {e}"));
-            return Outcome::Continue;
-        }
+    let Some(fields) = field_args(args, ctx) else {
+        return Outcome::Continue;
     };
     let (store, events, stats) = ctx.registry();
     match registry::register(store, events, stats, name, fields) {
         Ok(Some(id)) => ctx.out.int(id),
         Ok(None) => ctx.out.int(0),
-        Err(WriteError::Storage(e)) => ctx.storage_error(&e),
-        Err(e) => ctx.out.error(&format!("ERR {e}")),
+        Err(e) => write_error(&e, ctx),
     }
     Outcome::Continue
+}
+
+/// The `field value` pairs after the name (REGISTER, UPDATE), checked by the
+/// registry's rules; `None` once the broken rule is replied.
+pub(super) fn field_args(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Option<BTreeMap<String, String>> {
+    let mut rest = args.iter_from(2);
+    let pairs = std::iter::from_fn(|| Some((rest.next()?, rest.next()?)));
+    match check_fields(args.len().saturating_sub(2) / 2, pairs) {
+        Ok(fields) => Some(fields),
+        Err(e) => {
+            ctx.out.error(&format!("ERR {e}"));
+            None
+        }
+    }
+}
+
+/// Replies a refused write: a storage failure as every command replies it, a
+/// broken rule as `-ERR <why>`.
+pub(super) fn write_error(e: &WriteError, ctx: &mut Ctx<'_>) {
+    match e {
+        WriteError::Storage(e) => ctx.storage_error(e),
+        e => ctx.out.error(&format!("ERR {e}")),
+    }
 }

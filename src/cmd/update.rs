@@ -15,9 +15,10 @@
 //! `-ERR field 'email' value already taken by user 'bob'`. A change writes the
 //! user row and its `user.updated` event in the tick's transaction.
 
+use super::register::{field_args, write_error};
 use super::{Ctx, Outcome, Spec, wrong_arity};
 use crate::protocol::Args;
-use crate::registry::{self, FieldChanges, Updated, WriteError, check_fields, check_name};
+use crate::registry::{self, FieldChanges, Updated, check_name};
 
 pub const UPDATE: Spec = Spec {
     name: "update",
@@ -40,14 +41,8 @@ fn run_update(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         wrong_arity(UPDATE.name, ctx);
         return Outcome::Continue;
     }
-    let mut rest = args.iter_from(2);
-    let pairs = std::iter::from_fn(|| Some((rest.next()?, rest.next()?)));
-    let set = match check_fields((args.len() - 2) / 2, pairs) {
-        Ok(f) => f,
-        Err(e) => {
-            ctx.out.error(&format!("ERR {e}"));
-            return Outcome::Continue;
-        }
+    let Some(set) = field_args(args, ctx) else {
+        return Outcome::Continue;
     };
     let changes = FieldChanges {
         set,
@@ -85,7 +80,6 @@ fn run(args: &Args<'_>, changes: &FieldChanges, ctx: &mut Ctx<'_>, reply: fn(usi
         Ok(Updated::Unknown) => ctx.out.int(0),
         Ok(Updated::Unchanged) => ctx.out.int(reply(0)),
         Ok(Updated::Changed { removed }) => ctx.out.int(reply(removed)),
-        Err(WriteError::Storage(e)) => ctx.storage_error(&e),
-        Err(e) => ctx.out.error(&format!("ERR {e}")),
+        Err(e) => write_error(&e, ctx),
     }
 }

@@ -6,15 +6,13 @@
 //! The index maps channels and patterns to connection keys; each connection keeps
 //! its own list too (in its session) so that closing it removes exactly its entries.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The subscription index.
 #[derive(Debug, Default)]
 pub struct PubSub {
     channels: HashMap<Vec<u8>, Vec<usize>>,
     patterns: Vec<(Vec<u8>, Vec<usize>)>,
-    /// Channels plus patterns per subscribed connection.
-    per_conn: HashMap<usize, usize>,
 }
 
 impl PubSub {
@@ -25,21 +23,7 @@ impl PubSub {
             return false;
         }
         subs.push(key);
-        self.added(key);
         true
-    }
-
-    fn added(&mut self, key: usize) {
-        *self.per_conn.entry(key).or_default() += 1;
-    }
-
-    fn removed(&mut self, key: usize) {
-        if let Some(n) = self.per_conn.get_mut(&key) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_conn.remove(&key);
-            }
-        }
     }
 
     /// Removes `key` from `channel`; false when it was not there.
@@ -54,7 +38,6 @@ impl PubSub {
         if subs.is_empty() {
             self.channels.remove(channel);
         }
-        self.removed(key);
         true
     }
 
@@ -64,12 +47,10 @@ impl PubSub {
             Some((_, subs)) if subs.contains(&key) => false,
             Some((_, subs)) => {
                 subs.push(key);
-                self.added(key);
                 true
             }
             None => {
                 self.patterns.push((pattern.to_vec(), vec![key]));
-                self.added(key);
                 true
             }
         }
@@ -88,7 +69,6 @@ impl PubSub {
         if subs.is_empty() {
             self.patterns.swap_remove(pi);
         }
-        self.removed(key);
         true
     }
 
@@ -123,9 +103,12 @@ impl PubSub {
         self.patterns.len()
     }
 
-    /// Connections with at least one channel or pattern.
+    /// Connections with at least one channel or pattern. Counted from the index
+    /// when asked (a metrics scrape), so subscribing keeps no count of its own.
     pub fn connection_count(&self) -> usize {
-        self.per_conn.len()
+        let channels = self.channels.values().flatten();
+        let patterns = self.patterns.iter().flat_map(|(_, subs)| subs);
+        channels.chain(patterns).collect::<HashSet<_>>().len()
     }
 }
 

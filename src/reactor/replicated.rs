@@ -165,6 +165,7 @@ impl Reactor {
     /// events' callbacks, pushes, wake-ups and streams), fails every held write
     /// when the relay stopped, and flushes.
     pub(super) fn release_held(&mut self, fresh: &mut Vec<Event>) {
+        let confirmed = self.visible_seq();
         let Some(r) = self.replication.as_mut() else {
             return;
         };
@@ -173,12 +174,6 @@ impl Reactor {
             return;
         };
         let stopped = relay.is_stopped();
-        let confirmed = self
-            .shared
-            .store
-            .committed_counts()
-            .last_seq
-            .min(relay.confirmed());
         let mut released = Vec::new();
         let now = Instant::now();
         let mut waits = Vec::new();

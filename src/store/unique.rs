@@ -205,12 +205,7 @@ impl Unique {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::store::users::tests::map;
 
     fn unique(fields: &[&str]) -> Unique {
         let conn = Connection::open_in_memory().expect("open");

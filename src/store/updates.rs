@@ -111,12 +111,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::config::Durability;
-
-    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::store::users::tests::map;
 
     #[test]
     fn a_rolled_back_tick_undoes_an_update_in_both_indexes() {
