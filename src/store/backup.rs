@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{Counts, SCHEMA_VERSION};
+use super::{Counts, SCHEMA_VERSION, meta};
 
 /// The `meta` row with the snapshot's event seq.
 pub const SNAPSHOT_SEQ_KEY: &str = "snapshot_seq";
@@ -217,10 +217,7 @@ impl Copy {
         if found != SCHEMA_VERSION {
             return Err(BackupError::Schema { found });
         }
-        let source_writer: String =
-            source.query_row("SELECT value FROM meta WHERE key = 'writer'", [], |r| {
-                r.get(0)
-            })?;
+        let source_writer = writer(&source)?;
         let taken_at_ms = crate::clock::now_ms();
         let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -355,26 +352,16 @@ impl Copy {
                 .dest
                 .query_row("SELECT count(*) FROM users", [], |r| r.get(0))?,
         };
-        let upsert = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                      ON CONFLICT (key) DO UPDATE SET value = excluded.value";
         self.dest.execute_batch("BEGIN")?;
         self.dest.execute(
-            "UPDATE meta SET value = lower(hex(randomblob(8))) WHERE key = 'writer'",
-            [],
+            "UPDATE meta SET value = lower(hex(randomblob(8))) WHERE key = ?1",
+            params![meta::WRITER_KEY],
         )?;
-        for (key, value) in [
-            (SNAPSHOT_SEQ_KEY, seq.to_string()),
-            (SNAPSHOT_AT_KEY, self.taken_at_ms.to_string()),
-            (SNAPSHOT_SOURCE_KEY, self.source_writer.clone()),
-        ] {
-            self.dest.execute(upsert, params![key, value])?;
-        }
+        meta::put(&self.dest, SNAPSHOT_SEQ_KEY, &seq.to_string())?;
+        meta::put(&self.dest, SNAPSHOT_AT_KEY, &self.taken_at_ms.to_string())?;
+        meta::put(&self.dest, SNAPSHOT_SOURCE_KEY, &self.source_writer)?;
         self.dest.execute_batch("COMMIT")?;
-        let writer: String =
-            self.dest
-                .query_row("SELECT value FROM meta WHERE key = 'writer'", [], |r| {
-                    r.get(0)
-                })?;
+        let writer = writer(&self.dest)?;
         // The copied header says WAL: back to a rollback journal, so the snapshot
         // is one file with nothing beside it (`Store::open` turns WAL on again).
         let mode: String = self
@@ -481,6 +468,12 @@ const CLI_STEP_PAGES: i32 = 2048;
 /// See `CLI_STEP_PAGES`.
 const CLI_SYNC_PAGES: u64 = 2048;
 
+/// The writer id in the `meta` table of `conn`'s database (a row the schema
+/// makes: its absence fails as a query that found no row).
+fn writer(conn: &Connection) -> rusqlite::Result<String> {
+    meta::value(conn, meta::WRITER_KEY)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+}
+
 /// Where a database that is a snapshot came from (its `meta` rows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -501,15 +494,11 @@ impl crate::store::Store {
 
 /// The snapshot origin recorded in the database; `None` for a database that was
 /// never restored from a snapshot (or whose rows do not read as one).
-pub fn origin(conn: &Connection) -> rusqlite::Result<Option<Origin>> {
-    let value = |key: &str| -> rusqlite::Result<Option<String>> {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-    };
+pub(super) fn origin(conn: &Connection) -> rusqlite::Result<Option<Origin>> {
     let (Some(seq), Some(at), Some(source)) = (
-        value(SNAPSHOT_SEQ_KEY)?,
-        value(SNAPSHOT_AT_KEY)?,
-        value(SNAPSHOT_SOURCE_KEY)?,
+        meta::value(conn, SNAPSHOT_SEQ_KEY)?,
+        meta::value(conn, SNAPSHOT_AT_KEY)?,
+        meta::value(conn, SNAPSHOT_SOURCE_KEY)?,
     ) else {
         return Ok(None);
     };

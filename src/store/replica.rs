@@ -12,7 +12,7 @@ use rusqlite::{OptionalExtension, params};
 use std::fmt;
 use std::path::Path;
 
-use super::{StorageError, StorageErrorKind, Store, Txn, event_log, schema};
+use super::{StorageError, StorageErrorKind, Store, Txn, event_log, meta, schema};
 use crate::events::{Event, EventKind};
 
 const INSERT_USER: &str =
@@ -23,11 +23,6 @@ const INSERT_EVENT: &str = "INSERT INTO events (seq, kind, user_id, name, fields
                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 /// The `meta` row of a follower's last applied message: `<seq> <Nats-Msg-Id>`.
 const PREVIOUS_KEY_PREFIX: &str = "previous:";
-/// The `meta` row of the relay's confirmed position (`store::meta`), which a
-/// follower keeps at its applied seq: everything it applied is in the stream.
-const RELAY_KEY_PREFIX: &str = "relay:";
-const UPSERT_VALUE: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                            ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
 /// Why an event was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,35 +192,29 @@ impl Store {
     }
 
     /// Stores, in the tick's transaction, that everything up to `seq` is in
-    /// stream `stream` (the relay's position) and that the stream's message at
-    /// `seq` has id `msg_id`: a node promoted later, or restarted as primary,
-    /// chains its first publish to it.
+    /// stream `stream` (the relay's position, which a follower keeps at its
+    /// applied seq) and that the stream's message at `seq` has id `msg_id`: a
+    /// node promoted later, or restarted as primary, chains its first publish to
+    /// it.
     pub fn set_follow_position(
         &mut self,
         stream: &str,
         seq: i64,
         msg_id: &str,
     ) -> Result<(), StorageError> {
-        let relay = format!("{RELAY_KEY_PREFIX}{stream}");
+        let relay = meta::relay_key(stream);
         let previous = format!("{PREVIOUS_KEY_PREFIX}{stream}");
         let value = format!("{seq} {msg_id}");
         self.write(|c| {
-            let mut up = c.prepare_cached(UPSERT_VALUE)?;
-            up.execute(params![relay, seq.to_string()])?;
-            up.execute(params![previous, value])?;
-            Ok(())
+            meta::put(c, &relay, &seq.to_string())?;
+            meta::put(c, &previous, &value)
         })
     }
 
     /// The last message this database applied from `stream` as a follower: its
     /// seq and `Nats-Msg-Id`; `None` when it never followed it.
     pub fn follow_previous(&mut self, stream: &str) -> Result<Option<(i64, String)>, StorageError> {
-        let key = format!("{PREVIOUS_KEY_PREFIX}{stream}");
-        let value: Option<String> = self
-            .conn
-            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-            .query_row(params![key], |r| r.get(0))
-            .optional()?;
+        let value = meta::value(&self.conn, &format!("{PREVIOUS_KEY_PREFIX}{stream}"))?;
         Ok(value.and_then(|v| {
             let (seq, id) = v.split_once(' ')?;
             Some((seq.parse().ok()?, id.to_string()))
