@@ -10,7 +10,6 @@
 
 use rusqlite::{OptionalExtension, params};
 use std::fmt;
-use std::path::Path;
 
 use super::{StorageError, StorageErrorKind, Store, Txn, event_log, meta, schema};
 use crate::events::{Event, EventKind};
@@ -299,9 +298,8 @@ impl Store {
             .map_err(|e| StorageError::new(StorageErrorKind::Other, e.to_string()))?
             .unwrap_or(0)
             + 1;
-        let users = super::users::load::scan(&self.conn, Path::new("the database"), next_id)
+        self.users = super::users::load::scan(&self.conn, &self.path, next_id)
             .map_err(|e| StorageError::new(StorageErrorKind::Other, e.to_string()))?;
-        self.users = users;
         self.reload_unique()?;
         self.committed.users = self.users.len() as i64;
         self.committed.events = events;
@@ -314,6 +312,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::path::Path;
 
     use super::*;
     use crate::config::Durability;
