@@ -32,9 +32,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 
-use super::{Counts, SCHEMA_VERSION, meta};
+use super::{Counts, SCHEMA_VERSION, meta, schema};
 
 /// The `meta` row with the snapshot's event seq.
 pub const SNAPSHOT_SEQ_KEY: &str = "snapshot_seq";
@@ -331,15 +331,7 @@ impl Copy {
     ) -> Result<Snapshot, BackupError> {
         // The server's checkpoints may now move past the snapshot.
         self.source.execute_batch("COMMIT")?;
-        let seq: i64 = self
-            .dest
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let seq = schema::last_event_seq(&self.dest)?;
         let users = match committed {
             Some(c) if c.last_seq != seq => {
                 return Err(BackupError::Inconsistent(format!(

@@ -24,7 +24,7 @@
 //!   discarding its tail;
 //! - [`checkpointer`]: the WAL checkpointer thread and its own connection.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -181,16 +181,7 @@ impl Store {
                 })?;
         }
         let writer = meta::load_writer_id(&conn, path)?;
-        // AUTOINCREMENT's high-water mark: sequence numbers never repeat, even
-        // after the oldest events are trimmed.
-        let last_seq = conn
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let last_seq = schema::last_event_seq(&conn)?;
         let stamp = users::image::Stamp {
             writer: writer.clone(),
             last_seq,
