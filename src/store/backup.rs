@@ -122,6 +122,17 @@ impl std::error::Error for BackupError {
     }
 }
 
+/// Makes a file operation's error a [`BackupError::Io`] saying what was being
+/// done (`action`) to which file.
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BackupError {
+    let path = path.to_path_buf();
+    move |source| BackupError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 impl From<rusqlite::Error> for BackupError {
     fn from(e: rusqlite::Error) -> Self {
         BackupError::Sqlite(e)
@@ -236,11 +247,7 @@ impl Copy {
             .write(true)
             .create_new(true)
             .open(&temp)
-            .map_err(|source| BackupError::Io {
-                action: "create",
-                path: temp.clone(),
-                source,
-            })?;
+            .map_err(io_error("create", &temp))?;
         // A crash leaves a temporary file nobody reads: no journal and no sync
         // while copying; the finished file is synced before it is renamed.
         let dest = Connection::open(&temp).and_then(|c| {
@@ -304,11 +311,9 @@ impl Copy {
             if sync_pages > 0 && progress.done >= synced + sync_pages {
                 // Bounds the dirty data the final sync waits for.
                 let began = std::time::Instant::now();
-                self.file.sync_data().map_err(|source| BackupError::Io {
-                    action: "sync",
-                    path: self.temp.clone(),
-                    source,
-                })?;
+                self.file
+                    .sync_data()
+                    .map_err(io_error("sync", &self.temp))?;
                 progress.synced_in = Some(began.elapsed());
                 synced = progress.done;
             }
@@ -366,15 +371,7 @@ impl Copy {
         }
         let dest = std::mem::replace(&mut self.dest, Connection::open_in_memory()?);
         dest.close().map_err(|(_, e)| e)?;
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BackupError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        self.file.sync_all().map_err(io("sync", &self.temp))?;
+        self.file.sync_all().map_err(io_error("sync", &self.temp))?;
         self.publish()?;
         let dir = self
             .target
@@ -383,7 +380,7 @@ impl Copy {
             .unwrap_or(Path::new("."));
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(io("sync the directory", dir))?;
+            .map_err(io_error("sync the directory", dir))?;
         Ok(Snapshot {
             path: self.target.clone(),
             seq,
@@ -398,20 +395,12 @@ impl Copy {
     /// Renames the temporary file to the target; without overwrite, through a hard
     /// link, which fails rather than replace a file that appeared meanwhile.
     fn publish(&mut self) -> Result<(), BackupError> {
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BackupError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         if self.overwrite {
-            fs::rename(&self.temp, &self.target).map_err(io("rename to", &self.target))?;
+            fs::rename(&self.temp, &self.target).map_err(io_error("rename to", &self.target))?;
         } else {
             match fs::hard_link(&self.temp, &self.target) {
                 Ok(()) => {
-                    fs::remove_file(&self.temp).map_err(io("remove", &self.temp))?;
+                    fs::remove_file(&self.temp).map_err(io_error("remove", &self.temp))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     return Err(BackupError::Exists(self.target.clone()));
@@ -421,7 +410,8 @@ impl Copy {
                     return Err(BackupError::Exists(self.target.clone()));
                 }
                 Err(_) => {
-                    fs::rename(&self.temp, &self.target).map_err(io("rename to", &self.target))?;
+                    fs::rename(&self.temp, &self.target)
+                        .map_err(io_error("rename to", &self.target))?;
                 }
             }
         }
