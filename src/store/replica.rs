@@ -321,13 +321,18 @@ mod tests {
         Store::open(path, Durability::Normal, 0).expect("open")
     }
 
-    fn event(seq: i64, kind: EventKind, id: i64, name: &str, plan: &str) -> Event {
+    /// Fields with one, `plan`.
+    fn plan(value: &str) -> BTreeMap<String, String> {
+        [("plan".to_string(), value.to_string())].into()
+    }
+
+    fn event(seq: i64, kind: EventKind, id: i64, name: &str, plan_value: &str) -> Event {
         Event {
             seq,
             kind,
             user_id: id,
             name: name.into(),
-            fields: [("plan".to_string(), plan.to_string())].into(),
+            fields: plan(plan_value),
             before: None,
             at_ms: 1000 + seq,
         }
@@ -336,7 +341,7 @@ mod tests {
     fn update(seq: i64, id: i64, name: &str, before: &str, after: &str) -> Event {
         Event {
             kind: EventKind::Updated,
-            before: Some([("plan".to_string(), before.to_string())].into()),
+            before: Some(plan(before)),
             ..event(seq, EventKind::Updated, id, name, after)
         }
     }
@@ -412,7 +417,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("fenced.db");
         let mut store = open(&db);
-        let plan = |v: &str| -> BTreeMap<String, String> { [("plan".into(), v.into())].into() };
         store
             .register("keep", &plan("k"), 10)
             .expect("r")
@@ -505,7 +509,7 @@ mod tests {
             .lookup("ann")
             .expect("lookup")
             .map(|u| (u.id, u.created_at, u.fields.to_map()));
-        assert_eq!(ann, Some((5, 1001, [("plan".into(), "pro".into())].into())));
+        assert_eq!(ann, Some((5, 1001, plan("pro"))));
         assert_eq!(
             store.lookup_by("plan", "pro").expect("read").map(|u| u.id),
             Some(5)
@@ -519,7 +523,6 @@ mod tests {
         store
             .set_unique_fields(&["plan".to_string()])
             .expect("unique");
-        let plan = |v: &str| -> BTreeMap<String, String> { [("plan".into(), v.into())].into() };
         store
             .register("ann", &plan("a"), 10)
             .expect("r")
