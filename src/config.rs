@@ -938,29 +938,36 @@ mod tests {
         config: Config,
     }
 
+    /// True (and says the test is skipped) when a `USERBUS_*` variable would set
+    /// a flag, so that parsing would not show the flags' defaults.
+    fn flags_set_by_environment() -> bool {
+        let set = std::env::vars().any(|(k, _)| k.starts_with("USERBUS_"));
+        if set {
+            eprintln!("skipped: a USERBUS_* variable would set a flag");
+        }
+        set
+    }
+
+    /// The configuration `userbus serve ARGS` parses to.
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .map(|s| s.config)
+    }
+
     #[test]
     fn default_is_what_the_flags_default_to() {
-        if std::env::vars().any(|(k, _)| k.starts_with("USERBUS_")) {
-            eprintln!("skipped: a USERBUS_* variable would set a flag");
+        if flags_set_by_environment() {
             return;
         }
-        let parsed = Serve::try_parse_from(["serve"]).expect("no flags parse");
-        assert_eq!(
-            format!("{:?}", parsed.config),
-            format!("{:?}", Config::default())
-        );
+        let parsed = parse(&[]).expect("no flags parse");
+        assert_eq!(format!("{:?}", parsed), format!("{:?}", Config::default()));
     }
 
     #[test]
     fn nats_flags_parse_and_refuse_bad_values_and_conflicts() {
-        if std::env::vars().any(|(k, _)| k.starts_with("USERBUS_")) {
-            eprintln!("skipped: a USERBUS_* variable would set a flag");
+        if flags_set_by_environment() {
             return;
         }
-        let parse = |args: &[&str]| {
-            Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
-                .map(|s| s.config)
-        };
         let config = parse(&[
             "--nats",
             "nats://a:4222,b",
@@ -1021,14 +1028,9 @@ mod tests {
 
     #[test]
     fn replicated_durability_needs_nats_and_a_timeout() {
-        if std::env::vars().any(|(k, _)| k.starts_with("USERBUS_")) {
-            eprintln!("skipped: a USERBUS_* variable would set a flag");
+        if flags_set_by_environment() {
             return;
         }
-        let parse = |args: &[&str]| {
-            Serve::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
-                .map(|s| s.config)
-        };
         let alone = parse(&["--durability", "replicated"]).expect("parses");
         assert!(
             alone.validate().is_err_and(|e| e.contains("--nats")),

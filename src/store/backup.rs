@@ -32,9 +32,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 
-use super::{Counts, SCHEMA_VERSION};
+use super::{Counts, SCHEMA_VERSION, meta, schema};
 
 /// The `meta` row with the snapshot's event seq.
 pub const SNAPSHOT_SEQ_KEY: &str = "snapshot_seq";
@@ -119,6 +119,17 @@ impl std::error::Error for BackupError {
             BackupError::Sqlite(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+/// Makes a file operation's error a [`BackupError::Io`] saying what was being
+/// done (`action`) to which file.
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BackupError {
+    let path = path.to_path_buf();
+    move |source| BackupError::Io {
+        action,
+        path,
+        source,
     }
 }
 
@@ -217,10 +228,7 @@ impl Copy {
         if found != SCHEMA_VERSION {
             return Err(BackupError::Schema { found });
         }
-        let source_writer: String =
-            source.query_row("SELECT value FROM meta WHERE key = 'writer'", [], |r| {
-                r.get(0)
-            })?;
+        let source_writer = writer(&source)?;
         let taken_at_ms = crate::clock::now_ms();
         let dir = match target.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -239,11 +247,7 @@ impl Copy {
             .write(true)
             .create_new(true)
             .open(&temp)
-            .map_err(|source| BackupError::Io {
-                action: "create",
-                path: temp.clone(),
-                source,
-            })?;
+            .map_err(io_error("create", &temp))?;
         // A crash leaves a temporary file nobody reads: no journal and no sync
         // while copying; the finished file is synced before it is renamed.
         let dest = Connection::open(&temp).and_then(|c| {
@@ -307,11 +311,9 @@ impl Copy {
             if sync_pages > 0 && progress.done >= synced + sync_pages {
                 // Bounds the dirty data the final sync waits for.
                 let began = std::time::Instant::now();
-                self.file.sync_data().map_err(|source| BackupError::Io {
-                    action: "sync",
-                    path: self.temp.clone(),
-                    source,
-                })?;
+                self.file
+                    .sync_data()
+                    .map_err(io_error("sync", &self.temp))?;
                 progress.synced_in = Some(began.elapsed());
                 synced = progress.done;
             }
@@ -334,15 +336,7 @@ impl Copy {
     ) -> Result<Snapshot, BackupError> {
         // The server's checkpoints may now move past the snapshot.
         self.source.execute_batch("COMMIT")?;
-        let seq: i64 = self
-            .dest
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let seq = schema::last_event_seq(&self.dest)?;
         let users = match committed {
             Some(c) if c.last_seq != seq => {
                 return Err(BackupError::Inconsistent(format!(
@@ -355,26 +349,16 @@ impl Copy {
                 .dest
                 .query_row("SELECT count(*) FROM users", [], |r| r.get(0))?,
         };
-        let upsert = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                      ON CONFLICT (key) DO UPDATE SET value = excluded.value";
         self.dest.execute_batch("BEGIN")?;
         self.dest.execute(
-            "UPDATE meta SET value = lower(hex(randomblob(8))) WHERE key = 'writer'",
-            [],
+            "UPDATE meta SET value = lower(hex(randomblob(8))) WHERE key = ?1",
+            params![meta::WRITER_KEY],
         )?;
-        for (key, value) in [
-            (SNAPSHOT_SEQ_KEY, seq.to_string()),
-            (SNAPSHOT_AT_KEY, self.taken_at_ms.to_string()),
-            (SNAPSHOT_SOURCE_KEY, self.source_writer.clone()),
-        ] {
-            self.dest.execute(upsert, params![key, value])?;
-        }
+        meta::put(&self.dest, SNAPSHOT_SEQ_KEY, &seq.to_string())?;
+        meta::put(&self.dest, SNAPSHOT_AT_KEY, &self.taken_at_ms.to_string())?;
+        meta::put(&self.dest, SNAPSHOT_SOURCE_KEY, &self.source_writer)?;
         self.dest.execute_batch("COMMIT")?;
-        let writer: String =
-            self.dest
-                .query_row("SELECT value FROM meta WHERE key = 'writer'", [], |r| {
-                    r.get(0)
-                })?;
+        let writer = writer(&self.dest)?;
         // The copied header says WAL: back to a rollback journal, so the snapshot
         // is one file with nothing beside it (`Store::open` turns WAL on again).
         let mode: String = self
@@ -387,15 +371,7 @@ impl Copy {
         }
         let dest = std::mem::replace(&mut self.dest, Connection::open_in_memory()?);
         dest.close().map_err(|(_, e)| e)?;
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BackupError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        self.file.sync_all().map_err(io("sync", &self.temp))?;
+        self.file.sync_all().map_err(io_error("sync", &self.temp))?;
         self.publish()?;
         let dir = self
             .target
@@ -404,7 +380,7 @@ impl Copy {
             .unwrap_or(Path::new("."));
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(io("sync the directory", dir))?;
+            .map_err(io_error("sync the directory", dir))?;
         Ok(Snapshot {
             path: self.target.clone(),
             seq,
@@ -419,20 +395,12 @@ impl Copy {
     /// Renames the temporary file to the target; without overwrite, through a hard
     /// link, which fails rather than replace a file that appeared meanwhile.
     fn publish(&mut self) -> Result<(), BackupError> {
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| BackupError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         if self.overwrite {
-            fs::rename(&self.temp, &self.target).map_err(io("rename to", &self.target))?;
+            fs::rename(&self.temp, &self.target).map_err(io_error("rename to", &self.target))?;
         } else {
             match fs::hard_link(&self.temp, &self.target) {
                 Ok(()) => {
-                    fs::remove_file(&self.temp).map_err(io("remove", &self.temp))?;
+                    fs::remove_file(&self.temp).map_err(io_error("remove", &self.temp))?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     return Err(BackupError::Exists(self.target.clone()));
@@ -442,7 +410,8 @@ impl Copy {
                     return Err(BackupError::Exists(self.target.clone()));
                 }
                 Err(_) => {
-                    fs::rename(&self.temp, &self.target).map_err(io("rename to", &self.target))?;
+                    fs::rename(&self.temp, &self.target)
+                        .map_err(io_error("rename to", &self.target))?;
                 }
             }
         }
@@ -481,6 +450,12 @@ const CLI_STEP_PAGES: i32 = 2048;
 /// See `CLI_STEP_PAGES`.
 const CLI_SYNC_PAGES: u64 = 2048;
 
+/// The writer id in the `meta` table of `conn`'s database (a row the schema
+/// makes: its absence fails as a query that found no row).
+fn writer(conn: &Connection) -> rusqlite::Result<String> {
+    meta::value(conn, meta::WRITER_KEY)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+}
+
 /// Where a database that is a snapshot came from (its `meta` rows).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -501,15 +476,11 @@ impl crate::store::Store {
 
 /// The snapshot origin recorded in the database; `None` for a database that was
 /// never restored from a snapshot (or whose rows do not read as one).
-pub fn origin(conn: &Connection) -> rusqlite::Result<Option<Origin>> {
-    let value = |key: &str| -> rusqlite::Result<Option<String>> {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-    };
+pub(super) fn origin(conn: &Connection) -> rusqlite::Result<Option<Origin>> {
     let (Some(seq), Some(at), Some(source)) = (
-        value(SNAPSHOT_SEQ_KEY)?,
-        value(SNAPSHOT_AT_KEY)?,
-        value(SNAPSHOT_SOURCE_KEY)?,
+        meta::value(conn, SNAPSHOT_SEQ_KEY)?,
+        meta::value(conn, SNAPSHOT_AT_KEY)?,
+        meta::value(conn, SNAPSHOT_SOURCE_KEY)?,
     ) else {
         return Ok(None);
     };

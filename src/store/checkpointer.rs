@@ -33,7 +33,7 @@ use rusqlite::Connection;
 use super::error::StorageErrorKind;
 use crate::config::{
     CHECKPOINT_BATCH_FRAMES, CHECKPOINT_FINISH_FRAMES, CHECKPOINT_POLL, CHECKPOINT_RETRY,
-    CHECKPOINT_WAL_LIMIT_FRAMES, Durability, SQLITE_BUSY_TIMEOUT,
+    CHECKPOINT_WAL_LIMIT_FRAMES, Durability,
 };
 
 /// How many times a checkpoint that found the checkpoint lock taken (another
@@ -113,16 +113,9 @@ impl Checkpointer {
         wal_frames: Arc<AtomicU64>,
     ) -> rusqlite::Result<Checkpointer> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
         // A checkpoint syncs the WAL before copying and the database after, in
-        // either mode; the setting only has to match the loop's for its name.
-        let sync = match durability {
-            Durability::Strict | Durability::Replicated => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0;"
-        ))?;
+        // either mode; `synchronous` only has to match the loop's for its name.
+        super::configure(&conn, durability)?;
         let state = Arc::new(State {
             wal_frames,
             running: AtomicBool::new(true),

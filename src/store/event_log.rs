@@ -66,7 +66,7 @@ impl EventRow {
 pub struct EventRef<'r> {
     /// Sequence number: the stream entry id is `<seq>-0`.
     pub seq: i64,
-    /// `user.registered` or `user.unregistered`.
+    /// `user.registered`, `user.unregistered` or `user.updated`.
     pub kind: &'r str,
     /// The user's id.
     pub user_id: i64,
@@ -78,6 +78,21 @@ pub struct EventRef<'r> {
     pub at: i64,
     /// A `user.updated` event's fields before the change, as JSON.
     pub before: Option<&'r str>,
+}
+
+impl EventRef<'_> {
+    /// The row, copied out.
+    pub fn to_row(&self) -> EventRow {
+        EventRow {
+            seq: self.seq,
+            kind: self.kind.to_string(),
+            user_id: self.user_id,
+            name: self.name.to_string(),
+            fields: self.fields.to_string(),
+            at: self.at,
+            before: self.before.map(str::to_string),
+        }
+    }
 }
 
 /// Reads an [`EventRef`] from a row selected as [`EVENT_COLUMNS`].
@@ -103,15 +118,7 @@ pub(super) fn event_ref<'r>(r: &'r rusqlite::Row<'_>) -> rusqlite::Result<EventR
 
 /// Reads an [`EventRow`] from a row selected as [`EVENT_COLUMNS`].
 pub(super) fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok(EventRow {
-        seq: r.get(0)?,
-        kind: r.get(1)?,
-        user_id: r.get(2)?,
-        name: r.get(3)?,
-        fields: r.get(4)?,
-        at: r.get(5)?,
-        before: r.get(6)?,
-    })
+    event_ref(r).map(|e| e.to_row())
 }
 
 /// Appends one event row (`before`: an update's fields before it); returns its
@@ -140,22 +147,9 @@ impl Store {
         count: usize,
         rev: bool,
     ) -> std::result::Result<Vec<EventRow>, StorageError> {
-        self.settle()?;
-        let sql = if rev {
-            SELECT_EVENTS_DESC
-        } else {
-            SELECT_EVENTS_ASC
-        };
-        let limit = i64::try_from(count).unwrap_or(i64::MAX);
-        let res = self
-            .conn
-            .prepare_cached(sql)
-            .and_then(|mut s| {
-                s.query_map(params![lo, hi, limit], event_row)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .map_err(StorageError::from);
-        self.guard_read(res)
+        let mut rows = Vec::new();
+        self.each_event_between(lo, hi, count, rev, |e| rows.push(e.to_row()))?;
+        Ok(rows)
     }
 
     /// Visits up to `count` events with `lo <= seq <= hi`, ascending (or

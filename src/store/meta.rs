@@ -1,5 +1,7 @@
 //! Facts about the database itself, in the `meta` table: the writer id it got when
 //! it was created, and the JetStream relay's confirmed position in each stream.
+//! [`value`] and [`put`] read and write a row for every module that keeps a fact
+//! there (a follower's position, a snapshot's origin).
 //!
 //! The relay's position lives here rather than in `handler_offsets`: durable
 //! handlers name their rows freely, so no name there is safe from a handler, while
@@ -12,7 +14,7 @@ use super::{StorageError, Store};
 use crate::error::{Error, Result};
 
 /// The row holding the writer id.
-const WRITER_KEY: &str = "writer";
+pub(super) const WRITER_KEY: &str = "writer";
 /// The rows holding the relay's confirmed positions: this, then the stream name.
 const RELAY_KEY_PREFIX: &str = "relay:";
 /// Longest writer id accepted from the file, in bytes (the schema makes 16).
@@ -23,18 +25,29 @@ const UPSERT_VALUE: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
                             ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
 /// The `meta` key of the relay's confirmed position in `stream`.
-fn relay_key(stream: &str) -> String {
+pub(super) fn relay_key(stream: &str) -> String {
     format!("{RELAY_KEY_PREFIX}{stream}")
+}
+
+/// The value of the `meta` row `key`; `None` when there is no such row.
+pub(super) fn value(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached(SELECT_VALUE)?
+        .query_row(params![key], |r| r.get(0))
+        .optional()
+}
+
+/// Sets the `meta` row `key` to `value`, adding the row if needed.
+pub(super) fn put(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(UPSERT_VALUE)?
+        .execute(params![key, value])
+        .map(drop)
 }
 
 /// Reads the writer id the schema made. It goes into message ids and headers,
 /// so a row edited into something else (empty, too long, not letters, digits or
 /// `_`) is refused rather than sent.
 pub(super) fn load_writer_id(conn: &Connection, path: &Path) -> Result<String> {
-    let id: Option<String> = conn
-        .query_row(SELECT_VALUE, params![WRITER_KEY], |r| r.get(0))
-        .optional()?;
-    let Some(id) = id else {
+    let Some(id) = value(conn, WRITER_KEY)? else {
         return Err(Error::Config(format!(
             "{}: the meta table has no 'writer' row (the database was edited by hand?)",
             path.display()
@@ -67,12 +80,7 @@ impl Store {
     /// as the tick sees it (0 before the first). One primary-key lookup, so
     /// cheap enough to read at each trim.
     pub fn relay_confirmed(&mut self, stream: &str) -> Result<i64> {
-        let value: Option<String> = self
-            .conn
-            .prepare_cached(SELECT_VALUE)?
-            .query_row(params![relay_key(stream)], |r| r.get(0))
-            .optional()?;
-        let Some(value) = value else {
+        let Some(value) = value(&self.conn, &relay_key(stream))? else {
             return Ok(0);
         };
         value.parse().map_err(|_| {
@@ -95,11 +103,7 @@ impl Store {
         seq: i64,
     ) -> std::result::Result<(), StorageError> {
         let key = relay_key(stream);
-        self.write(|c| {
-            c.prepare_cached(UPSERT_VALUE)?
-                .execute(params![key, seq.to_string()])
-                .map(drop)
-        })
+        self.write(|c| put(c, &key, &seq.to_string()))
     }
 }
 

@@ -24,7 +24,7 @@
 //!   discarding its tail;
 //! - [`checkpointer`]: the WAL checkpointer thread and its own connection.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,6 +129,21 @@ pub struct Store {
     checkpointer: Option<Checkpointer>,
 }
 
+/// Gives a connection to the database the settings the loop's connection and the
+/// checkpointer's share: the busy timeout, `synchronous` as `durability` asks,
+/// and no automatic checkpoint: checkpoints run between ticks (see
+/// `Store::checkpoint`) or on the checkpointer thread, never inside a commit.
+fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> {
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+    let sync = match durability {
+        Durability::Strict | Durability::Replicated => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0;"
+    ))
+}
+
 impl Store {
     /// Opens (creating or migrating) the database at `path`.
     pub fn open(path: &Path, durability: Durability, max_pages: u64) -> Result<Store> {
@@ -138,7 +153,7 @@ impl Store {
                 path.display()
             ))
         })?;
-        conn.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
+        configure(&conn, durability)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Config(format!(
@@ -146,15 +161,8 @@ impl Store {
                 path.display()
             )));
         }
-        let sync = match durability {
-            Durability::Strict | Durability::Replicated => "FULL",
-            Durability::Normal => "NORMAL",
-        };
-        // Checkpoints run between ticks (see `checkpoint`), never inside a commit.
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = OFF;"
-        ))?;
-        // Set after the pragma, which would replace it.
+        conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+        // Set after `wal_autocheckpoint`, which would replace it.
         let wal_frames = Arc::new(AtomicU64::new(0));
         let frames = Arc::clone(&wal_frames);
         let mut conn = conn;
@@ -173,16 +181,7 @@ impl Store {
                 })?;
         }
         let writer = meta::load_writer_id(&conn, path)?;
-        // AUTOINCREMENT's high-water mark: sequence numbers never repeat, even
-        // after the oldest events are trimmed.
-        let last_seq = conn
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let last_seq = schema::last_event_seq(&conn)?;
         let stamp = users::image::Stamp {
             writer: writer.clone(),
             last_seq,

@@ -10,9 +10,8 @@
 
 use rusqlite::{OptionalExtension, params};
 use std::fmt;
-use std::path::Path;
 
-use super::{StorageError, StorageErrorKind, Store, Txn, event_log, schema};
+use super::{StorageError, StorageErrorKind, Store, Txn, event_log, meta, schema};
 use crate::events::{Event, EventKind};
 
 const INSERT_USER: &str =
@@ -23,11 +22,6 @@ const INSERT_EVENT: &str = "INSERT INTO events (seq, kind, user_id, name, fields
                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 /// The `meta` row of a follower's last applied message: `<seq> <Nats-Msg-Id>`.
 const PREVIOUS_KEY_PREFIX: &str = "previous:";
-/// The `meta` row of the relay's confirmed position (`store::meta`), which a
-/// follower keeps at its applied seq: everything it applied is in the stream.
-const RELAY_KEY_PREFIX: &str = "relay:";
-const UPSERT_VALUE: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                            ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
 /// Why an event was not applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,35 +191,29 @@ impl Store {
     }
 
     /// Stores, in the tick's transaction, that everything up to `seq` is in
-    /// stream `stream` (the relay's position) and that the stream's message at
-    /// `seq` has id `msg_id`: a node promoted later, or restarted as primary,
-    /// chains its first publish to it.
+    /// stream `stream` (the relay's position, which a follower keeps at its
+    /// applied seq) and that the stream's message at `seq` has id `msg_id`: a
+    /// node promoted later, or restarted as primary, chains its first publish to
+    /// it.
     pub fn set_follow_position(
         &mut self,
         stream: &str,
         seq: i64,
         msg_id: &str,
     ) -> Result<(), StorageError> {
-        let relay = format!("{RELAY_KEY_PREFIX}{stream}");
+        let relay = meta::relay_key(stream);
         let previous = format!("{PREVIOUS_KEY_PREFIX}{stream}");
         let value = format!("{seq} {msg_id}");
         self.write(|c| {
-            let mut up = c.prepare_cached(UPSERT_VALUE)?;
-            up.execute(params![relay, seq.to_string()])?;
-            up.execute(params![previous, value])?;
-            Ok(())
+            meta::put(c, &relay, &seq.to_string())?;
+            meta::put(c, &previous, &value)
         })
     }
 
     /// The last message this database applied from `stream` as a follower: its
     /// seq and `Nats-Msg-Id`; `None` when it never followed it.
     pub fn follow_previous(&mut self, stream: &str) -> Result<Option<(i64, String)>, StorageError> {
-        let key = format!("{PREVIOUS_KEY_PREFIX}{stream}");
-        let value: Option<String> = self
-            .conn
-            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-            .query_row(params![key], |r| r.get(0))
-            .optional()?;
+        let value = meta::value(&self.conn, &format!("{PREVIOUS_KEY_PREFIX}{stream}"))?;
         Ok(value.and_then(|v| {
             let (seq, id) = v.split_once(' ')?;
             Some((seq.parse().ok()?, id.to_string()))
@@ -310,9 +298,8 @@ impl Store {
             .map_err(|e| StorageError::new(StorageErrorKind::Other, e.to_string()))?
             .unwrap_or(0)
             + 1;
-        let users = super::users::load::scan(&self.conn, Path::new("the database"), next_id)
+        self.users = super::users::load::scan(&self.conn, &self.path, next_id)
             .map_err(|e| StorageError::new(StorageErrorKind::Other, e.to_string()))?;
-        self.users = users;
         self.reload_unique()?;
         self.committed.users = self.users.len() as i64;
         self.committed.events = events;
@@ -325,6 +312,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::path::Path;
 
     use super::*;
     use crate::config::Durability;
@@ -333,13 +321,18 @@ mod tests {
         Store::open(path, Durability::Normal, 0).expect("open")
     }
 
-    fn event(seq: i64, kind: EventKind, id: i64, name: &str, plan: &str) -> Event {
+    /// Fields with one, `plan`.
+    fn plan(value: &str) -> BTreeMap<String, String> {
+        [("plan".to_string(), value.to_string())].into()
+    }
+
+    fn event(seq: i64, kind: EventKind, id: i64, name: &str, plan_value: &str) -> Event {
         Event {
             seq,
             kind,
             user_id: id,
             name: name.into(),
-            fields: [("plan".to_string(), plan.to_string())].into(),
+            fields: plan(plan_value),
             before: None,
             at_ms: 1000 + seq,
         }
@@ -348,7 +341,7 @@ mod tests {
     fn update(seq: i64, id: i64, name: &str, before: &str, after: &str) -> Event {
         Event {
             kind: EventKind::Updated,
-            before: Some([("plan".to_string(), before.to_string())].into()),
+            before: Some(plan(before)),
             ..event(seq, EventKind::Updated, id, name, after)
         }
     }
@@ -424,7 +417,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("fenced.db");
         let mut store = open(&db);
-        let plan = |v: &str| -> BTreeMap<String, String> { [("plan".into(), v.into())].into() };
         store
             .register("keep", &plan("k"), 10)
             .expect("r")
@@ -517,7 +509,7 @@ mod tests {
             .lookup("ann")
             .expect("lookup")
             .map(|u| (u.id, u.created_at, u.fields.to_map()));
-        assert_eq!(ann, Some((5, 1001, [("plan".into(), "pro".into())].into())));
+        assert_eq!(ann, Some((5, 1001, plan("pro"))));
         assert_eq!(
             store.lookup_by("plan", "pro").expect("read").map(|u| u.id),
             Some(5)
@@ -531,7 +523,6 @@ mod tests {
         store
             .set_unique_fields(&["plan".to_string()])
             .expect("unique");
-        let plan = |v: &str| -> BTreeMap<String, String> { [("plan".into(), v.into())].into() };
         store
             .register("ann", &plan("a"), 10)
             .expect("r")

@@ -114,6 +114,19 @@ pub(super) fn highest_user_id(conn: &Connection) -> rusqlite::Result<Option<i64>
     .optional()
 }
 
+/// The highest event seq ever assigned, as AUTOINCREMENT remembers it (0 before
+/// the first event): it stays when the oldest events are trimmed, so seqs never
+/// repeat.
+pub(super) fn last_event_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+        [],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+}
+
 /// Brings the database to `SCHEMA_VERSION`, in one transaction per step; a newer
 /// schema is refused.
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
