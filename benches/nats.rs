@@ -827,6 +827,16 @@ impl Running {
         }
     }
 
+    /// Registers one user and waits until the relay published it: the relay
+    /// has created the stream and runs.
+    fn publish_first_event(&self) {
+        let mut a = register_args(self, 1, 1);
+        a.requests = Some(1);
+        run(&a);
+        self.drain(SETUP_TIMEOUT)
+            .expect("the relay publishes its first event");
+    }
+
     /// The bucket counts of `userbus_nats_ack_seconds` (cumulative, by bound).
     fn ack_buckets(&self) -> Vec<(f64, u64)> {
         let http = self
@@ -965,13 +975,7 @@ fn relay_run(
     nats_py: bool,
 ) -> RelayRun {
     let server = Running::start(Some((urls, replicas)), durability, pin);
-    // The relay creates the stream and publishes a first event.
-    let mut a = register_args(&server, 1, 1);
-    a.requests = Some(1);
-    run(&a);
-    server
-        .drain(SETUP_TIMEOUT)
-        .expect("the relay publishes its first event");
+    server.publish_first_event();
 
     let receipt =
         nats_py.then(|| unpinned(|| Receipt::start(urls, &Config::default().nats_stream)));
@@ -1283,12 +1287,7 @@ fn replicated_main(
             let server =
                 Running::start(relay.then_some((urls.as_str(), replicas)), durability, pin);
             if relay {
-                let mut a = register_args(&server, 1, 1);
-                a.requests = Some(1);
-                run(&a);
-                server
-                    .drain(SETUP_TIMEOUT)
-                    .expect("the relay publishes its first event");
+                server.publish_first_event();
             }
             // Connections, page cache and allocator warmed before anything counts.
             let mut a = register_args(&server, CONNECTIONS, PIPELINE);

@@ -33,10 +33,7 @@ const BACKUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[test]
 fn snapshots_under_register_load_are_consistent_and_a_server_on_one_resumes_after_its_seq() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("live.db");
-    let snaps = dir.path().join("snaps");
-    std::fs::create_dir(&snaps).expect("mkdir");
+    let (dir, db, snaps) = db_and_snaps("live.db");
     let source_writer = preload(&db, PRELOADED);
     let snaps_arg = snaps.to_str().expect("utf-8 path");
     let mut server =
@@ -140,10 +137,7 @@ fn snapshots_under_register_load_are_consistent_and_a_server_on_one_resumes_afte
 
 #[test]
 fn backup_of_a_trimmed_log_keeps_its_seq_and_the_restored_server_goes_on_from_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("trim.db");
-    let snaps = dir.path().join("snaps");
-    std::fs::create_dir(&snaps).expect("mkdir");
+    let (_dir, db, snaps) = db_and_snaps("trim.db");
     let server = UserbusProcess::start(
         &db,
         &[
@@ -314,10 +308,7 @@ fn the_command_needs_a_backup_dir_a_plain_new_name_and_authentication() {
 
 #[test]
 fn a_second_backup_waits_its_turn_and_a_shutdown_abandons_the_copy_without_a_file() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("big.db");
-    let snaps = dir.path().join("snaps");
-    std::fs::create_dir(&snaps).expect("mkdir");
+    let (_dir, db, snaps) = db_and_snaps("big.db");
     // ~50 MB: the copy takes a dozen steps or more.
     preload(&db, 6_000);
     let mut server = UserbusProcess::start(
@@ -353,6 +344,16 @@ fn a_second_backup_waits_its_turn_and_a_shutdown_abandons_the_copy_without_a_fil
 
 // ---------------------------------------------------------------------------
 // Helpers.
+
+/// A temporary directory, the path of a database `name` in it, and an empty
+/// directory `snaps` beside it for `--backup-dir`.
+fn db_and_snaps(name: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir(&snaps).expect("mkdir");
+    let db = dir.path().join(name);
+    (dir, db, snaps)
+}
 
 /// Creates the database at `db` with users `p0..p<n>` (each with a padding field);
 /// returns its writer id.

@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::reply::info;
+use common::reply::{Info, info, wait_info};
 use common::{TestServer, big_register, read_until_suffix};
 use userbus::config::CHECKPOINT_WAL_LIMIT_FRAMES;
 
@@ -28,23 +28,11 @@ fn wal_bytes(db: &std::path::Path) -> u64 {
 }
 
 /// Polls INFO persistence until `done` holds for it, for up to 10 s.
-fn wait_for(
-    c: &mut redis::Connection,
-    what: &str,
-    done: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
-) -> std::collections::BTreeMap<String, String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let p = info(c, "persistence");
-        if done(&p) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "{what}: {p:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for(c: &mut redis::Connection, what: &str, done: impl Fn(&Info) -> bool) -> Info {
+    wait_info(c, "persistence", Duration::from_secs(10), what, done)
 }
 
-fn number(p: &std::collections::BTreeMap<String, String>, key: &str) -> u64 {
+fn number(p: &Info, key: &str) -> u64 {
     p[key]
         .parse()
         .unwrap_or_else(|_| panic!("{key}: {:?}", p[key]))

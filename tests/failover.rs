@@ -19,7 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::nats::{NatsCluster, nats_available};
-use common::process::{UserbusProcess, info_num};
+use common::process::UserbusProcess;
+use common::reply::{self, info_num, register_cmd};
+use common::stream::kinds_and_names;
 
 /// How long catching up, promoting or draining may take.
 const WAIT: Duration = Duration::from_secs(60);
@@ -49,25 +51,9 @@ fn promote(p: &UserbusProcess) -> String {
         .unwrap_or_else(|e| panic!("REPLICAOF NO ONE: {e}\n{}", p.log()))
 }
 
-/// The event log as (seq, kind, name), from XRANGE.
+/// The event log as (seq, kind, name).
 fn event_log(p: &UserbusProcess) -> Vec<(i64, String, String)> {
-    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg("events")
-        .arg("-")
-        .arg("+")
-        .query(&mut p.redis())
-        .expect("XRANGE");
-    entries
-        .into_iter()
-        .map(|(id, fields)| {
-            let seq = id.split('-').next().unwrap().parse().unwrap();
-            let field = |k: &str| {
-                let at = fields.iter().position(|f| f == k).expect("field");
-                fields[at + 1].clone()
-            };
-            (seq, field("kind"), field("name"))
-        })
-        .collect()
+    kinds_and_names(&mut p.redis())
 }
 
 /// The stream's messages as (seq, kind, name).
@@ -87,12 +73,11 @@ fn stream_log(cluster: &NatsCluster) -> Vec<(i64, String, String)> {
         .collect()
 }
 
+/// The fields every write of these tests registers with.
+const PLAN: &[(&str, &str)] = &[("plan", "pro")];
+
 fn lookup_exists(p: &UserbusProcess, name: &str) -> bool {
-    let v: redis::Value = redis::cmd("LOOKUP")
-        .arg(name)
-        .query(&mut p.redis())
-        .expect("LOOKUP");
-    v != redis::Value::Nil
+    reply::lookup(&mut p.redis(), name) != redis::Value::Nil
 }
 
 /// What a writer thread wrote, and its longest wait between two replies.
@@ -122,11 +107,7 @@ fn load(port: u16, prefix: String, stop: Arc<AtomicBool>) -> Vec<thread::JoinHan
                 while !stop.load(Ordering::Relaxed) {
                     let name = format!("{prefix}-{t}-{i}");
                     i += 1;
-                    let r: redis::RedisResult<i64> = redis::cmd("REGISTER")
-                        .arg(&name)
-                        .arg("plan")
-                        .arg("pro")
-                        .query(&mut c);
+                    let r: redis::RedisResult<i64> = register_cmd(&name, PLAN).query(&mut c);
                     match r {
                         Ok(_) => {
                             longest = longest.max(last_reply.elapsed());
@@ -222,7 +203,7 @@ fn replicated_failover_rounds_lose_no_acknowledged_write() {
     let mut attempted: HashSet<String> = HashSet::new();
     let mut failovers = Vec::new();
     for round in 0..rounds {
-        let start = info_num(&primary.info("events"), "events_last_seq");
+        let start = primary.last_seq();
         let stop = Arc::new(AtomicBool::new(false));
         let writers = load(primary.port, format!("r{round}"), Arc::clone(&stop));
         // Let the load reach the primary, then take it down under that load.
@@ -246,12 +227,7 @@ fn replicated_failover_rounds_lose_no_acknowledged_write() {
         for k in 0.. {
             let name = format!("r{round}-first{k}");
             attempted.insert(name.clone());
-            let r: redis::RedisResult<i64> = redis::cmd("REGISTER")
-                .arg(&name)
-                .arg("plan")
-                .arg("pro")
-                .query(&mut follower.redis());
-            match r {
+            match try_register(&follower, &name) {
                 Ok(id) => {
                     assert!(id > 0);
                     known.insert(name, Known::Present);
@@ -284,10 +260,7 @@ fn replicated_failover_rounds_lose_no_acknowledged_write() {
         primary.wait_info("nats", "the promoted node's relay to drain", |i| {
             info_num(i, "nats_lag_events") == 0
         });
-        let last = info_num(&primary.info("events"), "events_last_seq");
-        follower.wait_info("replication", "the old primary to catch up", |i| {
-            info_num(i, "userbus_applied_seq") >= last
-        });
+        follower.wait_applied(primary.last_seq());
         let log = event_log(&primary);
         assert_eq!(
             log,
@@ -309,10 +282,7 @@ fn replicated_failover_rounds_lose_no_acknowledged_write() {
 
 /// REGISTER `name` on `p`: the id, or the error's text.
 fn try_register(p: &UserbusProcess, name: &str) -> Result<i64, String> {
-    redis::cmd("REGISTER")
-        .arg(name)
-        .arg("plan")
-        .arg("pro")
+    register_cmd(name, PLAN)
         .query(&mut p.redis())
         .map_err(|e| e.to_string())
 }
@@ -334,9 +304,7 @@ fn a_node_fenced_right_after_its_promotion_applies_the_late_event_and_promotes_a
     for i in 0..5 {
         try_register(&old, &format!("u{i}")).expect("REGISTER on the primary");
     }
-    new.wait_info("replication", "the follower to catch up", |i| {
-        info_num(i, "userbus_applied_seq") >= 5
-    });
+    new.wait_applied(5);
     assert_eq!(promote(&new), "OK");
     // The old primary's write lands first: what a publish in flight when it died
     // would do.

@@ -8,7 +8,6 @@
 //! `USERBUS_NATS_TEST=1`.
 mod common;
 
-use std::collections::HashMap;
 use std::process::Command;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use common::nats::{
     NatsCluster, NatsServer, NatsTestClient, StoredMsg, nats_available, nats_py_available,
 };
 use common::process::UserbusProcess;
+use common::reply::{register, wait_applied};
 use serde_json::json;
 use userbus::Durability;
 
@@ -63,36 +63,6 @@ fn recv_seqs(rx: &Receiver<i64>, n: usize) -> Vec<i64> {
         .collect()
 }
 
-/// An INFO section as field -> value.
-fn info(c: &mut redis::Connection, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
-        .collect()
-}
-
-/// Waits until the follower behind `c` applied up to `seq`.
-fn wait_applied(c: &mut redis::Connection, seq: i64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let i = info(c, "replication");
-        let applied: i64 = i
-            .get("userbus_applied_seq")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(-1);
-        if applied >= seq {
-            return;
-        }
-        assert!(Instant::now() < deadline, "seq {seq} not applied: {i:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn register(c: &mut redis::Connection, name: &str) -> i64 {
-    redis::cmd("REGISTER").arg(name).query(c).expect("REGISTER")
-}
-
 fn promote(c: &mut redis::Connection) {
     let ok: String = redis::cmd("REPLICAOF")
         .arg("NO")
@@ -135,7 +105,7 @@ fn offsets_reach_the_kv_bucket_and_a_promoted_follower_resumes_after_them() {
     let mut p = primary.redis();
     let started = Instant::now();
     for i in 1..=20 {
-        register(&mut p, &format!("u{i}"));
+        register(&mut p, &format!("u{i}"), &[]);
     }
     assert_eq!(recv_seqs(&primary_seqs, 20), (1..=20).collect::<Vec<_>>());
     let mut client = nats.client();
@@ -175,7 +145,7 @@ fn offsets_reach_the_kv_bucket_and_a_promoted_follower_resumes_after_them() {
     let mut f = follower.redis();
     wait_applied(&mut f, 20);
     for i in 21..=25 {
-        register(&mut p, &format!("u{i}"));
+        register(&mut p, &format!("u{i}"), &[]);
     }
     assert_eq!(recv_seqs(&primary_seqs, 5), (21..=25).collect::<Vec<_>>());
     wait_applied(&mut f, 25);
@@ -194,7 +164,7 @@ fn offsets_reach_the_kv_bucket_and_a_promoted_follower_resumes_after_them() {
 
     promote(&mut f);
     for i in 26..=28 {
-        assert_eq!(register(&mut f, &format!("u{i}")), i);
+        assert_eq!(register(&mut f, &format!("u{i}"), &[]), i);
     }
     // Resumes after the bucket's offset: nothing before it again, nothing
     // after it skipped.
@@ -222,7 +192,7 @@ fn a_promotion_takes_the_buckets_offset_over_its_own_never_past_what_it_applied(
     let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
     let mut p = primary.redis();
     for i in 1..=5 {
-        register(&mut p, &format!("u{i}"));
+        register(&mut p, &format!("u{i}"), &[]);
     }
     // What an old primary left: "mail" confirmed up to 2 (it may have run 3 and
     // 4 within its last interval), "ahead" past the stream's end (a primary
@@ -270,7 +240,7 @@ fn a_promotion_takes_the_buckets_offset_over_its_own_never_past_what_it_applied(
     drop(p);
     drop(primary);
     promote(&mut f);
-    assert_eq!(register(&mut f, "u6"), 6);
+    assert_eq!(register(&mut f, "u6", &[]), 6);
     assert_eq!(recv_seqs(&rxs[0], 4), [3, 4, 5, 6], "mail resumes after 2");
     assert_eq!(recv_seqs(&rxs[1], 1), [6], "ahead resumes after 5");
     assert_eq!(recv_seqs(&rxs[2], 6), [1, 2, 3, 4, 5, 6], "fresh keeps 0");
@@ -296,7 +266,7 @@ fn a_promotion_on_a_cluster_without_a_bucket_keeps_local_offsets_and_creates_it_
     );
     let mut p = primary.redis();
     for i in 1..=3 {
-        register(&mut p, &format!("u{i}"));
+        register(&mut p, &format!("u{i}"), &[]);
     }
     let (tx, rx) = channel();
     let follower = TestServer::start_with(
@@ -327,7 +297,7 @@ fn a_promotion_on_a_cluster_without_a_bucket_keeps_local_offsets_and_creates_it_
     );
     assert_eq!(recv_seqs(&rx, 3), [1, 2, 3], "the local offset, 0, is kept");
     for i in 4..=5 {
-        assert_eq!(register(&mut f, &format!("u{i}")), i);
+        assert_eq!(register(&mut f, &format!("u{i}"), &[]), i);
     }
     assert_eq!(recv_seqs(&rx, 2), [4, 5]);
     let mut client = cluster.any_client();

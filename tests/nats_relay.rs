@@ -18,6 +18,8 @@ use common::nats::{
     run_nats_py_consumer,
 };
 use common::process::UserbusProcess;
+use common::reply::{self, info_num};
+use common::stream::kinds_and_names;
 use serde_json::Value;
 
 /// How long the relay may take to drain after a disturbance (a leader election
@@ -26,87 +28,26 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(45);
 /// Kill rounds of the exactly-once test.
 const KILL_ROUNDS: usize = 10;
 
-/// The `# Nats` section of INFO as field -> value.
-fn nats_info(p: &UserbusProcess) -> std::collections::HashMap<String, String> {
-    let text: String = redis::cmd("INFO")
-        .arg("nats")
-        .query(&mut p.redis())
-        .expect("INFO nats");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
-        .collect()
-}
-
 /// A nats-server node and a directory for databases; `None` (skip) without
 /// nats-server.
 fn single_node() -> Option<(NatsServer, tempfile::TempDir)> {
     nats_available().then(|| (NatsServer::start(), tempfile::tempdir().expect("tempdir")))
 }
 
-/// Polls INFO until `done` holds for it, or fails with the last one seen.
-fn wait_info(
-    p: &UserbusProcess,
-    within: Duration,
-    what: &str,
-    done: impl Fn(&std::collections::HashMap<String, String>) -> bool,
-) -> std::collections::HashMap<String, String> {
-    let deadline = Instant::now() + within;
-    loop {
-        let info = nats_info(p);
-        if done(&info) {
-            return info;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "waited {within:?} for {what}; INFO nats: {info:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Waits until INFO's numeric `field` reaches `at_least`.
 fn wait_count(p: &UserbusProcess, field: &str, at_least: i64, what: &str) {
-    wait_info(p, DRAIN_TIMEOUT, what, |i| {
-        i.get(field)
-            .and_then(|s| s.parse::<i64>().ok())
-            .is_some_and(|n| n >= at_least)
-    });
+    p.wait_info("nats", what, |i| info_num(i, field) >= at_least);
 }
 
-/// Waits until the stream holds every committed event.
-fn wait_drained(p: &UserbusProcess) {
-    wait_info(p, DRAIN_TIMEOUT, "the relay to drain", |i| {
-        i.get("nats_lag_events").map(String::as_str) == Some("0")
-            && i.get("nats_relay_state").map(String::as_str) == Some("publishing")
-    });
-}
-
-/// The local event log, from XRANGE: (seq, kind, name).
-fn local_log(p: &UserbusProcess) -> Vec<(u64, String, String)> {
-    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg("events")
-        .arg("-")
-        .arg("+")
-        .query(&mut p.redis())
-        .expect("XRANGE");
-    entries
-        .into_iter()
-        .map(|(id, fields)| {
-            let seq = id.trim_end_matches("-0").parse().expect("seq id");
-            let field = |name: &str| {
-                let i = fields.iter().position(|f| f == name).expect("field");
-                fields[i + 1].clone()
-            };
-            (seq, field("kind"), field("name"))
-        })
-        .collect()
+/// The local event log: (seq, kind, name).
+fn local_log(p: &UserbusProcess) -> Vec<(i64, String, String)> {
+    kinds_and_names(&mut p.redis())
 }
 
 /// The stream holds exactly the local log: one message per event, stream seq ==
 /// event seq, this writer's id, the event's subject and JSON.
 fn assert_stream_is_the_log(c: &mut NatsTestClient, p: &UserbusProcess, stream: &str) {
-    let writer = nats_info(p)["nats_writer"].clone();
+    let writer = p.info("nats")["nats_writer"].clone();
     let log = local_log(p);
     let msgs = c.all_msgs(stream);
     assert_eq!(
@@ -117,7 +58,7 @@ fn assert_stream_is_the_log(c: &mut NatsTestClient, p: &UserbusProcess, stream: 
         log.len()
     );
     for (m, (seq, kind, name)) in msgs.iter().zip(&log) {
-        assert_eq!(m.seq, *seq, "stream seq == event seq");
+        assert_eq!(m.seq as i64, *seq, "stream seq == event seq");
         assert_eq!(m.msg_id(), Some(format!("{writer}-{seq}").as_str()));
         assert_eq!(m.subject, format!("userbus.{kind}"));
         let event: Value = m.json();
@@ -145,11 +86,8 @@ fn load(port: u16, tag: &str, threads: usize) -> (Arc<AtomicBool>, Vec<JoinHandl
                 let mut done = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let name = format!("{tag}-{done}");
-                    let r: redis::RedisResult<i64> = redis::cmd("REGISTER")
-                        .arg(&name)
-                        .arg("plan")
-                        .arg("pro")
-                        .query(&mut c);
+                    let r: redis::RedisResult<i64> =
+                        reply::register_cmd(&name, &[("plan", "pro")]).query(&mut c);
                     match r {
                         Ok(_) => {}
                         Err(e) if e.is_io_error() || e.is_connection_dropped() => break,
@@ -184,23 +122,8 @@ fn finish(load: (Arc<AtomicBool>, Vec<JoinHandle<usize>>)) -> usize {
         .sum()
 }
 
-/// The last committed event seq (INFO events).
-fn last_seq(p: &UserbusProcess) -> i64 {
-    let text: String = redis::cmd("INFO")
-        .arg("events")
-        .query(&mut p.redis())
-        .expect("INFO events");
-    text.lines()
-        .find_map(|l| l.strip_prefix("events_last_seq:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("events_last_seq")
-}
-
 fn register(p: &UserbusProcess, name: &str) -> i64 {
-    redis::cmd("REGISTER")
-        .arg(name)
-        .query(&mut p.redis())
-        .expect("REGISTER")
+    reply::register(&mut p.redis(), name, &[])
 }
 
 #[test]
@@ -214,7 +137,7 @@ fn every_committed_event_lands_once_in_order_across_kill_9_rounds() {
     let mut resumed_ahead = 0;
     for round in 0..KILL_ROUNDS {
         let mut p = UserbusProcess::start(&db, &args);
-        let base = last_seq(&p);
+        let base = p.last_seq();
         let running = load(p.port, &format!("r{round}"), 3);
         // Kill at a different point of the relay's work each round: wait for a
         // few confirmations of this round's events, more each round.
@@ -237,7 +160,7 @@ fn every_committed_event_lands_once_in_order_across_kill_9_rounds() {
         }
     }
     let p = UserbusProcess::start(&db, &args);
-    wait_drained(&p);
+    p.wait_relayed();
     let mut c = nats.client();
     assert_stream_is_the_log(&mut c, &p, "USERBUS");
     let log = local_log(&p);
@@ -267,7 +190,7 @@ fn publishing_resumes_on_a_new_leader_after_the_stream_leader_is_killed() {
     let running = load(p.port, "leader", 2);
     wait_count(&p, "nats_confirmed_seq", 50, "confirmations under load");
     let leader = cluster.wait_stream_leader("USERBUS", None);
-    let before = nats_info(&p)["nats_confirmed_seq"].parse::<i64>().unwrap();
+    let before = p.info("nats")["nats_confirmed_seq"].parse::<i64>().unwrap();
     cluster.kill9(leader);
     let new_leader = cluster.wait_stream_leader("USERBUS", Some(leader));
     assert_ne!(new_leader, leader);
@@ -279,7 +202,7 @@ fn publishing_resumes_on_a_new_leader_after_the_stream_leader_is_killed() {
         "publishing on the new leader",
     );
     finish(running);
-    wait_drained(&p);
+    p.wait_relayed();
     cluster.restart(leader);
     cluster.wait_current("USERBUS");
     let mut c = cluster.client(new_leader);
@@ -296,15 +219,15 @@ fn the_lag_grows_while_nats_is_down_and_drains_when_it_is_back() {
     for i in 0..5 {
         register(&p, &format!("before{i}"));
     }
-    wait_drained(&p);
+    p.wait_relayed();
     nats.stop();
-    wait_info(&p, DRAIN_TIMEOUT, "the disconnection", |i| {
+    p.wait_info("nats", "the disconnection", |i| {
         i.get("nats_connected").map(String::as_str) == Some("0")
     });
     for i in 0..20 {
         assert!(register(&p, &format!("during{i}")) > 0);
     }
-    let info = nats_info(&p);
+    let info = p.info("nats");
     assert_eq!(info["nats_lag_events"], "20", "{info:?}");
     // Local service is healthy all along.
     assert_eq!(
@@ -312,8 +235,8 @@ fn the_lag_grows_while_nats_is_down_and_drains_when_it_is_back() {
         "PONG"
     );
     nats.restart();
-    wait_drained(&p);
-    let info = nats_info(&p);
+    p.wait_relayed();
+    let info = p.info("nats");
     assert!(
         info["nats_reconnects"].parse::<u64>().unwrap() >= 1,
         "{info:?}"
@@ -334,23 +257,13 @@ fn a_foreign_message_at_the_next_seq_stops_the_relay_and_local_service_goes_on()
     for i in 0..3 {
         register(&p, &format!("u{i}"));
     }
-    wait_drained(&p);
+    p.wait_relayed();
     p.stop();
     let mut c = nats.client();
-    let ack = c
-        .js_publish(
-            "userbus.user.registered",
-            &[
-                ("Nats-Msg-Id", "someone-else-4"),
-                ("Nats-Expected-Last-Sequence", "3"),
-            ],
-            b"{}",
-        )
-        .expect("ack");
-    assert_eq!(ack["seq"], 4, "{ack}");
+    c.publish_foreign_after(3);
     let p = UserbusProcess::start(&db, &args);
     assert!(register(&p, "after") > 0);
-    let info = wait_info(&p, DRAIN_TIMEOUT, "the relay to stop", |i| {
+    let info = p.wait_info("nats", "the relay to stop", |i| {
         i.get("nats_relay_state").map(String::as_str) == Some("stopped")
     });
     assert!(
@@ -387,7 +300,7 @@ fn a_bad_url_a_refused_connection_and_wrong_credentials_are_one_log_line_each() 
         bad[0].contains("ERROR") && bad[0].contains("notaport"),
         "{bad:?}"
     );
-    assert_eq!(nats_info(&p)["nats_enabled"], "0");
+    assert_eq!(p.info("nats")["nats_enabled"], "0");
 
     // Nobody listens: retries, one warning.
     let port = common::free_port();
@@ -436,7 +349,7 @@ fn a_bad_url_a_refused_connection_and_wrong_credentials_are_one_log_line_each() 
         ],
     );
     register(&p, "d");
-    wait_drained(&p);
+    p.wait_relayed();
 }
 
 #[test]
@@ -455,8 +368,8 @@ fn a_nats_py_consumer_on_another_machine_reads_every_event() {
         let removed = unregister(&mut p.redis(), &format!("py{i}")).unwrap();
         assert_eq!(removed, 1);
     }
-    wait_drained(&p);
-    let writer = nats_info(&p)["nats_writer"].clone();
+    p.wait_relayed();
+    let writer = p.info("nats")["nats_writer"].clone();
     let got = run_nats_py_consumer(&url, "USERBUS", "userbus.>", 12);
     let log = local_log(&p);
     assert_eq!(got.len(), log.len());
@@ -485,7 +398,7 @@ fn retention_never_trims_what_the_relay_has_not_confirmed() {
     for i in 0..3 {
         register(&p, &format!("kept{i}"));
     }
-    wait_drained(&p);
+    p.wait_relayed();
     // Confirmed events may go: the log is trimmed to 2.
     let xlen = |p: &UserbusProcess| -> i64 {
         redis::cmd("XLEN")
@@ -502,7 +415,7 @@ fn retention_never_trims_what_the_relay_has_not_confirmed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     nats.stop();
-    wait_info(&p, DRAIN_TIMEOUT, "the disconnection", |i| {
+    p.wait_info("nats", "the disconnection", |i| {
         i.get("nats_connected").map(String::as_str) == Some("0")
     });
     for i in 0..10 {
@@ -516,9 +429,9 @@ fn retention_never_trims_what_the_relay_has_not_confirmed() {
         std::thread::sleep(Duration::from_millis(100));
     }
     nats.restart();
-    wait_drained(&p);
+    p.wait_relayed();
     // Every event reached the stream, in order, once.
-    let writer = nats_info(&p)["nats_writer"].clone();
+    let writer = p.info("nats")["nats_writer"].clone();
     let msgs = nats.client().all_msgs("USERBUS");
     assert_eq!(msgs.len(), 13);
     for (i, m) in msgs.iter().enumerate() {
@@ -542,7 +455,7 @@ fn a_database_restored_from_an_older_copy_stops_the_relay_instead_of_reusing_seq
     for i in 0..3 {
         register(&p, &format!("old{i}"));
     }
-    wait_drained(&p);
+    p.wait_relayed();
     p.stop();
     // A copy taken now, while the live database goes on to seq 5.
     let copy = dir.path().join("copy.db");
@@ -556,10 +469,10 @@ fn a_database_restored_from_an_older_copy_stops_the_relay_instead_of_reusing_seq
     for i in 0..2 {
         register(&p, &format!("new{i}"));
     }
-    wait_drained(&p);
+    p.wait_relayed();
     p.stop();
     let p = UserbusProcess::start(&copy, &args);
-    let info = wait_info(&p, DRAIN_TIMEOUT, "the relay to stop", |i| {
+    let info = p.wait_info("nats", "the relay to stop", |i| {
         i.get("nats_relay_state").map(String::as_str) == Some("stopped")
     });
     assert!(info["nats_last_error"].contains("older copy"), "{info:?}");

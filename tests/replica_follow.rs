@@ -9,122 +9,60 @@
 //! `USERBUS_NATS_TEST=1`.
 mod common;
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::nats::{NatsCluster, NatsServer, nats_available};
-use common::process::{UserbusProcess, info_num};
+use common::process::UserbusProcess;
+use common::reply::{self, info_num};
+use common::stream::{Entry, all_events, wait_parked_on};
+use redis::Value;
+use tempfile::TempDir;
 
-/// How long catching up, draining or promoting may take.
+/// How long a promotion, a push, a blocked read or a callback may take.
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A nats-server node and a directory for databases; `None` (skip) without
 /// nats-server.
-fn single_node() -> Option<(NatsServer, tempfile::TempDir)> {
+fn single_node() -> Option<(NatsServer, TempDir)> {
     nats_available().then(|| (NatsServer::start(), tempfile::tempdir().expect("tempdir")))
 }
 
-/// Waits until the primary's relay confirmed every committed event.
-fn wait_relayed(p: &UserbusProcess) {
-    p.wait_info("nats", "the relay to drain", |i| {
-        i.get("nats_lag_events").map(String::as_str) == Some("0")
-            && i.get("nats_relay_state").map(String::as_str) == Some("publishing")
+/// A primary relaying to `url`, on `p.db` in `dir`.
+fn start_primary(dir: &TempDir, url: &str) -> UserbusProcess {
+    UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url])
+}
+
+/// A follower of `url` on `f.db` in `dir`, once it applied up to `seq`.
+fn start_follower(dir: &TempDir, url: &str, seq: i64) -> UserbusProcess {
+    let f = UserbusProcess::start(&dir.path().join("f.db"), &["--nats", url, "--follow"]);
+    f.wait_applied(seq);
+    f
+}
+
+/// Waits until the follower `f` reports its link to NATS down.
+fn wait_link_down(f: &UserbusProcess) {
+    f.wait_info("replication", "the follower to lose NATS", |i| {
+        i.get("master_link_status").map(String::as_str) == Some("down")
     });
 }
 
-/// Waits until the follower applied up to `seq`.
-fn wait_applied(f: &UserbusProcess, seq: i64) -> HashMap<String, String> {
-    f.wait_info("replication", &format!("seq {seq} applied"), |i| {
-        info_num(i, "userbus_applied_seq") >= seq
-    })
-}
-
 fn register(p: &UserbusProcess, name: &str) -> i64 {
-    redis::cmd("REGISTER")
-        .arg(name)
-        .arg("plan")
-        .arg("pro")
-        .query(&mut p.redis())
-        .expect("REGISTER")
+    reply::register(&mut p.redis(), name, &[("plan", "pro")])
 }
 
 fn unregister(p: &UserbusProcess, name: &str) -> i64 {
-    redis::cmd("UNREGISTER")
-        .arg(name)
-        .query(&mut p.redis())
-        .expect("UNREGISTER")
+    reply::unregister(&mut p.redis(), name)
 }
 
-/// The event log from XRANGE: (id, fields) in order.
-fn log(p: &UserbusProcess) -> Vec<(String, Vec<String>)> {
-    redis::cmd("XRANGE")
-        .arg("events")
-        .arg("-")
-        .arg("+")
-        .query(&mut p.redis())
-        .expect("XRANGE")
+/// The event log, every entry of `events`.
+fn log(p: &UserbusProcess) -> Vec<Entry> {
+    all_events(&mut p.redis())
 }
 
-/// LOOKUP's reply, printed; `None` for nil.
-fn lookup(p: &UserbusProcess, name: &str) -> Option<String> {
-    let v: redis::Value = redis::cmd("LOOKUP")
-        .arg(name)
-        .query(&mut p.redis())
-        .expect("LOOKUP");
-    (v != redis::Value::Nil).then(|| format!("{v:?}"))
-}
-
-fn last_seq(p: &UserbusProcess) -> i64 {
-    info_num(&p.info("events"), "events_last_seq")
-}
-
-/// The HTTP port from the ready line.
-fn http_port(p: &UserbusProcess) -> u16 {
-    p.log()
-        .lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once("http=127.0.0.1:")?;
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .expect("http port in the ready line")
-}
-
-/// One HTTP/1.1 request; the whole response (the server closes it).
-fn http(p: &UserbusProcess, request: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", http_port(p))).expect("connect http");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Waits until connection `name` on `p` runs (is parked in) `command`.
-fn wait_parked(p: &UserbusProcess, name: &str, command: &str) {
-    let (name_field, cmd_field) = (format!(" name={name} "), format!(" cmd={command} "));
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query(&mut p.redis())
-            .expect("CLIENT LIST");
-        if list
-            .lines()
-            .any(|l| l.contains(&name_field) && l.contains(&cmd_field))
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never ran {command}: {list}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// LOOKUP's reply; `None` for nil.
+fn lookup(p: &UserbusProcess, name: &str) -> Option<Value> {
+    let v = reply::lookup(&mut p.redis(), name);
+    (v != Value::Nil).then_some(v)
 }
 
 /// `REPLICAOF NO ONE` on `p`, with a bound on how long it may take.
@@ -140,19 +78,15 @@ fn a_follower_catches_up_from_empty_then_follows_live_writes_with_the_same_ids()
         return;
     };
     let url = nats.url();
-    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    let primary = start_primary(&dir, &url);
     for i in 0..50 {
         register(&primary, &format!("early{i}"));
     }
     for i in 0..10 {
         assert_eq!(unregister(&primary, &format!("early{i}")), 1);
     }
-    wait_relayed(&primary);
-    let follower = UserbusProcess::start(
-        &dir.path().join("f.db"),
-        &["--nats", url.as_str(), "--follow"],
-    );
-    wait_applied(&follower, 60);
+    primary.wait_relayed();
+    let follower = start_follower(&dir, &url, 60);
     // Live: writes on the primary reach the follower, one at a time and in bulk.
     let mut sub = follower.redis();
     sub.set_read_timeout(Some(WAIT)).unwrap();
@@ -169,8 +103,8 @@ fn a_follower_catches_up_from_empty_then_follows_live_writes_with_the_same_ids()
     for i in 0..500 {
         register(&primary, &format!("bulk{i}"));
     }
-    let last = last_seq(&primary);
-    let i = wait_applied(&follower, last);
+    let last = primary.last_seq();
+    let i = follower.wait_applied(last);
     assert_eq!(info_num(&i, "userbus_lag_events"), 0, "{i:?}");
     assert_eq!(i["role"], "slave");
     // The same log, seqs and users on both.
@@ -200,7 +134,7 @@ fn a_follower_catches_up_from_empty_then_follows_live_writes_with_the_same_ids()
             .expect("XREAD");
         got
     });
-    wait_parked(&follower, "reader", "xread");
+    wait_parked_on(&mut follower.redis(), "reader", "xread");
     register(&primary, "wakes");
     let got = waiter.join().unwrap();
     assert!(format!("{got:?}").contains("wakes"), "{got:?}");
@@ -212,14 +146,14 @@ fn a_follower_refuses_writes_and_reports_info_replication() {
         return;
     };
     let url = nats.url();
-    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    let primary = start_primary(&dir, &url);
     register(&primary, "ann");
-    wait_relayed(&primary);
+    primary.wait_relayed();
     let follower = UserbusProcess::start_with_http(
         &dir.path().join("f.db"),
         &["--nats", url.as_str(), "--follow"],
     );
-    let i = wait_applied(&follower, 1);
+    let i = follower.wait_applied(1);
     for field in [
         "role",
         "userbus_follow_state",
@@ -265,32 +199,21 @@ fn a_follower_refuses_writes_and_reports_info_replication() {
         .expect_err("REPLICAOF host port");
     assert!(err.to_string().contains("--follow"), "{err}");
     // HTTP: reads answer, writes get 503 with a JSON error.
-    let get = http(
-        &follower,
-        "GET /users/ann HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let get = follower.http("GET /users/ann HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(get.starts_with("HTTP/1.1 200"), "{get}");
     let body = r#"{"name":"carl"}"#;
-    let post = http(
-        &follower,
-        &format!(
-            "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+    let post = follower.http(&format!(
+        "POST /users HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    );
+        body.len()
+    ));
     assert!(post.starts_with("HTTP/1.1 503"), "{post}");
     assert!(post.contains("{\"error\":\"read only replica"), "{post}");
-    let delete = http(
-        &follower,
-        "DELETE /users/ann HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let delete =
+        follower.http("DELETE /users/ann HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(delete.starts_with("HTTP/1.1 503"), "{delete}");
     // Metrics.
-    let metrics = http(
-        &follower,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    );
+    let metrics = follower.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(metrics.contains("userbus_replica_follower 1"), "{metrics}");
     assert!(
         metrics.contains("userbus_replica_applied_seq 1"),
@@ -330,12 +253,8 @@ fn a_promoted_follower_continues_the_stream_and_the_old_primary_turns_follower()
         register(&primary, &format!("a{i}"));
     }
     unregister(&primary, "a3");
-    wait_relayed(&primary);
-    let follower = UserbusProcess::start(
-        &dir.path().join("f.db"),
-        &["--nats", url.as_str(), "--follow"],
-    );
-    wait_applied(&follower, 21);
+    primary.wait_relayed();
+    let follower = start_follower(&dir, &url, 21);
     // A clean stop stores the relay's position, so what is discarded below is
     // exactly the tail written after it.
     primary.stop();
@@ -355,7 +274,7 @@ fn a_promoted_follower_continues_the_stream_and_the_old_primary_turns_follower()
     assert_eq!(follower.info("replication")["role"], "master");
     let id = register(&follower, "after");
     assert!(id > 20, "{id}");
-    wait_relayed(&follower);
+    follower.wait_relayed();
     // The stream continues with the next seqs, chained to the old primary's.
     let msgs = nats.client().all_msgs("USERBUS");
     assert_eq!(msgs.len(), 22);
@@ -397,7 +316,7 @@ fn a_promoted_follower_continues_the_stream_and_the_old_primary_turns_follower()
     assert_eq!(err.code(), Some("READONLY"));
     // It keeps following.
     register(&follower, "later");
-    wait_applied(&old, 23);
+    old.wait_applied(23);
     assert_eq!(log(&old), log(&follower));
 }
 
@@ -407,18 +326,12 @@ fn promotion_fails_with_an_error_when_nats_is_gone() {
         return;
     };
     let url = nats.url();
-    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    let primary = start_primary(&dir, &url);
     register(&primary, "ann");
-    wait_relayed(&primary);
-    let follower = UserbusProcess::start(
-        &dir.path().join("f.db"),
-        &["--nats", url.as_str(), "--follow"],
-    );
-    wait_applied(&follower, 1);
+    primary.wait_relayed();
+    let follower = start_follower(&dir, &url, 1);
     nats.stop();
-    follower.wait_info("replication", "the follower to lose NATS", |i| {
-        i.get("master_link_status").map(String::as_str) == Some("down")
-    });
+    wait_link_down(&follower);
     let err = promote(&follower).expect_err("promotion without NATS");
     assert!(err.to_string().contains("promotion failed"), "{err}");
     assert_eq!(follower.info("replication")["role"], "slave");
@@ -434,11 +347,11 @@ fn a_trimmed_stream_and_no_snapshot_is_an_error_at_start() {
         return;
     };
     let url = nats.url();
-    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    let primary = start_primary(&dir, &url);
     for i in 0..5 {
         register(&primary, &format!("u{i}"));
     }
-    wait_relayed(&primary);
+    primary.wait_relayed();
     // Purge everything below seq 4.
     let mut c = nats.client();
     c.api(
@@ -476,16 +389,16 @@ fn a_follower_promoted_on_a_cluster_after_the_primary_is_killed_keeps_every_rela
     for i in 0..200 {
         register(&primary, &format!("c{i}"));
     }
-    wait_relayed(&primary);
-    let relayed = last_seq(&primary);
+    primary.wait_relayed();
+    let relayed = primary.last_seq();
     primary.kill9();
     assert_eq!(promote(&follower).unwrap(), "OK");
-    assert_eq!(last_seq(&follower), relayed);
+    assert_eq!(follower.last_seq(), relayed);
     for i in 0..200 {
         assert!(lookup(&follower, &format!("c{i}")).is_some(), "c{i}");
     }
     assert!(register(&follower, "next") > 0);
-    wait_relayed(&follower);
+    follower.wait_relayed();
     let info = cluster.any_client().stream_info("USERBUS");
     assert_eq!(info["state"]["last_seq"], relayed + 1);
 }
@@ -496,24 +409,18 @@ fn a_follower_resumes_after_nats_restarts() {
         return;
     };
     let url = nats.url();
-    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    let primary = start_primary(&dir, &url);
     register(&primary, "before");
-    wait_relayed(&primary);
-    let follower = UserbusProcess::start(
-        &dir.path().join("f.db"),
-        &["--nats", url.as_str(), "--follow"],
-    );
-    wait_applied(&follower, 1);
+    primary.wait_relayed();
+    let follower = start_follower(&dir, &url, 1);
     nats.stop();
-    follower.wait_info("replication", "the follower to lose NATS", |i| {
-        i.get("master_link_status").map(String::as_str) == Some("down")
-    });
+    wait_link_down(&follower);
     for i in 0..20 {
         register(&primary, &format!("during{i}"));
     }
     nats.restart();
-    wait_relayed(&primary);
-    let i = wait_applied(&follower, 21);
+    primary.wait_relayed();
+    let i = follower.wait_applied(21);
     assert_eq!(i["master_link_status"], "up", "{i:?}");
     assert_eq!(log(&follower), log(&primary));
 }
@@ -524,20 +431,16 @@ fn two_primaries_one_keeps_writing_and_the_other_turns_follower() {
         return;
     };
     let url = nats.url();
-    let old = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    let old = start_primary(&dir, &url);
     for i in 0..5 {
         register(&old, &format!("u{i}"));
     }
-    wait_relayed(&old);
-    let new = UserbusProcess::start(
-        &dir.path().join("f.db"),
-        &["--nats", url.as_str(), "--follow"],
-    );
-    wait_applied(&new, 5);
+    old.wait_relayed();
+    let new = start_follower(&dir, &url, 5);
     // Promoted while the old primary still runs: two primaries.
     assert_eq!(promote(&new).unwrap(), "OK");
     register(&new, "new1");
-    wait_relayed(&new);
+    new.wait_relayed();
     // The old one commits locally, then its publish is refused: it is fenced.
     assert!(register(&old, "old1") > 0);
     let i = old.wait_info("replication", "the old primary to turn follower", |i| {
@@ -549,7 +452,7 @@ fn two_primaries_one_keeps_writing_and_the_other_turns_follower() {
     assert!(lookup(&old, "new1").is_some());
     // The new one keeps writing, and the old one follows it.
     register(&new, "new2");
-    wait_applied(&old, 7);
+    old.wait_applied(7);
     assert_eq!(log(&old), log(&new));
     assert_eq!(new.info("replication")["role"], "master");
     assert_eq!(nats.client().all_msgs("USERBUS").len(), 7);
@@ -561,11 +464,11 @@ fn callbacks_run_on_a_follower_and_durable_handlers_only_once_it_is_primary() {
         return;
     };
     let url = nats.url();
-    let primary = UserbusProcess::start(&dir.path().join("p.db"), &["--nats", url.as_str()]);
+    let primary = start_primary(&dir, &url);
     for i in 0..3 {
         register(&primary, &format!("u{i}"));
     }
-    wait_relayed(&primary);
+    primary.wait_relayed();
     let (callback_tx, callbacks) = std::sync::mpsc::channel();
     let (durable_tx, durable) = std::sync::mpsc::channel();
     let nats_url = url.clone();
@@ -584,21 +487,7 @@ fn callbacks_run_on_a_follower_and_durable_handlers_only_once_it_is_primary() {
         },
     );
     let mut c = follower.redis();
-    let applied = |c: &mut redis::Connection| -> i64 {
-        let text: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("userbus_applied_seq:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(-1)
-    };
-    let deadline = Instant::now() + WAIT;
-    while applied(&mut c) < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "the follower did not apply 3 events"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    reply::wait_applied(&mut c, 3);
     let got: Vec<String> = (0..3)
         .map(|_| callbacks.recv_timeout(WAIT).expect("a callback"))
         .collect();
@@ -632,7 +521,7 @@ fn a_follower_bootstraps_from_a_backup_and_the_trimmed_stream_tail() {
         register(&primary, &format!("before{i}"));
     }
     unregister(&primary, "before0");
-    wait_relayed(&primary);
+    primary.wait_relayed();
     // Ten more while NATS is down: the snapshot holds events the stream does not
     // have yet, past the relay position it records.
     nats.stop();
@@ -658,8 +547,8 @@ fn a_follower_bootstraps_from_a_backup_and_the_trimmed_stream_tail() {
     for i in 0..20 {
         register(&primary, &format!("after{i}"));
     }
-    wait_relayed(&primary);
-    let end = last_seq(&primary);
+    primary.wait_relayed();
+    let end = primary.last_seq();
     assert_eq!(end, 61);
     // The stream no longer holds seq 32 to 34, just past the snapshot's relay
     // position: only the snapshot's own events bridge the gap.
@@ -671,7 +560,7 @@ fn a_follower_bootstraps_from_a_backup_and_the_trimmed_stream_tail() {
     let info = nats.client().stream_info("USERBUS");
     assert_eq!(info["state"]["first_seq"], 35, "{info}");
     let follower = UserbusProcess::start(&snap, &["--nats", url.as_str(), "--follow"]);
-    wait_applied(&follower, end);
+    follower.wait_applied(end);
     assert_eq!(log(&follower), log(&primary));
     assert!(lookup(&follower, "before0").is_none());
     assert_eq!(lookup(&follower, "before7"), lookup(&primary, "before7"));
@@ -682,6 +571,6 @@ fn a_follower_bootstraps_from_a_backup_and_the_trimmed_stream_tail() {
     assert_eq!(lookup(&follower, "after19"), lookup(&primary, "after19"));
     // It keeps following live writes.
     register(&primary, "live");
-    wait_applied(&follower, end + 1);
+    follower.wait_applied(end + 1);
     assert_eq!(lookup(&follower, "live"), lookup(&primary, "live"));
 }

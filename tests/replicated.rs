@@ -10,7 +10,6 @@
 //! `USERBUS_NATS_TEST=1`.
 mod common;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -19,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::nats::{NatsCluster, NatsServer, NatsTestClient, nats_available};
 use common::process::UserbusProcess;
+use common::reply::{info, wait_info};
+use common::stream::kinds_and_names;
 use common::{TestServer, read_n, resp};
 use serde_json::Value;
 
@@ -28,37 +29,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The reply of a write JetStream did not acknowledge in time.
 const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
 
-/// An INFO section as field -> value.
-fn info(c: &mut redis::Connection, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
-        .collect()
-}
-
-/// Polls `INFO nats` until `done` holds, or fails with the last one seen.
-fn wait_nats(
-    c: &mut redis::Connection,
-    what: &str,
-    done: impl Fn(&HashMap<String, String>) -> bool,
-) -> HashMap<String, String> {
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    loop {
-        let i = info(c, "nats");
-        if done(&i) {
-            return i;
-        }
-        assert!(Instant::now() < deadline, "waited for {what}: {i:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until the relay publishes and the stream holds every committed event.
-fn wait_drained(c: &mut redis::Connection) {
-    wait_nats(c, "the relay to drain", |i| {
+/// Waits until the relay behind `c` publishes.
+fn wait_publishing(c: &mut redis::Connection) {
+    wait_info(c, "nats", DRAIN_TIMEOUT, "the relay to publish", |i| {
         i.get("nats_relay_state").map(String::as_str) == Some("publishing")
-            && i.get("nats_lag_events").map(String::as_str) == Some("0")
     });
 }
 
@@ -69,37 +43,16 @@ fn stream_last_seq(c: &mut NatsTestClient) -> u64 {
         .expect("last_seq")
 }
 
-/// The local log's (seq, kind, name), from XRANGE.
-fn local_log(c: &mut redis::Connection) -> Vec<(u64, String, String)> {
-    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg("events")
-        .arg("-")
-        .arg("+")
-        .query(c)
-        .expect("XRANGE");
-    entries
-        .into_iter()
-        .map(|(id, fields)| {
-            let field = |name: &str| {
-                let i = fields.iter().position(|f| f == name).expect("field");
-                fields[i + 1].clone()
-            };
-            let seq = id.trim_end_matches("-0").parse().expect("seq");
-            (seq, field("kind"), field("name"))
-        })
-        .collect()
-}
-
 /// The stream holds exactly the local log, once each, stream seq == event seq.
 fn assert_stream_is_the_log(nats: &mut NatsTestClient, c: &mut redis::Connection) {
-    let log = local_log(c);
+    let log = kinds_and_names(c);
     let msgs = nats.all_msgs("USERBUS");
-    let stream: Vec<(u64, String, String)> = msgs
+    let stream: Vec<(i64, String, String)> = msgs
         .iter()
         .map(|m| {
             let e: Value = m.json();
             (
-                m.seq,
+                m.seq as i64,
                 e["kind"].as_str().unwrap_or_default().to_string(),
                 e["name"].as_str().unwrap_or_default().to_string(),
             )
@@ -124,6 +77,19 @@ fn start_replicated(nats: &NatsServer, db: &std::path::Path, timeout: &str) -> U
     )
 }
 
+/// A nats-server, a directory, and a userbus process replicating to it with a
+/// 5 s timeout whose relay publishes; `None` (skip) without nats-server.
+fn publishing_node() -> Option<(NatsServer, tempfile::TempDir, UserbusProcess)> {
+    if !nats_available() {
+        return None;
+    }
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = start_replicated(&nats, &dir.path().join("r.db"), "5s");
+    wait_publishing(&mut p.redis());
+    Some((nats, dir, p))
+}
+
 /// A raw RESP socket with a read timeout.
 fn raw(port: u16) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -134,16 +100,10 @@ fn raw(port: u16) -> TcpStream {
 
 #[test]
 fn a_register_reply_comes_after_its_event_is_in_the_stream() {
-    if !nats_available() {
+    let Some((nats, _dir, p)) = publishing_node() else {
         return;
-    }
-    let nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let p = start_replicated(&nats, &dir.path().join("r.db"), "5s");
+    };
     let mut c = p.redis();
-    wait_nats(&mut c, "the relay to publish", |i| {
-        i.get("nats_relay_state").map(String::as_str) == Some("publishing")
-    });
     let mut js = nats.client();
     for i in 0..20u64 {
         let name = format!("u{i}");
@@ -169,16 +129,10 @@ fn a_register_reply_comes_after_its_event_is_in_the_stream() {
 
 #[test]
 fn pipelined_writes_and_reads_on_one_connection_keep_their_order() {
-    if !nats_available() {
+    let Some((nats, _dir, p)) = publishing_node() else {
         return;
-    }
-    let nats = NatsServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let p = start_replicated(&nats, &dir.path().join("r.db"), "5s");
+    };
     let mut c = p.redis();
-    wait_nats(&mut c, "the relay to publish", |i| {
-        i.get("nats_relay_state").map(String::as_str) == Some("publishing")
-    });
     let mut s = raw(p.port);
     let mut pipeline = Vec::new();
     let mut expected = Vec::new();
@@ -219,7 +173,7 @@ fn writes_get_noreplicas_while_nats_is_down_and_succeed_again_when_it_is_back() 
             .unwrap();
         assert!(id > 0);
     }
-    wait_drained(&mut c);
+    p.wait_relayed();
     let mut sub = raw(p.port);
     sub.write_all(&resp(&["SUBSCRIBE", "user.registered"]))
         .unwrap();
@@ -270,7 +224,7 @@ fn writes_get_noreplicas_while_nats_is_down_and_succeed_again_when_it_is_back() 
     assert!(metrics["replicated_held_ticks"].parse::<u64>().unwrap() >= 6);
 
     nats.restart();
-    wait_drained(&mut other);
+    p.wait_relayed();
     // The writes that got NOREPLICAS stayed in the log and reached the stream;
     // their pushes went out once JetStream acknowledged them.
     sub.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -312,9 +266,7 @@ fn writes_stall_and_go_on_when_the_stream_leader_is_killed() {
         ],
     );
     let mut c = p.redis();
-    wait_nats(&mut c, "the relay to publish", |i| {
-        i.get("nats_relay_state").map(String::as_str) == Some("publishing")
-    });
+    wait_publishing(&mut c);
     // Two writers; each REGISTER it got an id for is acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));
@@ -377,7 +329,7 @@ fn writes_stall_and_go_on_when_the_stream_leader_is_killed() {
             "{name} acknowledged, not in the stream"
         );
     }
-    wait_drained(&mut c);
+    p.wait_relayed();
     assert_stream_is_the_log(&mut js, &mut c);
 }
 
@@ -400,17 +352,7 @@ fn a_stopped_relay_fails_held_and_new_writes_at_once() {
     p.stop();
     // Another writer's message where this database's next event would go.
     let mut js = nats.client();
-    let ack = js
-        .js_publish(
-            "userbus.user.registered",
-            &[
-                ("Nats-Msg-Id", "someone-else-4"),
-                ("Nats-Expected-Last-Sequence", "3"),
-            ],
-            b"{}",
-        )
-        .expect("ack");
-    assert_eq!(ack["seq"], 4, "{ack}");
+    js.publish_foreign_after(3);
     let p = start_replicated(&nats, &db, "30s");
     let mut c = p.redis();
     for i in 0..3 {
@@ -440,9 +382,7 @@ fn an_http_write_answers_after_the_ack_and_503_without_it() {
         cfg.replication_timeout = Duration::from_secs(1);
     });
     let mut c = server.redis();
-    wait_nats(&mut c, "the relay to publish", |i| {
-        i.get("nats_relay_state").map(String::as_str) == Some("publishing")
-    });
+    wait_publishing(&mut c);
     let mut h = server.http_raw();
     h.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut js = nats.client();
@@ -499,11 +439,13 @@ fn with_nats_unreachable_at_start_writes_time_out_and_reads_work() {
     let mut held = raw(p.port);
     held.write_all(&resp(&["REGISTER", "early"])).unwrap();
     let mut other = p.redis();
-    let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while info(&mut other, "nats")["replicated_waiting_ticks"] != "1" {
-        assert!(Instant::now() < deadline, "the write was not held");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_info(
+        &mut other,
+        "nats",
+        DRAIN_TIMEOUT,
+        "the write to be held",
+        |i| i.get("replicated_waiting_ticks").map(String::as_str) == Some("1"),
+    );
     // Reads answer at once, and see the write (it is in the local log).
     let count: i64 = redis::cmd("USERCOUNT").query(&mut other).unwrap();
     assert_eq!(count, 1);

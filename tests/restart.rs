@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::process::UserbusProcess;
+use common::reply::register;
 use common::temp_db;
 use redis::{Connection, Value};
 
@@ -45,11 +46,16 @@ fn write_users(con: &mut Connection, from: usize, to: usize) {
     let _: Vec<Value> = pipe.query(con).expect("writes");
 }
 
-fn register_id(con: &mut Connection, name: &str) -> i64 {
-    redis::cmd("REGISTER")
-        .arg(name)
-        .query(con)
-        .expect("REGISTER")
+/// `userbus serve` on `db`, committing without fsync.
+fn start(db: &Path) -> UserbusProcess {
+    UserbusProcess::start(db, &["--durability", "normal"])
+}
+
+/// `start(db)`, asserting that one line of its log contains `says`.
+fn start_saying(db: &Path, says: &str) -> UserbusProcess {
+    let server = start(db);
+    assert_eq!(server.lines_with(says).len(), 1, "{}", server.log());
+    server
 }
 
 fn image_of(db: &Path) -> std::path::PathBuf {
@@ -61,7 +67,7 @@ fn image_of(db: &Path) -> std::path::PathBuf {
 #[test]
 fn restarts_after_a_clean_stop_and_after_a_crash_serve_the_same_lookups() {
     let (_dir, db) = temp_db();
-    let mut server = UserbusProcess::start(&db, &["--durability", "normal"]);
+    let mut server = start(&db);
     let mut con = server.redis();
     write_users(&mut con, 0, USERS);
     let before = snapshot(&mut con);
@@ -69,8 +75,7 @@ fn restarts_after_a_clean_stop_and_after_a_crash_serve_the_same_lookups() {
     assert!(image_of(&db).exists(), "a clean stop writes the image");
 
     // A clean stop: the index comes from the image, which is then gone.
-    let mut server = UserbusProcess::start(&db, &["--durability", "normal"]);
-    assert_eq!(server.lines_with("users from").len(), 1, "{}", server.log());
+    let mut server = start_saying(&db, "users from");
     assert!(
         server.lines_with("-users in").len() == 1,
         "the image served:\n{}",
@@ -79,7 +84,7 @@ fn restarts_after_a_clean_stop_and_after_a_crash_serve_the_same_lookups() {
     assert!(!image_of(&db).exists(), "an image serves one start");
     let mut con = server.redis();
     assert_eq!(snapshot(&mut con), before);
-    let after_clean = register_id(&mut con, "next-after-clean");
+    let after_clean = register(&mut con, "next-after-clean", &[]);
     assert_eq!(after_clean, USERS as i64 + 1, "ids go on where they were");
     write_users(&mut con, USERS, USERS + 200);
     let before_crash = snapshot(&mut con);
@@ -87,17 +92,11 @@ fn restarts_after_a_clean_stop_and_after_a_crash_serve_the_same_lookups() {
     assert!(!image_of(&db).exists(), "a crash leaves no image");
 
     // A crash: the index comes from the users table.
-    let mut server = UserbusProcess::start(&db, &["--durability", "normal"]);
-    assert_eq!(
-        server.lines_with("users from the users table").len(),
-        1,
-        "{}",
-        server.log()
-    );
+    let mut server = start_saying(&db, "users from the users table");
     let mut con = server.redis();
     assert_eq!(snapshot(&mut con), before_crash);
     assert_eq!(
-        register_id(&mut con, "next-after-crash"),
+        register(&mut con, "next-after-crash", &[]),
         USERS as i64 + 202
     );
     server.stop();
@@ -106,14 +105,14 @@ fn restarts_after_a_clean_stop_and_after_a_crash_serve_the_same_lookups() {
 #[test]
 fn an_image_of_another_state_of_the_database_is_not_used() {
     let (_dir, db) = temp_db();
-    let mut server = UserbusProcess::start(&db, &["--durability", "normal"]);
+    let mut server = start(&db);
     let mut con = server.redis();
     write_users(&mut con, 0, 100);
     server.stop();
     let image = std::fs::read(image_of(&db)).expect("image");
 
     // The database moves on after the image was read; the old image comes back.
-    let mut server = UserbusProcess::start(&db, &["--durability", "normal"]);
+    let mut server = start(&db);
     let mut con = server.redis();
     let _: Value = redis::cmd("UNREGISTER")
         .arg("user-1")
@@ -123,13 +122,7 @@ fn an_image_of_another_state_of_the_database_is_not_used() {
     server.kill9();
     std::fs::write(image_of(&db), &image).expect("put the old image back");
 
-    let mut server = UserbusProcess::start(&db, &["--durability", "normal"]);
-    assert_eq!(
-        server.lines_with("users from the users table").len(),
-        1,
-        "{}",
-        server.log()
-    );
+    let mut server = start_saying(&db, "users from the users table");
     let mut con = server.redis();
     assert_eq!(snapshot(&mut con), want);
     server.stop();
@@ -137,13 +130,7 @@ fn an_image_of_another_state_of_the_database_is_not_used() {
     // A torn image is refused too, and the start scans.
     let image = std::fs::read(image_of(&db)).expect("image");
     std::fs::write(image_of(&db), &image[..image.len() / 2]).expect("tear the image");
-    let server = UserbusProcess::start(&db, &["--durability", "normal"]);
-    assert_eq!(
-        server.lines_with("is unreadable").len(),
-        1,
-        "{}",
-        server.log()
-    );
+    let server = start_saying(&db, "is unreadable");
     let mut con = server.redis();
     assert_eq!(snapshot(&mut con), want);
 }

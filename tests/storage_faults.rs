@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::reply::info;
+use common::reply::{info, wait_info};
 use common::{TestServer, big_register, exchange, read_until_suffix};
 
 /// Sends `big_register(name)` and returns its reply line.
@@ -153,8 +153,6 @@ fn a_checkpoint_that_cannot_run_is_named_in_info_and_healthz_then_recovers() {
     let server = TestServer::start_http();
     let mut s = server.raw();
     let mut c = server.redis();
-    let checkpoint_error =
-        |c: &mut redis::Connection| info(c, "persistence")["checkpoint_last_error"].clone();
     exchange(&mut s, b"REGISTER before\r\n", b":1\r\n");
     // A reader holds its snapshot while the server writes past it...
     let reader = rusqlite::Connection::open(&server.db).unwrap();
@@ -182,15 +180,7 @@ fn a_checkpoint_that_cannot_run_is_named_in_info_and_healthz_then_recovers() {
         }
         false
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while checkpoint_error(&mut c) != "locked" {
-        assert!(
-            Instant::now() < deadline,
-            "{:?}",
-            info(&mut c, "persistence")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_checkpoint_error(&mut c, "locked");
     let failures: u64 = info(&mut c, "persistence")["checkpoint_failures"]
         .parse()
         .unwrap();
@@ -203,14 +193,15 @@ fn a_checkpoint_that_cannot_run_is_named_in_info_and_healthz_then_recovers() {
     drop(reader);
     assert!(other.join().unwrap(), "the other checkpoint never ran");
     exchange(&mut s, b"REGISTER later\r\n", b":3\r\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while checkpoint_error(&mut c) != "none" {
-        assert!(
-            Instant::now() < deadline,
-            "{:?}",
-            info(&mut c, "persistence")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_checkpoint_error(&mut c, "none");
     assert!(healthz(&server).starts_with("HTTP/1.1 200"));
+}
+
+/// Waits up to 10 s until INFO persistence names `error` as the last
+/// checkpoint error.
+fn wait_checkpoint_error(c: &mut redis::Connection, error: &str) {
+    let what = format!("checkpoint_last_error {error}");
+    wait_info(c, "persistence", Duration::from_secs(10), &what, |i| {
+        i.get("checkpoint_last_error").map(String::as_str) == Some(error)
+    });
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use common::{TestServer, exchange_resp, read_n, resp, temp_db, userbus_command};
 use serde_json::{Value, json};
@@ -17,11 +17,8 @@ fn email(cfg: &mut Config) {
 }
 
 fn query<T: redis::FromRedisValue>(c: &mut redis::Connection, args: &[&str]) -> T {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
+    common::reply::cmd(args)
+        .query(c)
         .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
 }
 
@@ -236,19 +233,9 @@ fn a_pipeline_sees_its_own_earlier_values() {
 // HTTP
 
 fn http(server: &TestServer, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = server.http_raw();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let status = out.get(9..12).and_then(|s| s.parse().ok()).expect("status");
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, body) =
+        server.http_request(method, path, "Content-Type: application/json\r\n", body);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[test]

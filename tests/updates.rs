@@ -15,11 +15,8 @@ use serde_json::{Value, json};
 use userbus::{Event, EventKind};
 
 fn int(c: &mut redis::Connection, args: &[&str]) -> i64 {
-    let mut cmd = redis::cmd(args[0]);
-    for a in &args[1..] {
-        cmd.arg(*a);
-    }
-    cmd.query(c)
+    common::reply::cmd(args)
+        .query(c)
         .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
 }
 
@@ -321,25 +318,8 @@ fn http(
     ctype: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    let mut s = server.http_raw();
     let ctype = ctype.map_or(String::new(), |t| format!("Content-Type: {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{ctype}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let status = out
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {out:?}"));
-    let body = out
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    server.http_request(method, path, &ctype, body)
 }
 
 fn json_of(body: &str) -> Value {
@@ -438,20 +418,6 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// The HTTP port a process's ready line names.
-fn http_port(p: &common::process::UserbusProcess) -> u16 {
-    p.log()
-        .lines()
-        .find_map(|l| {
-            let (_, rest) = l.split_once("http=127.0.0.1:")?;
-            rest.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
-        .expect("http port in the ready line")
-}
-
 #[test]
 fn followers_apply_updates_refuse_them_and_the_relay_publishes_user_updated() {
     use common::nats::{NatsServer, nats_available};
@@ -505,15 +471,10 @@ fn followers_apply_updates_refuse_them_and_the_relay_publishes_user_updated() {
     let readonly = b"-READONLY You can't write against a read only replica.\r\n";
     exchange_resp(&mut raw, &["UPDATE", "ann", "plan", "pro"], readonly);
     exchange_resp(&mut raw, &["DELFIELDS", "ann", "email"], readonly);
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", http_port(&follower))).expect("http");
-    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-    s.write_all(
-        b"PATCH /users/ann HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-          Content-Length: 2\r\nConnection: close\r\n\r\n{}",
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
+    let out = follower.http(
+        "PATCH /users/ann HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+    );
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
     // The stream: one message per event, on <prefix>.<kind>, with the payload.
     let msgs = nats.client().all_msgs("USERBUS");

@@ -175,16 +175,35 @@ impl TestServer {
     /// `GET path` on the HTTP port with extra header lines (each ending in CRLF),
     /// on a connection of its own: the whole response, head and body.
     pub fn http_get(&self, path: &str, headers: &str) -> String {
-        use std::io::{Read, Write};
-        let mut s = self.http_raw();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"
+        http_once(
+            self.http_addr(),
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"),
         )
-        .expect("send request");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read response");
-        out
+    }
+
+    /// `method path` on the HTTP port with extra header lines (each ending in
+    /// CRLF) and `body`, on a connection of its own: the status and the body.
+    pub fn http_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &str,
+    ) -> (u16, String) {
+        let response = http_once(
+            self.http_addr(),
+            &format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        );
+        let status = response
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {response:?}"));
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (status, body.to_string())
     }
 
     /// A `redis` crate connection speaking RESP2.
@@ -234,6 +253,18 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+/// Sends `request` (which asks the server to close) on a connection of its own
+/// to `addr` and returns the whole response, head and body.
+pub fn http_once(addr: impl std::net::ToSocketAddrs, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("read timeout");
+    s.write_all(request.as_bytes()).expect("send request");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read response");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A temporary directory and the path of the database file `userbus.db` in it;

@@ -1,13 +1,13 @@
 //! `userbus serve` as a process of its own, for what only a process can show:
 //! kill -9, restarts on the same database, and the log lines it writes.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::reply::{self, INFO_WAIT, Info, info_num};
 use super::userbus_command;
 
 /// How long a start may take before the test fails.
@@ -21,48 +21,37 @@ pub struct UserbusProcess {
     lines: Arc<Mutex<Vec<String>>>,
 }
 
-/// How long [`UserbusProcess::wait_info`] waits.
-const INFO_WAIT: Duration = Duration::from_secs(60);
-
-/// An INFO field as a number; -1 when it is missing or not one.
-pub fn info_num(i: &HashMap<String, String>, field: &str) -> i64 {
-    i.get(field).and_then(|v| v.parse().ok()).unwrap_or(-1)
-}
-
 impl UserbusProcess {
     /// An INFO section as field -> value.
-    pub fn info(&self, section: &str) -> HashMap<String, String> {
-        let text: String = redis::cmd("INFO")
-            .arg(section)
-            .query(&mut self.redis())
-            .expect("INFO");
-        text.lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.to_string(), v.trim_end().to_string()))
-            .collect()
+    pub fn info(&self, section: &str) -> Info {
+        reply::info(&mut self.redis(), section)
     }
 
     /// Polls INFO `section` until `done` holds, or fails naming `what` with the
-    /// last one seen and the server's log.
-    pub fn wait_info(
-        &self,
-        section: &str,
-        what: &str,
-        done: impl Fn(&HashMap<String, String>) -> bool,
-    ) -> HashMap<String, String> {
-        let deadline = Instant::now() + INFO_WAIT;
-        loop {
-            let i = self.info(section);
-            if done(&i) {
-                return i;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "waited {INFO_WAIT:?} for {what}; INFO {section}: {i:?}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// last one seen (the server's log is printed as the test unwinds).
+    pub fn wait_info(&self, section: &str, what: &str, done: impl Fn(&Info) -> bool) -> Info {
+        reply::wait_info(&mut self.redis(), section, INFO_WAIT, what, done)
+    }
+
+    /// Waits until, as a follower, it applied up to `seq`.
+    pub fn wait_applied(&self, seq: i64) -> Info {
+        reply::wait_applied(&mut self.redis(), seq)
+    }
+
+    /// Waits until its relay publishes and has confirmed every committed event.
+    pub fn wait_relayed(&self) -> Info {
+        self.wait_info("nats", "the relay to drain", |i| {
+            i.get("nats_lag_events").map(String::as_str) == Some("0")
+                && i.get("nats_relay_state").map(String::as_str) == Some("publishing")
+        })
+    }
+
+    /// The seq of the last committed event (INFO events), which must be there.
+    pub fn last_seq(&self) -> i64 {
+        let i = self.info("events");
+        let seq = info_num(&i, "events_last_seq");
+        assert!(seq >= 0, "no events_last_seq in {i:?}");
+        seq
     }
 
     /// Starts `userbus serve --port 0 --http-port 0 --db <db> <args>` and returns
@@ -96,7 +85,7 @@ impl UserbusProcess {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         p.port = loop {
-            if let Some(port) = p.log().lines().find_map(ready_port) {
+            if let Some(port) = p.log().lines().find_map(|l| listen_port(l, "resp=")) {
                 break port;
             }
             let exited = p.child.as_mut().and_then(|c| c.try_wait().ok()).flatten();
@@ -129,6 +118,20 @@ impl UserbusProcess {
             .filter(|l| l.contains(needle))
             .cloned()
             .collect()
+    }
+
+    /// The HTTP port its ready line names; panics when the HTTP side is off.
+    pub fn http_port(&self) -> u16 {
+        self.log()
+            .lines()
+            .find_map(|l| listen_port(l, "http="))
+            .expect("http port in the ready line")
+    }
+
+    /// Sends `request` to the HTTP port on a connection of its own and returns
+    /// the whole response (the request asks the server to close).
+    pub fn http(&self, request: &str) -> String {
+        super::http_once(("127.0.0.1", self.http_port()), request)
     }
 
     /// A `redis` crate connection.
@@ -175,9 +178,9 @@ impl Drop for UserbusProcess {
     }
 }
 
-/// The RESP port of a ready line (`... resp=127.0.0.1:PORT ...`).
-fn ready_port(line: &str) -> Option<u16> {
-    let (_, rest) = line.split_once("resp=127.0.0.1:")?;
+/// The port a ready line names after `side` (`... resp=127.0.0.1:PORT http=...`).
+fn listen_port(line: &str, side: &str) -> Option<u16> {
+    let (_, rest) = line.split_once(&format!("{side}127.0.0.1:"))?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }

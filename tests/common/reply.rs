@@ -1,7 +1,9 @@
 //! Commands sent with the `redis` crate and its replies read as the client parsed
-//! them, error replies included.
+//! them, error replies included; INFO read as a map, and polled until a
+//! condition holds.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use redis::{ConnectionLike, Value};
 
@@ -56,6 +58,11 @@ pub fn unregister(con: &mut redis::Connection, name: &str) -> i64 {
         Value::Int(n) => n,
         other => panic!("UNREGISTER {name}: expected an integer, got {other:?}"),
     }
+}
+
+/// LOOKUP's reply as the client parsed it: nil for an unknown name.
+pub fn lookup(con: &mut redis::Connection, name: &str) -> Value {
+    call_cmd(con, redis::cmd("LOOKUP").arg(name))
 }
 
 /// The full text of an error reply (`ERR ...`); panics on anything else.
@@ -131,11 +138,56 @@ pub fn pairs(v: &Value, resp3: bool) -> Vec<(Value, Value)> {
     }
 }
 
+/// An INFO section as field -> value.
+pub type Info = BTreeMap<String, String>;
+
+/// How long [`wait_info`]'s callers wait when they have no bound of their own.
+pub const INFO_WAIT: Duration = Duration::from_secs(60);
+
 /// The `field:value` lines of `INFO section`.
-pub fn info(c: &mut redis::Connection, section: &str) -> BTreeMap<String, String> {
+pub fn info(c: &mut redis::Connection, section: &str) -> Info {
     let text: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
     text.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
         .collect()
+}
+
+/// An INFO field as a number; -1 when it is missing or not one.
+pub fn info_num(i: &Info, field: &str) -> i64 {
+    i.get(field).and_then(|v| v.parse().ok()).unwrap_or(-1)
+}
+
+/// Polls `INFO section` on `c` until `done` holds for it and returns it; fails
+/// after `within`, naming `what` and the last one seen.
+pub fn wait_info(
+    c: &mut redis::Connection,
+    section: &str,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&Info) -> bool,
+) -> Info {
+    let deadline = Instant::now() + within;
+    loop {
+        let i = info(c, section);
+        if done(&i) {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {within:?} for {what}; INFO {section}: {i:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the follower behind `c` applied up to `seq` (INFO replication).
+pub fn wait_applied(c: &mut redis::Connection, seq: i64) -> Info {
+    wait_info(
+        c,
+        "replication",
+        INFO_WAIT,
+        &format!("seq {seq} applied"),
+        |i| info_num(i, "userbus_applied_seq") >= seq,
+    )
 }

@@ -281,6 +281,21 @@ pub fn all_events(con: &mut redis::Connection) -> Vec<Entry> {
     xrange(con, &["XRANGE", EVENTS, "-", "+"])
 }
 
+/// Every entry of `events` as (seq, kind, name), to compare a log with a
+/// JetStream stream.
+pub fn kinds_and_names(con: &mut redis::Connection) -> Vec<(i64, String, String)> {
+    all_events(con)
+        .iter()
+        .map(|e| {
+            (
+                e.seq(),
+                e.field("kind").to_string(),
+                e.field("name").to_string(),
+            )
+        })
+        .collect()
+}
+
 /// The newest entry of `events`, which must have one.
 pub fn newest_event(con: &mut redis::Connection) -> Entry {
     all_events(con).pop().expect("an entry")
@@ -514,13 +529,17 @@ pub fn park_typed_read(
 /// command as its connection's last once it ran): a blocking read that ran and
 /// found nothing is parked, and `$` is resolved.
 pub fn wait_parked(server: &TestServer, name: &str, command: &str) {
-    let mut admin = server.redis();
+    wait_parked_on(&mut server.redis(), name, command);
+}
+
+/// Like `wait_parked`, asking CLIENT LIST on `admin`, a connection to any server.
+pub fn wait_parked_on(admin: &mut redis::Connection, name: &str, command: &str) {
     let (name_field, cmd_field) = (format!(" name={name} "), format!(" cmd={command} "));
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
         let list: String = redis::cmd("CLIENT")
             .arg("LIST")
-            .query(&mut admin)
+            .query(admin)
             .expect("CLIENT LIST");
         if list
             .lines()

@@ -248,6 +248,21 @@ impl NatsTestClient {
         Ok(parse_json(subject, &reply))
     }
 
+    /// Publishes another writer's message (`Nats-Msg-Id: someone-else-<seq+1>`)
+    /// on `userbus.user.registered`, chained after `seq` as a relay chains its
+    /// own, and asserts it landed at `seq + 1`.
+    pub fn publish_foreign_after(&mut self, seq: u64) {
+        let (id, last) = (format!("someone-else-{}", seq + 1), seq.to_string());
+        let ack = self
+            .js_publish(
+                "userbus.user.registered",
+                &[("Nats-Msg-Id", &id), ("Nats-Expected-Last-Sequence", &last)],
+                b"{}",
+            )
+            .expect("ack");
+        assert_eq!(ack["seq"], seq + 1, "{ack}");
+    }
+
     /// `js_publish` again and again while there is no stream leader (no
     /// responders, a timeout or a 503 error) until `within` has passed; then
     /// panics. Each attempt waits `ATTEMPT_TIMEOUT`; an attempt that timed out
