@@ -325,7 +325,7 @@ fn storage_limit(durability: Durability, batch: u64, secs: f64) -> f64 {
     let path = dir.path().join("limit.db");
     let mut store = Store::open(&path, durability, 0).expect("open store");
     store
-        .start_checkpointer(&path, durability)
+        .start_checkpointer(durability)
         .expect("start the checkpointer");
     let mut fields = BTreeMap::new();
     fields.insert(

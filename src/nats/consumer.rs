@@ -356,11 +356,6 @@ impl Consumer {
             .map(|_| self.stream_last)
     }
 
-    /// True while the connection is up.
-    pub fn is_connected(&self) -> bool {
-        self.client.is_connected()
-    }
-
     /// The connection lent for requests that are not the consumer's (durable
     /// handler offsets): they never enter its own accounting, and their replies
     /// wait in it for [`Side::take_replies`].

@@ -248,11 +248,6 @@ impl Relay {
         self.state == State::Publishing
     }
 
-    /// True while the connection is up.
-    pub fn is_connected(&self) -> bool {
-        self.client.is_connected()
-    }
-
     /// The connection lent for requests that are not the relay's (durable
     /// handler offsets): they never enter its own accounting, and their replies
     /// wait in it for [`Side::take_replies`].

@@ -358,7 +358,7 @@ impl Reactor {
         // Checkpoints run on their own thread and connection from here on; the
         // reactor stops it in `finish`.
         store
-            .start_checkpointer(&config.db, config.durability)
+            .start_checkpointer(config.durability)
             .map_err(|e| Error::Config(format!("cannot start the WAL checkpointer: {e}")))?;
         let mut handlers = handlers;
         for h in &mut handlers.durable {

@@ -106,9 +106,9 @@ impl Reactor {
     }
 }
 
-/// True when `relay` is connected and publishes (puts are made only then).
+/// True when `relay` publishes (it is connected then; puts are made only then).
 fn writing(relay: Option<&Relay>) -> bool {
-    relay.is_some_and(|r| r.is_connected() && r.is_publishing())
+    relay.is_some_and(Relay::is_publishing)
 }
 
 /// A promotion whose stream is applied: reads each durable handler's offset

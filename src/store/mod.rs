@@ -251,13 +251,12 @@ impl Store {
         }
     }
 
-    /// Starts the checkpointer thread on its own connection to `path` (the file
-    /// this store opened). From then on the store checkpoints only when the
+    /// Starts the checkpointer thread on its own connection to the file this
+    /// store opened. From then on the store checkpoints only when the
     /// thread asks it to (the WAL past its bound), and the WAL file is truncated
     /// to that bound when the log starts over.
     pub fn start_checkpointer(
         &mut self,
-        path: &Path,
         durability: Durability,
     ) -> std::result::Result<(), StorageError> {
         if self.checkpointer.is_none() {
@@ -268,7 +267,7 @@ impl Store {
                         r.get(0)
                     })?;
             self.checkpointer = Some(Checkpointer::start(
-                path,
+                &self.path,
                 durability,
                 Arc::clone(&self.wal_frames),
             )?);
