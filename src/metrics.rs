@@ -283,6 +283,16 @@ pub struct View<'a> {
     pub storage_error: Option<StorageErrorKind>,
 }
 
+/// Writes each `(name, kind, help, value)` sample with its HELP and TYPE lines.
+pub(crate) fn write_samples(out: &mut String, samples: &[(&str, &str, &str, u64)]) {
+    for (name, kind, help, value) in samples {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+}
+
 /// The Prometheus text exposition of everything the server counts.
 pub fn prometheus(v: &View<'_>) -> String {
     let s = v.stats;
@@ -523,94 +533,90 @@ pub fn prometheus(v: &View<'_>) -> String {
     }
     if let Some(n) = &s.nats {
         let lag_seconds = n.behind_since.map_or(0, |since| since.elapsed().as_secs());
-        for (name, kind, help, value) in [
-            (
-                "userbus_nats_connected",
-                "gauge",
-                "1 while connected to a NATS server.",
-                u64::from(n.connected),
-            ),
-            (
-                "userbus_nats_relay_stopped",
-                "gauge",
-                "1 when the relay stopped on a gap, another writer or an incompatible stream.",
-                u64::from(n.state == "stopped"),
-            ),
-            (
-                "userbus_nats_confirmed_seq",
-                "gauge",
-                "The last event seq the JetStream stream is known to hold.",
-                u64::try_from(n.confirmed).unwrap_or(0),
-            ),
-            (
-                "userbus_nats_lag_events",
-                "gauge",
-                "Committed events the stream does not hold yet.",
-                u64::try_from(n.lag_events).unwrap_or(0),
-            ),
-            (
-                "userbus_nats_lag_seconds",
-                "gauge",
-                "How long the stream has been behind the local log.",
-                lag_seconds,
-            ),
-            (
-                "userbus_nats_connect_failures_total",
-                "counter",
-                "NATS connection attempts that failed.",
-                n.connect_failures,
-            ),
-            (
-                "userbus_nats_reconnects_total",
-                "counter",
-                "NATS connections after the first.",
-                n.reconnects,
-            ),
-            (
-                "userbus_nats_published_total",
-                "counter",
-                "Events the stream stored.",
-                n.published,
-            ),
-            (
-                "userbus_nats_retries_total",
-                "counter",
-                "Publishes sent again.",
-                n.retries,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
+        write_samples(
+            &mut out,
+            &[
+                (
+                    "userbus_nats_connected",
+                    "gauge",
+                    "1 while connected to a NATS server.",
+                    u64::from(n.connected),
+                ),
+                (
+                    "userbus_nats_relay_stopped",
+                    "gauge",
+                    "1 when the relay stopped on a gap, another writer or an incompatible stream.",
+                    u64::from(n.state == "stopped"),
+                ),
+                (
+                    "userbus_nats_confirmed_seq",
+                    "gauge",
+                    "The last event seq the JetStream stream is known to hold.",
+                    u64::try_from(n.confirmed).unwrap_or(0),
+                ),
+                (
+                    "userbus_nats_lag_events",
+                    "gauge",
+                    "Committed events the stream does not hold yet.",
+                    u64::try_from(n.lag_events).unwrap_or(0),
+                ),
+                (
+                    "userbus_nats_lag_seconds",
+                    "gauge",
+                    "How long the stream has been behind the local log.",
+                    lag_seconds,
+                ),
+                (
+                    "userbus_nats_connect_failures_total",
+                    "counter",
+                    "NATS connection attempts that failed.",
+                    n.connect_failures,
+                ),
+                (
+                    "userbus_nats_reconnects_total",
+                    "counter",
+                    "NATS connections after the first.",
+                    n.reconnects,
+                ),
+                (
+                    "userbus_nats_published_total",
+                    "counter",
+                    "Events the stream stored.",
+                    n.published,
+                ),
+                (
+                    "userbus_nats_retries_total",
+                    "counter",
+                    "Publishes sent again.",
+                    n.retries,
+                ),
+            ],
+        );
     }
     if let Some(r) = &s.replication {
-        for (name, kind, help, value) in [
-            (
-                "userbus_replicated_held_ticks_total",
-                "counter",
-                "Ticks whose write replies waited for JetStream's ack.",
-                r.held_ticks,
-            ),
-            (
-                "userbus_replicated_waiting_ticks",
-                "gauge",
-                "Ticks whose write replies wait for JetStream's ack now.",
-                r.waiting_ticks as u64,
-            ),
-            (
-                "userbus_noreplicas_total",
-                "counter",
-                "Write replies that became NOREPLICAS (not acknowledged in time).",
-                r.noreplicas,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
+        write_samples(
+            &mut out,
+            &[
+                (
+                    "userbus_replicated_held_ticks_total",
+                    "counter",
+                    "Ticks whose write replies waited for JetStream's ack.",
+                    r.held_ticks,
+                ),
+                (
+                    "userbus_replicated_waiting_ticks",
+                    "gauge",
+                    "Ticks whose write replies wait for JetStream's ack now.",
+                    r.waiting_ticks as u64,
+                ),
+                (
+                    "userbus_noreplicas_total",
+                    "counter",
+                    "Write replies that became NOREPLICAS (not acknowledged in time).",
+                    r.noreplicas,
+                ),
+            ],
+        );
         r.wait_seconds.write(
             &mut out,
             "userbus_replicated_wait_seconds",

@@ -147,78 +147,76 @@ impl Replica {
 
     /// The `userbus_replica_*` metrics in the Prometheus text format.
     pub fn write_metrics(&self, out: &mut String) {
-        for (name, kind, help, value) in [
-            (
-                "userbus_replica_follower",
-                "gauge",
-                "1 while this node is a follower (read-only), 0 while primary.",
-                u64::from(self.role == Role::Follower),
-            ),
-            (
-                "userbus_replica_applied_seq",
-                "gauge",
-                "The last event seq applied (the local log's last seq).",
-                u64::try_from(self.applied_seq).unwrap_or(0),
-            ),
-            (
-                "userbus_replica_stream_last_seq",
-                "gauge",
-                "The stream's last seq as last seen by the follower.",
-                u64::try_from(self.stream_last_seq).unwrap_or(0),
-            ),
-            (
-                "userbus_replica_lag_events",
-                "gauge",
-                "Events the stream holds that the follower has not applied.",
-                u64::try_from(self.lag_events()).unwrap_or(0),
-            ),
-            (
-                "userbus_replica_lag_seconds",
-                "gauge",
-                "How long the follower has been behind the stream.",
-                self.lag_seconds(),
-            ),
-            (
-                "userbus_replica_applied_events_total",
-                "counter",
-                "Events applied from the stream.",
-                self.applied_events,
-            ),
-            (
-                "userbus_replica_apply_commits_total",
-                "counter",
-                "Group commits that applied events.",
-                self.apply_commits,
-            ),
-            (
-                "userbus_replica_consumer_restarts_total",
-                "counter",
-                "JetStream consumers recreated after a gap, a stall or a reconnection.",
-                self.consumer_restarts,
-            ),
-            (
-                "userbus_replica_promotions_total",
-                "counter",
-                "Promotions of this node to primary.",
-                self.promotions,
-            ),
-            (
-                "userbus_replica_fenced_total",
-                "counter",
-                "Times another writer in the stream turned this primary into a follower.",
-                self.fenced,
-            ),
-            (
-                "userbus_replica_discarded_events_total",
-                "counter",
-                "Local events discarded because they never reached the stream.",
-                self.discarded_events,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
+        crate::metrics::write_samples(
+            out,
+            &[
+                (
+                    "userbus_replica_follower",
+                    "gauge",
+                    "1 while this node is a follower (read-only), 0 while primary.",
+                    u64::from(self.role == Role::Follower),
+                ),
+                (
+                    "userbus_replica_applied_seq",
+                    "gauge",
+                    "The last event seq applied (the local log's last seq).",
+                    u64::try_from(self.applied_seq).unwrap_or(0),
+                ),
+                (
+                    "userbus_replica_stream_last_seq",
+                    "gauge",
+                    "The stream's last seq as last seen by the follower.",
+                    u64::try_from(self.stream_last_seq).unwrap_or(0),
+                ),
+                (
+                    "userbus_replica_lag_events",
+                    "gauge",
+                    "Events the stream holds that the follower has not applied.",
+                    u64::try_from(self.lag_events()).unwrap_or(0),
+                ),
+                (
+                    "userbus_replica_lag_seconds",
+                    "gauge",
+                    "How long the follower has been behind the stream.",
+                    self.lag_seconds(),
+                ),
+                (
+                    "userbus_replica_applied_events_total",
+                    "counter",
+                    "Events applied from the stream.",
+                    self.applied_events,
+                ),
+                (
+                    "userbus_replica_apply_commits_total",
+                    "counter",
+                    "Group commits that applied events.",
+                    self.apply_commits,
+                ),
+                (
+                    "userbus_replica_consumer_restarts_total",
+                    "counter",
+                    "JetStream consumers recreated after a gap, a stall or a reconnection.",
+                    self.consumer_restarts,
+                ),
+                (
+                    "userbus_replica_promotions_total",
+                    "counter",
+                    "Promotions of this node to primary.",
+                    self.promotions,
+                ),
+                (
+                    "userbus_replica_fenced_total",
+                    "counter",
+                    "Times another writer in the stream turned this primary into a follower.",
+                    self.fenced,
+                ),
+                (
+                    "userbus_replica_discarded_events_total",
+                    "counter",
+                    "Local events discarded because they never reached the stream.",
+                    self.discarded_events,
+                ),
+            ],
+        );
     }
 }
