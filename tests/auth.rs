@@ -125,6 +125,65 @@ fn http_requires_the_bearer_token_except_healthz() {
     assert!(get("/users", Some(&format!("Bearer {SECRET}"))).starts_with("HTTP/1.1 200"));
 }
 
+/// `POST /events/token` with `auth` (an `Authorization` value): status and body.
+fn stream_token(server: &TestServer, auth: Option<&str>) -> (u16, String) {
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    server.http_request("POST", "/events/token", &auth, "")
+}
+
+#[test]
+fn event_stream_token_starts_one_stream_and_nothing_else() {
+    let server = TestServer::start_http_with(|c| c.requirepass = Some(SECRET.into()));
+    let bearer = format!("Bearer {SECRET}");
+    // The token itself needs the password.
+    assert_eq!(stream_token(&server, None).0, 401);
+    assert_eq!(stream_token(&server, Some("Bearer nope")).0, 401);
+    let (status, body) = stream_token(&server, Some(&bearer));
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(body["expires_in"], 60, "{body}");
+    let token = body["token"].as_str().expect("token").to_string();
+    assert_eq!(token.len(), 32, "{token}");
+
+    // Not a key to the other routes, nor to the password's own routes.
+    for (method, path) in [
+        ("GET", "/users"),
+        ("POST", "/users"),
+        ("DELETE", "/users/alice"),
+        ("GET", "/metrics"),
+        ("POST", "/events/token"),
+        ("HEAD", "/events"),
+    ] {
+        let (status, _) = server.http_request(
+            method,
+            &format!("{path}?token={token}"),
+            "",
+            "{\"name\":\"x\"}",
+        );
+        assert_eq!(status, 401, "{method} {path} with a stream token");
+    }
+    // A wrong token, or none, is refused like a wrong password.
+    for target in ["/events?token=nope", "/events?token=", "/events"] {
+        let resp = server.http_get(target, "");
+        assert!(resp.starts_with("HTTP/1.1 401"), "{target}: {resp}");
+        assert!(resp.contains("WWW-Authenticate: Bearer"), "{resp}");
+    }
+
+    // The token starts one stream; the stream then runs as any other.
+    let mut s = server.http_raw();
+    write!(
+        s,
+        "GET /events?last=1&token={token} HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    .expect("write");
+    let mut head = [0u8; 15];
+    s.read_exact(&mut head).expect("stream head");
+    assert_eq!(&head, b"HTTP/1.1 200 OK");
+    // Spent: a second start (a reconnect reusing the URL) needs a new token.
+    let again = server.http_get(&format!("/events?token={token}"), "");
+    assert!(again.starts_with("HTTP/1.1 401"), "{again}");
+}
+
 #[test]
 fn protected_mode_refuses_a_network_address_without_a_password() {
     let dir = tempfile::tempdir().unwrap();

@@ -1244,6 +1244,26 @@ fn events_from_query_starts_at_that_seq() {
 }
 
 #[test]
+fn events_last_query_replays_the_newest_events_then_goes_live() {
+    let (server, mut redis, ids) = serve_users(5);
+    let mut stream = EventStream::open(&server, "/events?last=2", "");
+    assert_frame(&stream.next(), 4, REGISTERED, ids[3], "u4");
+    assert_frame(&stream.next(), 5, REGISTERED, ids[4], "u5");
+    let id = register_new(&mut redis, "u6", &[]);
+    assert_frame(&stream.next(), 6, REGISTERED, id, "u6");
+    // More than the log holds: all of it.
+    let mut stream = EventStream::open(&server, "/events?last=100", "");
+    assert_frame(&stream.next(), 1, REGISTERED, ids[0], "u1");
+    // None: live, like no parameter.
+    let mut stream = EventStream::open(&server, "/events?last=0", "");
+    let id = register_new(&mut redis, "u7", &[]);
+    assert_frame(&stream.next(), 7, REGISTERED, id, "u7");
+    // A reconnect's Last-Event-ID wins over the page's ?last=.
+    let mut stream = EventStream::open(&server, "/events?last=5", "Last-Event-ID: 6\r\n");
+    assert_frame(&stream.next(), 7, REGISTERED, id, "u7");
+}
+
+#[test]
 fn events_with_a_bad_resume_point_are_400() {
     let server = TestServer::start_http();
     let mut s = server.http_raw();
@@ -1254,6 +1274,18 @@ fn events_with_a_bad_resume_point_are_400() {
             "Last-Event-ID must be a seq",
         ),
         ("GET /events?from=x HTTP/1.1\r\n\r\n", "from must be a seq"),
+        (
+            "GET /events?last=x HTTP/1.1\r\n\r\n",
+            "last must be a non-negative count of events",
+        ),
+        (
+            "GET /events?last=-1 HTTP/1.1\r\n\r\n",
+            "last must be a non-negative count of events",
+        ),
+        (
+            "GET /events?from=1&last=2 HTTP/1.1\r\n\r\n",
+            "give from or last, not both",
+        ),
     ] {
         s.write_all(req.as_bytes()).expect("write");
         let resp = read_response(&mut r, false);

@@ -8,6 +8,7 @@ use super::Backups;
 use crate::config::Config;
 use crate::events::Event;
 use crate::events::PubSub;
+use crate::http::stream_token::StreamTokens;
 use crate::metrics::Stats;
 use crate::protocol::Reply;
 use crate::session::Session;
@@ -27,6 +28,8 @@ pub struct Shared {
     pub pubsub: PubSub,
     /// The backup under way and the last one's outcome.
     pub backups: Backups,
+    /// The one-use tokens that start an event stream (`POST /events/token`).
+    pub stream_tokens: StreamTokens,
 }
 
 /// What a request may see and touch while it runs. `O` is its output: a RESP
@@ -44,6 +47,8 @@ pub struct Ctx<'a, O = Reply<'a>> {
     pub pubsub: &'a mut PubSub,
     /// The backup under way and the last one's outcome (BACKUP, INFO).
     pub backups: &'a mut Backups,
+    /// The one-use tokens that start an event stream.
+    pub stream_tokens: &'a mut StreamTokens,
     /// The connection's key in the reactor (its pubsub identity).
     pub key: usize,
     /// For a blocking command run again after a wake: the `after` its first run
@@ -64,6 +69,7 @@ impl<'a, O> Ctx<'a, O> {
             stats: &mut shared.stats,
             pubsub: &mut shared.pubsub,
             backups: &mut shared.backups,
+            stream_tokens: &mut shared.stream_tokens,
             key,
             woken_after: None,
             store: &mut shared.store,

@@ -38,6 +38,7 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
     let path = req.path.as_str();
     let allowed: &str = match path {
         "/" | "/healthz" | "/metrics" | "/events" => "GET, HEAD",
+        "/events/token" => "POST",
         "/users" => "GET, HEAD, POST",
         _ if path.starts_with("/users/") => "GET, HEAD, PATCH, DELETE",
         _ => return Routed::Response(Response::error(404, "no such route")),
@@ -50,7 +51,7 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
             .as_deref()
             .and_then(|v| v.strip_prefix(b"Bearer "))
             .unwrap_or_default();
-        if !crate::auth::password_matches(token, secret) {
+        if !crate::auth::password_matches(token, secret) && !stream_token_redeemed(req, env) {
             env.stats.auth_failures += u64::from(req.authorization.is_some());
             return Routed::Response(
                 Response::error(
@@ -79,6 +80,7 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
             body: Vec::new(),
         },
         ("/events", Method::Get) => return events_start(req, env),
+        ("/events/token", Method::Post) => stream_token(env),
         ("/users", _) if get => list(req, env),
         ("/users", Method::Post) => create(req, env),
         (_, _)
@@ -139,6 +141,28 @@ fn metrics(env: &mut Env<'_>) -> Response {
     }
 }
 
+/// True for `GET /events?token=…` with a token from `POST /events/token`, which
+/// it spends. No other route takes a token: they need the password itself.
+fn stream_token_redeemed(req: &Request, env: &mut Env<'_>) -> bool {
+    req.path == "/events"
+        && req.method == Method::Get
+        && query_param(&req.query, "token")
+            .is_some_and(|t| env.stream_tokens.redeem(&t, std::time::Instant::now()))
+}
+
+/// `POST /events/token`: a token that starts one event stream within a minute,
+/// for an `EventSource` (which cannot send `Authorization`).
+fn stream_token(env: &mut Env<'_>) -> Response {
+    match env.stream_tokens.issue(std::time::Instant::now()) {
+        Ok(token) => Response::json(
+            200,
+            &json!({ "token": token, "expires_in": super::stream_token::TOKEN_TTL.as_secs() }),
+        )
+        .with("Cache-Control", "no-store"),
+        Err(e) => Response::error(503, &format!("no random source for a token: {e}")),
+    }
+}
+
 fn events_start(req: &Request, env: &Env<'_>) -> Routed {
     let last = env.store_view().committed_counts().last_seq;
     // Last-Event-ID (a reconnect) wins over ?from=; ids are seqs, `N-0` accepted.
@@ -150,9 +174,24 @@ fn events_start(req: &Request, env: &Env<'_>) -> Routed {
             }
         }
     } else if let Some(from) = query_param(&req.query, "from") {
+        if query_param(&req.query, "last").is_some() {
+            return Routed::Response(Response::error(400, "give from or last, not both"));
+        }
         match from.parse::<i64>() {
             Ok(seq) => seq.max(0),
             Err(_) => return Routed::Response(Response::error(400, "from must be a seq")),
+        }
+    } else if let Some(n) = query_param(&req.query, "last") {
+        // Seqs have no gaps after the trimmed prefix, so the N newest events are
+        // the ones from last - N + 1 (the stream starts at the oldest one kept).
+        match n.parse::<i64>() {
+            Ok(n) if n >= 0 => last.saturating_sub(n).saturating_add(1).max(1),
+            _ => {
+                return Routed::Response(Response::error(
+                    400,
+                    "last must be a non-negative count of events",
+                ));
+            }
         }
     } else {
         last + 1

@@ -1,8 +1,9 @@
 //! Server-Sent Events: `GET /events` streams the durable log as
 //! `id: <seq>` / `event: <kind>` / `data: <event JSON>` frames, starting at
-//! `Last-Event-ID` + 1 (a reconnect), `?from=<seq>`, or live. A stream behind the
-//! log catches up from SQLite a batch at a time, paced by what the client reads;
-//! a live stream that stops reading is dropped at the subscriber output limits.
+//! `Last-Event-ID` + 1 (a reconnect), `?from=<seq>`, the `?last=<n>` newest
+//! events, or live. A stream behind the log catches up from SQLite a batch at a
+//! time, paced by what the client reads; a live stream that stops reading is
+//! dropped at the subscriber output limits.
 
 use std::time::{Duration, Instant};
 

@@ -447,6 +447,7 @@ impl Reactor {
                 },
                 pubsub: PubSub::default(),
                 backups: crate::cmd::Backups::default(),
+                stream_tokens: Default::default(),
             },
             handlers,
             scratch: vec![0; crate::conn::READ_CHUNK_BYTES],
