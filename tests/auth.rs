@@ -118,6 +118,8 @@ fn http_requires_the_bearer_token_except_healthz() {
         server.http_get(path, &auth)
     };
     assert!(get("/healthz", None).starts_with("HTTP/1.1 200"));
+    // The page loads, and asks for the password for what it reads.
+    assert!(get("/", None).starts_with("HTTP/1.1 200"));
     let denied = get("/users", None);
     assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
     assert!(denied.contains("WWW-Authenticate: Bearer"));

@@ -11,6 +11,7 @@
 //! missing browser a failure.
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use common::TestServer;
-use common::reply::register_new;
+use common::reply::{call, register_new};
 use redis::{ConnectionLike, Value as Redis};
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
@@ -210,7 +211,9 @@ impl Browser {
 
     /// Waits (in the page, re-checking on every DOM change) until `condition` is
     /// true, then returns the page's state: the user count, the listed names
-    /// (`data-name`), the event lines, the status line and the users list's HTML.
+    /// (`data-name`), the event lines, the status line, the users list's HTML,
+    /// the open user (title, fields, status line; null while none is open), each
+    /// chart's model (`{points, max}` by canvas id) and each group's lag.
     fn wait_for(&mut self, session: &str, condition: &str) -> Value {
         let expression = format!(
             r##"new Promise((resolve, reject) => {{
@@ -220,6 +223,16 @@ impl Browser {
                     events: [...document.querySelectorAll("#events li")].map((li) => li.textContent),
                     status: document.getElementById("status").textContent,
                     usersHtml: document.getElementById("users").outerHTML,
+                    user: document.getElementById("user")?.hidden === false ? {{
+                        title: document.getElementById("user-title").textContent,
+                        fields: Object.fromEntries([...document.querySelectorAll("#user-fields tr[data-field]")]
+                            .map((tr) => [tr.dataset.field, tr.querySelector("td").textContent])),
+                        status: document.getElementById("user-status").textContent,
+                    }} : null,
+                    charts: Object.fromEntries([...document.querySelectorAll("canvas")]
+                        .map((c) => [c.id, {{ points: Number(c.dataset.points || 0), max: Number(c.dataset.max || 0) }}])),
+                    groups: Object.fromEntries([...document.querySelectorAll("#groups tbody tr")]
+                        .map((tr) => [tr.dataset.group, tr.querySelector(".lag").textContent])),
                 }});
                 const ready = (s) => {condition};
                 const check = () => {{
@@ -227,7 +240,7 @@ impl Browser {
                     if (ready(s)) {{ observer.disconnect(); clearTimeout(timer); resolve(s); }}
                 }};
                 const observer = new MutationObserver(check);
-                observer.observe(document.body, {{ childList: true, subtree: true, characterData: true }});
+                observer.observe(document.body, {{ childList: true, subtree: true, characterData: true, attributes: true }});
                 const timer = setTimeout(() => {{
                     observer.disconnect();
                     reject(new Error("not reached in time: " + JSON.stringify(state())));
@@ -258,9 +271,11 @@ impl Drop for Browser {
     }
 }
 
-#[test]
-fn page_shows_users_registered_over_resp_and_follows_live_events() {
-    let Some(binary) = chromium() else {
+/// The chromium binary, or `None` (after a notice) when the test should skip;
+/// panics when it is missing and `USERBUS_BROWSER_TEST=1`.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let binary = chromium();
+    if binary.is_none() {
         if std::env::var("USERBUS_BROWSER_TEST").as_deref() == Ok("1") {
             panic!(
                 "USERBUS_BROWSER_TEST=1 but no chromium at /usr/bin/chromium or on PATH; \
@@ -271,6 +286,31 @@ fn page_shows_users_registered_over_resp_and_follows_live_events() {
             "skipping the browser test: chromium is not installed \
              (set USERBUS_BROWSER_TEST=1 to make this a failure)"
         );
+    }
+    binary
+}
+
+/// LOOKUP's RESP2 reply as (id, fields); `None` for an unknown user.
+fn lookup(redis: &mut redis::Connection, name: &str) -> Option<(i64, BTreeMap<String, String>)> {
+    let Redis::Array(items) = call(redis, &["LOOKUP", name]) else {
+        return None;
+    };
+    let (Some(Redis::Int(id)), Some(Redis::Array(flat))) = (items.get(1), items.get(7)) else {
+        panic!("LOOKUP {name}: {items:?}");
+    };
+    let text = |v: &Redis| match v {
+        Redis::BulkString(b) => String::from_utf8(b.clone()).expect("UTF-8"),
+        other => panic!("bulk {other:?}"),
+    };
+    Some((
+        *id,
+        flat.chunks(2).map(|p| (text(&p[0]), text(&p[1]))).collect(),
+    ))
+}
+
+#[test]
+fn page_shows_users_registered_over_resp_and_follows_live_events() {
+    let Some(binary) = chromium_or_skip() else {
         return;
     };
     let server = TestServer::start_http();
@@ -344,5 +384,229 @@ fn page_shows_users_registered_over_resp_and_follows_live_events() {
     assert!(
         text.contains("dave@example.com"),
         "LOOKUP dave after the form: {text}"
+    );
+}
+
+#[test]
+fn page_shows_the_last_50_events_on_load_then_live_ones() {
+    let Some(binary) = chromium_or_skip() else {
+        return;
+    };
+    let server = TestServer::start_http();
+    let mut redis = server.redis();
+    for i in 1..=60 {
+        register_new(&mut redis, &format!("u{i}"), &[]);
+    }
+    let mut browser = Browser::launch(&binary);
+    let tab = browser.open(&server.url("/"));
+
+    // Seqs 11..=60, newest first; the first ten are not on the page.
+    let page = browser.wait_for(&tab, r#"s.events.length === 50 && s.count === "60""#);
+    let lines: Vec<&str> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e.as_str().expect("event line"))
+        .collect();
+    for (line, seq) in lines.iter().zip((11..=60).rev()) {
+        assert!(
+            line.starts_with(&format!("#{seq} user.registered u{seq} ")),
+            "{line} for seq {seq}: {page}"
+        );
+    }
+    for i in 1..=10 {
+        let name = format!(" u{i} ");
+        assert!(
+            !lines.iter().any(|l| l.contains(&name)),
+            "u{i} is among the events: {page}"
+        );
+    }
+
+    // Then live: a new event goes on top.
+    register_new(&mut redis, "u61", &[]);
+    let page = browser.wait_for(&tab, r#"s.events.length === 51 && s.count === "61""#);
+    assert!(
+        page["events"][0]
+            .as_str()
+            .is_some_and(|e| e.starts_with("#61 user.registered u61 ")),
+        "{page}"
+    );
+    assert_eq!(page["status"], "live", "{page}");
+}
+
+#[test]
+fn page_shows_a_users_fields_edits_them_with_patch_and_unregisters() {
+    let Some(binary) = chromium_or_skip() else {
+        return;
+    };
+    let server = TestServer::start_http();
+    let mut redis = server.redis();
+    let id = register_new(
+        &mut redis,
+        "alice",
+        &[("email", "alice@example.com"), ("plan", "free")],
+    );
+    register_new(&mut redis, "bob", &[]);
+    let mut browser = Browser::launch(&binary);
+    let tab = browser.open(&server.url("/"));
+    browser.wait_for(&tab, r#"s.names.length === 2"#);
+
+    // A click shows the user's fields, from GET /users/alice.
+    browser.eval(
+        &tab,
+        r#"document.querySelector('#users li[data-name="alice"]').click()"#,
+    );
+    let page = browser.wait_for(&tab, r#"s.user && s.user.fields.plan === "free""#);
+    assert_eq!(
+        page["user"]["fields"],
+        json!({"email": "alice@example.com", "plan": "free"}),
+        "{page}"
+    );
+    assert_eq!(page["user"]["title"], format!("alice (id {id})"), "{page}");
+
+    // The form: a changed value, a removed field and a new one make one merge patch.
+    browser.eval(
+        &tab,
+        r#"document.querySelector('#edit-fields tr[data-field="email"] .value').value = "alice@new.example";
+           document.querySelector('#edit-fields tr[data-field="plan"] .remove').checked = true;
+           document.getElementById("new-field").value = "team";
+           document.getElementById("new-value").value = "blue";
+           document.getElementById("edit").requestSubmit();"#,
+    );
+    let page = browser.wait_for(
+        &tab,
+        r#"s.user && s.user.status === "saved alice" && s.user.fields.team === "blue""#,
+    );
+    assert_eq!(
+        page["user"]["fields"],
+        json!({"email": "alice@new.example", "team": "blue"}),
+        "{page}"
+    );
+    let sent = browser.eval(&tab, r#"document.getElementById("patch-sent").textContent"#);
+    assert_eq!(
+        sent,
+        r#"PATCH /users/alice {"email":"alice@new.example","plan":null,"team":"blue"}"#
+    );
+    assert_eq!(
+        lookup(&mut redis, "alice"),
+        Some((
+            id,
+            BTreeMap::from([
+                ("email".to_string(), "alice@new.example".to_string()),
+                ("team".to_string(), "blue".to_string()),
+            ])
+        ))
+    );
+    // The update came back as an event too.
+    browser.wait_for(
+        &tab,
+        r#"s.events.some((e) => e.includes("user.updated alice"))"#,
+    );
+
+    // The button unregisters the user.
+    browser.eval(&tab, r#"document.getElementById("unregister").click()"#);
+    let page = browser.wait_for(
+        &tab,
+        r#"!s.names.includes("alice") && s.user && s.user.status === "unregistered alice""#,
+    );
+    assert_eq!(page["names"], json!(["bob"]), "{page}");
+    assert_eq!(lookup(&mut redis, "alice"), None);
+}
+
+#[test]
+fn page_charts_registrations_and_commit_latency_and_shows_group_lag() {
+    let Some(binary) = chromium_or_skip() else {
+        return;
+    };
+    let server = TestServer::start_http();
+    let mut redis = server.redis();
+    let mut browser = Browser::launch(&binary);
+    let tab = browser.open(&server.url("/"));
+    // Two readings of /metrics make the first point.
+    let page = browser.wait_for(&tab, r#"s.charts["chart-registrations"].points >= 1"#);
+    assert_eq!(page["charts"]["chart-registrations"]["max"], 0, "{page}");
+
+    for i in 0..20 {
+        register_new(&mut redis, &format!("c{i}"), &[]);
+    }
+    assert_eq!(
+        call(&mut redis, &["XGROUP", "CREATE", "events", "mailer", "0"]),
+        Redis::Okay
+    );
+    let page = browser.wait_for(
+        &tab,
+        r#"s.charts["chart-registrations"].max > 0 && s.charts["chart-commit"].max > 0
+           && s.groups.mailer === "20""#,
+    );
+    let rate = page["charts"]["chart-registrations"]["max"]
+        .as_f64()
+        .expect("max");
+    assert!(rate > 0.0 && rate <= 20.0 * 1000.0, "{page}");
+
+    // Reading the group moves its lag.
+    call(
+        &mut redis,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "mailer",
+            "m1",
+            "COUNT",
+            "5",
+            "STREAMS",
+            "events",
+            ">",
+        ],
+    );
+    browser.wait_for(&tab, r#"s.groups.mailer === "15""#);
+}
+
+#[test]
+fn page_on_a_server_with_a_password_asks_for_it_then_works_live() {
+    let Some(binary) = chromium_or_skip() else {
+        return;
+    };
+    const SECRET: &str = "page-s3cret";
+    let server = TestServer::start_http_with(|c| c.requirepass = Some(SECRET.into()));
+    let mut redis = server.redis();
+    assert_eq!(call(&mut redis, &["AUTH", SECRET]), Redis::Okay);
+    register_new(&mut redis, "alice", &[("email", "alice@example.com")]);
+    let mut browser = Browser::launch(&binary);
+    let tab = browser.open(&server.url("/"));
+
+    let page = browser.wait_for(&tab, r#"s.status.startsWith("authentication required")"#);
+    assert_eq!(page["names"], json!([]), "{page}");
+
+    browser.eval(
+        &tab,
+        &format!(
+            r#"document.getElementById("token").value = "{SECRET}";
+               document.getElementById("auth").requestSubmit();"#
+        ),
+    );
+    let page = browser.wait_for(
+        &tab,
+        r#"s.names.includes("alice") && s.status === "live" && s.events.length === 1"#,
+    );
+    assert_eq!(page["count"], "1", "{page}");
+    assert_eq!(
+        browser.eval(&tab, r#"sessionStorage.getItem("userbus.token")"#),
+        SECRET
+    );
+
+    // Live events over the token-started stream; a click and the metrics work too.
+    register_new(&mut redis, "bob", &[]);
+    browser.wait_for(
+        &tab,
+        r#"s.names.includes("bob") && s.events.some((e) => e.includes("user.registered bob"))"#,
+    );
+    browser.eval(
+        &tab,
+        r#"document.querySelector('#users li[data-name="alice"]').click()"#,
+    );
+    browser.wait_for(
+        &tab,
+        r#"s.user && s.user.fields.email === "alice@example.com"
+           && s.charts["chart-registrations"].points >= 1"#,
     );
 }
