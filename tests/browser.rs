@@ -609,4 +609,18 @@ fn page_on_a_server_with_a_password_asks_for_it_then_works_live() {
         r#"s.user && s.user.fields.email === "alice@example.com"
            && s.charts["chart-registrations"].points >= 1"#,
     );
+
+    // A stream the server ended (its token is spent, so the browser's own retry
+    // is refused) starts again with a new token, from the last event seen.
+    browser.eval(
+        &tab,
+        r#"source.close(); source.dispatchEvent(new Event("error"));"#,
+    );
+    register_new(&mut redis, "carol", &[]);
+    let page = browser.wait_for(
+        &tab,
+        r#"s.names.includes("carol") && s.status === "live"
+           && s.events.some((e) => e.includes("user.registered carol"))"#,
+    );
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(3), "{page}");
 }
