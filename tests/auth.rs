@@ -184,6 +184,12 @@ fn event_stream_token_starts_one_stream_and_nothing_else() {
     // Spent: a second start (a reconnect reusing the URL) needs a new token.
     let again = server.http_get(&format!("/events?token={token}"), "");
     assert!(again.starts_with("HTTP/1.1 401"), "{again}");
+    // Every refused password or token counted; requests that offered neither did not.
+    let metrics = server.http_get("/metrics", &format!("Authorization: {bearer}\r\n"));
+    assert!(
+        metrics.contains("\nuserbus_errors_total{kind=\"auth\"} 10\n"),
+        "{metrics}"
+    );
 }
 
 #[test]

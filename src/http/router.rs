@@ -54,7 +54,8 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
             .and_then(|v| v.strip_prefix(b"Bearer "))
             .unwrap_or_default();
         if !crate::auth::password_matches(token, secret) && !stream_token_redeemed(req, env) {
-            env.stats.auth_failures += u64::from(req.authorization.is_some());
+            let offered = req.authorization.is_some() || query_param(&req.query, "token").is_some();
+            env.stats.auth_failures += u64::from(offered);
             return Routed::Response(
                 Response::error(
                     401,
