@@ -90,6 +90,8 @@ pub(crate) mod registry;
 pub(crate) mod replica;
 pub(crate) mod session;
 pub(crate) mod tls;
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) mod webhook;
 // The relay and the follower's consumer use most of the NATS client; header
 // iteration and a few error codes are used by its own tests only. Public, hidden
 // from the docs, for benches/nats.rs, which measures what JetStream accepts

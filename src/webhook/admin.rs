@@ -1,0 +1,1 @@
+//! The checks and store calls behind `WEBHOOK ...` and `/webhooks`.
