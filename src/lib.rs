@@ -90,7 +90,7 @@ pub(crate) mod registry;
 pub(crate) mod replica;
 pub(crate) mod session;
 pub(crate) mod tls;
-#[cfg_attr(not(test), allow(dead_code))]
+#[allow(dead_code)]
 pub(crate) mod webhook;
 // The relay and the follower's consumer use most of the NATS client; header
 // iteration and a few error codes are used by its own tests only. Public, hidden
