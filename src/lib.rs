@@ -97,6 +97,7 @@ pub(crate) mod tls;
 #[doc(hidden)]
 #[cfg_attr(not(test), allow(dead_code))]
 pub mod nats;
+pub mod webhook;
 
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
