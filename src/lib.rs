@@ -90,8 +90,6 @@ pub(crate) mod registry;
 pub(crate) mod replica;
 pub(crate) mod session;
 pub(crate) mod tls;
-#[allow(dead_code)]
-pub(crate) mod webhook;
 // The relay and the follower's consumer use most of the NATS client; header
 // iteration and a few error codes are used by its own tests only. Public, hidden
 // from the docs, for benches/nats.rs, which measures what JetStream accepts
@@ -99,6 +97,7 @@ pub(crate) mod webhook;
 #[doc(hidden)]
 #[cfg_attr(not(test), allow(dead_code))]
 pub mod nats;
+pub mod webhook;
 
 pub use config::{Config, Durability};
 pub use error::{Error, Result};
