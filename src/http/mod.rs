@@ -9,6 +9,7 @@
 
 pub(crate) mod router;
 pub(crate) mod sse;
+pub(crate) mod webhooks;
 
 use std::time::Instant;
 
