@@ -9,6 +9,7 @@
 //!   ok:   dispatch the tick's events to the handler callbacks
 //!   fail: every reply of the tick that touched storage becomes `-ERR storage: ...`
 //! flush every connection with output; WRITABLE interest only where a write blocked
+//! webhooks: outcomes stored before the commit, next requests sent after it
 //! close what finished; run due timers (accept back-off, checkpoints)
 //! ```
 //! Nothing a tick did leaves the process before its commit. A failing client only
@@ -46,6 +47,7 @@ mod relay;
 mod replicated;
 mod resp;
 mod timers;
+mod webhooks;
 
 use self::http::HTTP_SWEEP;
 
@@ -276,6 +278,8 @@ pub struct Reactor {
     fatal: Option<String>,
     /// Durable handler offsets in JetStream (`--nats` with durable handlers).
     handler_kv: offsets::HandlerKv,
+    /// The webhook endpoints and their HTTP client.
+    webhooks: webhooks::Webhooks,
 }
 
 impl Reactor {
@@ -390,6 +394,7 @@ impl Reactor {
             stream: config.nats_stream.clone(),
             ..Default::default()
         };
+        let webhooks = webhooks::Webhooks::new(&config, &mut store)?;
         let relay_stored = relay.as_ref().map_or(0, |r| r.confirmed());
         if config.durability.replicated() && relay.is_none() && !config.follow {
             return Err(Error::Config(
@@ -475,6 +480,7 @@ impl Reactor {
             promoted: None,
             fatal: None,
             handler_kv: offsets::HandlerKv::default(),
+            webhooks,
         })
     }
 
@@ -568,6 +574,7 @@ impl Reactor {
                     self.drain_signals();
                     self.begin_stop("signal received");
                 }
+                t if crate::webhook::transport::Transport::owns(t) => self.webhook_ready(ev),
                 Token(k) => {
                     let closed = ev.is_read_closed() || ev.is_error();
                     self.ready(k, ev.is_writable(), ev.is_readable() || closed, closed);
@@ -641,6 +648,7 @@ impl Reactor {
         let requests = self.shared.stats.tick_requests;
         self.apply_followed();
         self.persist_relay();
+        self.persist_webhooks();
         self.commit();
         // The committed events (none after a failed commit), for the streams and
         // durable handlers that are not behind them.
@@ -653,6 +661,7 @@ impl Reactor {
             self.run_durable_handlers(&fresh);
         }
         self.step_relay(&fresh);
+        self.step_webhooks(&fresh);
         self.step_handler_offsets(false);
         self.release_held(&mut fresh);
         self.step_follow();

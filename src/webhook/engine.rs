@@ -184,6 +184,21 @@ impl Endpoint {
         self.state.attempt_seq != 0 && self.state.attempts > 0
     }
 
+    /// Its figures for INFO and `/metrics`.
+    pub fn status(&self) -> super::status::Status {
+        super::status::Status {
+            id: self.id,
+            enabled: self.enabled(),
+            delivered: self.state.delivered,
+            failed: self.state.failed,
+            retrying: self.enabled() && self.retrying(),
+            position: self.state.position,
+            requeued: self.requeued.len() as i64,
+            last_status: self.state.last_status,
+            dead_letters: self.dead_letters,
+        }
+    }
+
     /// Where it goes on from; `None` while disabled or a request is in flight.
     pub fn target(&self) -> Option<Target> {
         if !self.enabled() || self.in_flight.is_some() {

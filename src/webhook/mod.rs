@@ -6,6 +6,7 @@
 //! - [`engine`]: what each endpoint sends next and what an outcome does to it
 //!   (plain decisions, no I/O); the reactor's side is `reactor/webhooks.rs`;
 //! - [`admin`]: the checks and store calls behind `WEBHOOK ...` and `/webhooks`;
+//! - [`status`]: what INFO `# Webhooks` and `/metrics` show;
 //! - [`transport`]: the HTTP/1.1 client on the reactor: one keep-alive connection
 //!   and one request in flight per endpoint, timeouts, capped response bodies;
 //!   [`response`] reads a response incrementally.
@@ -18,5 +19,6 @@ pub mod private;
 pub mod resolve;
 pub mod response;
 pub mod sign;
+pub mod status;
 pub mod transport;
 pub mod url;
