@@ -12,3 +12,6 @@ pub mod resolve;
 pub mod response;
 pub mod transport;
 pub mod url;
+
+#[cfg(test)]
+mod tests;
