@@ -155,6 +155,8 @@ struct Driver {
     poll: Poll,
     events: Events,
     transport: Transport,
+    /// Requests ended and not yet taken by `done`.
+    ended: Vec<Done>,
 }
 
 impl Driver {
@@ -163,6 +165,7 @@ impl Driver {
             poll: Poll::new().unwrap(),
             events: Events::with_capacity(64),
             transport: Transport::new(config, WEBHOOK_WAKER).unwrap(),
+            ended: Vec::new(),
         }
     }
 
@@ -179,13 +182,12 @@ impl Driver {
     /// Runs the loop until a request ends.
     fn done(&mut self) -> Done {
         let deadline = Instant::now() + WAIT;
-        let mut done = Vec::new();
         loop {
             let now = Instant::now();
-            self.transport.expire(self.poll.registry(), now, &mut done);
-            if let Some(d) = done.pop() {
-                assert!(done.is_empty(), "one request, one Done: {done:?}");
-                return d;
+            self.transport
+                .expire(self.poll.registry(), now, &mut self.ended);
+            if !self.ended.is_empty() {
+                return self.ended.remove(0);
             }
             assert!(now < deadline, "no Done in {WAIT:?}");
             let timeout = self
@@ -197,7 +199,7 @@ impl Driver {
             for event in &self.events {
                 assert!(Transport::owns(event.token()), "{:?}", event.token());
                 self.transport
-                    .ready(self.poll.registry(), event, Instant::now(), &mut done);
+                    .ready(self.poll.registry(), event, Instant::now(), &mut self.ended);
             }
         }
     }
@@ -205,6 +207,11 @@ impl Driver {
     fn run(&mut self, endpoint: u64, url: Url) -> Outcome {
         self.start(endpoint, url);
         let done = self.done();
+        assert!(
+            self.ended.is_empty(),
+            "one request, one Done: {:?}",
+            self.ended
+        );
         assert_eq!(done.endpoint, endpoint);
         assert_eq!(self.transport.in_flight(), 0);
         done.outcome
@@ -309,6 +316,49 @@ fn a_server_that_never_answers_times_out() {
     );
     assert!(started.elapsed() >= Duration::from_millis(500));
     assert_eq!(d.transport.next_deadline(), None, "nothing left to time");
+}
+
+#[test]
+fn a_tls_handshake_that_never_finishes_times_out_as_a_connect() {
+    // The server takes the connection and never says a word of TLS.
+    let server = Server::start(vec![Answer::Silent]);
+    let mut config = config(true);
+    config.connect_timeout = Duration::from_millis(300);
+    let mut d = Driver::new(config);
+    let outcome = d.run(1, server.url("https", "/"));
+    assert!(
+        matches!(&outcome, Outcome::Failed { reason } if reason.contains("timed out connecting to 127.0.0.1 after 300 ms")),
+        "{outcome:?}"
+    );
+}
+
+#[test]
+fn endpoints_run_side_by_side_and_a_large_body_goes_out_whole() {
+    let server = Server::start(vec![ok("done")]);
+    let mut d = Driver::new(config(true));
+    let big = vec![b'x'; 4 * 1024 * 1024];
+    for endpoint in 1..=3 {
+        let request = Request {
+            url: server.url("http", "/"),
+            headers: Vec::new(),
+            body: big.clone(),
+        };
+        d.transport
+            .start(d.poll.registry(), endpoint, request, Instant::now());
+    }
+    assert_eq!(d.transport.in_flight(), 3);
+    let mut ended: Vec<u64> = (0..3)
+        .map(|_| {
+            let done = d.done();
+            assert_eq!(done.outcome, response(200, "done"));
+            done.endpoint
+        })
+        .collect();
+    ended.sort_unstable();
+    assert_eq!(ended, [1, 2, 3]);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|s| s.bytes.ends_with(&big)));
 }
 
 #[test]
