@@ -8,8 +8,9 @@
 //! - [`admin`]: the checks and store calls behind `WEBHOOK ...` and `/webhooks`;
 //! - [`status`]: what INFO `# Webhooks` and `/metrics` show;
 //! - [`transport`]: the HTTP/1.1 client on the reactor: one keep-alive connection
-//!   and one request in flight per endpoint, timeouts, capped response bodies;
-//!   [`response`] reads a response incrementally.
+//!   and one request in flight per endpoint, timeouts, capped response bodies
+//!   (its bytes move through `conn::outbound`); [`response`] reads a response
+//!   incrementally.
 //! - [`url`]: an endpoint's URL; [`private`]: the addresses refused without
 //!   `--webhook-allow-private`; [`resolve`]: the resolver thread for host names.
 
@@ -22,3 +23,6 @@ pub mod sign;
 pub mod status;
 pub mod transport;
 pub mod url;
+
+#[cfg(test)]
+mod tests;

@@ -394,7 +394,40 @@ fn trim(b: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_bytes_in_any_pieces_end_or_fail_without_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            step in 1usize..64,
+            max_body in 0usize..64,
+        ) {
+            let mut prefix = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            prefix.extend_from_slice(&bytes);
+            let _ = read_in(&bytes, step, max_body);
+            let _ = read_in(&prefix, step, max_body);
+        }
+
+        #[test]
+        fn chunked_bodies_decode_the_same_in_any_pieces(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..40), 0..6),
+            step in 1usize..32,
+        ) {
+            let mut wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            for c in &chunks {
+                wire.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                wire.extend_from_slice(c);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            let r = read_in(&wire, step, 1 << 20).unwrap().unwrap();
+            prop_assert_eq!(r.body, chunks.concat());
+            prop_assert!(r.reusable);
+        }
+    }
 
     /// Feeds `bytes` in pieces of `step` bytes, as reads would bring them.
     fn read_in(
