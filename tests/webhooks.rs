@@ -86,9 +86,8 @@ impl Node {
         }
     }
 
-    /// kill -9, then a new process on the same database with the same flags.
-    fn kill9_and_restart(&mut self) {
-        self.p.kill9();
+    /// A new process on the same database with the same flags, after `p.kill9()`.
+    fn restart(&mut self) {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         self.p = UserbusProcess::start_with_http(&self.db, &args);
     }
@@ -430,19 +429,30 @@ fn standardwebhooks_python_receiver_verifies_deliveries() {
     let other = "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
     add(&mut con, &py.url(), &["SECRET", other]);
     reply::register_new(&mut con, "carol", &[]);
-    let mut verdicts = py.next(2);
-    verdicts.sort_by_key(|l| l["ok"].as_bool());
-    assert_eq!(verdicts[0]["ok"], json!(false), "{verdicts:?}");
-    assert_eq!(
-        verdicts[0]["error"],
-        json!("No matching signature found"),
-        "{verdicts:?}"
-    );
-    assert_eq!(
-        verdicts[1]["payload"]["name"],
-        json!("carol"),
-        "{verdicts:?}"
-    );
+    // carol's event once to the first endpoint, and one or two attempts (the
+    // schedule's two) to the second, in any interleaving.
+    let (mut verified, mut refused) = (Vec::new(), Vec::new());
+    while verified.is_empty() || refused.is_empty() {
+        let line = py.next(1).remove(0);
+        if line["ok"] == json!(true) {
+            verified.push(line);
+        } else {
+            refused.push(line);
+        }
+        assert!(
+            verified.len() + refused.len() <= 3,
+            "{verified:?} {refused:?}"
+        );
+    }
+    assert_eq!(verified.len(), 1, "{verified:?}");
+    assert_eq!(verified[0]["payload"]["name"], json!("carol"));
+    for line in &refused {
+        assert_eq!(
+            line["error"],
+            json!("No matching signature found"),
+            "{line}"
+        );
+    }
 }
 
 #[test]
@@ -779,8 +789,9 @@ fn kill_9_mid_delivery_loses_and_reorders_nothing() {
         receiver.wait_until(&format!("{at} on /a"), DELIVERY_WAIT, |all| {
             all.iter().filter(|r| r.path == "/a").count() >= at
         });
-        node.kill9_and_restart();
+        node.p.kill9();
         runs.push(receiver.connections());
+        node.restart();
     }
     let all: Vec<i64> = (1..=EVENTS as i64).collect();
     for path in ["/a", "/b"] {

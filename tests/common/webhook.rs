@@ -152,7 +152,8 @@ impl Shared {
     }
 }
 
-/// A recording HTTP/1.1 receiver on 127.0.0.1; plain, or https with
+/// A recording HTTP/1.1 receiver on 127.0.0.1 (and on ::1 at the same port when
+/// it can); plain, or https with
 /// [`Receiver::start_https`]. Each connection has a thread of its own and keeps
 /// alive until the peer closes it or the script says otherwise.
 pub struct Receiver {
@@ -188,6 +189,12 @@ impl Receiver {
             changed: Condvar::new(),
         });
         let https = tls.is_some();
+        // `localhost` may resolve to ::1 first: listen there too when the host has it.
+        if let Ok(v6) = TcpListener::bind(("::1", addr.port())) {
+            let shared = shared.clone();
+            let tls = tls.clone();
+            std::thread::spawn(move || accept_loop(v6, shared, tls));
+        }
         let accept = {
             let shared = shared.clone();
             std::thread::spawn(move || accept_loop(listener, shared, tls))
@@ -295,8 +302,9 @@ impl Drop for Receiver {
             }
         }
         self.shared.changed.notify_all();
-        // Wakes the blocking accept, which then sees `stopped`.
+        // Wakes the blocking accepts, which then see `stopped`.
         let _ = TcpStream::connect(self.addr);
+        let _ = TcpStream::connect(("::1", self.addr.port()));
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
@@ -324,17 +332,19 @@ pub fn summary(received: &[Received]) -> String {
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<rustls::ServerConfig>>) {
-    for (conn, sock) in listener.incoming().enumerate() {
+    for sock in listener.incoming() {
         let Ok(sock) = sock else { continue };
-        {
+        let conn = {
             let mut state = shared.lock();
             if state.stopped {
                 return;
             }
-            if let Ok(clone) = sock.try_clone() {
-                state.sockets.push(clone);
-            }
-        }
+            let Ok(clone) = sock.try_clone() else {
+                continue;
+            };
+            state.sockets.push(clone);
+            state.sockets.len() - 1
+        };
         let shared = shared.clone();
         let tls = tls.clone();
         std::thread::spawn(move || {
