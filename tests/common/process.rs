@@ -142,6 +142,26 @@ impl UserbusProcess {
             .expect("redis connection")
     }
 
+    /// A `redis` crate connection speaking RESP3 (it sends HELLO 3).
+    pub fn redis3(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", self.port))
+            .expect("client")
+            .get_connection()
+            .expect("redis connection")
+    }
+
+    /// `method path` on the HTTP port with extra header lines (each ending in
+    /// CRLF) and `body`, on a connection of its own: the status and the body.
+    pub fn http_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &str,
+    ) -> (u16, String) {
+        super::http_request(("127.0.0.1", self.http_port()), method, path, headers, body)
+    }
+
     /// SIGKILL, then reap the process.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
