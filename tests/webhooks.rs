@@ -467,8 +467,7 @@ fn events_filter_delivers_only_the_listed_kinds() {
         &receiver.url("/both"),
         &["EVENTS", "user.registered,user.updated"],
     );
-    // `localhost` goes through name resolution.
-    add(&mut con, &receiver.localhost_url("/all"), &["EVENTS", "*"]);
+    add(&mut con, &receiver.url("/all"), &["EVENTS", "*"]);
     reply::register_new(&mut con, "a", &[]);
     reply::register_new(&mut con, "b", &[]);
     call(&mut con, &["UPDATE", "a", "x", "1"]);
@@ -880,18 +879,11 @@ fn https_delivery_trusts_the_webhook_ca() {
     let node = Node::start(&["--webhook-ca", &ca_file]);
     let mut con = node.redis();
     add(&mut con, &receiver.url("/ip"), &["SECRET", SECRET]);
-    add(
-        &mut con,
-        &receiver.localhost_url("/name"),
-        &["SECRET", SECRET],
-    );
     register_many(&mut con, 0..2);
-    for path in ["/ip", "/name"] {
-        let got = wait_delivered(&receiver, path, &[1, 2]);
-        assert_eq!(seqs(&got), [1, 2], "{path}");
-        for r in &got {
-            assert_delivery(SECRET, r);
-        }
+    let got = wait_delivered(&receiver, "/ip", &[1, 2]);
+    assert_eq!(seqs(&got), [1, 2]);
+    for r in &got {
+        assert_delivery(SECRET, r);
     }
 
     // Without the CA the certificate is not trusted: nothing reaches the receiver.
@@ -904,6 +896,27 @@ fn https_delivery_trusts_the_webhook_ca() {
     assert_eq!((e.num("delivered"), e.num("last_status")), (0, 0), "{e:?}");
     assert!(!e.get("last_error").is_empty(), "{e:?}");
     assert!(other.received().is_empty());
+}
+
+#[test]
+fn host_names_are_resolved_for_http_and_https() {
+    let ca = TestCa::new();
+    let (plain, tls) = (Receiver::start(), Receiver::start_https(&ca));
+    let ca_file = ca.pem.to_string_lossy().into_owned();
+    let node = Node::start(&["--webhook-ca", &ca_file]);
+    let mut con = node.redis();
+    // `localhost` goes to the resolver thread; https checks the certificate for
+    // the name.
+    add(&mut con, &plain.localhost_url("/name"), &["SECRET", SECRET]);
+    add(&mut con, &tls.localhost_url("/name"), &["SECRET", SECRET]);
+    register_many(&mut con, 0..2);
+    for receiver in [&plain, &tls] {
+        let got = wait_delivered(receiver, "/name", &[1, 2]);
+        assert_eq!(seqs(&got), [1, 2], "{}", receiver.url(""));
+        for r in &got {
+            assert_delivery(SECRET, r);
+        }
+    }
 }
 
 #[test]
