@@ -120,6 +120,27 @@ impl UserbusProcess {
             .collect()
     }
 
+    /// Waits until a line it wrote contains every one of `needles` and returns it;
+    /// fails after `within` with the log.
+    pub fn wait_line(&self, needles: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self
+                .lines_with(needles[0])
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)));
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needles:?} within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The HTTP port its ready line names; panics when the HTTP side is off.
     pub fn http_port(&self) -> u16 {
         self.log()

@@ -349,15 +349,18 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Arc<rustl
         let tls = tls.clone();
         std::thread::spawn(move || {
             let _ = sock.set_nodelay(true);
+            let Ok(end) = sock.try_clone() else { return };
             match tls {
                 None => serve_connection(sock, conn, &shared),
                 Some(config) => {
-                    let Ok(session) = rustls::ServerConnection::new(config) else {
-                        return;
-                    };
-                    serve_connection(rustls::StreamOwned::new(session, sock), conn, &shared);
+                    if let Ok(session) = rustls::ServerConnection::new(config) {
+                        serve_connection(rustls::StreamOwned::new(session, sock), conn, &shared);
+                    }
                 }
             }
+            // The clone kept for the receiver's end would hold the socket open:
+            // the peer must see the close now.
+            let _ = end.shutdown(Shutdown::Both);
         });
     }
 }
