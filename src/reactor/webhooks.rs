@@ -174,6 +174,9 @@ impl Webhooks {
                 }
             }
         }
+        if ids.is_empty() {
+            return;
+        }
         ids.sort_unstable();
         ids.dedup();
         for id in ids {
@@ -187,9 +190,15 @@ impl Webhooks {
                             && row.state.position == old.state.position
                             && old.requeued.iter().eq(row.requeued.iter())
                     });
-                    if !keep {
-                        self.forget(registry, id);
-                        self.load(row);
+                    match self.endpoints.get_mut(&id) {
+                        Some(old) if keep => {
+                            // ENABLE also restarts the failure clock.
+                            old.state.failing_since = row.state.failing_since;
+                        }
+                        _ => {
+                            self.forget(registry, id);
+                            self.load(row);
+                        }
                     }
                 }
                 Ok(None) => {
@@ -466,5 +475,95 @@ fn next_event(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::metrics::Stats;
+    use crate::store::{WebhookRow, WebhookState};
+
+    /// A store holding events 1..=4: registered a, b, unregistered a, registered c.
+    fn store_with_events(dir: &tempfile::TempDir) -> Store {
+        let mut store = Store::open(&dir.path().join("n.db"), Durability::Normal, 0).expect("open");
+        let (mut events, mut stats) = (Vec::new(), Stats::new(0, []));
+        for name in ["a", "b"] {
+            crate::registry::register(
+                &mut store,
+                &mut events,
+                &mut stats,
+                name,
+                Default::default(),
+            )
+            .expect("register");
+        }
+        crate::registry::unregister(&mut store, &mut events, &mut stats, "a").expect("unregister");
+        crate::registry::register(&mut store, &mut events, &mut stats, "c", Default::default())
+            .expect("register");
+        store.finish_tick().expect("commit");
+        store
+    }
+
+    fn endpoint(events: &str, position: i64) -> Endpoint {
+        Endpoint::from_row(WebhookRow {
+            id: 1,
+            url: "http://example.com/".into(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+            events: events.into(),
+            created_at: 0,
+            state: WebhookState {
+                position,
+                ..WebhookState::default()
+            },
+            dead_letters: 0,
+            requeued: Vec::new(),
+        })
+        .expect("valid")
+    }
+
+    #[test]
+    fn the_next_event_passes_over_what_the_filter_leaves_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = store_with_events(&dir);
+        let (mut gone, mut behind) = (Vec::new(), false);
+        let mut e = endpoint("user.unregistered", 0);
+        let next = next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind);
+        assert_eq!(next.map(|ev| ev.seq), Some(3));
+        assert_eq!(e.state.position, 2, "1 and 2 passed over");
+        e.skip_to(3);
+        assert_eq!(
+            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind),
+            None
+        );
+        assert_eq!(e.state.position, 4, "4 passed over: nothing left");
+        assert!(!behind);
+        // Busy or disabled: nothing.
+        let mut e = endpoint("*", 0);
+        e.sent(1);
+        assert_eq!(
+            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind),
+            None
+        );
+    }
+
+    #[test]
+    fn requeued_dead_letters_come_first_and_gone_ones_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = store_with_events(&dir);
+        let (mut gone, mut behind) = (Vec::new(), false);
+        let mut e = endpoint("*", 4);
+        e.requeued = [2, 9].into();
+        let next = next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind);
+        assert_eq!(next.map(|ev| ev.seq), Some(2));
+        e.drop_requeued(2);
+        // 9 is not in the log: dropped, and the endpoint is done.
+        assert_eq!(
+            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind),
+            None
+        );
+        assert_eq!(gone, [(1, 9)]);
+        assert!(e.requeued.is_empty());
     }
 }
