@@ -587,7 +587,8 @@ pub struct Config {
     /// the last one fails, the event becomes one of the endpoint's dead letters.
     ///
     /// Each delay gets ±20% jitter. `0` means one attempt and no retry.
-    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_WEBHOOK_RETRY_SCHEDULE", value_name = "DELAYS", default_value = webhook::DEFAULT_WEBHOOK_RETRY_SCHEDULE))]
+    /// Given twice, the last one counts.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_WEBHOOK_RETRY_SCHEDULE", value_name = "DELAYS", default_value = webhook::DEFAULT_WEBHOOK_RETRY_SCHEDULE, overrides_with = "webhook_retry_schedule"))]
     pub webhook_retry_schedule: RetrySchedule,
     /// How long a webhook delivery may take to connect, and to answer once the
     /// request is written; past it the attempt failed.

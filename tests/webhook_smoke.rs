@@ -190,3 +190,45 @@ fn a_registration_reaches_the_receiver_signed_and_in_order() {
     assert_eq!(delivered, 2);
     server.stop();
 }
+
+#[test]
+fn replay_from_a_seq_delivers_again_in_order() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/r", listener.local_addr().expect("addr"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || receive(listener, tx));
+    let server = TestServer::start_fast(|c| c.webhook_allow_private = true);
+    let mut c = server.redis();
+    let added: BTreeMap<String, redis::Value> = redis::cmd("WEBHOOK")
+        .arg("ADD")
+        .arg(&url)
+        .query(&mut c)
+        .expect("added");
+    let Some(redis::Value::Int(id)) = added.get("id") else {
+        panic!("{added:?}");
+    };
+    for name in ["a", "b", "c"] {
+        let _: i64 = redis::cmd("REGISTER")
+            .arg(name)
+            .query(&mut c)
+            .expect("registered");
+    }
+    let seq = |r: Received| -> i64 {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        v["seq"].as_i64().expect("seq")
+    };
+    let next = || {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("a delivery")
+    };
+    assert_eq!([seq(next()), seq(next()), seq(next())], [1, 2, 3]);
+    let ok: String = redis::cmd("WEBHOOK")
+        .arg("REPLAY")
+        .arg(id)
+        .arg(2)
+        .query(&mut c)
+        .expect("replay");
+    assert_eq!(ok, "OK");
+    assert_eq!([seq(next()), seq(next())], [2, 3]);
+    server.stop();
+}

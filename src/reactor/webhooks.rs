@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! poll            transport.ready / expire → outcomes (Done) wait in `done`
-//! tick, pre-commit persist_webhooks: each outcome applied (engine::Endpoint::apply)
+//! tick, first     persist_webhooks: each outcome applied (engine::Endpoint::apply)
 //!                 and its state, dead letters stored in the tick's transaction
+//!                 (before the tick's commands, whose WEBHOOK writes win)
 //! COMMIT          failed: every endpoint is reloaded from the store
 //! tick, post      step_webhooks: committed WEBHOOK changes reloaded; each idle,
 //!                 enabled endpoint given its next committed event (one in flight)
@@ -237,12 +238,12 @@ impl Reactor {
         }
     }
 
-    /// Before the commit: applies the outcomes that came in and stores what
-    /// they changed in the tick's transaction.
+    /// At the start of the tick: applies the outcomes that came in and stores
+    /// what they changed in the tick's transaction.
     pub(super) fn persist_webhooks(&mut self) {
         let w = &mut self.webhooks;
         let outcomes = !w.done.is_empty() || !w.gone.is_empty();
-        if !outcomes && !self.shared.store.tick_has_writes() {
+        if !outcomes {
             return;
         }
         let registry = self.poll.registry();
@@ -296,10 +297,13 @@ impl Reactor {
                     );
                     store.webhook_dead_letter(id, dead)
                 }
-                Verdict::Disabled(why) => {
+                Verdict::Disabled { why, dead } => {
                     log::warn!("webhook {id} ({}) disabled: {why}", e.url);
                     w.transport.forget(registry, id as u64);
-                    Ok(())
+                    match dead {
+                        Some(dead) => store.webhook_dead_letter(id, dead),
+                        None => Ok(()),
+                    }
                 }
             };
             if let Err(err) = res {
@@ -311,8 +315,8 @@ impl Reactor {
                 failed.get_or_insert(err);
             }
         }
-        // The positions that skipped events moved ride along with other writes.
-        if failed.is_none() && (outcomes || store.tick_has_writes()) {
+        // The positions that skipped events moved ride along.
+        if failed.is_none() {
             for e in w.endpoints.values_mut().filter(|e| e.dirty) {
                 match store.webhook_save(e.id, &e.state) {
                     Ok(()) => e.dirty = false,

@@ -7,9 +7,10 @@
 //! requeued by `WEBHOOK REPLAY id` go first, lowest seq first; then the events
 //! after the endpoint's position that its filter lets through. An event that
 //! keeps failing is retried per the schedule (±20% jitter), then becomes a dead
-//! letter and the endpoint moves on. `410 Gone`, a private target, or failing
-//! for `--webhook-disable-after` without a success disable the endpoint, which
-//! then holds its place until it is enabled or rewound.
+//! letter and the endpoint moves on. `410 Gone` disables the endpoint and
+//! dead-letters that event; a private target, or failing for
+//! `--webhook-disable-after` without a success, disable it holding its place
+//! until it is enabled or rewound.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -121,8 +122,15 @@ pub enum Verdict {
     },
     /// Out of attempts: this dead letter is stored and the endpoint moves on.
     DeadLetter(WebhookDeadLetter),
-    /// The endpoint is disabled for this reason; the event stays next.
-    Disabled(String),
+    /// The endpoint is disabled for this reason. After a `410 Gone` the event
+    /// is a dead letter (`dead`) and the endpoint has moved past it; otherwise
+    /// the event stays next.
+    Disabled {
+        /// Why.
+        why: String,
+        /// The event, dead-lettered (after a 410).
+        dead: Option<WebhookDeadLetter>,
+    },
 }
 
 /// What an endpoint sends next.
@@ -292,10 +300,13 @@ impl Endpoint {
             _ => None,
         };
         if let Some(why) = disabled {
-            // The event stays next: ENABLE or REPLAY tries it again at once.
             s.next_attempt_at = 0;
             s.disabled = Some(why.clone());
-            return Verdict::Disabled(why);
+            // The target said the endpoint is gone: that event is not tried
+            // again (REPLAY brings it back); ENABLE goes on after it. Otherwise
+            // the event stays next and ENABLE tries it again at once.
+            let dead = (*attempt == Attempt::Answered(410)).then(|| self.dead_letter(seq, now_ms));
+            return Verdict::Disabled { why, dead };
         }
         let attempts = usize::try_from(s.attempts).unwrap_or(usize::MAX);
         match policy.schedule.get(attempts - 1) {
@@ -306,26 +317,30 @@ impl Endpoint {
                     at_ms: s.next_attempt_at,
                 }
             }
-            None => {
-                let dead = WebhookDeadLetter {
-                    seq,
-                    attempts: s.attempts,
-                    last_status: s.last_status,
-                    last_error: s.last_error.clone(),
-                    at: now_ms,
-                };
-                s.attempt_seq = 0;
-                s.attempts = 0;
-                s.next_attempt_at = 0;
-                if from_dead {
-                    self.requeued.pop_front();
-                } else {
-                    s.position = s.position.max(seq);
-                }
-                self.dead_letters += 1;
-                Verdict::DeadLetter(dead)
-            }
+            None => Verdict::DeadLetter(self.dead_letter(seq, now_ms)),
         }
+    }
+
+    /// Makes the event being tried, `seq`, a dead letter and moves past it.
+    fn dead_letter(&mut self, seq: i64, now_ms: i64) -> WebhookDeadLetter {
+        let s = &mut self.state;
+        let dead = WebhookDeadLetter {
+            seq,
+            attempts: s.attempts,
+            last_status: s.last_status,
+            last_error: s.last_error.clone(),
+            at: now_ms,
+        };
+        s.attempt_seq = 0;
+        s.attempts = 0;
+        s.next_attempt_at = 0;
+        if self.requeued.front() == Some(&seq) {
+            self.requeued.pop_front();
+        } else {
+            s.position = s.position.max(seq);
+        }
+        self.dead_letters += 1;
+        dead
     }
 
     /// The headers of an attempt at event `seq` with body `body` at Unix time
@@ -455,19 +470,26 @@ mod tests {
         let mut e = endpoint();
         e.sent(11);
         let v = e.apply(11, &Attempt::Answered(410), &policy(), 1000, 0.5);
-        assert_eq!(v, Verdict::Disabled(GONE.into()));
+        let Verdict::Disabled {
+            why,
+            dead: Some(dead),
+        } = v
+        else {
+            panic!("not disabled with a dead letter: {v:?}");
+        };
+        assert_eq!((why.as_str(), dead.seq, dead.last_status), (GONE, 11, 410));
         assert_eq!(e.target(), None);
-        assert_eq!(e.state.position, 10, "the event stays next");
+        assert_eq!(e.state.position, 11, "ENABLE goes on after it");
         let mut e = endpoint();
         e.sent(11);
-        let v = e.apply(
-            11,
-            &Attempt::Refused("10.0.0.1".into()),
-            &policy(),
-            1000,
-            0.5,
-        );
-        assert_eq!(v, Verdict::Disabled(PRIVATE.into()));
+        let refused = Attempt::Refused("10.0.0.1".into());
+        let v = e.apply(11, &refused, &policy(), 1000, 0.5);
+        let want = Verdict::Disabled {
+            why: PRIVATE.into(),
+            dead: None,
+        };
+        assert_eq!(v, want);
+        assert_eq!(e.state.position, 10, "the event stays next");
     }
 
     #[test]
@@ -481,7 +503,7 @@ mod tests {
         e.apply(11, &Attempt::Answered(500), &p, 1000, 0.5);
         e.sent(11);
         let v = e.apply(11, &Attempt::Answered(500), &p, 11_000, 0.5);
-        let Verdict::Disabled(why) = v else {
+        let Verdict::Disabled { why, dead: None } = v else {
             panic!("still enabled: {v:?}");
         };
         assert!(
