@@ -38,6 +38,9 @@ use crate::webhook::transport::{
 /// Events read from the log per endpoint and tick while looking for the next
 /// one its filter lets through.
 const SCAN_BATCH: usize = 256;
+/// How long deliveries pause after their state could not be stored (a failed
+/// write or commit): resending at once would only repeat the request.
+const STORAGE_PAUSE: Duration = Duration::from_secs(1);
 
 /// The endpoints and their transport.
 pub(super) struct Webhooks {
@@ -50,6 +53,8 @@ pub(super) struct Webhooks {
     gone: Vec<(i64, i64)>,
     /// The last commit failed: reload every endpoint from the store.
     reload_all: bool,
+    /// No request leaves before this (storage failing, see `STORAGE_PAUSE`).
+    paused_until: Option<Instant>,
     /// Outcomes to apply or events to look at: the next poll must not wait.
     behind: bool,
     /// The figures changed since `stats.webhooks` was refreshed.
@@ -80,6 +85,7 @@ impl Webhooks {
             },
             gone: Vec::new(),
             reload_all: false,
+            paused_until: None,
             behind: true,
             changed: true,
         };
@@ -122,7 +128,7 @@ impl Webhooks {
                 let wait = u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0);
                 Instant::now() + Duration::from_millis(wait)
             });
-        [self.transport.next_deadline(), retry]
+        [self.transport.next_deadline(), retry, self.paused_until]
             .into_iter()
             .flatten()
             .min()
@@ -339,6 +345,7 @@ impl Reactor {
         if let Some(e) = failed {
             log::warn!("webhooks: cannot store the deliveries' state: {e}");
             w.reload_all = true;
+            w.paused_until = Some(Instant::now() + STORAGE_PAUSE);
         }
     }
 
@@ -346,6 +353,7 @@ impl Reactor {
     pub(super) fn webhooks_committed(&mut self, ok: bool) {
         if !ok {
             self.webhooks.reload_all = true;
+            self.webhooks.paused_until = Some(Instant::now() + STORAGE_PAUSE);
         }
     }
 
@@ -361,12 +369,17 @@ impl Reactor {
             w.refresh(&mut self.shared.stats.webhooks);
             return;
         }
+        let now = Instant::now();
+        if w.paused_until.is_some_and(|t| now < t) {
+            w.refresh(&mut self.shared.stats.webhooks);
+            return;
+        }
+        w.paused_until = None;
         let last = self.visible_seq();
         let w = &mut self.webhooks;
         let store = &mut self.shared.store;
         let writer = store.writer_id().to_string();
         let now_ms = crate::clock::now_ms();
-        let now = Instant::now();
         for e in w.endpoints.values_mut() {
             let Some(event) = next_event(e, store, fresh, last, &mut w.gone, &mut w.behind) else {
                 continue;
