@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use common::process::UserbusProcess;
 use common::reply::{self, call, error_text, info_num, int, pairs, text};
 use common::webhook::{
-    Answer, DELIVERY_WAIT, PyReceiver, Received, Receiver, TestCa, always, assert_delivery,
-    fail_first, standardwebhooks_available, summary, verify_signature,
+    Answer, DELIVERY_WAIT, PyReceiver, REDIRECT_PATH, Received, Receiver, TestCa, always,
+    assert_delivery, fail_first, standardwebhooks_available, summary, verify_signature,
 };
 use redis::Value;
 use serde_json::json;
@@ -756,6 +756,26 @@ fn failing_longer_than_disable_after_disables_with_a_reason() {
     let got = wait_delivered(&receiver, "/down", &[1, 2]);
     assert_eq!(delivered_seqs(&got[before..]), [1, 2], "{}", summary(&got));
     assert_eq!(endpoint(&mut con, id).get("state"), "enabled");
+}
+
+#[test]
+fn redirects_are_failed_attempts_and_not_followed() {
+    let node = Node::start(&["--webhook-retry-schedule", "50ms"]);
+    let receiver = Receiver::start();
+    receiver.script(Box::new(|_, _| Answer::Redirect));
+    let mut con = node.redis();
+    let (id, _) = add(&mut con, &receiver.url("/moved"), &[]);
+    register_many(&mut con, 0..1);
+    let e = wait_endpoint(&mut con, id, "a dead letter", |e| {
+        e.num("dead_letters") == 1
+    });
+    assert_eq!((e.num("failed"), e.num("last_status")), (2, 307), "{e:?}");
+    let got = receiver.received();
+    assert!(
+        got.len() == 2 && got.iter().all(|r| r.path != REDIRECT_PATH),
+        "followed a redirect:\n{}",
+        summary(&got)
+    );
 }
 
 #[test]

@@ -25,6 +25,9 @@ use super::nats::base64_decode;
 /// than any retry schedule the tests set.
 pub const DELIVERY_WAIT: Duration = Duration::from_secs(30);
 
+/// Where [`Answer::Redirect`] points.
+pub const REDIRECT_PATH: &str = "/elsewhere";
+
 /// Longest request head the receiver reads; userbus's heads are a few hundred bytes.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
@@ -38,6 +41,9 @@ pub enum Answer {
     Hold,
     /// Closes the connection without an answer.
     Close,
+    /// Answers `307 Temporary Redirect` to [`REDIRECT_PATH`] on the same receiver
+    /// and keeps the connection.
+    Redirect,
 }
 
 /// One request the receiver read, in arrival order.
@@ -392,6 +398,14 @@ fn serve_connection(mut stream: impl Read + Write, conn: usize, shared: &Shared)
                     return;
                 }
                 if close {
+                    return;
+                }
+            }
+            Answer::Redirect => {
+                let response = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: {REDIRECT_PATH}\r\ncontent-length: 0\r\n\r\n"
+                );
+                if stream.write_all(response.as_bytes()).is_err() || stream.flush().is_err() {
                     return;
                 }
             }
