@@ -19,11 +19,16 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub(crate) mod nats;
+pub mod webhook;
 
 pub use nats::NatsCredentials;
 use nats::mask_servers;
 #[cfg(feature = "tools")]
 use nats::{parse_nats_stream, parse_nats_subject_prefix};
+pub use webhook::RetrySchedule;
+#[cfg(feature = "tools")]
+use webhook::parse_positive_duration;
+use webhook::{DEFAULT_WEBHOOK_DISABLE_AFTER, DEFAULT_WEBHOOK_TIMEOUT};
 
 /// Default RESP port.
 pub const DEFAULT_PORT: u16 = 7878;
@@ -578,6 +583,32 @@ pub struct Config {
         )
     )]
     pub unique_fields: Vec<String>,
+    /// Delays between the attempts at delivering an event to a webhook: after
+    /// the last one fails, the event becomes one of the endpoint's dead letters.
+    ///
+    /// Each delay gets ±20% jitter. `0` means one attempt and no retry.
+    /// Given twice, the last one counts.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_WEBHOOK_RETRY_SCHEDULE", value_name = "DELAYS", default_value = webhook::DEFAULT_WEBHOOK_RETRY_SCHEDULE, overrides_with = "webhook_retry_schedule"))]
+    pub webhook_retry_schedule: RetrySchedule,
+    /// How long a webhook delivery may take to connect, and to answer once the
+    /// request is written; past it the attempt failed.
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_WEBHOOK_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration))]
+    pub webhook_timeout: Duration,
+    /// A webhook endpoint whose deliveries fail this long without one success
+    /// is disabled (WEBHOOK ENABLE or REPLAY turns it back on).
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_WEBHOOK_DISABLE_AFTER", value_name = "DURATION", default_value = "5d", value_parser = parse_positive_duration))]
+    pub webhook_disable_after: Duration,
+    /// Allow webhook targets on loopback and private addresses (refused by
+    /// default: a webhook must not reach into the server's own network).
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_WEBHOOK_ALLOW_PRIVATE"))]
+    pub webhook_allow_private: bool,
+    /// The CA certificates (PEM) https webhook targets must be signed by,
+    /// instead of the system's roots.
+    #[cfg_attr(
+        feature = "tools",
+        arg(long, env = "USERBUS_WEBHOOK_CA", value_name = "PEM")
+    )]
+    pub webhook_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -622,6 +653,11 @@ impl Default for Config {
             backup_dir: None,
             follow: false,
             unique_fields: Vec::new(),
+            webhook_retry_schedule: RetrySchedule::default(),
+            webhook_timeout: DEFAULT_WEBHOOK_TIMEOUT,
+            webhook_disable_after: DEFAULT_WEBHOOK_DISABLE_AFTER,
+            webhook_allow_private: false,
+            webhook_ca: None,
         }
     }
 }
@@ -668,6 +704,11 @@ impl fmt::Debug for Config {
             backup_dir,
             follow,
             unique_fields,
+            webhook_retry_schedule,
+            webhook_timeout,
+            webhook_disable_after,
+            webhook_allow_private,
+            webhook_ca,
         } = self;
         f.debug_struct("Config")
             .field("bind", bind)
@@ -708,6 +749,11 @@ impl fmt::Debug for Config {
             .field("backup_dir", backup_dir)
             .field("follow", follow)
             .field("unique_fields", unique_fields)
+            .field("webhook_retry_schedule", webhook_retry_schedule)
+            .field("webhook_timeout", webhook_timeout)
+            .field("webhook_disable_after", webhook_disable_after)
+            .field("webhook_allow_private", webhook_allow_private)
+            .field("webhook_ca", webhook_ca)
             .finish()
     }
 }
@@ -790,6 +836,9 @@ impl Config {
             if let Err(e) = crate::registry::check_field_name(field.as_bytes()) {
                 return Err(format!("--unique-field '{field}': {e}"));
             }
+        }
+        if self.webhook_timeout.is_zero() || self.webhook_disable_after.is_zero() {
+            return Err("--webhook-timeout and --webhook-disable-after must be above zero".into());
         }
         if let Some(dir) = &self.backup_dir
             && !dir.is_dir()
@@ -908,6 +957,25 @@ impl Config {
             ("nats-ca", path_setting(self.nats_ca.as_deref())),
             ("backup-dir", path_setting(self.backup_dir.as_deref())),
             ("unique-field", self.unique_fields.join(",")),
+            (
+                "webhook-retry-schedule",
+                self.webhook_retry_schedule.to_string(),
+            ),
+            ("webhook-timeout", format_duration(self.webhook_timeout)),
+            (
+                "webhook-disable-after",
+                format_duration(self.webhook_disable_after),
+            ),
+            (
+                "webhook-allow-private",
+                if self.webhook_allow_private {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_string(),
+            ),
+            ("webhook-ca", path_setting(self.webhook_ca.as_deref())),
             // Every acknowledged write is committed to SQLite before its reply, which
             // is what redis-benchmark asks about with these two.
             ("appendonly", "yes".to_string()),

@@ -40,6 +40,10 @@
 //!   and what INFO replication shows; the follower's reactor side is
 //!   `reactor/follow.rs`, its feed `nats::consumer`.
 //! - `tls`: the rustls server configuration (sessions live in `conn`).
+//! - `webhook`: webhook endpoints: Standard Webhooks signing, the delivery
+//!   engine's decisions, the HTTP/1.1 client on the reactor, the `WEBHOOK` and
+//!   `/webhooks` checks; the reactor's side is `reactor/webhooks.rs`, the
+//!   endpoints' rows `store::webhooks`.
 //! - `client`: `userbus cli`, the line client (its own RESP reader and
 //!   redis-cli's reply formatting); `tools` feature.
 //! - `bench`: the load generator behind `userbus bench` and `cargo bench` (a
@@ -90,6 +94,7 @@ pub(crate) mod registry;
 pub(crate) mod replica;
 pub(crate) mod session;
 pub(crate) mod tls;
+pub(crate) mod webhook;
 // The relay and the follower's consumer use most of the NATS client; header
 // iteration and a few error codes are used by its own tests only. Public, hidden
 // from the docs, for benches/nats.rs, which measures what JetStream accepts

@@ -148,6 +148,8 @@ pub struct Stats {
     pub nats: Option<crate::nats::relay::RelayStatus>,
     /// Writes held for JetStream (with `--durability replicated`).
     pub replication: Option<ReplicationStats>,
+    /// The webhook endpoints' figures, as of the last tick that changed them.
+    pub webhooks: Vec<crate::webhook::status::Status>,
     /// The replication role, a pending promotion and the follower's figures
     /// (INFO replication, `userbus_replica_*`).
     pub replica: crate::replica::Replica,
@@ -216,6 +218,7 @@ impl Stats {
             durable_offsets: Vec::new(),
             nats: None,
             replication: None,
+            webhooks: Vec::new(),
             replica: crate::replica::Replica::default(),
             trimmed_events: 0,
             handler_panics: 0,
@@ -242,6 +245,7 @@ impl Stats {
             connected_clients: self.connected_clients,
             durable_offsets: std::mem::take(&mut self.durable_offsets),
             nats: self.nats.take(),
+            webhooks: std::mem::take(&mut self.webhooks),
             replication: self.replication.as_ref().map(|r| ReplicationStats {
                 waiting_ticks: r.waiting_ticks,
                 ..ReplicationStats::default()
@@ -626,6 +630,7 @@ pub fn prometheus(v: &View<'_>) -> String {
     if s.replica.nats {
         s.replica.write_metrics(&mut out);
     }
+    crate::webhook::status::write_metrics(&s.webhooks, v.counts.last_seq, &mut out);
     s.tick_seconds
         .write(&mut out, "userbus_tick_seconds", "Duration of a tick.");
     s.commit_seconds

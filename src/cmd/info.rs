@@ -8,7 +8,8 @@
 //! `--durability replicated`, the writes held for its acks),
 //! `replication` (`role:master` or `role:slave`, and the follower's applied seq,
 //! the stream's last seq, lag, promotions and fencing), `keyspace`,
-//! `backup` (the BACKUP under way and how the last one ended)
+//! `backup` (the BACKUP under way and how the last one ended), `webhooks` (the
+//! endpoints: counts, totals, and per endpoint its state and figures)
 //! (`default`, `all` and `everything` give all of them).
 
 use std::fmt::Write;
@@ -25,7 +26,7 @@ pub const SPEC: Spec = Spec {
     run,
 };
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "server",
     "replication",
     "clients",
@@ -35,6 +36,7 @@ const SECTIONS: [&str; 9] = [
     "nats",
     "keyspace",
     "backup",
+    "webhooks",
 ];
 
 fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
@@ -70,6 +72,11 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
     }
     if section == "nats" {
         render_nats(ctx, t);
+        return;
+    }
+    if section == "webhooks" {
+        let last = ctx.store_view().committed_counts().last_seq;
+        crate::webhook::status::write_info(&ctx.stats.webhooks, last, t);
         return;
     }
     if section == "backup" {

@@ -25,6 +25,7 @@ mod unregister;
 mod update;
 mod usercount;
 mod users;
+mod webhook;
 mod xack;
 mod xadd;
 mod xclaim;
@@ -89,7 +90,7 @@ pub struct Spec {
 /// Every command, in the order COMMAND lists them.
 pub static COMMANDS: &[Spec] = &TABLE;
 
-const TABLE: [Spec; 41] = [
+const TABLE: [Spec; 42] = [
     ping::SPEC,
     echo::SPEC,
     quit::SPEC,
@@ -131,6 +132,7 @@ const TABLE: [Spec; 41] = [
     backup::SPEC,
     replicaof::REPLICAOF,
     replicaof::SLAVEOF,
+    webhook::SPEC,
 ];
 
 /// Commands a RESP2 client may run while subscribed (Redis's rule).

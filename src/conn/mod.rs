@@ -8,6 +8,9 @@
 //! recorded with whether it used storage), it blocks and is woken or times out, a
 //! failed commit rolls its tick back, it finishes (closes once flushed) or is
 //! aborted. Its fields are private; each fact lives in one place here.
+//!
+//! [`outbound`] is the other direction: the bytes of a connection this process
+//! opens (to NATS, to a webhook endpoint).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ use crate::session::Session;
 
 mod held;
 mod io;
+pub mod outbound;
 mod replies;
 
 use self::held::HeldReplies;

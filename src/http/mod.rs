@@ -10,6 +10,7 @@
 pub(crate) mod router;
 pub(crate) mod sse;
 pub(crate) mod stream_token;
+pub(crate) mod webhooks;
 
 use std::time::Instant;
 

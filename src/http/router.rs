@@ -1,6 +1,6 @@
-//! Routes: path and method to the registry, health, metrics, the event stream and
-//! the page. Writes go through the same registry operations as RESP, in the same
-//! tick transaction, and produce the same events.
+//! Routes: path and method to the registry, health, metrics, the event stream,
+//! the webhooks (`webhooks`) and the page. Writes go through the same registry
+//! operations as RESP, in the same tick transaction, and produce the same events.
 
 use std::collections::BTreeMap;
 
@@ -41,7 +41,10 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
         "/events/token" => "POST",
         "/users" => "GET, HEAD, POST",
         _ if path.starts_with("/users/") => "GET, HEAD, PATCH, DELETE",
-        _ => return Routed::Response(Response::error(404, "no such route")),
+        _ => match super::webhooks::allowed(path) {
+            Some(allowed) => allowed,
+            None => return Routed::Response(Response::error(404, "no such route")),
+        },
     };
     // The page holds no data (it asks for the password and sends it on its
     // requests), so it loads without one, like the health check.
@@ -92,6 +95,10 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
         {
             user(req, &path["/users/".len()..], env)
         }
+        _ if path.starts_with("/webhooks") => match super::webhooks::route(req, env) {
+            Some(response) => response,
+            None => Response::error(405, "method not allowed").with("Allow", allowed),
+        },
         _ => Response::error(405, "method not allowed").with("Allow", allowed),
     };
     Routed::Response(response)

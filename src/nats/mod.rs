@@ -9,7 +9,8 @@
 //! - [`jetstream`]: the JetStream API bodies and answers the relay needs (stream
 //!   create, info and compatibility check, message get, publish acks, err_codes).
 //! - [`url`]: `--nats` server lists with credentials.
-//! - [`link`]: one socket, its TLS session and buffers ([`link::tls_config`]
+//! - [`link`]: the NATS parser over one socket's bytes (`conn::outbound` moves
+//!   them: the socket, its TLS session and buffers; [`link::tls_config`]
 //!   builds the rustls configuration from `--nats-ca`); `servers`: the rotation over
 //!   the list with back-off; [`client`]: the connection's state machine;
 //!   [`event`]: what it reports.

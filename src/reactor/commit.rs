@@ -110,6 +110,7 @@ impl Reactor {
             Ok(()) => {
                 self.shared.stats.finish_tick(true);
                 self.relay_committed(true);
+                self.webhooks_committed(true);
                 if let Some(started) = started {
                     let done = Instant::now();
                     let took = done - started;
@@ -147,6 +148,7 @@ impl Reactor {
                 self.shared.stats.failed_commits += 1;
                 self.shared.stats.finish_tick(false);
                 self.relay_committed(false);
+                self.webhooks_committed(false);
                 self.shared.events.clear();
                 if let Some(r) = self.replication.as_mut() {
                     r.forget_tick();

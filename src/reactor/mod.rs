@@ -9,18 +9,19 @@
 //!   ok:   dispatch the tick's events to the handler callbacks
 //!   fail: every reply of the tick that touched storage becomes `-ERR storage: ...`
 //! flush every connection with output; WRITABLE interest only where a write blocked
+//! webhooks: outcomes stored before the commit, next requests sent after it
 //! close what finished; run due timers (accept back-off, checkpoints)
 //! ```
 //! Nothing a tick did leaves the process before its commit. A failing client only
 //! ever closes itself: errors inside the loop are per connection.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixStream};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::cmd::Shared;
@@ -46,6 +47,7 @@ mod relay;
 mod replicated;
 mod resp;
 mod timers;
+mod webhooks;
 
 use self::http::HTTP_SWEEP;
 
@@ -156,7 +158,7 @@ fn committed_tail(fresh: &[Event], last: i64, from: i64, limit: usize) -> Option
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
+    waker: Arc<std::os::unix::net::UnixStream>,
 }
 
 impl ShutdownHandle {
@@ -164,7 +166,10 @@ impl ShutdownHandle {
     /// from `run`.
     pub fn shutdown(&self) {
         self.flag.store(true, Ordering::SeqCst);
-        if let Err(e) = self.waker.wake() {
+        // A full pipe already holds a wake-up.
+        if let Err(e) = (&*self.waker).write(&[1])
+            && e.kind() != io::ErrorKind::WouldBlock
+        {
             log::error!("cannot wake the reactor for shutdown: {e}");
         }
     }
@@ -248,7 +253,10 @@ pub struct Reactor {
     /// When the last accept failure was logged at warn level (rate limit).
     accept_warned_at: Option<Instant>,
     shutdown_flag: Arc<AtomicBool>,
-    waker: Arc<Waker>,
+    /// The shutdown handles' end of the wake-up pipe.
+    waker: Arc<std::os::unix::net::UnixStream>,
+    /// The loop's end of it, at `WAKER`.
+    wake_rx: UnixStream,
     signals: Option<UnixStream>,
     stopping: bool,
     /// A durable handler has more events to catch up on: poll without waiting.
@@ -276,6 +284,8 @@ pub struct Reactor {
     fatal: Option<String>,
     /// Durable handler offsets in JetStream (`--nats` with durable handlers).
     handler_kv: offsets::HandlerKv,
+    /// The webhook endpoints and their HTTP client.
+    webhooks: webhooks::Webhooks,
 }
 
 impl Reactor {
@@ -340,7 +350,15 @@ impl Reactor {
         }
         let mut store = Store::open(&config.db, config.durability, config.max_db_pages)?;
         store.set_unique_fields(&config.unique_fields)?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        // A pipe rather than a mio `Waker`: a poll may have one `Waker` only
+        // (mio asserts it), and the webhook resolver's is that one.
+        let (wake_rx, wake_tx) = std::os::unix::net::UnixStream::pair()?;
+        wake_rx.set_nonblocking(true)?;
+        wake_tx.set_nonblocking(true)?;
+        let mut wake_rx = UnixStream::from_std(wake_rx);
+        poll.registry()
+            .register(&mut wake_rx, WAKER, Interest::READABLE)?;
+        let waker = Arc::new(wake_tx);
         let signals = if handle_signals {
             let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
             rx.set_nonblocking(true)?;
@@ -390,6 +408,7 @@ impl Reactor {
             stream: config.nats_stream.clone(),
             ..Default::default()
         };
+        let webhooks = webhooks::Webhooks::new(&config, &mut store)?;
         let relay_stored = relay.as_ref().map_or(0, |r| r.confirmed());
         if config.durability.replicated() && relay.is_none() && !config.follow {
             return Err(Error::Config(
@@ -462,6 +481,7 @@ impl Reactor {
             accept_warned_at: None,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
+            wake_rx,
             signals,
             stopping: false,
             durable_behind,
@@ -476,6 +496,7 @@ impl Reactor {
             promoted: None,
             fatal: None,
             handler_kv: offsets::HandlerKv::default(),
+            webhooks,
         })
     }
 
@@ -561,6 +582,8 @@ impl Reactor {
                     self.follow_ready(ev.is_readable() || closed, ev.is_writable());
                 }
                 WAKER => {
+                    let mut buf = [0u8; 64];
+                    while matches!(self.wake_rx.read(&mut buf), Ok(n) if n > 0) {}
                     if self.shutdown_flag.load(Ordering::SeqCst) {
                         self.begin_stop("shutdown requested");
                     }
@@ -569,6 +592,7 @@ impl Reactor {
                     self.drain_signals();
                     self.begin_stop("signal received");
                 }
+                t if crate::webhook::transport::Transport::owns(t) => self.webhook_ready(ev),
                 Token(k) => {
                     let closed = ev.is_read_closed() || ev.is_error();
                     self.ready(k, ev.is_writable(), ev.is_readable() || closed, closed);
@@ -630,6 +654,8 @@ impl Reactor {
         let started = Instant::now();
         self.tick_now = started;
         self.shared.stats.tick_requests = 0;
+        // First, so that a WEBHOOK command of this tick writes after them.
+        self.persist_webhooks();
         let mut work = std::mem::take(&mut self.work);
         for &k in &work {
             if let Some(conn) = self.conns.get_mut(k) {
@@ -654,6 +680,7 @@ impl Reactor {
             self.run_durable_handlers(&fresh);
         }
         self.step_relay(&fresh);
+        self.step_webhooks(&fresh);
         self.step_handler_offsets(false);
         self.release_held(&mut fresh);
         self.step_follow();

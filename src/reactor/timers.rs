@@ -22,6 +22,7 @@ impl Reactor {
             || self.relay_behind
             || self.shared.backups.in_progress()
             || self.follow_behind
+            || self.webhooks.behind()
         {
             return Some(Duration::ZERO);
         }
@@ -46,6 +47,7 @@ impl Reactor {
             held,
             self.follow_deadline(),
             self.handler_offsets_deadline(),
+            self.webhooks.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -58,6 +60,7 @@ impl Reactor {
         let timed = self.timers.any()
             || self.relay.is_some()
             || self.follow.is_some()
+            || self.webhooks.active()
             || self.blocked.iter().any(|&k| {
                 self.conns
                     .get(k)
@@ -71,6 +74,7 @@ impl Reactor {
         self.relay_timers(now);
         self.replicated_timers(now);
         self.follow_timers(now);
+        self.webhook_timers(now);
         if let Some(until) = self.timers.accept_paused_until
             && now >= until
         {
@@ -113,6 +117,8 @@ impl Reactor {
             .map(|h| h.offset)
             // Nor past what the JetStream relay has not confirmed.
             .chain(self.relay.as_ref().map(|_| self.relay_stored))
+            // Nor past what an enabled webhook endpoint has not passed.
+            .chain(self.webhooks.floor())
             .min()
             .unwrap_or(i64::MAX);
         let before = retention

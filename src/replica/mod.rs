@@ -12,8 +12,9 @@ pub const READONLY: &str = "READONLY You can't write against a read only replica
 
 /// The commands that write users or the event log, refused on a follower.
 /// Consumer-group commands (XGROUP, XREADGROUP, XACK, XCLAIM, XAUTOCLAIM) are
-/// not among them: groups are node-local state.
-pub const USER_WRITES: [&str; 8] = [
+/// not among them: groups are node-local state. WEBHOOK is: a follower holds no
+/// webhooks (only the primary delivers).
+pub const USER_WRITES: [&str; 9] = [
     "register",
     "unregister",
     "update",
@@ -22,6 +23,7 @@ pub const USER_WRITES: [&str; 8] = [
     "xdel",
     "xtrim",
     "xsetid",
+    "webhook",
 ];
 
 /// What the node is.

@@ -22,7 +22,8 @@
 //! - [`pending`]: pending entries, claims and dead letters;
 //! - [`replica`]: a follower applying the stream's events, a fenced primary
 //!   discarding its tail;
-//! - [`checkpointer`]: the WAL checkpointer thread and its own connection.
+//! - [`checkpointer`]: the WAL checkpointer thread and its own connection;
+//! - [`webhooks`]: webhook endpoints, their delivery state and dead letters.
 
 use rusqlite::{Connection, params};
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ mod schema;
 pub mod unique;
 mod updates;
 pub mod users;
+pub mod webhooks;
 
 use batch::{BatchSql, Queued};
 pub use checkpointer::{CheckpointStats, Checkpointer};
@@ -58,6 +60,7 @@ pub use groups::{ConsumerFull, ConsumerInfo, Delivery, GroupFull, GroupInfo};
 pub use pending::{ClaimOptions, DeadLetter, Delivered, Pending};
 pub use schema::SCHEMA_VERSION;
 use users::{UserRef, Users};
+pub use webhooks::{WebhookDeadLetter, WebhookRow, WebhookState};
 
 /// A user's fields by name.
 pub type FieldMap = BTreeMap<String, String>;
@@ -127,6 +130,10 @@ pub struct Store {
     /// The checkpointer thread, once started; without it the store checkpoints
     /// on its own connection (`checkpoint_due`).
     checkpointer: Option<Checkpointer>,
+    /// Webhook endpoints the tick's administrative writes changed (`webhooks`).
+    webhook_changes: Vec<i64>,
+    /// Webhook endpoints committed changes changed, until the reactor takes them.
+    webhook_committed: Vec<i64>,
 }
 
 /// Gives a connection to the database the settings the loop's connection and the
@@ -220,6 +227,8 @@ impl Store {
             writer,
             path: path.to_path_buf(),
             checkpointer: None,
+            webhook_changes: Vec::new(),
+            webhook_committed: Vec::new(),
         })
     }
 
@@ -383,6 +392,7 @@ impl Store {
                     self.committed = self.counts();
                     self.users.commit();
                     self.unique.commit();
+                    self.webhook_committed.append(&mut self.webhook_changes);
                     self.commits_since_checkpoint += 1;
                     self.last_error = None;
                     Ok(())
@@ -507,6 +517,7 @@ impl Store {
         self.queued.clear();
         self.users.rollback();
         self.unique.rollback();
+        self.webhook_changes.clear();
     }
 
     fn readable(&self) -> std::result::Result<(), StorageError> {

@@ -4,10 +4,11 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::webhooks::SCHEMA_V6;
 use crate::error::{Error, Result};
 
 /// The schema version this build writes (`PRAGMA user_version`).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// The users table since version 3: no UNIQUE index on names. The store's
 /// in-memory index (`store::users`) keeps names unique, so a registration costs two
@@ -140,7 +141,7 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
     if version == 0 {
         // A fresh database gets the current schema in one step.
         conn.execute_batch(&format!(
-            "BEGIN; {USERS_V3} {EVENTS_V1} {SCHEMA_V2} {SCHEMA_V4} {SCHEMA_V5} \
+            "BEGIN; {USERS_V3} {EVENTS_V1} {SCHEMA_V2} {SCHEMA_V4} {SCHEMA_V5} {SCHEMA_V6} \
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))?;
         log::info!("created schema version {SCHEMA_VERSION}");
@@ -178,6 +179,12 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
             "BEGIN; {SCHEMA_V5} PRAGMA user_version = 5; COMMIT;"
         ))?;
         log::info!("migrated schema to version 5 (events.before_fields, for user.updated)");
+    }
+    if version < 6 {
+        conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V6} PRAGMA user_version = 6; COMMIT;"
+        ))?;
+        log::info!("migrated schema to version 6 (webhooks and their dead letters)");
     }
     Ok(())
 }
@@ -268,5 +275,35 @@ mod tests {
         let rows = store.events_between(2, 2, 1, false).expect("read");
         assert_eq!(rows[0].before.as_deref(), Some(r#"{"plan":"pro"}"#));
         assert_eq!(rows[0].fields, r#"{"plan":"team"}"#);
+    }
+
+    #[test]
+    fn a_version_5_database_gets_the_webhook_tables_and_keeps_its_users() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("v5.db");
+        let conn = Connection::open(&db).expect("open");
+        conn.execute_batch(&format!(
+            "{} {} {} {} {}
+             INSERT INTO users VALUES (1, 'alice', '{{}}', 1000);
+             INSERT INTO events (kind, user_id, name, fields, at)
+                 VALUES ('user.registered', 1, 'alice', '{{}}', 1000);
+             PRAGMA user_version = 5;",
+            USERS_V3, EVENTS_V1, SCHEMA_V2, SCHEMA_V4, SCHEMA_V5,
+        ))
+        .expect("version 5 schema");
+        drop(conn);
+        let mut store = open(&db);
+        assert_eq!(user_version(&db), SCHEMA_VERSION);
+        assert!(store.lookup("alice").expect("lookup").is_some());
+        assert!(store.webhooks().expect("no webhooks yet").is_empty());
+        let id = store
+            .webhook_add("https://example.com/hook", "whsec_x", "*", 2000)
+            .expect("add");
+        store.finish_tick().expect("commit");
+        let w = store.webhook(id).expect("read").expect("added");
+        assert_eq!(
+            w.state.position, 1,
+            "a new endpoint starts after the last event"
+        );
     }
 }

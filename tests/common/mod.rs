@@ -3,7 +3,8 @@
 //! raw sockets the way `nc` does, `reply` reads the replies of the `redis` crate,
 //! `stream` reads the durable stream `events`, `clock` reads times, `nats`
 //! runs nats-server processes and reads their JetStream streams, `reference`
-//! runs a redis-server to compare replies with.
+//! runs a redis-server to compare replies with, `webhook` receives webhook
+//! deliveries and checks their signatures.
 #![allow(dead_code)]
 
 mod clock;
@@ -12,6 +13,7 @@ pub mod process;
 pub mod reference;
 pub mod reply;
 pub mod stream;
+pub mod webhook;
 mod wire;
 
 // Each test binary compiles this module and uses a part of what it re-exports.
@@ -190,20 +192,7 @@ impl TestServer {
         headers: &str,
         body: &str,
     ) -> (u16, String) {
-        let response = http_once(
-            self.http_addr(),
-            &format!(
-                "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            ),
-        );
-        let status = response
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status in {response:?}"));
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, body.to_string())
+        http_request(self.http_addr(), method, path, headers, body)
     }
 
     /// A `redis` crate connection speaking RESP2.
@@ -265,6 +254,31 @@ pub fn http_once(addr: impl std::net::ToSocketAddrs, request: &str) -> String {
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("read response");
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `method path` with extra header lines (each ending in CRLF) and `body` on a
+/// connection of its own to `addr`: the status and the body.
+pub fn http_request(
+    addr: impl std::net::ToSocketAddrs,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    let response = http_once(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
 }
 
 /// A temporary directory and the path of the database file `userbus.db` in it;

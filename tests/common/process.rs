@@ -120,6 +120,27 @@ impl UserbusProcess {
             .collect()
     }
 
+    /// Waits until a line it wrote contains every one of `needles` and returns it;
+    /// fails after `within` with the log.
+    pub fn wait_line(&self, needles: &[&str], within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self
+                .lines_with(needles[0])
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)));
+            if let Some(line) = found {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {needles:?} within {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The HTTP port its ready line names; panics when the HTTP side is off.
     pub fn http_port(&self) -> u16 {
         self.log()
@@ -140,6 +161,26 @@ impl UserbusProcess {
             .expect("client")
             .get_connection()
             .expect("redis connection")
+    }
+
+    /// A `redis` crate connection speaking RESP3 (it sends HELLO 3).
+    pub fn redis3(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", self.port))
+            .expect("client")
+            .get_connection()
+            .expect("redis connection")
+    }
+
+    /// `method path` on the HTTP port with extra header lines (each ending in
+    /// CRLF) and `body`, on a connection of its own: the status and the body.
+    pub fn http_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &str,
+    ) -> (u16, String) {
+        super::http_request(("127.0.0.1", self.http_port()), method, path, headers, body)
     }
 
     /// SIGKILL, then reap the process.
