@@ -311,8 +311,8 @@ fn writes_stall_and_go_on_when_the_stream_leader_is_killed() {
         names.extend(n);
         longest = longest.max(l);
     }
-    println!(
-        "{} acknowledged writes; the longest wait for one {longest:?}",
+    eprintln!(
+        "leader kill under replicated load: {} acknowledged writes; the longest stall {longest:?}",
         names.len()
     );
     assert!(longest < Duration::from_secs(30));
