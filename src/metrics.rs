@@ -146,6 +146,9 @@ pub struct Stats {
     pub durable_offsets: Vec<(String, i64)>,
     /// The JetStream relay as of the last tick (with `--nats`).
     pub nats: Option<crate::nats::relay::RelayStatus>,
+    /// The writer of durable handler offsets into the KV bucket `<stream>_handlers`
+    /// as of the last tick (with `--nats`, durable handlers, and this node relaying).
+    pub handler_offsets: Option<crate::nats::offsets::WriterStatus>,
     /// Writes held for JetStream (with `--durability replicated`).
     pub replication: Option<ReplicationStats>,
     /// The replication role, a pending promotion and the follower's figures
@@ -215,6 +218,7 @@ impl Stats {
             sse_frames: 0,
             durable_offsets: Vec::new(),
             nats: None,
+            handler_offsets: None,
             replication: None,
             replica: crate::replica::Replica::default(),
             trimmed_events: 0,
@@ -242,6 +246,7 @@ impl Stats {
             connected_clients: self.connected_clients,
             durable_offsets: std::mem::take(&mut self.durable_offsets),
             nats: self.nats.take(),
+            handler_offsets: self.handler_offsets.take(),
             replication: self.replication.as_ref().map(|r| ReplicationStats {
                 waiting_ticks: r.waiting_ticks,
                 ..ReplicationStats::default()
@@ -589,6 +594,37 @@ pub fn prometheus(v: &View<'_>) -> String {
                     "counter",
                     "Publishes sent again.",
                     n.retries,
+                ),
+            ],
+        );
+    }
+    if let Some(h) = &s.handler_offsets {
+        write_samples(
+            &mut out,
+            &[
+                (
+                    "userbus_nats_handler_offsets_ready",
+                    "gauge",
+                    "1 while durable handler offsets are put into the KV bucket.",
+                    u64::from(h.state == "ready"),
+                ),
+                (
+                    "userbus_nats_handler_offsets_failing",
+                    "gauge",
+                    "1 while the last put or bucket check of handler offsets failed.",
+                    u64::from(h.last_error.is_some()),
+                ),
+                (
+                    "userbus_nats_handler_offsets_puts_total",
+                    "counter",
+                    "Durable handler offsets the KV bucket acknowledged.",
+                    h.puts,
+                ),
+                (
+                    "userbus_nats_handler_offsets_pending",
+                    "gauge",
+                    "Durable handlers whose offset the KV bucket does not hold yet.",
+                    h.pending,
                 ),
             ],
         );
