@@ -49,6 +49,10 @@ pub(super) struct Follow {
     /// Set once the consumer followed; a stop before that is an error at start.
     started: bool,
     status: FeedStatus,
+    /// True while INFO's replica error is the consumer's: it goes when the
+    /// consumer's does (the condition ended). An error set by the reactor
+    /// itself stays.
+    error_shown: bool,
 }
 
 /// A `REPLICAOF NO ONE` under way.
@@ -81,6 +85,7 @@ impl Follow {
             promotion: None,
             started,
             status: FeedStatus::default(),
+            error_shown: false,
         })
     }
 }
@@ -282,8 +287,18 @@ impl Reactor {
         r.stream_last_seq = follow.status.stream_last.max(committed);
         r.applied_seq = committed;
         r.consumer_restarts = follow.status.recreated;
-        if follow.status.last_error.is_some() && r.last_error != follow.status.last_error {
-            r.last_error = follow.status.last_error.clone();
+        match &follow.status.last_error {
+            Some(e) => {
+                if r.last_error.as_ref() != Some(e) {
+                    r.last_error = Some(e.clone());
+                }
+                follow.error_shown = true;
+            }
+            None if follow.error_shown => {
+                r.last_error = None;
+                follow.error_shown = false;
+            }
+            None => {}
         }
         if r.lag_events() == 0 {
             r.behind_since = None;
