@@ -63,6 +63,9 @@ pub const MAX_NATS_STREAM_NAME_BYTES: usize = 255;
 /// Default time a replicated write waits for JetStream's ack before its client
 /// gets `-NOREPLICAS` (`--replication-timeout`).
 pub const DEFAULT_REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `REPLICAOF NO ONE` waits for the stream's end, for applying it and
+/// for the handlers' offsets before it fails (`--promotion-timeout`).
+pub const DEFAULT_PROMOTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest bulk string a request may carry (Redis's `proto-max-bulk-len` is 512 MiB;
 /// the largest thing userbus stores, a user with 32 fields of 4 KiB, is 128 KiB).
@@ -290,6 +293,16 @@ fn parse_replication_timeout(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() {
         return Err("the replication timeout must be above zero".into());
+    }
+    Ok(d)
+}
+
+/// `--promotion-timeout`: a duration above zero.
+#[cfg(feature = "tools")]
+fn parse_promotion_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("the promotion timeout must be above zero".into());
     }
     Ok(d)
 }
@@ -567,6 +580,11 @@ pub struct Config {
     /// this node.
     #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_FOLLOW"))]
     pub follow: bool,
+    /// How long REPLICAOF NO ONE waits for the stream's last seq, for applying
+    /// it and for the durable handlers' offsets before it fails and the node
+    /// stays a follower (10s, 1500ms, 1m).
+    #[cfg_attr(feature = "tools", arg(long, env = "USERBUS_PROMOTION_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_promotion_timeout))]
+    pub promotion_timeout: Duration,
     /// Make a field unique: REGISTER and UPDATE refuse a value another user holds,
     /// and LOOKUPBY finds a user by it. Repeat the flag (or separate names by
     /// commas) for several fields.
@@ -652,6 +670,7 @@ impl Default for Config {
             nats_ca: None,
             backup_dir: None,
             follow: false,
+            promotion_timeout: DEFAULT_PROMOTION_TIMEOUT,
             unique_fields: Vec::new(),
             webhook_retry_schedule: RetrySchedule::default(),
             webhook_timeout: DEFAULT_WEBHOOK_TIMEOUT,
@@ -703,6 +722,7 @@ impl fmt::Debug for Config {
             nats_ca,
             backup_dir,
             follow,
+            promotion_timeout,
             unique_fields,
             webhook_retry_schedule,
             webhook_timeout,
@@ -748,6 +768,7 @@ impl fmt::Debug for Config {
             .field("nats_ca", nats_ca)
             .field("backup_dir", backup_dir)
             .field("follow", follow)
+            .field("promotion_timeout", promotion_timeout)
             .field("unique_fields", unique_fields)
             .field("webhook_retry_schedule", webhook_retry_schedule)
             .field("webhook_timeout", webhook_timeout)
@@ -824,6 +845,9 @@ impl Config {
         if self.replication_timeout.is_zero() {
             return Err("--replication-timeout must be above zero".into());
         }
+        if self.promotion_timeout.is_zero() {
+            return Err("--promotion-timeout must be above zero".into());
+        }
         if self.follow && given(&self.nats).is_none() {
             return Err(
                 "--follow needs --nats: a follower applies the JetStream stream the primary \
@@ -883,6 +907,7 @@ impl Config {
                 "replication-timeout",
                 format_duration(self.replication_timeout),
             ),
+            ("promotion-timeout", format_duration(self.promotion_timeout)),
             ("maxclients", self.maxclients.to_string()),
             ("proto-max-bulk-len", self.max_bulk_bytes.to_string()),
             ("max-multibulk-len", self.max_multibulk_len.to_string()),
@@ -1118,5 +1143,17 @@ mod tests {
         assert_eq!(config.replication_timeout, Duration::from_millis(1500));
         assert_eq!(config.validate(), Ok(()));
         assert!(parse(&["--replication-timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn the_promotion_timeout_is_ten_seconds_unless_given() {
+        if flags_set_by_environment() {
+            return;
+        }
+        let config = parse(&["--follow", "--nats", "nats://a:4222"]).expect("parses");
+        assert_eq!(config.promotion_timeout, DEFAULT_PROMOTION_TIMEOUT);
+        let config = parse(&["--promotion-timeout", "750ms"]).expect("parses");
+        assert_eq!(config.promotion_timeout, Duration::from_millis(750));
+        assert!(parse(&["--promotion-timeout", "0s"]).is_err());
     }
 }

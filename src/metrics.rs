@@ -146,6 +146,9 @@ pub struct Stats {
     pub durable_offsets: Vec<(String, i64)>,
     /// The JetStream relay as of the last tick (with `--nats`).
     pub nats: Option<crate::nats::relay::RelayStatus>,
+    /// The writer of durable handler offsets into the KV bucket `<stream>_handlers`
+    /// as of the last tick (with `--nats`, durable handlers, and this node relaying).
+    pub handler_offsets: Option<crate::nats::offsets::WriterStatus>,
     /// Writes held for JetStream (with `--durability replicated`).
     pub replication: Option<ReplicationStats>,
     /// The webhook endpoints' figures, as of the last tick that changed them.
@@ -217,6 +220,7 @@ impl Stats {
             sse_frames: 0,
             durable_offsets: Vec::new(),
             nats: None,
+            handler_offsets: None,
             replication: None,
             webhooks: Vec::new(),
             replica: crate::replica::Replica::default(),
@@ -246,6 +250,7 @@ impl Stats {
             durable_offsets: std::mem::take(&mut self.durable_offsets),
             nats: self.nats.take(),
             webhooks: std::mem::take(&mut self.webhooks),
+            handler_offsets: self.handler_offsets.take(),
             replication: self.replication.as_ref().map(|r| ReplicationStats {
                 waiting_ticks: r.waiting_ticks,
                 ..ReplicationStats::default()
@@ -593,6 +598,37 @@ pub fn prometheus(v: &View<'_>) -> String {
                     "counter",
                     "Publishes sent again.",
                     n.retries,
+                ),
+            ],
+        );
+    }
+    if let Some(h) = &s.handler_offsets {
+        write_samples(
+            &mut out,
+            &[
+                (
+                    "userbus_nats_handler_offsets_ready",
+                    "gauge",
+                    "1 while durable handler offsets are put into the KV bucket.",
+                    u64::from(h.state == "ready"),
+                ),
+                (
+                    "userbus_nats_handler_offsets_failing",
+                    "gauge",
+                    "1 while the last put or bucket check of handler offsets failed.",
+                    u64::from(h.last_error.is_some()),
+                ),
+                (
+                    "userbus_nats_handler_offsets_puts_total",
+                    "counter",
+                    "Durable handler offsets the KV bucket acknowledged.",
+                    h.puts,
+                ),
+                (
+                    "userbus_nats_handler_offsets_pending",
+                    "gauge",
+                    "Durable handlers whose offset the KV bucket does not hold yet.",
+                    h.pending,
                 ),
             ],
         );

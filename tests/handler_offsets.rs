@@ -2,7 +2,9 @@
 //! a real nats-server: the primary puts each handler's offset there (the bucket
 //! is a KV bucket nats clients read, nats-py included); a follower promoted after
 //! the primary stopped resumes its handlers after the bucket's offsets, never
-//! before them and never past what it applied (at-least-once).
+//! before them and never past what it applied (at-least-once). INFO nats and
+//! `/metrics` show the bucket's writer: its state, puts, pending keys and a
+//! standing error.
 //!
 //! Without nats-server these tests print a note and pass, unless
 //! `USERBUS_NATS_TEST=1`.
@@ -12,12 +14,12 @@ use std::process::Command;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use common::TestServer;
 use common::nats::{
     NatsCluster, NatsServer, NatsTestClient, StoredMsg, nats_available, nats_py_available,
 };
 use common::process::UserbusProcess;
-use common::reply::{register, wait_applied};
+use common::reply::{info_num, register, wait_applied, wait_info};
+use common::{TestServer, free_port};
 use serde_json::json;
 use userbus::Durability;
 
@@ -179,6 +181,81 @@ fn offsets_reach_the_kv_bucket_and_a_promoted_follower_resumes_after_them() {
     );
     // The promoted node puts its own offsets.
     wait_kv(&mut client, key, "28");
+}
+
+/// A primary on `url` relaying to `stream` (subjects `<prefix>.>`), with the
+/// HTTP side on and the durable handler `mail`.
+fn primary_with_http(url: &str, stream: &str, prefix: &str) -> TestServer {
+    let (url, stream, prefix) = (url.to_string(), stream.to_string(), prefix.to_string());
+    let port = free_port();
+    TestServer::start_with(
+        move |c| {
+            c.nats = Some(url);
+            c.nats_stream = stream;
+            c.nats_subject_prefix = prefix;
+            c.http_port = port;
+        },
+        |b| b.durable_handler("mail", |_| {}),
+    )
+}
+
+#[test]
+fn info_and_metrics_show_the_buckets_writer_and_a_standing_error() {
+    if !nats_available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let server = primary_with_http(&url, "USERBUS", "userbus");
+    let mut c = server.redis();
+    for i in 1..=3 {
+        register(&mut c, &format!("u{i}"), &[]);
+    }
+    let i = wait_info(&mut c, "nats", WAIT, "offset 3 in the bucket", |i| {
+        i.get("nats_handler_offsets_state").map(String::as_str) == Some("ready")
+            && info_num(i, "nats_handler_offsets_pending") == 0
+            && info_num(i, "nats_handler_offsets_puts") >= 1
+    });
+    assert_eq!(i["nats_handler_offsets_bucket"], BUCKET);
+    assert_eq!(i["nats_handler_offsets_last_error"], "");
+    wait_kv(&mut nats.client(), "mail", "3");
+    let metrics = server.http_get("/metrics", "");
+    for line in [
+        "userbus_nats_handler_offsets_ready 1",
+        "userbus_nats_handler_offsets_failing 0",
+        "userbus_nats_handler_offsets_pending 0",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("# TYPE userbus_nats_handler_offsets_puts_total counter"),
+        "{metrics}"
+    );
+
+    // A stream that holds the bucket's name but is no bucket: the offsets
+    // stay local, and INFO and /metrics say why.
+    nats.client()
+        .create_stream("KV_OTHER_handlers", &["elsewhere.>"], 1);
+    let other = primary_with_http(&url, "OTHER", "other");
+    let mut c = other.redis();
+    register(&mut c, "v1", &[]);
+    let i = wait_info(&mut c, "nats", WAIT, "the bucket found unusable", |i| {
+        i.get("nats_handler_offsets_state").map(String::as_str) == Some("unusable")
+    });
+    assert_eq!(i["nats_handler_offsets_bucket"], "OTHER_handlers");
+    assert!(
+        i["nats_handler_offsets_last_error"].contains("no KV bucket 'OTHER_handlers'"),
+        "{i:?}"
+    );
+    assert_eq!(info_num(&i, "nats_handler_offsets_pending"), 1);
+    let metrics = other.http_get("/metrics", "");
+    for line in [
+        "userbus_nats_handler_offsets_ready 0",
+        "userbus_nats_handler_offsets_failing 1",
+        "userbus_nats_handler_offsets_pending 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in\n{metrics}");
+    }
 }
 
 #[test]

@@ -342,6 +342,55 @@ fn promotion_fails_with_an_error_when_nats_is_gone() {
 }
 
 #[test]
+fn the_replica_error_of_a_missing_stream_goes_once_the_stream_appears() {
+    let Some((nats, dir)) = single_node() else {
+        return;
+    };
+    let url = nats.url();
+    let follower = UserbusProcess::start(&dir.path().join("f.db"), &["--nats", &url, "--follow"]);
+    follower.wait_info("replication", "the follower to wait for the stream", |i| {
+        i.get("userbus_replica_last_error").map(String::as_str) == Some("stream missing")
+    });
+    let primary = start_primary(&dir, &url);
+    register(&primary, "ann");
+    let i = follower.wait_applied(1);
+    assert_eq!(i["userbus_replica_last_error"], "", "{i:?}");
+    assert_eq!(i["master_link_status"], "up", "{i:?}");
+}
+
+#[test]
+fn a_short_promotion_timeout_fails_the_promotion_in_time_when_nats_is_unreachable() {
+    // No nats-server needed: nothing listens on the port.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("nats://127.0.0.1:{}", common::free_port());
+    let follower = UserbusProcess::start(
+        &dir.path().join("f.db"),
+        &["--nats", &url, "--follow", "--promotion-timeout", "300ms"],
+    );
+    let started = Instant::now();
+    let err = promote(&follower).expect_err("promotion without NATS");
+    let took = started.elapsed();
+    let text = err.to_string();
+    assert!(
+        text.contains("promotion failed")
+            && text.contains("the stream's last seq was not learnt within 300ms"),
+        "{text}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "REPLICAOF NO ONE took {took:?}"
+    );
+    assert_eq!(follower.info("replication")["role"], "slave");
+    let mut c = follower.redis();
+    let cfg: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("promotion-timeout")
+        .query(&mut c)
+        .expect("CONFIG GET");
+    assert_eq!(cfg, ["promotion-timeout", "300ms"]);
+}
+
+#[test]
 fn a_trimmed_stream_and_no_snapshot_is_an_error_at_start() {
     let Some((nats, dir)) = single_node() else {
         return;

@@ -246,9 +246,39 @@ fn writes_get_noreplicas_while_nats_is_down_and_succeed_again_when_it_is_back() 
 
 #[test]
 fn writes_stall_and_go_on_when_the_stream_leader_is_killed() {
-    if !nats_available() {
-        return;
+    if nats_available() {
+        kill_the_stream_leader_under_load(false);
     }
+}
+
+#[test]
+fn writes_stall_and_go_on_when_the_stream_leader_the_relay_is_on_is_killed() {
+    if nats_available() {
+        kill_the_stream_leader_under_load(true);
+    }
+}
+
+/// Moves `stream`'s leadership (step-downs) until node `i` leads it.
+fn make_leader(cluster: &NatsCluster, stream: &str, i: usize) {
+    for _ in 0..20 {
+        let leader = cluster.wait_stream_leader(stream, None);
+        if leader == i {
+            return;
+        }
+        cluster.client(leader).api(
+            &format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"),
+            &serde_json::json!({}),
+        );
+        cluster.wait_stream_leader(stream, Some(leader));
+    }
+    panic!("node {i} did not become the leader of {stream}");
+}
+
+/// Two writers of REGISTER on a replicated node of a 3-node cluster (R=3); the
+/// stream's leader is killed (with `on_relays_server`, the one the relay is
+/// connected to); writes go on, every acknowledged one is in the stream, and
+/// the longest a REGISTER waited is printed.
+fn kill_the_stream_leader_under_load(on_relays_server: bool) {
     let mut cluster = NatsCluster::start(3);
     let dir = tempfile::tempdir().unwrap();
     let urls = cluster.urls();
@@ -267,6 +297,15 @@ fn writes_stall_and_go_on_when_the_stream_leader_is_killed() {
     );
     let mut c = p.redis();
     wait_publishing(&mut c);
+    let relays_server = || {
+        let server = info(&mut p.redis(), "nats")["nats_server"].clone();
+        (0..cluster.len())
+            .find(|&i| cluster.url(i) == server)
+            .unwrap_or_else(|| panic!("the relay's server {server:?} is no node"))
+    };
+    if on_relays_server {
+        make_leader(&cluster, "USERBUS", relays_server());
+    }
     // Two writers; each REGISTER it got an id for is acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));
@@ -299,6 +338,8 @@ fn writes_stall_and_go_on_when_the_stream_leader_is_killed() {
     };
     wait_acked(50, "writes before the kill");
     let leader = cluster.wait_stream_leader("USERBUS", None);
+    let relay_on_leader = relays_server() == leader;
+    assert!(relay_on_leader || !on_relays_server);
     cluster.kill9(leader);
     let new_leader = cluster.wait_stream_leader("USERBUS", Some(leader));
     let after = acked.load(Ordering::Relaxed) + 50;
@@ -311,8 +352,9 @@ fn writes_stall_and_go_on_when_the_stream_leader_is_killed() {
         names.extend(n);
         longest = longest.max(l);
     }
-    println!(
-        "{} acknowledged writes; the longest wait for one {longest:?}",
+    eprintln!(
+        "leader kill under replicated load (the relay on the killed leader: {relay_on_leader}): \
+         {} acknowledged writes; the longest stall {longest:?}",
         names.len()
     );
     assert!(longest < Duration::from_secs(30));

@@ -222,6 +222,22 @@ fn render_nats(ctx: &mut Ctx<'_>, t: &mut String) {
             .unwrap_or("")
             .replace(['\r', '\n'], " "),
     );
+    if let Some(h) = &ctx.stats.handler_offsets {
+        let _ = write!(
+            t,
+            "nats_handler_offsets_bucket:{}\r\nnats_handler_offsets_state:{}\r\n\
+             nats_handler_offsets_puts:{}\r\nnats_handler_offsets_pending:{}\r\n\
+             nats_handler_offsets_last_error:{}\r\n",
+            h.bucket,
+            h.state,
+            h.puts,
+            h.pending,
+            h.last_error
+                .as_deref()
+                .unwrap_or("")
+                .replace(['\r', '\n'], " "),
+        );
+    }
     if let Some(r) = &ctx.stats.replication {
         let _ = write!(
             t,

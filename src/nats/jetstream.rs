@@ -65,6 +65,11 @@ pub fn stream_info_subject(stream: &str) -> String {
     format!("$JS.API.STREAM.INFO.{stream}")
 }
 
+/// The subject of the advisory a new leader of `stream` publishes once elected.
+pub fn stream_leader_elected_subject(stream: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{stream}")
+}
+
 /// The subject of a MSG.GET from `stream`.
 pub fn stream_msg_get_subject(stream: &str) -> String {
     format!("$JS.API.STREAM.MSG.GET.{stream}")

@@ -160,6 +160,21 @@ enum Bucket {
     Unusable,
 }
 
+/// What INFO and `/metrics` show of the writer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterStatus {
+    /// The bucket's name.
+    pub bucket: String,
+    /// `unchecked`, `checking`, `creating`, `ready`, `backoff` or `unusable`.
+    pub state: &'static str,
+    /// Puts the bucket acknowledged.
+    pub puts: u64,
+    /// Handlers whose offset the bucket does not hold yet (in flight or due).
+    pub pending: u64,
+    /// The standing failure, until a put or the bucket check succeeds.
+    pub last_error: Option<String>,
+}
+
 /// A put waiting for its ack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Put {
@@ -240,6 +255,31 @@ impl OffsetWriter {
     /// Puts the bucket acknowledged.
     pub fn puts(&self) -> u64 {
         self.puts
+    }
+
+    /// Brings `status` up to date; strings are copied only when they changed (it
+    /// runs every tick).
+    pub fn status_into(&self, status: &mut WriterStatus) {
+        if status.bucket != self.bucket {
+            status.bucket = self.bucket.clone();
+        }
+        status.state = match self.state {
+            Bucket::Unchecked => "unchecked",
+            Bucket::Checking { .. } => "checking",
+            Bucket::Creating { .. } => "creating",
+            Bucket::Ready => "ready",
+            Bucket::Backoff { .. } => "backoff",
+            Bucket::Unusable => "unusable",
+        };
+        status.puts = self.puts;
+        status.pending = self
+            .slots
+            .iter()
+            .filter(|s| s.stored != Some(s.want) || s.in_flight.is_some())
+            .count() as u64;
+        if status.last_error != self.reported {
+            status.last_error = self.reported.clone();
+        }
     }
 
     /// The handlers' current offsets, in the order of their names.
@@ -341,13 +381,15 @@ impl OffsetWriter {
                             );
                             self.ready();
                         } else {
-                            log::error!(
-                                "nats: stream '{}' exists with subjects {:?}, not {subjects}: it \
-                                 is no KV bucket '{}'; durable handler offsets stay local",
+                            let why = format!(
+                                "stream '{}' exists with subjects {:?}, not {subjects}: it is \
+                                 no KV bucket '{}'; durable handler offsets stay local",
                                 bucket_stream(&self.bucket),
                                 info.config.subjects,
                                 self.bucket
                             );
+                            log::error!("nats: {why}");
+                            self.reported = Some(why);
                             self.state = Bucket::Unusable;
                         }
                     }
@@ -938,6 +980,54 @@ mod tests {
         let sent = link.sent.len();
         w.step(&mut link, true, t0 + BUCKET_RETRY_MAX, false);
         assert_eq!(link.sent.len(), sent);
+    }
+
+    #[test]
+    fn the_status_shows_the_state_puts_pending_keys_and_a_standing_error() {
+        let t0 = Instant::now();
+        let mut link = FakeLink::up();
+        let mut status = WriterStatus::default();
+        let mut w = ready_writer(&mut link, t0);
+        w.set_offsets([3]);
+        w.status_into(&mut status);
+        assert_eq!(
+            status,
+            WriterStatus {
+                bucket: "S_handlers".into(),
+                state: "ready",
+                puts: 0,
+                pending: 1,
+                last_error: None,
+            }
+        );
+        w.step(&mut link, true, t0, false);
+        let (id, ..) = link.last();
+        w.step(&mut link, true, t0 + ANSWER_TIMEOUT, false);
+        w.status_into(&mut status);
+        let error = status.last_error.clone().expect("the timed-out put");
+        assert!(error.contains("not acknowledged"), "{error}");
+        assert!(link.forgotten.contains(&id));
+        let (again, ..) = link.last();
+        w.answer(&mut link, &reply(again, PUT_ACK), t0 + ANSWER_TIMEOUT);
+        w.status_into(&mut status);
+        assert_eq!((status.puts, status.pending), (1, 0));
+        assert_eq!(
+            status.last_error, None,
+            "a put that succeeds ends the error"
+        );
+        let mut other = OffsetWriter::new("S", 1, ["mail"]);
+        other.step(&mut link, true, t0, false);
+        let (id, ..) = link.last();
+        let foreign =
+            br#"{"config":{"name":"KV_S_handlers","subjects":["elsewhere.>"]},"state":{}}"#;
+        other.answer(&mut link, &reply(id, foreign), t0);
+        other.status_into(&mut status);
+        assert_eq!(status.state, "unusable");
+        assert!(
+            status
+                .last_error
+                .is_some_and(|e| e.contains("no KV bucket"))
+        );
     }
 
     #[test]

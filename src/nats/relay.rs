@@ -29,6 +29,13 @@
 //!  refusal ──▶ Reconciling        503 / timeout ──▶ Backoff ──▶ Reconciling
 //!  gap, foreign writer, incompatible stream ──▶ Stopped (loud; local service goes on)
 //! ```
+//!
+//! # A new stream leader
+//! Publishes and API requests sent while the stream has no leader get no answer
+//! at all: only the leader answers. The relay subscribes to the advisory a newly
+//! elected leader publishes and, on it, asks again at once (reconciling, which
+//! resends the window from the stream's end) instead of waiting out
+//! [`ACK_TIMEOUT`]; the ids make a resend of a stored message a duplicate.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -37,7 +44,7 @@ use std::time::{Duration, Instant};
 use mio::Registry;
 
 use super::client::Client;
-use super::event::{Event as NatsEvent, RequestId};
+use super::event::{Event as NatsEvent, RequestId, Sid};
 use super::headers::Status;
 use super::jetstream::{
     self, ERR_CLUSTER_NOT_AVAILABLE, ERR_INSUFFICIENT_RESOURCES, ERR_NO_MESSAGE_FOUND,
@@ -184,13 +191,19 @@ pub struct Relay {
     /// Requests of others on this connection (durable handler offsets), kept
     /// out of the publish window; their replies wait in it for them.
     side: SideRequests,
+    /// The subscription to the stream's leader-elected advisory (`None` when
+    /// the stream's name makes no valid subject).
+    leader_elected: Option<Sid>,
 }
 
 impl Relay {
     /// A relay over `client` that resumes after `confirmed`.
-    pub fn new(client: Client, opts: RelayOptions, confirmed: i64) -> Relay {
+    pub fn new(mut client: Client, opts: RelayOptions, confirmed: i64) -> Relay {
         let subjects = format!("{}.>", opts.subject_prefix);
         let spec = StreamSpec::new(&opts.stream, &[subjects.as_str()], opts.replicas);
+        let leader_elected = client
+            .subscribe(&jetstream::stream_leader_elected_subject(&opts.stream))
+            .ok();
         Relay {
             client,
             opts,
@@ -213,6 +226,7 @@ impl Relay {
             previous: None,
             foreign: false,
             side: SideRequests::default(),
+            leader_elected,
         }
     }
 
@@ -367,6 +381,9 @@ impl Relay {
                     payload,
                     ..
                 } => self.answer(id, status.as_ref(), &payload, now),
+                NatsEvent::Message { sid, .. } if Some(sid) == self.leader_elected => {
+                    self.on_leader_elected(now);
+                }
                 NatsEvent::Message { .. } => {}
             }
         }
@@ -531,6 +548,34 @@ impl Relay {
                 }
             }
             Err(e) => self.fail_soft(&format!("cannot ask for the stream: {e}"), now),
+        }
+    }
+
+    /// The stream has a new leader: what waits for an answer the old one (or
+    /// none) was to give is asked again now. Acks of publishes stored before
+    /// the election may still come; reconciling reads where the stream is
+    /// either way.
+    fn on_leader_elected(&mut self, now: Instant) {
+        match self.state {
+            State::Publishing if !self.window.is_empty() => {
+                log::debug!(
+                    "nats: stream '{}' has a new leader; resending {} publish(es) from seq {}",
+                    self.opts.stream,
+                    self.window.len(),
+                    self.confirmed + 1
+                );
+                self.retries += self.window.len() as u64;
+                self.reconcile(now);
+            }
+            State::Reconciling { .. } | State::Probing { .. } | State::Backoff { .. } => {
+                log::debug!(
+                    "nats: stream '{}' has a new leader; reconciling now",
+                    self.opts.stream
+                );
+                self.reconcile(now);
+            }
+            State::Checking { .. } => self.check_stream(now),
+            State::Idle | State::Creating { .. } | State::Publishing | State::Stopped => {}
         }
     }
 

@@ -36,8 +36,6 @@ use crate::store::replica::Discarded;
 pub(super) const FOLLOW: Token = Token(usize::MAX - 8);
 /// Events one tick applies at most (one group commit).
 const MAX_APPLY_PER_TICK: usize = 4096;
-/// How long a promotion may wait for the stream's last seq and for applying it.
-const PROMOTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A follower: its consumer, what the open tick applied, a promotion under way.
 #[derive(Debug)]
@@ -51,6 +49,10 @@ pub(super) struct Follow {
     /// Set once the consumer followed; a stop before that is an error at start.
     started: bool,
     status: FeedStatus,
+    /// True while INFO's replica error is the consumer's: it goes when the
+    /// consumer's does (the condition ended). An error set by the reactor
+    /// itself stays.
+    error_shown: bool,
 }
 
 /// A `REPLICAOF NO ONE` under way.
@@ -83,6 +85,7 @@ impl Follow {
             promotion: None,
             started,
             status: FeedStatus::default(),
+            error_shown: false,
         })
     }
 }
@@ -284,8 +287,18 @@ impl Reactor {
         r.stream_last_seq = follow.status.stream_last.max(committed);
         r.applied_seq = committed;
         r.consumer_restarts = follow.status.recreated;
-        if follow.status.last_error.is_some() && r.last_error != follow.status.last_error {
-            r.last_error = follow.status.last_error.clone();
+        match &follow.status.last_error {
+            Some(e) => {
+                if r.last_error.as_ref() != Some(e) {
+                    r.last_error = Some(e.clone());
+                }
+                follow.error_shown = true;
+            }
+            None if follow.error_shown => {
+                r.last_error = None;
+                follow.error_shown = false;
+            }
+            None => {}
         }
         if r.lag_events() == 0 {
             r.behind_since = None;
@@ -302,7 +315,7 @@ impl Reactor {
     }
 
     /// Moves a `REPLICAOF NO ONE` on: ask the stream's end, wait until it is
-    /// applied, then become primary; fail after `PROMOTION_TIMEOUT`.
+    /// applied, then become primary; fail after `--promotion-timeout`.
     fn step_promotion(&mut self, now: Instant) {
         let Some(follow) = self.follow.as_mut() else {
             return;
@@ -314,7 +327,7 @@ impl Reactor {
             log::info!("REPLICAOF NO ONE: promoting once the stream is applied");
             Promotion {
                 asked_at: now,
-                deadline: now + PROMOTION_TIMEOUT,
+                deadline: now + self.shared.config.promotion_timeout,
             }
         });
         follow.consumer.ask_stream_end(now);
@@ -336,6 +349,7 @@ impl Reactor {
         {
             self.promote();
         } else if now >= promotion.deadline || follow.status.state == "stopped" {
+            let timeout = crate::config::format_duration(self.shared.config.promotion_timeout);
             let why = if follow.status.state == "stopped" {
                 format!(
                     "the follower stopped: {}",
@@ -344,16 +358,16 @@ impl Reactor {
             } else if reached {
                 format!(
                     "the durable handlers' offsets were not read from JetStream within \
-                     {PROMOTION_TIMEOUT:?} (NATS unreachable?); still a follower"
+                     {timeout} (NATS unreachable?); still a follower"
                 )
             } else if target.is_none() {
                 format!(
-                    "the stream's last seq was not learnt within {PROMOTION_TIMEOUT:?} (NATS \
+                    "the stream's last seq was not learnt within {timeout} (NATS \
                      unreachable?); still a follower"
                 )
             } else {
                 format!(
-                    "seq {applied} of {} applied within {PROMOTION_TIMEOUT:?}; still a follower",
+                    "seq {applied} of {} applied within {timeout}; still a follower",
                     target.unwrap_or(0)
                 )
             };

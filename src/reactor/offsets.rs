@@ -12,7 +12,7 @@ use mio::Events;
 use super::{Reactor, SHUTDOWN_FLUSH_TIMEOUT};
 use crate::events::handlers::DurableHandler;
 use crate::nats::consumer::Consumer;
-use crate::nats::offsets::{OffsetReader, OffsetWriter, resume_offset};
+use crate::nats::offsets::{OffsetReader, OffsetWriter, WriterStatus, resume_offset};
 use crate::nats::relay::Relay;
 use crate::store::Store;
 
@@ -31,6 +31,7 @@ impl Reactor {
         let Some(relay) = self.relay.as_mut() else {
             // Fenced or a follower: a later relay starts a writer of its own.
             self.handler_kv.writer = None;
+            self.shared.stats.handler_offsets = None;
             return;
         };
         if self.handlers.durable.is_empty() {
@@ -53,6 +54,12 @@ impl Reactor {
         writer.set_offsets(self.handlers.durable.iter().map(|h| h.offset));
         writer.step(&mut side, reached, now, now_all);
         relay.flush(self.poll.registry(), now);
+        let status = self
+            .shared
+            .stats
+            .handler_offsets
+            .get_or_insert_with(WriterStatus::default);
+        writer.status_into(status);
     }
 
     /// When the writer or a promotion's reader next has something to do.
