@@ -641,16 +641,23 @@ pub(super) mod tests {
                 .unwrap_or(0.0)
         };
         let per_user = |bytes: f64| bytes / total as f64;
+        let (rss, hwm) = (kib("VmRSS:") * 1024.0, kib("VmHWM:") * 1024.0);
+        for shard in &mut u.shards {
+            shard.finish_growth();
+        }
+        let settled: usize = u.shards.iter().map(|s| s.allocation_size()).sum();
         println!(
             "inserts over 10 us / 100 us / 1 ms: {} / {} / {}; tables {:.2} B/user at the \
-             end, {:.2} at their peak; VmRSS {:.1} B/user, VmHWM {:.1} B/user",
+             end ({:.2} once no growth is in progress), {:.2} at their peak; VmRSS {:.1} \
+             B/user, VmHWM {:.1} B/user",
             slow[0],
             slow[1],
             slow[2],
             per_user(table_bytes as f64),
+            per_user(settled as f64),
             per_user(peak_table_bytes as f64),
-            per_user(kib("VmRSS:") * 1024.0),
-            per_user(kib("VmHWM:") * 1024.0),
+            per_user(rss),
+            per_user(hwm),
         );
     }
 }

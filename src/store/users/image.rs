@@ -322,8 +322,11 @@ mod tests {
     fn growths_in_progress_keep_every_user_through_a_rollback_and_an_image() {
         let growing = |u: &Users| u.shards.iter().filter(|s| s.is_growing()).count();
         let mut u = Users::new(1);
-        // 256 tables of 256 buckets fill at about 57,000 users; each then takes
-        // four inserts to move.
+        // Tables that move 4 buckets an insert: 256 tables of 256 buckets fill at
+        // about 57,000 users, and each growth then takes 64 inserts.
+        for shard in &mut u.shards {
+            *shard = Shard::with_step(4);
+        }
         for i in 0..56_000 {
             u.add(&format!("n{i}"), &BTreeMap::new(), i);
         }
