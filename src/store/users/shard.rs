@@ -13,8 +13,8 @@
 //! - a name is in at most one of the two tables (a slot moves, it is never copied);
 //! - the buckets of `old` before `next` are empty (moved or removed since);
 //! - `old` empties before `table` fills: `table` has room for `old`'s slots and,
-//!   since each insert moves `MOVE_BUCKETS` buckets, for the inserts of the move
-//!   (see `start_growth`), so `table` never grows by itself.
+//!   since each insert moves `step` buckets (at least 3), for the inserts of the
+//!   move (see `start_growth`), so `table` never grows by itself.
 //!
 //! The new table has the size hashbrown's own growth would give (double, or the
 //! same size when removals' tombstones filled it), so the memory per user once a
@@ -84,7 +84,7 @@ impl Shard {
         self.table.len() + self.old.as_ref().map_or(0, HashTable::len)
     }
 
-    /// The slots the table inserts go to holds without growing.
+    /// How many slots the table that takes the inserts holds without growing.
     pub(super) fn capacity(&self) -> usize {
         self.table.capacity()
     }
