@@ -9,23 +9,27 @@
 # the median of each over the pairs, then the ratios userbus/redis of p99.9 and max
 # (below 1: userbus answered faster).
 #
-# usage: benches/latency.sh [--pairs N] [--curves DIR] [SCENARIO ...]
+# usage: benches/latency.sh [--pairs N] [--curves DIR] [--apart] [SCENARIO ...]
 #   scenarios: ping1 register-strict1 register-normal1 lookup1 register-strict16
 #   register-normal16 lookup16-load (default: all). lookup16-load measures LOOKUP
 #   (HGETALL) at P=16 on 50 connections while 10 more connections REGISTER (HSET) at
 #   P=16. --curves DIR keeps each scenario's percentile distributions, one file per
 #   server and pair (DIR/SCENARIO.userbus.N, "percentile ms" lines), for
-#   `userbus bench --plot FILE.svg --curve LABEL=FILE ...`.
+#   `userbus bench --plot FILE.svg --curve LABEL=FILE ...`. --apart moves each
+#   server's threads other than its main one (userbus's checkpointer, Redis's bio
+#   threads that fsync the AOF and close files) to CPU 0 once it answers, so they
+#   do not take turns with the main thread on CPU 1.
 #   run from the project root; builds target/release/userbus unless USERBUS_BIN is set.
 #   UB_PORT and RD_PORT choose the ports (default 17879, 16391).
 set -euo pipefail
 
-pairs=3 curves='' scenarios=()
+pairs=3 curves='' apart=0 scenarios=()
 while (($#)); do
   case $1 in
     --pairs) pairs=$2; shift 2 ;;
     --curves) curves=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --apart) apart=1; shift ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) scenarios+=("$1"); shift ;;
   esac
 done
@@ -72,6 +76,15 @@ start_redis() { # appendfsync: no|everysec|always
   wait_ready "$RD_PORT"
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# With --apart: every thread of `pid` but its main one to CPU 0.
+move_apart() { # pid
+  ((apart)) || return 0
+  local task tid
+  for task in /proc/"$1"/task/*; do
+    tid=${task##*/}
+    [[ $tid == "$1" ]] || taskset -p -c 0 "$tid" >/dev/null
+  done
+}
 
 # Prints "rps p50 p99 p99.9 max" of one run; its percentile distribution goes to
 # the file $curve_file.
@@ -120,6 +133,7 @@ for s in "${scenarios[@]}"; do
     *) echo "unknown scenario $s" >&2; exit 2 ;;
   esac
   start_userbus "$dur"; start_redis "$aof"
+  move_apart "$UB_PID"; move_apart "$RD_PID"
   if [[ $s == lookup* ]]; then # fill ~95% of the keyspace first, untimed
     taskset -c 0 redis-benchmark -p "$UB_PORT" -c 50 -n 300000 -P 16 -r 100000 -q "${reg[@]}" >/dev/null
     taskset -c 0 redis-benchmark -p "$RD_PORT" -c 50 -n 300000 -P 16 -r 100000 -q "${hset[@]}" >/dev/null

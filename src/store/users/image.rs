@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use hashbrown::HashTable;
 
-use super::{MAX_REC_BYTES, NameHasher, Rec, SHARDS, Slot, Users, shard_of};
+use super::{MAX_REC_BYTES, NameHasher, Rec, SHARDS, Shard, Slot, Users, shard_of};
 
 const MAGIC: &[u8; 16] = b"userbus-users-1\n";
 const END: &[u8; 16] = b"userbus-users-1.";
@@ -94,7 +94,8 @@ fn write_to(users: &Users, stamp: &Stamp, tmp: &Path) -> io::Result<()> {
         out.write_all(&(shard.capacity() as u64).to_le_bytes())?;
         out.write_all(&(shard.len() as u64).to_le_bytes())?;
         // A table iterates in bucket order: the reader inserts in that order.
-        for slot in shard {
+        // (Slots a growth has not moved yet come last, in their old table's order.)
+        for slot in shard.iter() {
             out.write_all(&slot.hash.to_le_bytes())?;
             write_len(&mut out, slot.rec.0.len())?;
             out.write_all(&slot.rec.0)?;
@@ -176,7 +177,7 @@ pub fn read(path: &Path, stamp: &Stamp) -> io::Result<Option<Users>> {
             let rec = Rec(rec.into_boxed_slice());
             shard.insert_unique(hash, Slot { hash, rec }, |s: &Slot| s.hash);
         }
-        users.shards.push(shard);
+        users.shards.push(Shard::from_table(shard));
     }
     let mut end = [0u8; 16];
     input.read_exact(&mut end)?;
@@ -317,6 +318,52 @@ mod tests {
         }
     }
 
+    #[test]
+    fn growths_in_progress_keep_every_user_through_a_rollback_and_an_image() {
+        let growing = |u: &Users| u.shards.iter().filter(|s| s.is_growing()).count();
+        let mut u = Users::new(1);
+        // Tables that move 4 buckets an insert: 256 tables of 256 buckets fill at
+        // about 57,000 users, and each growth then takes 64 inserts.
+        for shard in &mut u.shards {
+            *shard = Shard::with_step(4);
+        }
+        for i in 0..56_000 {
+            u.add(&format!("n{i}"), &BTreeMap::new(), i);
+        }
+        u.commit();
+        let committed = answers(&u, 60_000);
+        for i in (0..56_000).step_by(7) {
+            u.remove(&format!("n{i}"));
+        }
+        for i in 56_000..60_000 {
+            u.add(&format!("n{i}"), &BTreeMap::new(), i);
+        }
+        assert!(growing(&u) > 0, "no table is growing");
+        u.rollback();
+        assert_eq!(u.len(), 56_000);
+        assert_eq!(answers(&u, 60_000), committed);
+        for i in 56_000..59_000 {
+            u.add(&format!("n{i}"), &BTreeMap::new(), i);
+        }
+        u.commit();
+        assert!(growing(&u) > 0, "no table is growing");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        let st = stamp(5, &u);
+        write(&u, &st, &path).expect("write");
+        let mut back = read(&path, &st).expect("read").expect("the stamp matches");
+        assert_eq!(back.len(), 59_000);
+        assert_eq!(answers(&back, 60_000), answers(&u, 60_000));
+        for i in 58_000..60_000 {
+            let name = format!("n{i}");
+            assert_eq!(
+                back.add(&name, &BTreeMap::new(), i),
+                u.add(&name, &BTreeMap::new(), i)
+            );
+        }
+        assert_eq!(answers(&back, 60_000), answers(&u, 60_000));
+    }
+
     /// One step of a random history of the index.
     #[derive(Debug, Clone)]
     enum Op {
@@ -360,7 +407,7 @@ mod tests {
                 }
             }
             u.commit();
-            let counted: usize = u.shards.iter().map(HashTable::len).sum();
+            let counted: usize = u.shards.iter().map(Shard::len).sum();
             proptest::prop_assert_eq!(u.len(), counted);
             let dir = tempfile::tempdir().expect("tempdir");
             let path = path_for(&dir.path().join("db"));
