@@ -69,6 +69,7 @@ impl Env {
                 stats,
                 pubsub: PubSub::default(),
                 backups: Backups::default(),
+                stream_tokens: Default::default(),
             });
         }
         self.inputs += 1;
