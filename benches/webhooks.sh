@@ -14,26 +14,32 @@
 # load runs), in turn, PAIRS times; the medians and their ratio are printed.
 #
 # The receiver is an asyncio HTTP/1.1 server in this script that answers every
-# request `200` with an empty body, on keep-alive connections. It shares the machine's
-# cores with the server and the load: on 2 cores the figures are a floor.
+# request `200` with an empty body, on keep-alive connections, or one already
+# listening on 127.0.0.1:PORT (--receiver). It shares the machine's cores with the
+# server and the load: on 2 cores the figures are a floor. Each delivery run also
+# prints the CPU the server and this script (with its receiver) used, as a share of
+# one core over the run: near 100% is the one that limits it.
 #
 # usage: benches/webhooks.sh [--events N] [--pairs N] [--duration SECS] [--durability MODE]
+#                            [--receiver PORT]
 #   --events N        registrations each endpoint receives in the delivery runs (default 20000)
 #   --pairs N         REGISTER runs with and without endpoints (default 3)
 #   --duration SECS   length of each REGISTER run (default 10)
 #   --durability MODE the REGISTER runs' durability (default strict)
+#   --receiver PORT   deliver to this receiver on 127.0.0.1 instead of the built-in one
 #   run from the project root; builds target/release/userbus unless USERBUS_BIN is set.
 set -euo pipefail
 
-events=20000 pairs=3 duration=10 durability=strict
+events=20000 pairs=3 duration=10 durability=strict receiver=0
 while (($#)); do
   case $1 in
     --events) events=$2; shift 2 ;;
     --pairs) pairs=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --durability) durability=$2; shift 2 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    *) sed -n '20,25p' "$0" >&2; exit 2 ;;
+    --receiver) receiver=$2; shift 2 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) sed -n '23,30p' "$0" >&2; exit 2 ;;
   esac
 done
 bin=${USERBUS_BIN:-}
@@ -43,12 +49,13 @@ if [[ -z $bin ]]; then
 fi
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 2; }
 
-exec python3 - "$bin" "$events" "$pairs" "$duration" "$durability" <<'EOF'
+exec python3 - "$bin" "$events" "$pairs" "$duration" "$durability" "$receiver" <<'EOF'
 import asyncio, json, os, socket, statistics, subprocess, sys, tempfile, threading, time
 
 binary = sys.argv[1]
 events, pairs, duration = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 durability = sys.argv[5]
+given_receiver = int(sys.argv[6])
 
 
 # --- the receiver -------------------------------------------------------------
@@ -174,21 +181,33 @@ def add_endpoints(server, receiver, n):
 
 # --- deliveries per second ----------------------------------------------------
 
-receiver = start_receiver()
-print(f"receiver on 127.0.0.1:{receiver}; {events} events per endpoint")
-print(f"{'endpoints':>10} {'deliveries':>11} {'seconds':>8} {'deliveries/s':>13}")
+def cpu_seconds(pid):
+    """User + system CPU seconds process `pid` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+receiver = given_receiver or start_receiver()
+which = "given" if given_receiver else "built-in asyncio"
+print(f"receiver ({which}) on 127.0.0.1:{receiver}; {events} events per endpoint")
+print(f"{'endpoints':>10} {'deliveries':>11} {'seconds':>8} {'deliveries/s':>13} "
+      f"{'server CPU':>11} {'script CPU':>11}")
 for endpoints in (1, 10):
     server = Server("normal")
     server.bench("-t", "register", "-n", events, "-P", 16, "-c", 16)
     ids = add_endpoints(server, receiver, endpoints)
     want = events * endpoints
     start = time.monotonic()
+    cpu = cpu_seconds(server.proc.pid), cpu_seconds(os.getpid())
     for i in ids:
         server.call("WEBHOOK", "REPLAY", i, 1)
     while server.info("webhook_deliveries") < want:
         time.sleep(0.01)
     seconds = time.monotonic() - start
-    print(f"{endpoints:>10} {want:>11} {seconds:>8.2f} {want / seconds:>13.0f}")
+    used = [cpu_seconds(p) - c for p, c in zip((server.proc.pid, os.getpid()), cpu)]
+    print(f"{endpoints:>10} {want:>11} {seconds:>8.2f} {want / seconds:>13.0f} "
+          f"{100 * used[0] / seconds:>10.0f}% {100 * used[1] / seconds:>10.0f}%")
     server.stop()
 
 # --- REGISTER with and without endpoints ---------------------------------------

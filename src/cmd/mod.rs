@@ -351,7 +351,7 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     }
     ctx.session.last_cmd = spec.name;
     // Commands with subcommands are named `client|list`, as Redis shows them.
-    if matches!(spec.name, "client" | "config" | "command") {
+    if matches!(spec.name, "client" | "config" | "command" | "webhook") {
         ctx.session.last_sub = args
             .get(1)
             .map(|sub| String::from_utf8_lossy(sub).to_ascii_lowercase());

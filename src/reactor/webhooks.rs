@@ -32,7 +32,7 @@ use crate::events::Event;
 use crate::store::{StorageError, Store};
 use crate::webhook::engine::{Attempt, Endpoint, Policy, Verdict};
 use crate::webhook::transport::{
-    self, Done, Outcome, Request, Transport, TransportConfig, Url, WEBHOOK_WAKER,
+    Done, Outcome, Request, Tls, Transport, TransportConfig, Url, WEBHOOK_WAKER,
 };
 
 mod scan;
@@ -65,7 +65,7 @@ pub(super) struct Webhooks {
 impl Webhooks {
     /// The transport `config` asks for, and the endpoints stored in `store`.
     pub(super) fn new(config: &Config, store: &mut Store) -> Result<Webhooks> {
-        let tls = transport::tls_config(config.webhook_ca.as_deref())?;
+        let tls = Tls::new(config.webhook_ca.as_deref())?;
         let transport = Transport::new(
             TransportConfig {
                 connect_timeout: config.webhook_timeout,

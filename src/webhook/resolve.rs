@@ -42,10 +42,8 @@ pub struct Resolver {
 impl Resolver {
     /// Starts the thread; its answers wake the poll at `token`.
     ///
-    /// The waker is a second one beside the reactor's shutdown waker. mio leaves
-    /// two Wakers on one Poll unspecified: on epoll (Linux) each is an eventfd of
-    /// its own and both work; on kqueue (BSD, macOS) they would share one user
-    /// event, and this would need the reactor's waker instead.
+    /// The waker is the poll's only `mio::Waker`: mio allows one per poll, so
+    /// the reactor wakes itself for shutdown through a socket pair instead.
     pub fn start(registry: &Registry, token: Token) -> io::Result<Resolver> {
         let waker = Arc::new(Waker::new(registry, token)?);
         let (query_tx, query_rx) = mpsc::channel::<Query>();

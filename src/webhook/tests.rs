@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token};
 
 use super::transport::{
-    Done, Outcome, Request, Transport, TransportConfig, Url, WEBHOOK_WAKER, tls_config,
+    Done, Outcome, Request, Tls, Transport, TransportConfig, Url, WEBHOOK_WAKER, tls_config,
 };
 
 /// Bound on any one wait in these tests.
@@ -145,7 +145,7 @@ fn config(allow_private: bool) -> TransportConfig {
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_millis(500),
         allow_private,
-        tls: tls_config(None).unwrap(),
+        tls: Tls::System,
         max_response_body: MAX_BODY,
     }
 }
@@ -533,7 +533,7 @@ fn https_under_a_given_ca_by_name_and_by_address() {
     let pki = pki();
     let server = tls_server(&pki, vec![ok("sealed")]);
     let mut config = config(true);
-    config.tls = tls_config(Some(&pki.ca_file)).unwrap();
+    config.tls = Tls::Ready(tls_config(Some(&pki.ca_file)).unwrap());
     let mut d = Driver::new(config);
     // By name: resolved by the resolver thread, the name checked against the
     // certificate (and ::1 tried first where it comes first, refused, skipped).

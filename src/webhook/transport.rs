@@ -65,11 +65,44 @@ pub struct TransportConfig {
     pub response_timeout: Duration,
     /// Private and loopback targets are allowed (`--webhook-allow-private`).
     pub allow_private: bool,
-    /// The TLS client configuration for `https` ([`tls_config`]).
-    pub tls: Arc<rustls::ClientConfig>,
+    /// The TLS client configuration for `https`.
+    pub tls: Tls,
     /// Response body bytes kept; a longer body is cut here and its connection
     /// closed.
     pub max_response_body: usize,
+}
+
+/// Where the TLS client configuration of `https` endpoints comes from.
+#[derive(Debug, Clone)]
+pub enum Tls {
+    /// Built at start: from `--webhook-ca`, so that a bad file stops the start.
+    Ready(Arc<rustls::ClientConfig>),
+    /// The system's roots, read at the first `https` connection: a server
+    /// without `https` endpoints never reads the bundle.
+    System,
+}
+
+impl Tls {
+    /// [`Tls::Ready`] with the CA certificates in `ca_file` (read now, an error
+    /// when bad), or [`Tls::System`] without one.
+    pub fn new(ca_file: Option<&Path>) -> Result<Tls, Error> {
+        match ca_file {
+            Some(path) => Ok(Tls::Ready(tls_config(Some(path))?)),
+            None => Ok(Tls::System),
+        }
+    }
+
+    /// The configuration, built from the system's roots on first use.
+    fn config(&mut self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        match self {
+            Tls::Ready(config) => Ok(Arc::clone(config)),
+            Tls::System => {
+                let config = tls_config(None)?;
+                *self = Tls::Ready(Arc::clone(&config));
+                Ok(config)
+            }
+        }
+    }
 }
 
 /// The rustls client configuration for `https` endpoints: trusts the CA

@@ -7,9 +7,12 @@ use crate::reactor::committed_tail;
 use crate::store::Store;
 use crate::webhook::engine::{Endpoint, Target};
 
-/// Events read from the log per endpoint and tick while looking for the next
-/// one its filter lets through.
-const SCAN_BATCH: usize = 256;
+/// How many events are read from the log, in turn, per endpoint and tick while
+/// looking for the next one its filter lets through: the first event is most
+/// often the one, and decoding a whole batch for each delivery would cost more
+/// than the delivery itself; a filter that passes over many events still moves
+/// up to `1 + 16 + 256` events a tick.
+const READS: [usize; 3] = [1, 16, 256];
 
 /// The event endpoint `e` sends next, up to `last`; `None` when it has none
 /// (or is disabled, or busy). Events its filter skips move its position;
@@ -47,47 +50,59 @@ pub(super) fn next_event(
                 if e.retrying() && e.state.next_attempt_at > crate::clock::now_ms() {
                     return None;
                 }
-                let from = position + 1;
-                let read;
-                let batch = match committed_tail(fresh, last, from, SCAN_BATCH) {
-                    Some(batch) => batch,
-                    None => match store.events_between(from, last, SCAN_BATCH, false) {
-                        Ok(rows) => {
-                            read = rows.iter().map(Event::from_row).collect::<Vec<_>>();
-                            &read[..]
-                        }
-                        Err(err) => {
-                            log::warn!("webhook {}: cannot read the event log: {err}", e.id);
-                            return None;
-                        }
-                    },
-                };
-                let first = batch.first().map_or(last + 1, |ev| ev.seq);
-                if first > from {
-                    log::warn!(
-                        "webhook {}: events {from} to {} are no longer in the event log; skipped",
-                        e.id,
-                        first - 1
-                    );
-                }
-                match batch.iter().find(|ev| e.filter.matches(ev.kind)) {
-                    Some(ev) => {
-                        e.skip_to(ev.seq - 1);
-                        return Some(ev.clone());
-                    }
-                    None => {
-                        let end = batch.last().map_or(last, |ev| ev.seq);
-                        e.skip_to(end);
-                        if end < last {
-                            // More to look through: next tick, not now.
-                            *behind = true;
-                        }
-                        return None;
-                    }
-                }
+                return after(e, store, fresh, position + 1, last, behind);
             }
         }
     }
+}
+
+/// The first event from `from` to `last` that `e`'s filter lets through, read
+/// in `READS`; the events passed over move its position.
+fn after(
+    e: &mut Endpoint,
+    store: &mut Store,
+    fresh: &[Event],
+    mut from: i64,
+    last: i64,
+    behind: &mut bool,
+) -> Option<Event> {
+    for limit in READS {
+        let read;
+        let batch = match committed_tail(fresh, last, from, limit) {
+            Some(batch) => batch,
+            None => match store.events_between(from, last, limit, false) {
+                Ok(rows) => {
+                    read = rows.iter().map(Event::from_row).collect::<Vec<_>>();
+                    &read[..]
+                }
+                Err(err) => {
+                    log::warn!("webhook {}: cannot read the event log: {err}", e.id);
+                    return None;
+                }
+            },
+        };
+        let first = batch.first().map_or(last + 1, |ev| ev.seq);
+        if first > from {
+            log::warn!(
+                "webhook {}: events {from} to {} are no longer in the event log; skipped",
+                e.id,
+                first - 1
+            );
+        }
+        if let Some(ev) = batch.iter().find(|ev| e.filter.matches(ev.kind)) {
+            e.skip_to(ev.seq - 1);
+            return Some(ev.clone());
+        }
+        let end = batch.last().map_or(last, |ev| ev.seq);
+        e.skip_to(end);
+        if end >= last {
+            return None;
+        }
+        from = end + 1;
+    }
+    // More to look through: next tick, not now.
+    *behind = true;
+    None
 }
 
 #[cfg(test)]
@@ -158,6 +173,35 @@ mod tests {
             next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind),
             None
         );
+    }
+
+    #[test]
+    fn a_filter_passes_over_a_bounded_stretch_a_tick() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("n.db"), Durability::Normal, 0).expect("open");
+        let (mut events, mut stats) = (Vec::new(), Stats::new(0, []));
+        for i in 0..300 {
+            let name = format!("u{i}");
+            crate::registry::register(
+                &mut store,
+                &mut events,
+                &mut stats,
+                &name,
+                Default::default(),
+            )
+            .expect("register");
+        }
+        store.finish_tick().expect("commit");
+        let (mut gone, mut behind) = (Vec::new(), false);
+        let mut e = endpoint("user.unregistered", 0);
+        let next = next_event(&mut e, &mut store, &[], 300, &mut gone, &mut behind);
+        assert_eq!(next, None);
+        let stretch: usize = READS.iter().sum();
+        assert_eq!(e.state.position, stretch as i64);
+        assert!(behind, "more to look through");
+        behind = false;
+        let next = next_event(&mut e, &mut store, &[], 300, &mut gone, &mut behind);
+        assert_eq!((next, e.state.position, behind), (None, 300, false));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! outcome, and an idle connection's watch for the server closing it.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Interest, Registry};
@@ -185,7 +184,12 @@ impl Transport {
                 None => ServerName::try_from(url.host.clone())
                     .map_err(|e| OutboundError::Tls(format!("server name {}: {e}", url.host)))?,
             };
-            bytes.start_tls(Arc::clone(&self.config.tls), name)?;
+            let tls = self
+                .config
+                .tls
+                .config()
+                .map_err(|e| OutboundError::Tls(e.to_string()))?;
+            bytes.start_tls(tls, name)?;
         }
         let id = self.conn_id_free();
         bytes
