@@ -183,6 +183,9 @@ impl Store {
             }
             store.warm(Some(left))?;
         }
+        if let Some(w) = store.warming.as_mut() {
+            w.refuse_twice = false;
+        }
         if let Some(p) = store.loading() {
             log::info!(
                 "user index: {:.1}% of the users table loaded in {:?}; \
@@ -448,6 +451,9 @@ impl Store {
     /// Loads the rest of the users table at once (a follower, which applies
     /// events by name from its first tick).
     pub fn finish_warming(&mut self) -> Result<()> {
+        if let Some(w) = self.warming.as_mut() {
+            w.refuse_twice = true;
+        }
         while self.warming.is_some() {
             self.warm(None)?;
         }

@@ -61,6 +61,9 @@ pub struct Warming {
     /// Time between slices (zero: every turn of the loop); for tests.
     pause: Duration,
     next_at: Instant,
+    /// Before the server serves, a name held twice stops the start, as it did
+    /// when the whole table was read first; once serving, it is logged.
+    pub(in crate::store) refuse_twice: bool,
 }
 
 /// How far the index has loaded, for INFO.
@@ -86,6 +89,7 @@ impl Warming {
             rows: env("USERBUS_WARM_ROWS").map_or(SLICE_ROWS, |n| n.max(1) as usize),
             pause: Duration::from_millis(env("USERBUS_WARM_PAUSE_MS").unwrap_or(0)),
             next_at: now,
+            refuse_twice: true,
         }
     }
 
@@ -171,6 +175,9 @@ pub(in crate::store) fn warm_slice(
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         if let Some(held) = insert_row(users, row, path)? {
+            if warming.refuse_twice {
+                return Err(twice(path, &held, id));
+            }
             log::error!(
                 "{}: the users table holds the name '{held}' twice (ids {} and {id}); \
                  the index keeps the first",
@@ -218,16 +225,20 @@ pub(in crate::store) fn scan(conn: &Connection, path: &Path, next_id: i64) -> Re
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         if let Some(name) = insert_row(&mut users, row, path)? {
-            let id: i64 = row.get(0)?;
-            return Err(Error::Config(format!(
-                "{}: the users table holds the name '{name}' twice (id {id}); \
-                 names must be unique",
-                path.display()
-            )));
+            return Err(twice(path, &name, row.get(0)?));
         }
     }
     users.shrink_sparse();
     Ok(users)
+}
+
+/// The error of a users table that holds `name` twice, the second time at `id`.
+fn twice(path: &Path, name: &str, id: i64) -> Error {
+    Error::Config(format!(
+        "{}: the users table holds the name '{name}' twice (id {id}); \
+         names must be unique",
+        path.display()
+    ))
 }
 
 /// Adds the user of `row` (id, name, fields, created_at) to `users` unless its
@@ -265,4 +276,152 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, idx: usize, path: &Path, id: i64) -> Res
             path.display()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::store::Store;
+    use crate::store::users::tests::map;
+
+    /// A database of `n` users `u0..` (ids 1..=n), closed without an image.
+    fn database(n: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        let mut store = Store::open(&path, Durability::Normal, 0).expect("open");
+        for i in 0..n {
+            let f = map(&[("k", &i.to_string())]);
+            store
+                .register(&format!("u{i}"), &f, i as i64)
+                .expect("register")
+                .expect("free");
+        }
+        store.finish_tick().expect("commit");
+        (dir, path)
+    }
+
+    /// The store opened on `path` with nothing loaded yet, `rows` rows a slice.
+    fn cold(path: &Path, rows: usize) -> Store {
+        let mut store = Store::open_cold(path, Durability::Normal, 0).expect("open");
+        let warming = store.warming.as_mut().expect("warming");
+        warming.rows = rows;
+        warming.refuse_twice = false;
+        store
+    }
+
+    fn loading(store: &Store, name: &str) -> bool {
+        store.lookup(name).is_err_and(|e| e.is_loading())
+    }
+
+    #[test]
+    fn names_not_loaded_yet_are_loading_and_loaded_ones_answer() {
+        let (_dir, path) = database(50);
+        let mut store = cold(&path, 10);
+        assert_eq!(store.user_count(), 50);
+        assert!(loading(&store, "u0"));
+        assert!(loading(&store, "nobody"));
+        // REGISTER cannot tell a free name from one not loaded: nothing written.
+        let e = store.register("u3", &map(&[]), 0).expect_err("loading");
+        assert!(e.is_loading());
+        let e = store.register("fresh", &map(&[]), 0).expect_err("loading");
+        assert!(e.is_loading());
+        assert!(
+            store
+                .unregister("u40", 0)
+                .expect_err("loading")
+                .is_loading()
+        );
+        assert!(!store.tick_has_writes());
+        assert!(!store.warm_step().expect("slice"));
+        let u3 = store.lookup("u3").expect("loaded").expect("there");
+        assert_eq!((u3.id, u3.fields.to_map()), (4, map(&[("k", "3")])));
+        assert!(loading(&store, "u10"));
+        assert_eq!(store.user_count(), 50);
+    }
+
+    #[test]
+    fn writes_while_loading_stay_and_the_scan_brings_back_no_removed_user() {
+        let (_dir, path) = database(50);
+        let mut store = cold(&path, 10);
+        store.warm_step().expect("slice");
+        // Loaded users change while the rest loads.
+        assert!(store.unregister("u2", 0).expect("unregister").is_some());
+        let after = map(&[("k", "new")]);
+        assert!(
+            store
+                .update_fields("u5", &after, 0)
+                .expect("update")
+                .is_some()
+        );
+        assert_eq!(store.user_count(), 49);
+        store.finish_tick().expect("commit");
+        // A tick that rolls back leaves the count and index as committed.
+        assert!(store.unregister("u7", 0).expect("unregister").is_some());
+        assert_eq!(store.user_count(), 48);
+        let failed = store.write(|c| c.execute("INSERT INTO no_such_table VALUES (1)", []));
+        assert!(failed.is_err());
+        assert!(store.finish_tick().is_err());
+        assert_eq!(store.user_count(), 49);
+        assert!(store.lookup("u7").expect("loaded").is_some());
+        let mut slices = 1;
+        while store.loading().is_some() {
+            store.warm_step().expect("slice");
+            slices += 1;
+            assert_eq!(store.user_count(), 49);
+        }
+        assert!(slices >= 5, "{slices} slices");
+        assert_eq!(store.user_count(), 49);
+        assert!(store.lookup("u2").expect("warm").is_none());
+        assert_eq!(
+            store.lookup("u5").expect("warm").map(|u| u.fields.to_map()),
+            Some(after)
+        );
+        for i in (0..50).filter(|&i| i != 2) {
+            let u = store
+                .lookup(&format!("u{i}"))
+                .expect("warm")
+                .expect("there");
+            assert_eq!(u.id, i + 1);
+        }
+        // Warm: a free name registers, with the next id.
+        let c = store.register("fresh", &map(&[]), 0).expect("register");
+        assert_eq!(c.map(|c| c.user_id), Some(51));
+        store.finish_tick().expect("commit");
+        assert_eq!(store.user_count(), 50);
+    }
+
+    #[test]
+    fn a_slice_waits_for_the_tick_and_a_partial_index_writes_no_image() {
+        let (_dir, path) = database(30);
+        let mut store = cold(&path, 10);
+        store.warm_step().expect("slice");
+        assert!(store.unregister("u1", 0).expect("unregister").is_some());
+        // A tick is open: no slice reads the table under it.
+        assert!(!store.warm_step().expect("slice"));
+        assert!(loading(&store, "u10"));
+        store.finish_tick().expect("commit");
+        store.save_index();
+        assert!(!image::path_for(&path).exists());
+        store.finish_warming().expect("load");
+        assert_eq!(store.user_count(), 29);
+        store.save_index();
+        assert!(image::path_for(&path).exists());
+    }
+
+    #[test]
+    fn a_name_held_twice_keeps_the_first_while_loading() {
+        let (_dir, path) = database(3);
+        {
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch("UPDATE users SET name = 'u0' WHERE id = 3")
+                .expect("edit");
+        }
+        assert!(Store::open(&path, Durability::Normal, 0).is_err());
+        let mut store = cold(&path, 10);
+        while store.loading().is_some() {
+            store.warm_step().expect("slice");
+        }
+        assert_eq!(store.lookup("u0").expect("warm").map(|u| u.id), Some(1));
+    }
 }
