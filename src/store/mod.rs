@@ -10,7 +10,8 @@
 //! - `schema`: the tables, [`SCHEMA_VERSION`], migrations;
 //! - `batch`: the tick's user writes (registrations batched, unregistrations);
 //! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path),
-//!   built at open from its image or the users table;
+//!   built at open from its image or the users table (after a crash, the table
+//!   loads in slices while the server serves: `users::load`);
 //! - [`unique`]: the in-memory indexes of unique fields (`--unique-field`);
 //! - `updates`: fields set and removed (UPDATE, DELFIELDS), LOOKUPBY's read;
 //! - [`event_log`]: the event log: append, read between seqs, trim, handler offsets;
