@@ -209,6 +209,11 @@ fn after_a_crash_the_server_serves_while_the_index_loads() {
         redis::cmd("UPDATE").arg(&last).arg("n").arg("x")
     )));
     assert_eq!(count(&mut con), N as i64);
+    let http = server.http(&format!(
+        "GET /users/{last} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    ));
+    assert!(http.starts_with("HTTP/1.1 503"), "{http}");
+    assert!(http.contains("Retry-After: 1"), "{http}");
 
     // The first users load first: they answer and take writes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -66,10 +66,10 @@ impl UserbusProcess {
         UserbusProcess::start_on(db, args, super::free_port())
     }
 
-    /// As [`UserbusProcess::start`], with `env` set for the process.
+    /// As [`UserbusProcess::start_with_http`], with `env` set for the process.
     #[allow(dead_code)]
     pub fn start_with_env(db: &Path, args: &[&str], env: &[(&str, &str)]) -> UserbusProcess {
-        UserbusProcess::start_cmd(db, args, 0, env)
+        UserbusProcess::start_cmd(db, args, super::free_port(), env)
     }
 
     fn start_on(db: &Path, args: &[&str], http_port: u16) -> UserbusProcess {
