@@ -4,7 +4,8 @@
 #
 # Each run starts `userbus serve` on the database, sends PING every millisecond
 # until one is answered (time to first reply), asks USERCOUNT, reads the server's
-# CPU time (user + system) and VmRSS from /proc, then stops the server and times the
+# CPU time (user + system) and VmRSS from /proc once the user index is loaded (after
+# a crash it loads while the server serves), then stops the server and times the
 # stop: with SIGTERM (a clean stop, which writes the user index's image) or, with
 # --crash, with SIGKILL (the next start finds no image and scans the users table).
 #
@@ -83,6 +84,19 @@ while True:
         time.sleep(0.001)
 ready = time.monotonic() - t0
 users = int(ask(sock, b"USERCOUNT\r\n").lstrip(":"))
+# After a crash the index loads while the server serves: wait until it is whole.
+def info_loading():
+    sock.sendall(b"INFO persistence\r\n")
+    data = b""
+    while b"loading:" not in data or not data.endswith(b"\r\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return b"loading:1" in data
+while info_loading():
+    time.sleep(0.01)
+loaded = time.monotonic() - t0
 with open(f"/proc/{proc.pid}/stat") as f:
     fields = f.read().rsplit(")", 1)[1].split()
 cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -96,7 +110,7 @@ t1 = time.monotonic()
 proc.send_signal(signal.SIGKILL if sig == "KILL" else signal.SIGTERM)
 proc.wait()
 stop = time.monotonic() - t1
-print(f"first reply {ready:6.2f} s  cpu {cpu:6.2f} s  users {users}  rss {rss_kib / 1024:8.1f} MiB  "
+print(f"first reply {ready:6.2f} s  index loaded {loaded:6.2f} s  cpu {cpu:6.2f} s  users {users}  rss {rss_kib / 1024:8.1f} MiB  "
       f"{rss_kib * 1024 / max(users, 1):6.1f} B/user  stop SIG{sig} in {stop:.2f} s")
 EOF
 done

@@ -117,8 +117,18 @@ impl<'a> Ctx<'a, Reply<'a>> {
         (self.store, &mut self.out)
     }
 
-    /// Replies `-ERR storage: ...`.
+    /// Replies `-ERR storage: ...`, or `-LOADING ...` while the user index loads.
     pub fn storage_error(&mut self, e: &StorageError) {
-        self.out.error(&format!("ERR storage: {e}"));
+        storage_error(&mut self.out, e);
+    }
+}
+
+/// Writes the reply to a failed storage request: `-ERR storage: ...`, or
+/// `-LOADING ...` for a user the index has not loaded yet.
+pub(crate) fn storage_error(out: &mut Reply<'_>, e: &StorageError) {
+    if e.is_loading() {
+        out.error(e.message());
+    } else {
+        out.error(&format!("ERR storage: {e}"));
     }
 }

@@ -110,8 +110,9 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
         ),
         "persistence" => write!(
             t,
-            "# Persistence\r\nloading:0\r\ndb:{}\r\ndurability:{}\r\nstorage_ok:{}\r\n\
+            "# Persistence\r\n{}db:{}\r\ndurability:{}\r\nstorage_ok:{}\r\n\
              storage_last_error:{}\r\ncommits:{}\r\nfailed_commits:{}\r\naof_enabled:1\r\n",
+            loading_lines(ctx),
             ctx.config.db.display(),
             ctx.config.durability,
             u8::from(ctx.store_view().healthy()),
@@ -162,6 +163,29 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
         }
         _ => Ok(()),
     };
+}
+
+/// `loading:0`, or while the user index loads (`store::users::load`) Redis's
+/// `loading:1` and its progress fields.
+fn loading_lines(ctx: &Ctx<'_>) -> String {
+    match ctx.store_view().loading() {
+        None => "loading:0\r\n".to_string(),
+        Some(p) => {
+            let secs = p.elapsed.as_secs_f64();
+            let eta = if p.percent > 0.0 {
+                secs * (100.0 - p.percent) / p.percent
+            } else {
+                0.0
+            };
+            format!(
+                "loading:1\r\nasync_loading:0\r\nloading_start_time:{}\r\n\
+                 loading_loaded_perc:{:.2}\r\nloading_eta_seconds:{}\r\n",
+                p.started_ms / 1000,
+                p.percent,
+                eta.round() as u64
+            )
+        }
+    }
 }
 
 /// The checkpointer's lines in `# Persistence` (none when it never started, as

@@ -27,7 +27,7 @@ fn run(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
     match store.lookup(name) {
         Ok(Some(user)) => write_user(out, &user),
         Ok(None) => out.null(),
-        Err(e) => out.error(&format!("ERR storage: {e}")),
+        Err(e) => super::ctx::storage_error(out, &e),
     }
     Outcome::Continue
 }

@@ -105,6 +105,10 @@ pub fn route(req: &Request, env: &mut Env<'_>) -> Routed {
 }
 
 fn storage_failure(e: &StorageError) -> Response {
+    if e.is_loading() {
+        return Response::error(503, "loading: the user index is still loading; retry")
+            .with("Retry-After", "1");
+    }
     Response::error(503, &format!("storage: {e}"))
 }
 

@@ -348,8 +348,12 @@ impl Reactor {
                 listeners[i] = Some(l);
             }
         }
-        let mut store = Store::open(&config.db, config.durability, config.max_db_pages)?;
+        let mut store = Store::open_warming(&config.db, config.durability, config.max_db_pages)?;
         store.set_unique_fields(&config.unique_fields)?;
+        if config.follow {
+            // A follower applies events by name from its first tick.
+            store.finish_warming()?;
+        }
         // A pipe rather than a mio `Waker`: a poll may have one `Waker` only
         // (mio asserts it), and the webhook resolver's is that one.
         let (wake_rx, wake_tx) = std::os::unix::net::UnixStream::pair()?;
@@ -601,7 +605,26 @@ impl Reactor {
         }
         self.tick();
         self.run_timers();
+        self.warm_index();
         Ok(())
+    }
+
+    /// One slice of loading the user index, after the tick committed (the store
+    /// reads nothing while a tick is open), when one is due; one a turn, so
+    /// requests wait at most a slice.
+    fn warm_index(&mut self) {
+        let store = &mut self.shared.store;
+        if store
+            .warm_due_in(Instant::now())
+            .is_none_or(|d| !d.is_zero())
+        {
+            return;
+        }
+        if let Err(e) = store.warm_step() {
+            log::error!("user index: {e}");
+            self.fatal = Some(format!("user index: {e}"));
+            self.begin_stop("the user index cannot load");
+        }
     }
 
     /// One connection's readiness: flush committed output now, queue reads for the

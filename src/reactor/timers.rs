@@ -48,6 +48,10 @@ impl Reactor {
             self.follow_deadline(),
             self.handler_offsets_deadline(),
             self.webhooks.next_deadline(),
+            self.shared
+                .store
+                .warm_due_in(Instant::now())
+                .map(|d| Instant::now() + d),
         ]
         .into_iter()
         .flatten()

@@ -84,10 +84,15 @@ impl Store {
         fields: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> std::result::Result<Option<Change>, StorageError> {
+        // While the index loads, a name it does not hold may be in the table.
+        if self.indexed(name)?.is_some() {
+            return Ok(None);
+        }
         self.begin()?;
         let Some(user_id) = self.users.add(name, fields, now_ms) else {
             return Ok(None);
         };
+        self.tick_user_delta += 1;
         if !self.unique.is_empty() {
             self.unique.change(name, None, Some(fields));
         }
@@ -166,12 +171,16 @@ impl Store {
         name: &str,
         now_ms: i64,
     ) -> std::result::Result<Option<(Change, FieldMap)>, StorageError> {
+        if self.indexed(name)?.is_none() {
+            return Ok(None);
+        }
         self.begin()?;
         self.flush()?;
         // Out of the index first: a failed write below rolls the index back too.
         let Some((user_id, fields)) = self.users.remove(name) else {
             return Ok(None);
         };
+        self.tick_user_delta -= 1;
         self.unique.change(name, Some(&fields), None);
         let json = serde_json::to_string(&fields).unwrap_or_else(|_| "{}".to_string());
         let res = (|| {

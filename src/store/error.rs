@@ -74,6 +74,9 @@ impl fmt::Display for StorageErrorKind {
 pub struct StorageError {
     kind: StorageErrorKind,
     message: String,
+    /// The answer needs a user the index has not loaded yet (see
+    /// `store::users::load`): nothing failed, the client should retry.
+    loading: bool,
 }
 
 impl StorageError {
@@ -82,7 +85,24 @@ impl StorageError {
         StorageError {
             kind,
             message: message.into(),
+            loading: false,
         }
+    }
+
+    /// The answer needs the user index, which is still loading: Redis's
+    /// `LOADING` reply. No write happened and the tick goes on.
+    pub fn loading() -> StorageError {
+        StorageError {
+            kind: StorageErrorKind::Other,
+            message: "LOADING userbus is loading the user index in memory".to_string(),
+            loading: true,
+        }
+    }
+
+    /// True for [`StorageError::loading`]: its message is the whole reply
+    /// (`-LOADING ...`), not `-ERR storage: ...`.
+    pub fn is_loading(&self) -> bool {
+        self.loading
     }
 
     /// What kind of failure it was.

@@ -10,7 +10,8 @@
 //! - `schema`: the tables, [`SCHEMA_VERSION`], migrations;
 //! - `batch`: the tick's user writes (registrations batched, unregistrations);
 //! - [`users`]: the in-memory index of users (unique names, LOOKUP's read path),
-//!   built at open from its image or the users table;
+//!   built at open from its image or the users table (after a crash, the table
+//!   loads in slices while the server serves: `users::load`);
 //! - [`unique`]: the in-memory indexes of unique fields (`--unique-field`);
 //! - `updates`: fields set and removed (UPDATE, DELFIELDS), LOOKUPBY's read;
 //! - [`event_log`]: the event log: append, read between seqs, trim, handler offsets;
@@ -116,8 +117,15 @@ pub struct Store {
     last_error: Option<StorageErrorKind>,
     /// The database size cap in pages (0 = none).
     max_pages: u64,
-    /// Every user, by name, as the tick sees them.
+    /// Every user, by name, as the tick sees them (while `warming`, those loaded
+    /// so far and those written since start).
     users: Users,
+    /// Loading the users table after a start without a usable image; `None`
+    /// once the index holds every user (`users::load`).
+    warming: Option<users::load::Warming>,
+    /// Users the open tick added less those it removed: the tick's count while
+    /// warming, when the index's size is not the count.
+    tick_user_delta: i64,
     /// The unique fields' values, as the tick sees them.
     unique: unique::Unique,
     /// The tick's registrations not yet written (see `flush`).
@@ -152,8 +160,45 @@ fn configure(conn: &Connection, durability: Durability) -> rusqlite::Result<()> 
 }
 
 impl Store {
-    /// Opens (creating or migrating) the database at `path`.
+    /// Opens (creating or migrating) the database at `path`, with its whole user
+    /// index: without a usable image, the users table is read before this returns.
     pub fn open(path: &Path, durability: Durability, max_pages: u64) -> Result<Store> {
+        let mut store = Store::open_cold(path, durability, max_pages)?;
+        store.finish_warming()?;
+        Ok(store)
+    }
+
+    /// Opens the database at `path` as [`Store::open`] does, but without a usable
+    /// image the users table is read for at most `users::load`'s start budget
+    /// (half a second, all of a table of a few hundred thousand users); the rest
+    /// loads a slice at a time while the server serves ([`Store::warm_step`];
+    /// `users::load` says what is answered meanwhile).
+    pub fn open_warming(path: &Path, durability: Durability, max_pages: u64) -> Result<Store> {
+        let mut store = Store::open_cold(path, durability, max_pages)?;
+        let started = std::time::Instant::now();
+        let budget = users::load::start_budget();
+        while store.warming.is_some() {
+            let left = budget.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            store.warm(Some(left))?;
+        }
+        if let Some(w) = store.warming.as_mut() {
+            w.refuse_twice = false;
+        }
+        if let Some(p) = store.loading() {
+            log::info!(
+                "user index: {:.1}% of the users table loaded in {:?}; \
+                 serving while the rest loads",
+                p.percent,
+                p.elapsed
+            );
+        }
+        Ok(store)
+    }
+
+    fn open_cold(path: &Path, durability: Durability, max_pages: u64) -> Result<Store> {
         let conn = Connection::open(path).map_err(|e| {
             Error::Config(format!(
                 "cannot open the database {}: {e} (does the directory exist and is it writable?)",
@@ -194,9 +239,14 @@ impl Store {
             last_seq,
             next_id: schema::highest_user_id(&conn)?.unwrap_or(0) + 1,
         };
-        let users = users::load::open_index(&conn, path, &stamp)?;
+        let (users, warming) = users::load::open_index(path, &stamp)?;
+        let user_rows = if warming.is_some() {
+            conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?
+        } else {
+            users.len() as i64
+        };
         let counts = Counts {
-            users: users.len() as i64,
+            users: user_rows,
             events: conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
             last_seq,
         };
@@ -221,6 +271,8 @@ impl Store {
             last_error: None,
             max_pages,
             users,
+            warming,
+            tick_user_delta: 0,
             unique: unique::Unique::default(),
             queued: Vec::new(),
             batch_sql: BatchSql::new(),
@@ -237,6 +289,11 @@ impl Store {
     /// stop, after the last tick; does nothing while a tick is open.
     pub fn save_index(&self) {
         if self.txn != Txn::Idle {
+            return;
+        }
+        if self.warming.is_some() {
+            // An image of part of the users would serve the next start wrongly.
+            log::info!("user index: still loading at stop, no image written");
             return;
         }
         let started = std::time::Instant::now();
@@ -319,7 +376,11 @@ impl Store {
 
     /// Users, as this tick sees them (its own uncommitted changes included).
     pub fn user_count(&self) -> i64 {
-        self.users.len() as i64
+        if self.warming.is_some() {
+            self.committed.users + self.tick_user_delta
+        } else {
+            self.users.len() as i64
+        }
     }
 
     /// Counts as this tick sees them.
@@ -346,9 +407,80 @@ impl Store {
     }
 
     /// The user named `name`, as the tick sees it; no query (the in-memory index).
+    /// While the index loads, a name it does not hold yet is a
+    /// [`StorageError::loading`].
     pub fn lookup(&self, name: &str) -> std::result::Result<Option<UserRef<'_>>, StorageError> {
         self.readable()?;
-        Ok(self.users.get(name))
+        self.indexed(name)
+    }
+
+    /// The user named `name` in the index, or `None` when the index answers that
+    /// there is none; while it loads, a name it does not hold yet is a
+    /// [`StorageError::loading`] (`users::load`).
+    fn indexed(&self, name: &str) -> std::result::Result<Option<UserRef<'_>>, StorageError> {
+        match self.users.get(name) {
+            None if self.warming.is_some() => Err(StorageError::loading()),
+            found => Ok(found),
+        }
+    }
+
+    /// How far the user index has loaded; `None` once it holds every user.
+    pub fn loading(&self) -> Option<users::load::Progress> {
+        self.warming.as_ref().map(users::load::Warming::progress)
+    }
+
+    /// How long until the next slice of loading is due; `None` once loaded.
+    pub fn warm_due_in(&self, now: std::time::Instant) -> Option<std::time::Duration> {
+        self.warming.as_ref().map(|w| w.due_in(now))
+    }
+
+    /// Loads the next slice of the users table into the index (about a
+    /// millisecond), between ticks only: it does nothing while a tick is open.
+    /// True when this slice finished loading. An unreadable row is an error (the
+    /// server stops, as a blocking load stops the start); a failed read is
+    /// logged and retried by the next slice.
+    pub fn warm_step(&mut self) -> Result<bool> {
+        match self.warm(Some(users::load::slice_budget())) {
+            Err(Error::Storage(e)) => {
+                log::warn!("user index: loading failed, retrying: {e}");
+                Ok(false)
+            }
+            other => other,
+        }
+    }
+
+    /// Loads the rest of the users table at once (a follower, which applies
+    /// events by name from its first tick).
+    pub fn finish_warming(&mut self) -> Result<()> {
+        if let Some(w) = self.warming.as_mut() {
+            w.refuse_twice = true;
+        }
+        while self.warming.is_some() {
+            self.warm(None)?;
+        }
+        Ok(())
+    }
+
+    fn warm(&mut self, budget: Option<std::time::Duration>) -> Result<bool> {
+        if self.txn != Txn::Idle {
+            return Ok(false);
+        }
+        let Some(warming) = self.warming.as_mut() else {
+            return Ok(false);
+        };
+        match users::load::warm_slice(&self.conn, &self.path, &mut self.users, warming, budget) {
+            Ok(false) => Ok(false),
+            Ok(true) => {
+                log::info!(
+                    "user index: {} users from the users table in {:?}",
+                    self.users.len(),
+                    warming.elapsed()
+                );
+                self.warming = None;
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Up to `count` users with ids above `after`, in id order, as (id, name).
@@ -390,6 +522,7 @@ impl Store {
             Txn::Open => match self.conn.execute_batch("COMMIT") {
                 Ok(()) => {
                     self.committed = self.counts();
+                    self.tick_user_delta = 0;
                     self.users.commit();
                     self.unique.commit();
                     self.webhook_committed.append(&mut self.webhook_changes);
@@ -514,6 +647,7 @@ impl Store {
     /// The tick's changes are gone from the database: forget them in memory too.
     fn forget_tick(&mut self) {
         self.tick = self.committed;
+        self.tick_user_delta = 0;
         self.queued.clear();
         self.users.rollback();
         self.unique.rollback();

@@ -78,6 +78,11 @@ impl Store {
                 event.seq, self.tick.last_seq
             )));
         }
+        // A follower loads its index before it applies (`finish_warming`); this
+        // keeps a misfit from being judged on a partial index.
+        if self.warming.is_some() && self.users.get(&event.name).is_none() {
+            return Err(ApplyError::Storage(StorageError::loading()));
+        }
         let json = serde_json::to_string(&event.fields).unwrap_or_else(|_| "{}".to_string());
         match event.kind {
             EventKind::Registered => {
@@ -102,6 +107,7 @@ impl Store {
                 self.guard(res)?;
                 self.users
                     .add_with_id(event.user_id, &event.name, &event.fields, event.at_ms);
+                self.tick_user_delta += 1;
                 self.unique.change(&event.name, None, Some(&event.fields));
             }
             EventKind::Unregistered => {
@@ -111,6 +117,7 @@ impl Store {
                 // Out of the index first: a failed write rolls the index back too.
                 if let Some((_, fields)) = self.users.remove(&event.name) {
                     self.unique.change(&event.name, Some(&fields), None);
+                    self.tick_user_delta -= 1;
                 }
                 let res = (|| {
                     self.conn
@@ -300,6 +307,8 @@ impl Store {
             + 1;
         self.users = super::users::load::scan(&self.conn, &self.path, next_id)
             .map_err(|e| StorageError::new(StorageErrorKind::Other, e.to_string()))?;
+        self.warming = None;
+        self.tick_user_delta = 0;
         self.reload_unique()?;
         self.committed.users = self.users.len() as i64;
         self.committed.events = events;

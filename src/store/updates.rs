@@ -23,6 +23,9 @@ impl Store {
         after: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> std::result::Result<Option<(Change, FieldMap)>, StorageError> {
+        if self.indexed(name)?.is_none() {
+            return Ok(None);
+        }
         self.begin()?;
         self.flush()?;
         // In the index first: a failed write below rolls the index back too.
@@ -91,10 +94,11 @@ impl Store {
         value: &str,
     ) -> std::result::Result<Option<UserRef<'_>>, StorageError> {
         self.readable()?;
-        Ok(self
-            .unique
-            .holder(field, value)
-            .and_then(|name| self.users.get(name)))
+        // The unique indexes are whole from start: no holder is an answer.
+        match self.unique.holder(field, value) {
+            Some(name) => self.indexed(name),
+            None => Ok(None),
+        }
     }
 
     /// Rebuilds the unique indexes from the users table (after the table changed

@@ -22,7 +22,8 @@
 //! touches the table and one block of memory.
 //!
 //! Built at start from the users table ([`load`]), or, after a clean stop, from
-//! the image that stop wrote ([`image`]).
+//! the image that stop wrote ([`image`]). Loaded from the table, it may be
+//! partial for a while after the server starts serving (*warming*, see [`load`]).
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};

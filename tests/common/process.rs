@@ -66,8 +66,19 @@ impl UserbusProcess {
         UserbusProcess::start_on(db, args, super::free_port())
     }
 
+    /// As [`UserbusProcess::start_with_http`], with `env` set for the process.
+    #[allow(dead_code)]
+    pub fn start_with_env(db: &Path, args: &[&str], env: &[(&str, &str)]) -> UserbusProcess {
+        UserbusProcess::start_cmd(db, args, super::free_port(), env)
+    }
+
     fn start_on(db: &Path, args: &[&str], http_port: u16) -> UserbusProcess {
+        UserbusProcess::start_cmd(db, args, http_port, &[])
+    }
+
+    fn start_cmd(db: &Path, args: &[&str], http_port: u16, env: &[(&str, &str)]) -> UserbusProcess {
         let mut child = userbus_command()
+            .envs(env.iter().copied())
             .args(["serve", "--port", "0", "--http-port"])
             .arg(http_port.to_string())
             .arg("--db")
