@@ -442,6 +442,78 @@ fn reset_leaves_subscribed_mode_and_clears_the_connection_as_redis_does() {
     assert!(info.contains("pubsub_clients:0\r\n"), "{info}");
 }
 
+// ---------------------------------------------------------------------------
+// Before AUTH
+
+#[test]
+fn before_auth_only_auth_hello_quit_and_reset_are_answered_as_redis_does() {
+    let Some(redis) = RedisServer::start(&["--requirepass", "s3cret"]) else {
+        return;
+    };
+    let server = TestServer::start_with(|cfg| cfg.requirepass = Some("s3cret".into()), |b| b);
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    for args in [
+        &["PING"][..],
+        &["PING", "hi"],
+        &["PING", "a", "b"],
+        &["ECHO", "x"],
+        &["ECHO"],
+        &["SELECT", "0"],
+        &["CLIENT", "SETNAME", "w"],
+        &["COMMAND", "COUNT"],
+        &["XLEN", EVENTS],
+        &["SUBSCRIBE", "user.registered"],
+        &["NOSUCH", "x"],
+        &["AUTH"],
+        &["AUTH", "a", "b", "c"],
+        &["AUTH", "wrong"],
+        &["AUTH", "default", "wrong"],
+        &["AUTH", "someone", "s3cret"],
+        &["HELLO", "4"],
+        &["HELLO", "x"],
+        &["HELLO", "2", "FOO"],
+        &["HELLO", "3", "AUTH", "default"],
+        &["HELLO", "3", "AUTH", "default", "wrong"],
+        &["HELLO", "2", "SETNAME", "w", "AUTH", "default", "wrong"],
+        &["RESET"],
+        &["PING"],
+    ] {
+        let reply = same_reply(&mut ub, &mut rd, args);
+        assert!(reply.starts_with(b"-") || args == ["RESET"], "{args:?}");
+    }
+    // HELLO without AUTH: the text of Redis 7.2 on, which added `<proto>`.
+    for args in [
+        &["HELLO"][..],
+        &["HELLO", "3"],
+        &["HELLO", "2", "SETNAME", "w"],
+    ] {
+        let (got, want) = (ub.call(args), rd.call(args));
+        let want = String::from_utf8_lossy(&want).replace("HELLO AUTH", "HELLO <proto> AUTH");
+        assert_eq!(show(&got), show(want.as_bytes()), "{args:?}");
+        assert!(got.starts_with(b"-NOAUTH HELLO must be called"), "{args:?}");
+    }
+    // QUIT says OK and closes.
+    assert_eq!(same_reply(&mut ub, &mut rd, &["QUIT"]), b"+OK\r\n");
+
+    // HELLO with the secret authenticates (the maps name different servers).
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    for c in [&mut ub, &mut rd] {
+        let hello = c.call(&["HELLO", "2", "AUTH", "default", "s3cret"]);
+        assert!(
+            hello.starts_with(b"*14\r\n$6\r\nserver\r\n"),
+            "{}",
+            show(&hello)
+        );
+    }
+    assert_eq!(same_reply(&mut ub, &mut rd, &["PING"]), b"+PONG\r\n");
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    assert_eq!(
+        same_reply(&mut ub, &mut rd, &["AUTH", "default", "s3cret"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(same_reply(&mut ub, &mut rd, &["PING"]), b"+PONG\r\n");
+}
+
 #[test]
 fn reset_logs_out_when_a_password_is_required_as_redis_does() {
     let Some(redis) = RedisServer::start(&["--requirepass", "s3cret"]) else {
