@@ -5,9 +5,10 @@
 //!
 //! Covered: reads without COUNT return every entry (past the 1000 of XREAD and
 //! the 100,000 of XRANGE that userbus once stopped at); `XINFO STREAM events FULL`;
-//! a dead-lettered entry in a consumer's history, which reads as an entry deleted
-//! from a Redis stream does; RESET. Without redis-server the comparisons are
-//! skipped with a note (see `common::reference`).
+//! a dead-lettered entry in a consumer's history and in XAUTOCLAIM's deleted ids,
+//! which read as an entry deleted from a Redis stream does; what is answered
+//! before AUTH; RESET. Without redis-server the comparisons are skipped with a note
+//! (see `common::reference`).
 mod common;
 
 use common::reference::{RawClient, RedisServer};
@@ -337,6 +338,57 @@ fn a_dead_lettered_entry_comes_back_with_a_nil_body_as_redis_returns_a_deleted_o
     assert_eq!(xlen(&mut server.redis(), DEAD), 6);
 }
 
+#[test]
+fn xautoclaim_lists_a_dead_lettered_entry_as_redis_lists_a_deleted_one() {
+    // Each entry may be delivered twice; a claim after two would be the third.
+    let (server, _c, all) = serve_log_with(|cfg| cfg.max_deliveries = 2, &["a", "b", "c", "d"]);
+    let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
+    for (resp3, group) in [(false, "g2"), (true, "g3")] {
+        let Some(redis) = RedisServer::start(&[]) else {
+            return;
+        };
+        redis.mirror(&all);
+        let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+        if resp3 {
+            hello3(&mut ub, &mut rd);
+        }
+        same_reply(&mut ub, &mut rd, &["XGROUP", "CREATE", EVENTS, group, "0"]);
+        let read = ["XREADGROUP", "GROUP", group, "w", "STREAMS", EVENTS, ">"];
+        same_reply(&mut ub, &mut rd, &read);
+        // A second delivery of a, b and d; c has had one.
+        let second = ["XCLAIM", EVENTS, group, "x", "0", ids[0], ids[1], ids[3]];
+        same_reply(&mut ub, &mut rd, &second);
+        // userbus gives up on a, b and d at this claim; in Redis they are deleted.
+        assert_eq!(
+            rd.call(&["XDEL", EVENTS, ids[0], ids[1], ids[3]]),
+            b":3\r\n"
+        );
+        // COUNT 1: a deleted id counts against it as a claimed entry does.
+        let claim = ["XAUTOCLAIM", EVENTS, group, "v", "0", "0-0", "COUNT", "1"];
+        let got = same_reply(&mut ub, &mut rd, &claim);
+        let want = format!("*3\r\n$3\r\n{}\r\n*0\r\n*1\r\n$3\r\n{}\r\n", ids[1], ids[0]);
+        assert_eq!(show(&got), show(want.as_bytes()));
+        // The scan goes on from b: b is gone, c is claimed, d is gone.
+        let rest = ["XAUTOCLAIM", EVENTS, group, "v", "0", ids[1], "COUNT", "3"];
+        let got = same_reply(&mut ub, &mut rd, &rest);
+        let mut deleted = format!("*2\r\n${}\r\n{}\r\n", ids[1].len(), ids[1]);
+        deleted.push_str(&format!("${}\r\n{}\r\n", ids[3].len(), ids[3]));
+        assert!(
+            got.starts_with(b"*3\r\n$3\r\n0-0\r\n*1\r\n"),
+            "{}",
+            show(&got)
+        );
+        assert!(got.ends_with(deleted.as_bytes()), "{}", show(&got));
+        for args in [
+            &["XPENDING", EVENTS, group][..],
+            &["XAUTOCLAIM", EVENTS, group, "v", "0", "0-0", "JUSTID"],
+        ] {
+            same_reply(&mut ub, &mut rd, args);
+        }
+    }
+    assert_eq!(xlen(&mut server.redis(), DEAD), 6);
+}
+
 // ---------------------------------------------------------------------------
 // RESET
 
@@ -388,6 +440,78 @@ fn reset_leaves_subscribed_mode_and_clears_the_connection_as_redis_does() {
     );
     let info = String::from_utf8_lossy(&ub.call(&["INFO", "clients"])).into_owned();
     assert!(info.contains("pubsub_clients:0\r\n"), "{info}");
+}
+
+// ---------------------------------------------------------------------------
+// Before AUTH
+
+#[test]
+fn before_auth_only_auth_hello_quit_and_reset_are_answered_as_redis_does() {
+    let Some(redis) = RedisServer::start(&["--requirepass", "s3cret"]) else {
+        return;
+    };
+    let server = TestServer::start_with(|cfg| cfg.requirepass = Some("s3cret".into()), |b| b);
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    for args in [
+        &["PING"][..],
+        &["PING", "hi"],
+        &["PING", "a", "b"],
+        &["ECHO", "x"],
+        &["ECHO"],
+        &["SELECT", "0"],
+        &["CLIENT", "SETNAME", "w"],
+        &["COMMAND", "COUNT"],
+        &["XLEN", EVENTS],
+        &["SUBSCRIBE", "user.registered"],
+        &["NOSUCH", "x"],
+        &["AUTH"],
+        &["AUTH", "a", "b", "c"],
+        &["AUTH", "wrong"],
+        &["AUTH", "default", "wrong"],
+        &["AUTH", "someone", "s3cret"],
+        &["HELLO", "4"],
+        &["HELLO", "x"],
+        &["HELLO", "2", "FOO"],
+        &["HELLO", "3", "AUTH", "default"],
+        &["HELLO", "3", "AUTH", "default", "wrong"],
+        &["HELLO", "2", "SETNAME", "w", "AUTH", "default", "wrong"],
+        &["RESET"],
+        &["PING"],
+    ] {
+        let reply = same_reply(&mut ub, &mut rd, args);
+        assert!(reply.starts_with(b"-") || args == ["RESET"], "{args:?}");
+    }
+    // HELLO without AUTH: the text of Redis 7.2 on, which added `<proto>`.
+    for args in [
+        &["HELLO"][..],
+        &["HELLO", "3"],
+        &["HELLO", "2", "SETNAME", "w"],
+    ] {
+        let (got, want) = (ub.call(args), rd.call(args));
+        let want = String::from_utf8_lossy(&want).replace("HELLO AUTH", "HELLO <proto> AUTH");
+        assert_eq!(show(&got), show(want.as_bytes()), "{args:?}");
+        assert!(got.starts_with(b"-NOAUTH HELLO must be called"), "{args:?}");
+    }
+    // QUIT says OK and closes.
+    assert_eq!(same_reply(&mut ub, &mut rd, &["QUIT"]), b"+OK\r\n");
+
+    // HELLO with the secret authenticates (the maps name different servers).
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    for c in [&mut ub, &mut rd] {
+        let hello = c.call(&["HELLO", "2", "AUTH", "default", "s3cret"]);
+        assert!(
+            hello.starts_with(b"*14\r\n$6\r\nserver\r\n"),
+            "{}",
+            show(&hello)
+        );
+    }
+    assert_eq!(same_reply(&mut ub, &mut rd, &["PING"]), b"+PONG\r\n");
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    assert_eq!(
+        same_reply(&mut ub, &mut rd, &["AUTH", "default", "s3cret"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(same_reply(&mut ub, &mut rd, &["PING"]), b"+PONG\r\n");
 }
 
 #[test]

@@ -429,6 +429,8 @@ fn an_entry_claimed_past_max_deliveries_goes_to_events_dead() {
     );
     assert_eq!(page.next_stream_id, "0-0");
     assert_eq!(typed_ids(&page.claimed), [id[2].clone()]);
+    // Gone from the group as an entry deleted from a Redis stream: a deleted id.
+    assert_eq!(page.deleted_ids, [id[1].clone()]);
     assert_eq!(xlen(&mut c, DEAD), 2);
     assert_eq!(pending(&mut c, "g"), [(id[2].clone(), "c3".to_string(), 2)]);
     let n: usize = c.xack(EVENTS, "g", &[&id[0], &id[1]]).expect("xack");

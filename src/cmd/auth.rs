@@ -6,7 +6,8 @@
 //! With `--requirepass` (or `USERBUS_PASSWORD`, `--password-file`), the right
 //! secret authenticates the connection and a wrong one gets `-WRONGPASS invalid
 //! username-password pair or user is disabled.`; the comparison takes constant
-//! time. Until then every command but AUTH, HELLO, PING, QUIT and RESET gets
+//! time. Until then every command but AUTH, HELLO, QUIT and RESET (the commands
+//! flagged `no-auth`, as in Redis; PING too is refused) gets
 //! `-NOAUTH Authentication required.` Without a password, as in Redis, the
 //! `default` user accepts any password and the one-argument form says that none is
 //! configured.

@@ -324,9 +324,9 @@ pub fn execute(args: &Args<'_>, ctx: &mut Ctx<'_>) -> Outcome {
         wrong_arity(spec.name, ctx);
         return Outcome::Continue;
     }
-    if !ctx.session.authenticated
-        && !matches!(spec.name, "auth" | "hello" | "ping" | "quit" | "reset")
-    {
+    // Redis's CMD_NO_AUTH commands (AUTH, HELLO, QUIT, RESET) are the only ones
+    // before AUTH; PING is not among them.
+    if !ctx.session.authenticated && !spec.flags.contains(&"no-auth") {
         ctx.out.error(crate::auth::NOAUTH);
         return Outcome::Continue;
     }

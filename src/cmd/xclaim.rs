@@ -5,11 +5,14 @@
 //!   [RETRYCOUNT n] [FORCE] [JUSTID] [LASTID id]` → the claimed entries (ids only
 //!   with JUSTID, which also does not count a delivery)
 //! - `XAUTOCLAIM events group consumer min-idle-ms start [COUNT n] [JUSTID]` →
-//!   `[next-start-id, [entries], [ids of trimmed entries removed]]`; `0-0` as next
-//!   start means the scan is complete
+//!   `[next-start-id, [entries], [deleted ids]]`; `0-0` as next start means the
+//!   scan is complete
 //!
 //! With `--max-deliveries N`, an entry about to be delivered after N deliveries is
-//! acknowledged and appended to `events.dead` instead of being claimed.
+//! acknowledged and appended to `events.dead` instead of being claimed. XAUTOCLAIM
+//! lists such an entry with the deleted ids, as Redis lists an entry deleted from
+//! the stream (and as XREADGROUP history shows it: `[id, nil]`); XCLAIM leaves it
+//! out, as Redis leaves out a deleted one.
 
 use super::{Ctx, Outcome, Spec, group_stream, int_arg, name_arg, no_group, syntax_error};
 use crate::events::stream::{exact_id, range_start, write_delivered, write_id};

@@ -44,6 +44,7 @@ pub mod checkpointer;
 pub mod error;
 pub mod event_log;
 pub mod groups;
+mod growing;
 pub mod meta;
 pub mod pending;
 pub mod replica;

@@ -268,7 +268,8 @@ impl Store {
     }
 
     /// XAUTOCLAIM: `None` without the group, else (next start seq or 0 when the
-    /// scan finished, claimed entries, seqs whose events were trimmed).
+    /// scan finished, claimed entries, seqs that left the pending entries because
+    /// their events were trimmed or because they were dead-lettered).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     pub fn group_autoclaim(
         &mut self,
@@ -307,7 +308,8 @@ impl Store {
             let mut next = 0;
             for (i, (seq, at, deliveries, owner)) in candidates.iter().enumerate() {
                 let (seq, at, deliveries) = (*seq, *at, *deliveries);
-                if claimed.len() >= count || i as i64 >= scan {
+                // COUNT bounds the reply, deleted ids included, as in Redis.
+                if claimed.len() + deleted.len() >= count || i as i64 >= scan {
                     next = seq;
                     break;
                 }
@@ -320,7 +322,9 @@ impl Store {
                     deleted.push(seq);
                     continue;
                 };
-                claimed.extend(claim_one(
+                // A dead-lettered entry left the group's pending entries as an
+                // entry deleted from a Redis stream leaves them: a deleted id.
+                match claim_one(
                     c,
                     group,
                     consumer,
@@ -330,7 +334,10 @@ impl Store {
                     opts,
                     max_deliveries,
                     now,
-                )?);
+                )? {
+                    Some(entry) => claimed.push(entry),
+                    None => deleted.push(seq),
+                }
             }
             if !claimed.is_empty() {
                 touch_consumer(c, group, consumer, now, true)?;

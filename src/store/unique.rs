@@ -11,10 +11,18 @@
 //!
 //! It is built at start from the `users` table, in id order; a value held by two
 //! users there is refused with an error naming the first two.
+//!
+//! Each field's table grows incrementally ([`GrowingTable`]): no insert moves
+//! more than a step of a growth, where a table that grows at once would move
+//! every value in one REGISTER (tens of milliseconds at millions of values).
 
 use rusqlite::{Connection, params};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::hash::BuildHasher;
+
+use super::growing::GrowingTable;
 
 /// Undo entries whose room is kept between ticks.
 const UNDO_KEPT: usize = 1024;
@@ -39,12 +47,50 @@ impl fmt::Display for Taken {
 }
 
 /// One unique field's values.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Index {
     field: String,
+    /// (value, holder) pairs, 32 bytes a slot, as in a `HashMap<Box<str>, Box<str>>`.
+    holders: GrowingTable<(Box<str>, Box<str>)>,
     // Values are chosen by clients: std's keyed hash keeps a crafted set of
     // values from degrading the table.
-    holders: HashMap<Box<str>, Box<str>>,
+    keys: RandomState,
+}
+
+impl Index {
+    fn new(field: &str) -> Index {
+        Index {
+            field: field.to_string(),
+            holders: GrowingTable::default(),
+            keys: RandomState::new(),
+        }
+    }
+
+    /// The user holding `value`.
+    fn get(&self, value: &str) -> Option<&str> {
+        let hash = self.keys.hash_one(value);
+        self.holders
+            .find(hash, |(v, _)| &**v == value)
+            .map(|(_, holder)| &**holder)
+    }
+
+    /// Takes `value` from its holder: (value, holder).
+    fn remove(&mut self, value: &str) -> Option<(Box<str>, Box<str>)> {
+        let hash = self.keys.hash_one(value);
+        self.holders.remove(hash, |(v, _)| &**v == value)
+    }
+
+    /// Gives `value` to `holder`; returns the holder it had.
+    fn insert(&mut self, value: Box<str>, holder: Box<str>) -> Option<Box<str>> {
+        let hash = self.keys.hash_one(&*value);
+        if let Some((_, had)) = self.holders.find_mut(hash, |(v, _)| *v == value) {
+            return Some(std::mem::replace(had, holder));
+        }
+        let keys = &self.keys;
+        self.holders
+            .insert_unique(hash, (value, holder), |(v, _)| keys.hash_one(&**v));
+        None
+    }
 }
 
 /// A change of the open tick, undone at rollback.
@@ -73,10 +119,7 @@ impl Unique {
             if unique.indexes.iter().any(|i| &i.field == field) {
                 continue;
             }
-            let mut index = Index {
-                field: field.clone(),
-                holders: HashMap::new(),
-            };
+            let mut index = Index::new(field);
             let mut stmt = conn
                 .prepare(
                     "SELECT u.id, u.name, j.value FROM users AS u, json_each(u.fields) AS j \
@@ -88,14 +131,14 @@ impl Unique {
                 let (id, name, value): (i64, String, String) =
                     (|| Ok::<_, rusqlite::Error>((row.get(0)?, row.get(1)?, row.get(2)?)))()
                         .map_err(|e| e.to_string())?;
-                if let Some(first) = index.holders.get(value.as_str()) {
+                if let Some(first) = index.get(&value) {
                     return Err(format!(
                         "the unique field '{field}' has the value '{value}' twice in the users \
                          table: users '{first}' and '{name}' (id {id}) hold it; make the values \
                          unique, or start without --unique-field {field}"
                     ));
                 }
-                index.holders.insert(value.into(), name.into());
+                index.insert(value.into(), name.into());
             }
             unique.indexes.push(index);
         }
@@ -126,15 +169,15 @@ impl Unique {
     /// is not unique.
     pub fn holder(&self, field: &str, value: &str) -> Option<&str> {
         let index = self.indexes.iter().find(|i| i.field == field)?;
-        index.holders.get(value).map(|n| &**n)
+        index.get(value)
     }
 
     /// The first of `fields`' unique values that a user other than `name` holds.
     pub fn conflict(&self, name: &str, fields: &BTreeMap<String, String>) -> Option<Taken> {
         self.indexes.iter().find_map(|i| {
             let value = fields.get(&i.field)?;
-            let holder = i.holders.get(value.as_str())?;
-            (&**holder != name).then(|| Taken {
+            let holder = i.get(value)?;
+            (holder != name).then(|| Taken {
                 field: i.field.clone(),
                 holder: holder.to_string(),
             })
@@ -156,17 +199,14 @@ impl Unique {
                 continue;
             }
             if let Some(old) = old
-                && index
-                    .holders
-                    .get(old.as_str())
-                    .is_some_and(|h| &**h == name)
-                && let Some((value, holder)) = index.holders.remove_entry(old.as_str())
+                && index.get(old).is_some_and(|h| h == name)
+                && let Some((value, holder)) = index.remove(old)
             {
                 self.undo.push(Undo::Put(n, value, holder));
             }
             if let Some(new) = new {
                 let value: Box<str> = new.as_str().into();
-                if let Some(previous) = index.holders.insert(value.clone(), name.into()) {
+                if let Some(previous) = index.insert(value.clone(), name.into()) {
                     // Only when a follower applies a stream that breaks the rule
                     // (it checks first); keep the undo exact all the same.
                     self.undo.push(Undo::Put(n, value.clone(), previous));
@@ -189,12 +229,12 @@ impl Unique {
             match undo {
                 Undo::Drop(n, value) => {
                     if let Some(i) = self.indexes.get_mut(n) {
-                        i.holders.remove(&value);
+                        i.remove(&value);
                     }
                 }
                 Undo::Put(n, value, holder) => {
                     if let Some(i) = self.indexes.get_mut(n) {
-                        i.holders.insert(value, holder);
+                        i.insert(value, holder);
                     }
                 }
             }
@@ -254,6 +294,100 @@ mod tests {
         assert_eq!(u.holder("phone", "1"), Some("ann"));
         assert_eq!(u.holder("email", "a2@x"), None);
         assert_eq!(u.len(), 2);
+    }
+
+    #[test]
+    fn a_rollback_across_growths_restores_the_committed_values() {
+        let mut u = unique(&["email"]);
+        let user = |i: usize| (format!("u{i}"), map(&[("email", &format!("{i}@x"))]));
+        for i in 0..10_000 {
+            let (name, fields) = user(i);
+            u.change(&name, None, Some(&fields));
+        }
+        u.commit();
+        // A tick that grows the table twice, moves half the users to new values
+        // and unregisters the rest.
+        for i in 10_000..40_000 {
+            let (name, fields) = user(i);
+            u.change(&name, None, Some(&fields));
+        }
+        for i in 0..10_000 {
+            let (name, fields) = user(i);
+            let moved = map(&[("email", &format!("{i}@y"))]);
+            let after = (i % 2 == 0).then_some(&moved);
+            u.change(&name, Some(&fields), after);
+        }
+        assert_eq!(u.len(), 35_000);
+        u.rollback();
+        assert_eq!(u.len(), 10_000);
+        for i in 0..40_000 {
+            let want = (i < 10_000).then(|| format!("u{i}"));
+            assert_eq!(u.holder("email", &format!("{i}@x")), want.as_deref());
+            assert_eq!(u.holder("email", &format!("{i}@y")), None);
+        }
+    }
+
+    /// CPU time of this thread so far, ns (0 where /proc does not say): unlike
+    /// the wall clock, not stretched by other processes on a busy machine.
+    fn cpu_ns() -> u128 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The longest single insert into one field's index while it grows from empty
+    /// past `GROWTH_VALUES` values (4 million unless set), in ticks of 1000, in CPU
+    /// time and in wall time. Run it alone, in release mode:
+    /// `cargo test --release --lib unique::tests::growth_pause -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn growth_pause() {
+        let total: usize = std::env::var("GROWTH_VALUES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4_000_000);
+        let mut u = unique(&["email"]);
+        let (mut cpu, mut wall): (Vec<u128>, Vec<u128>) = (Vec::new(), Vec::new());
+        let mut peak_bytes = 0;
+        for i in 0..total {
+            let name = format!("user-{i}");
+            let fields = map(&[("email", &format!("user-{i}@example.com"))]);
+            let (cpu_before, started) = (cpu_ns(), std::time::Instant::now());
+            u.change(&name, None, Some(&fields));
+            wall.push(started.elapsed().as_nanos());
+            cpu.push(cpu_ns().saturating_sub(cpu_before));
+            peak_bytes = peak_bytes.max(u.indexes[0].holders.allocation_size());
+            if i % 1000 == 999 {
+                u.commit();
+            }
+        }
+        let ms = |ns: u128| ns as f64 / 1e6;
+        let top = |mut v: Vec<u128>| {
+            v.sort_unstable();
+            v.reverse();
+            v.truncate(3);
+            v.iter()
+                .map(|&t| format!("{:.3}", ms(t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let over = |limit: u128| cpu.iter().filter(|&&t| t > limit).count();
+        let index = &u.indexes[0];
+        println!(
+            "{total} values: the longest inserts {} ms CPU ({} ms wall); in CPU over \
+             100 µs: {}, over 1 ms: {}; capacity {} for {} values; table {} bytes \
+             (growing: {}), at most {} bytes",
+            top(cpu.clone()),
+            top(wall),
+            over(100_000),
+            over(1_000_000),
+            index.holders.capacity(),
+            index.holders.len(),
+            index.holders.allocation_size(),
+            index.holders.is_growing(),
+            peak_bytes,
+        );
     }
 
     #[test]
