@@ -11,11 +11,47 @@
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::error::Error;
+
+/// The CA certificates in the PEM file `path`, for the flag `flag` that named it
+/// (`--nats-ca`, `--webhook-ca`): at least one, or a configuration error naming both.
+pub fn pem_roots(path: &Path, flag: &str) -> Result<rustls::RootCertStore, Error> {
+    let bad = |what: &str, e: &dyn fmt::Display| {
+        Error::Config(format!("{what} {flag} {}: {e}", path.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(path).map_err(|e| bad("cannot read", &e))? {
+        let c = c.map_err(|e| bad("cannot parse", &e))?;
+        roots.add(c).map_err(|e| bad("bad certificate in", &e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(
+            "no certificate in",
+            &"expected PEM \"BEGIN CERTIFICATE\" blocks",
+        ));
+    }
+    Ok(roots)
+}
+
+/// A rustls client configuration trusting `roots`, with the ring provider and
+/// its safe default protocol versions.
+pub fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK_BYTES: usize = 16 * 1024;

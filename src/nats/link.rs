@@ -11,38 +11,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use mio::{Interest, Registry, Token};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use super::event::ConnError;
 use super::proto::{Parser, ServerOp};
-use crate::conn::outbound::{Outbound, OutboundError};
+use crate::conn::outbound::{self, Outbound, OutboundError};
 use crate::error::Error;
 
 /// The rustls client configuration for `tls://` servers and servers whose INFO
 /// requires TLS: trusts the CA certificates in `ca_file` (PEM), ring provider.
 pub fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, Error> {
-    let bad = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Config(format!("{what} --nats-ca {}: {e}", ca_file.display()))
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca_file).map_err(|e| bad("cannot read", &e))? {
-        let c = c.map_err(|e| bad("cannot parse", &e))?;
-        roots.add(c).map_err(|e| bad("bad certificate in", &e))?;
-    }
-    if roots.is_empty() {
-        return Err(bad(
-            "no certificate in",
-            &"expected PEM \"BEGIN CERTIFICATE\" blocks",
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    outbound::client_config(outbound::pem_roots(ca_file, "--nats-ca")?)
 }
 
 /// A socket to one server, its buffers and the NATS parser over its input.

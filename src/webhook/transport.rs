@@ -113,21 +113,7 @@ impl Tls {
 pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Error> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
-        Some(path) => {
-            let bad = |what: &str, e: &dyn std::fmt::Display| {
-                Error::Config(format!("{what} --webhook-ca {}: {e}", path.display()))
-            };
-            for c in CertificateDer::pem_file_iter(path).map_err(|e| bad("cannot read", &e))? {
-                let c = c.map_err(|e| bad("cannot parse", &e))?;
-                roots.add(c).map_err(|e| bad("bad certificate in", &e))?;
-            }
-            if roots.is_empty() {
-                return Err(bad(
-                    "no certificate in",
-                    &"expected PEM \"BEGIN CERTIFICATE\" blocks",
-                ));
-            }
-        }
+        Some(path) => roots = crate::conn::outbound::pem_roots(path, "--webhook-ca")?,
         None => {
             let env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
             let candidates = env
@@ -154,13 +140,7 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, E
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::conn::outbound::client_config(roots)
 }
 
 /// One request to send: always a `POST` to the URL's path and query.
