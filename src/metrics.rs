@@ -290,6 +290,9 @@ pub struct View<'a> {
     pub pubsub: &'a PubSub,
     /// Why the last commit failed; `None` when it succeeded.
     pub storage_error: Option<StorageErrorKind>,
+    /// While the user index loads after a start without its image: the share of
+    /// the users table loaded, 0 to 100; `None` once loaded.
+    pub loading_percent: Option<f64>,
 }
 
 /// Writes each `(name, kind, help, value)` sample with its HELP and TYPE lines.
@@ -361,6 +364,22 @@ pub fn prometheus(v: &View<'_>) -> String {
         s.updates as f64,
     );
     metric("users", "gauge", "Registered users.", v.counts.users as f64);
+    metric(
+        "loading",
+        "gauge",
+        "1 while the user index loads (names not loaded yet answer LOADING), else 0.",
+        if v.loading_percent.is_some() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    metric(
+        "loading_loaded_ratio",
+        "gauge",
+        "The share of the users table the user index has loaded, 0 to 1.",
+        v.loading_percent.map_or(1.0, |p| p / 100.0),
+    );
     metric(
         "events",
         "gauge",

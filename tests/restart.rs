@@ -214,6 +214,8 @@ fn after_a_crash_the_server_serves_while_the_index_loads() {
     ));
     assert!(http.starts_with("HTTP/1.1 503"), "{http}");
     assert!(http.contains("Retry-After: 1"), "{http}");
+    let metrics = server.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(metrics.contains("\nuserbus_loading 1\n"), "{metrics}");
 
     // The first users load first: they answer and take writes.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -245,6 +247,12 @@ fn after_a_crash_the_server_serves_while_the_index_loads() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(server.lines_with("users from the users table in").len(), 1);
+    let metrics = server.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(metrics.contains("\nuserbus_loading 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nuserbus_loading_loaded_ratio 1\n"),
+        "{metrics}"
+    );
     assert_eq!(count(&mut con), N as i64 - 1);
     let lookup = |con: &mut Connection, name: &str| -> Value {
         redis::cmd("LOOKUP").arg(name).query(con).expect("LOOKUP")

@@ -146,6 +146,7 @@ fn metrics(env: &mut Env<'_>) -> Response {
         groups: &groups,
         pubsub: env.pubsub,
         storage_error: env.store_view().last_error(),
+        loading_percent: env.store_view().loading().map(|p| p.percent),
     });
     Response {
         status: 200,
