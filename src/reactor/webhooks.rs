@@ -385,9 +385,6 @@ impl Reactor {
             let Some(event) = next_event(e, store, fresh, last, &mut w.gone, &mut w.behind) else {
                 continue;
             };
-            if e.due_at(event.seq) > now_ms {
-                continue;
-            }
             let mut body = Vec::with_capacity(256);
             event.write_json(&mut body);
             let headers = e.headers(&writer, event.seq, now_ms / 1000, &body);

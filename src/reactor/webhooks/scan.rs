@@ -15,7 +15,7 @@ use crate::webhook::engine::{Endpoint, Target};
 const READS: [usize; 3] = [1, 16, 256];
 
 /// The event endpoint `e` sends next, up to `last`; `None` when it has none
-/// (or is disabled, or busy). Events its filter skips move its position;
+/// (or is disabled, or busy, or its retry is not yet due). Events its filter skips move its position;
 /// requeued dead letters gone from the log go to `gone`.
 pub(super) fn next_event(
     e: &mut Endpoint,
@@ -25,8 +25,11 @@ pub(super) fn next_event(
     gone: &mut Vec<(i64, i64)>,
     behind: &mut bool,
 ) -> Option<Event> {
+    let now_ms = crate::clock::now_ms();
     loop {
         match e.target()? {
+            // A retry waits for its time without a read.
+            Target::Dead(seq) if e.due_at(seq) > now_ms => return None,
             Target::Dead(seq) => match store.events_between(seq, seq, 1, false) {
                 Ok(rows) if !rows.is_empty() => return Some(Event::from_row(&rows[0])),
                 Ok(_) => {
@@ -46,8 +49,7 @@ pub(super) fn next_event(
                 if position >= last {
                     return None;
                 }
-                // A retry waits for its time without a read.
-                if e.retrying() && e.state.next_attempt_at > crate::clock::now_ms() {
+                if e.retrying() && e.state.next_attempt_at > now_ms {
                     return None;
                 }
                 return after(e, store, fresh, position + 1, last, behind);
@@ -221,5 +223,24 @@ mod tests {
         );
         assert_eq!(gone, [(1, 9)]);
         assert!(e.requeued.is_empty());
+    }
+
+    #[test]
+    fn a_requeued_dead_letter_waits_for_its_retry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = store_with_events(&dir);
+        let (mut gone, mut behind) = (Vec::new(), false);
+        let mut e = endpoint("*", 4);
+        e.requeued = [2].into();
+        e.state.attempt_seq = 2;
+        e.state.attempts = 1;
+        e.state.next_attempt_at = i64::MAX;
+        assert_eq!(
+            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind),
+            None
+        );
+        e.state.next_attempt_at = 0;
+        let next = next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind);
+        assert_eq!(next.map(|ev| ev.seq), Some(2));
     }
 }
