@@ -116,8 +116,15 @@ impl Webhooks {
         }
     }
 
-    /// The next time something is due: a transport deadline or a retry.
+    /// The next time something is due: a transport deadline, or a retry (not
+    /// before a pause ends: a retry due during it would wake every poll).
     pub(super) fn next_deadline(&self) -> Option<Instant> {
+        if self.paused_until.is_some() {
+            return [self.transport.next_deadline(), self.paused_until]
+                .into_iter()
+                .flatten()
+                .min();
+        }
         let now_ms = crate::clock::now_ms();
         let retry = self
             .endpoints
@@ -129,7 +136,7 @@ impl Webhooks {
                 let wait = u64::try_from(at.saturating_sub(now_ms)).unwrap_or(0);
                 Instant::now() + Duration::from_millis(wait)
             });
-        [self.transport.next_deadline(), retry, self.paused_until]
+        [self.transport.next_deadline(), retry]
             .into_iter()
             .flatten()
             .min()
@@ -407,5 +414,39 @@ impl Reactor {
             w.behind = true;
         }
         w.refresh(&mut self.shared.stats.webhooks);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+    use crate::store::WebhookState;
+
+    #[test]
+    fn a_storage_pause_holds_back_the_retries_that_are_due() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("n.db"), Durability::Normal, 0).expect("open");
+        let id = store
+            .webhook_add(
+                "http://example.com/",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "*",
+                0,
+            )
+            .expect("add");
+        let retrying = WebhookState {
+            attempt_seq: 1,
+            attempts: 1,
+            next_attempt_at: 1,
+            ..WebhookState::default()
+        };
+        store.webhook_save(id, &retrying).expect("save");
+        store.finish_tick().expect("commit");
+        let mut w = Webhooks::new(&Config::default(), &mut store).expect("webhooks");
+        assert!(w.next_deadline().is_some_and(|d| d <= Instant::now()));
+        let until = Instant::now() + STORAGE_PAUSE;
+        w.paused_until = Some(until);
+        assert_eq!(w.next_deadline(), Some(until), "no poll wakes before it");
     }
 }
