@@ -47,7 +47,8 @@ impl Reactor {
             held,
             self.follow_deadline(),
             self.handler_offsets_deadline(),
-            self.webhooks.next_deadline(),
+            self.webhooks
+                .next_deadline(self.shared.stats.replica.read_only()),
             self.shared
                 .store
                 .warm_due_in(Instant::now())

@@ -118,7 +118,12 @@ impl Webhooks {
 
     /// The next time something is due: a transport deadline, or a retry (not
     /// before a pause ends: a retry due during it would wake every poll).
-    pub(super) fn next_deadline(&self) -> Option<Instant> {
+    pub(super) fn next_deadline(&self, read_only: bool) -> Option<Instant> {
+        // A read-only node (a follower, a fenced primary) starts no request, so a
+        // retry due in its rows is no reason to wake: only requests in flight are.
+        if read_only {
+            return self.transport.next_deadline();
+        }
         if self.paused_until.is_some() {
             return [self.transport.next_deadline(), self.paused_until]
                 .into_iter()
@@ -252,11 +257,12 @@ impl Reactor {
     /// The transport's deadlines (timeouts, idle connections, answers known at
     /// start); retries that came due.
     pub(super) fn webhook_timers(&mut self, now: Instant) {
+        let read_only = self.shared.stats.replica.read_only();
         let w = &mut self.webhooks;
         if w.transport.next_deadline().is_some_and(|d| d <= now) {
             w.transport.expire(self.poll.registry(), now, &mut w.done);
         }
-        if !w.done.is_empty() || w.next_deadline().is_some_and(|d| d <= now) {
+        if !w.done.is_empty() || w.next_deadline(read_only).is_some_and(|d| d <= now) {
             w.behind = true;
         }
     }
@@ -444,9 +450,18 @@ mod tests {
         store.webhook_save(id, &retrying).expect("save");
         store.finish_tick().expect("commit");
         let mut w = Webhooks::new(&Config::default(), &mut store).expect("webhooks");
-        assert!(w.next_deadline().is_some_and(|d| d <= Instant::now()));
+        assert!(w.next_deadline(false).is_some_and(|d| d <= Instant::now()));
+        assert_eq!(
+            w.next_deadline(true),
+            None,
+            "a read-only node starts no request: a due retry does not wake it"
+        );
         let until = Instant::now() + STORAGE_PAUSE;
         w.paused_until = Some(until);
-        assert_eq!(w.next_deadline(), Some(until), "no poll wakes before it");
+        assert_eq!(
+            w.next_deadline(false),
+            Some(until),
+            "no poll wakes before it"
+        );
     }
 }
