@@ -439,11 +439,14 @@ impl Store {
     /// millisecond), between ticks only: it does nothing while a tick is open.
     /// True when this slice finished loading. An unreadable row is an error (the
     /// server stops, as a blocking load stops the start); a failed read is
-    /// logged and retried by the next slice.
+    /// logged and retried by a slice a moment later.
     pub fn warm_step(&mut self) -> Result<bool> {
         match self.warm(Some(users::load::slice_budget())) {
             Err(Error::Storage(e)) => {
                 log::warn!("user index: loading failed, retrying: {e}");
+                if let Some(w) = self.warming.as_mut() {
+                    w.read_failed();
+                }
                 Ok(false)
             }
             other => other,

@@ -46,6 +46,10 @@ const SLICE_BUDGET: Duration = Duration::from_millis(1);
 /// before the first request.
 const START_BUDGET: Duration = Duration::from_millis(500);
 
+/// How long loading waits after a failed read before the next slice, so that a
+/// read failing every time is not retried on every turn of the loop.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 /// How a start without a usable image is loading the users table.
 #[derive(Debug)]
 pub struct Warming {
@@ -115,6 +119,11 @@ impl Warming {
     /// Time since loading started.
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// A slice's read failed: the next one waits [`RETRY_PAUSE`].
+    pub(in crate::store) fn read_failed(&mut self) {
+        self.next_at = Instant::now() + RETRY_PAUSE;
     }
 }
 
@@ -407,6 +416,27 @@ mod tests {
         assert_eq!(store.user_count(), 29);
         store.save_index();
         assert!(image::path_for(&path).exists());
+    }
+
+    #[test]
+    fn a_failed_read_puts_the_next_slice_off() {
+        let (_dir, path) = database(30);
+        let mut store = cold(&path, 10);
+        store.warm_step().expect("slice");
+        assert_eq!(store.warm_due_in(Instant::now()), Some(Duration::ZERO));
+        store
+            .conn
+            .execute_batch("ALTER TABLE users RENAME TO users_away")
+            .expect("rename");
+        assert!(!store.warm_step().expect("a failed read is retried"));
+        let due = store.warm_due_in(Instant::now()).expect("loading");
+        assert!(due > Duration::from_millis(500), "next slice in {due:?}");
+        store
+            .conn
+            .execute_batch("ALTER TABLE users_away RENAME TO users")
+            .expect("rename back");
+        store.finish_warming().expect("load");
+        assert_eq!(store.user_count(), 30);
     }
 
     #[test]
