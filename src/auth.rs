@@ -16,6 +16,15 @@ pub fn password_matches(given: &[u8], expected: &str) -> bool {
     diff == 0
 }
 
+/// Fills `buf` from the system's secure random generator (ring's, which reads
+/// the kernel's `getrandom`): stream tokens and webhook secrets.
+pub fn random_fill(buf: &mut [u8]) -> std::io::Result<()> {
+    use ring::rand::SecureRandom;
+    ring::rand::SystemRandom::new()
+        .fill(buf)
+        .map_err(|_| std::io::Error::other("the system's random generator failed"))
+}
+
 /// Redis's reply to a command that needs authentication.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
 /// Redis's reply to a wrong secret.

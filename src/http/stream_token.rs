@@ -9,7 +9,6 @@
 //! being spent by its first stream and dead after a minute keeps such a copy
 //! worthless.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 /// How long a token may wait for the stream it starts.
@@ -31,7 +30,7 @@ impl StreamTokens {
     /// the system's random source cannot be read.
     pub fn issue(&mut self, now: Instant) -> std::io::Result<String> {
         let mut bytes = [0u8; TOKEN_BYTES];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        crate::auth::random_fill(&mut bytes)?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         self.issued.retain(|(_, until)| *until > now);
         if self.issued.len() >= MAX_TOKENS {

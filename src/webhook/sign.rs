@@ -4,7 +4,6 @@
 //! the standard alphabet with padding, as the specification's libraries write it.
 
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 
 /// What a secret's text starts with.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -47,9 +46,7 @@ impl Secret {
     /// A new secret of `GENERATED_SECRET_BYTES` random bytes.
     pub fn generate() -> Result<Secret, String> {
         let mut bytes = vec![0; GENERATED_SECRET_BYTES];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| "the system's random generator failed".to_string())?;
+        crate::auth::random_fill(&mut bytes).map_err(|e| e.to_string())?;
         Ok(Secret(bytes))
     }
 
@@ -76,7 +73,7 @@ impl Secret {
 /// generator fails (no jitter then).
 pub fn random_unit() -> f64 {
     let mut b = [0u8; 4];
-    match SystemRandom::new().fill(&mut b) {
+    match crate::auth::random_fill(&mut b) {
         Ok(()) => f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0),
         Err(_) => 0.5,
     }
