@@ -15,13 +15,13 @@
 //! Nothing a tick did leaves the process before its commit. A failing client only
 //! ever closes itself: errors inside the loop are per connection.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::cmd::Shared;
@@ -158,7 +158,7 @@ fn committed_tail(fresh: &[Event], last: i64, from: i64, limit: usize) -> Option
 #[derive(Debug, Clone)]
 pub struct ShutdownHandle {
     flag: Arc<AtomicBool>,
-    waker: Arc<std::os::unix::net::UnixStream>,
+    waker: Arc<Waker>,
 }
 
 impl ShutdownHandle {
@@ -166,10 +166,7 @@ impl ShutdownHandle {
     /// from `run`.
     pub fn shutdown(&self) {
         self.flag.store(true, Ordering::SeqCst);
-        // A full pipe already holds a wake-up.
-        if let Err(e) = (&*self.waker).write(&[1])
-            && e.kind() != io::ErrorKind::WouldBlock
-        {
+        if let Err(e) = self.waker.wake() {
             log::error!("cannot wake the reactor for shutdown: {e}");
         }
     }
@@ -253,10 +250,8 @@ pub struct Reactor {
     /// When the last accept failure was logged at warn level (rate limit).
     accept_warned_at: Option<Instant>,
     shutdown_flag: Arc<AtomicBool>,
-    /// The shutdown handles' end of the wake-up pipe.
-    waker: Arc<std::os::unix::net::UnixStream>,
-    /// The loop's end of it, at `WAKER`.
-    wake_rx: UnixStream,
+    /// The poll's one waker: shutdown handles and the webhook resolver fire it.
+    waker: Arc<Waker>,
     signals: Option<UnixStream>,
     stopping: bool,
     /// A durable handler has more events to catch up on: poll without waiting.
@@ -354,15 +349,9 @@ impl Reactor {
             // A follower applies events by name from its first tick.
             store.finish_warming()?;
         }
-        // A pipe rather than a mio `Waker`: a poll may have one `Waker` only
-        // (mio asserts it), and the webhook resolver's is that one.
-        let (wake_rx, wake_tx) = std::os::unix::net::UnixStream::pair()?;
-        wake_rx.set_nonblocking(true)?;
-        wake_tx.set_nonblocking(true)?;
-        let mut wake_rx = UnixStream::from_std(wake_rx);
-        poll.registry()
-            .register(&mut wake_rx, WAKER, Interest::READABLE)?;
-        let waker = Arc::new(wake_tx);
+        // A poll may have one `Waker` only (mio asserts it): shutdown and the
+        // webhook resolver share it.
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let signals = if handle_signals {
             let (rx, tx) = std::os::unix::net::UnixStream::pair()?;
             rx.set_nonblocking(true)?;
@@ -412,7 +401,7 @@ impl Reactor {
             stream: config.nats_stream.clone(),
             ..Default::default()
         };
-        let webhooks = webhooks::Webhooks::new(&config, &mut store)?;
+        let webhooks = webhooks::Webhooks::new(&config, &mut store, Arc::clone(&waker))?;
         let relay_stored = relay.as_ref().map_or(0, |r| r.confirmed());
         if config.durability.replicated() && relay.is_none() && !config.follow {
             return Err(Error::Config(
@@ -485,7 +474,6 @@ impl Reactor {
             accept_warned_at: None,
             shutdown_flag: Arc::new(AtomicBool::new(false)),
             waker,
-            wake_rx,
             signals,
             stopping: false,
             durable_behind,
@@ -586,8 +574,7 @@ impl Reactor {
                     self.follow_ready(ev.is_readable() || closed, ev.is_writable());
                 }
                 WAKER => {
-                    let mut buf = [0u8; 64];
-                    while matches!(self.wake_rx.read(&mut buf), Ok(n) if n > 0) {}
+                    self.webhook_woken();
                     if self.shutdown_flag.load(Ordering::SeqCst) {
                         self.begin_stop("shutdown requested");
                     }

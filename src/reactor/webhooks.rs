@@ -31,9 +31,7 @@ use crate::error::Result;
 use crate::events::Event;
 use crate::store::{StorageError, Store};
 use crate::webhook::engine::{Attempt, Endpoint, Policy, Verdict};
-use crate::webhook::transport::{
-    Done, Outcome, Request, Tls, Transport, TransportConfig, Url, WEBHOOK_WAKER,
-};
+use crate::webhook::transport::{Done, Outcome, Request, Tls, Transport, TransportConfig, Url};
 
 mod scan;
 
@@ -64,7 +62,11 @@ pub(super) struct Webhooks {
 
 impl Webhooks {
     /// The transport `config` asks for, and the endpoints stored in `store`.
-    pub(super) fn new(config: &Config, store: &mut Store) -> Result<Webhooks> {
+    pub(super) fn new(
+        config: &Config,
+        store: &mut Store,
+        waker: std::sync::Arc<mio::Waker>,
+    ) -> Result<Webhooks> {
         let tls = Tls::new(config.webhook_ca.as_deref())?;
         let transport = Transport::new(
             TransportConfig {
@@ -74,7 +76,7 @@ impl Webhooks {
                 tls,
                 max_response_body: MAX_WEBHOOK_RESPONSE_BYTES,
             },
-            WEBHOOK_WAKER,
+            waker,
         )?;
         let mut webhooks = Webhooks {
             endpoints: BTreeMap::new(),
@@ -249,6 +251,17 @@ impl Reactor {
         let w = &mut self.webhooks;
         w.transport
             .ready(self.poll.registry(), ev, Instant::now(), &mut w.done);
+        if !w.done.is_empty() {
+            w.behind = true;
+        }
+    }
+
+    /// The poll's waker fired (it is shared with shutdown): the resolver may
+    /// have answered.
+    pub(super) fn webhook_woken(&mut self) {
+        let w = &mut self.webhooks;
+        w.transport
+            .woken(self.poll.registry(), Instant::now(), &mut w.done);
         if !w.done.is_empty() {
             w.behind = true;
         }
@@ -449,7 +462,9 @@ mod tests {
         };
         store.webhook_save(id, &retrying).expect("save");
         store.finish_tick().expect("commit");
-        let mut w = Webhooks::new(&Config::default(), &mut store).expect("webhooks");
+        let poll = mio::Poll::new().expect("poll");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+        let mut w = Webhooks::new(&Config::default(), &mut store, waker.into()).expect("webhooks");
         assert!(w.next_deadline(false).is_some_and(|d| d <= Instant::now()));
         assert_eq!(
             w.next_deadline(true),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use mio::{Registry, Token, Waker};
+use mio::Waker;
 
 /// One question: the addresses of `host` at `port`.
 #[derive(Debug)]
@@ -40,12 +40,10 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// Starts the thread; its answers wake the poll at `token`.
-    ///
-    /// The waker is the poll's only `mio::Waker`: mio allows one per poll, so
-    /// the reactor wakes itself for shutdown through a socket pair instead.
-    pub fn start(registry: &Registry, token: Token) -> io::Result<Resolver> {
-        let waker = Arc::new(Waker::new(registry, token)?);
+    /// Starts the thread; its answers wake the poll through `waker`, the
+    /// poll's one `mio::Waker` (mio allows one per poll), which the reactor
+    /// shares with its shutdown handles.
+    pub fn start(waker: Arc<Waker>) -> io::Result<Resolver> {
         let (query_tx, query_rx) = mpsc::channel::<Query>();
         let (answer_tx, answer_rx) = mpsc::channel::<Answer>();
         let thread = std::thread::Builder::new()
@@ -126,7 +124,7 @@ fn serve(queries: &Receiver<Query>, answers: &Sender<Answer>, waker: &Waker) {
 mod tests {
     use std::time::Duration;
 
-    use mio::{Events, Poll};
+    use mio::{Events, Poll, Token};
 
     use super::*;
 
@@ -134,7 +132,8 @@ mod tests {
     fn answers_wake_the_poll_and_the_thread_ends_on_drop() {
         let mut poll = Poll::new().unwrap();
         let token = Token(7);
-        let mut resolver = Resolver::start(poll.registry(), token).unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), token).unwrap());
+        let mut resolver = Resolver::start(waker).unwrap();
         assert!(resolver.ask(1, "localhost", 8080));
         assert!(resolver.ask(2, "no-such-host.invalid", 80));
         let mut got = Vec::new();

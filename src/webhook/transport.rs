@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Registry, Token, Waker};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -39,9 +39,6 @@ mod steps;
 /// `[WEBHOOK_TOKEN_BASE, WEBHOOK_TOKEN_BASE + 2^32)`, far above the reactor's
 /// connection keys and below its fixed tokens.
 pub const WEBHOOK_TOKEN_BASE: usize = usize::MAX / 2;
-/// The resolver's waker token, for [`Transport::new`] (the reactor's fixed tokens
-/// take `usize::MAX - 1` to `usize::MAX - 8`).
-pub const WEBHOOK_WAKER: Token = Token(usize::MAX - 9);
 /// An idle keep-alive connection is closed after this long without a request
 /// (servers commonly close theirs after 5 to 120 s).
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -272,7 +269,8 @@ struct Endpoint {
 #[derive(Debug)]
 pub struct Transport {
     config: TransportConfig,
-    waker_token: Token,
+    /// The poll's waker, which the resolver thread fires when it answers.
+    waker: Arc<Waker>,
     resolver: Option<Resolver>,
     endpoints: HashMap<u64, Endpoint>,
     /// Connection id → endpoint.
@@ -289,11 +287,12 @@ pub struct Transport {
 
 impl Transport {
     /// A transport with no endpoints; the resolver thread starts when a host name
-    /// first needs it, and answers at `waker_token` (normally [`WEBHOOK_WAKER`]).
-    pub fn new(config: TransportConfig, waker_token: Token) -> io::Result<Transport> {
+    /// first needs it, and wakes the poll through `waker` when it answers (then
+    /// [`Transport::woken`] takes the answers).
+    pub fn new(config: TransportConfig, waker: Arc<Waker>) -> io::Result<Transport> {
         Ok(Transport {
             config,
-            waker_token,
+            waker,
             resolver: None,
             endpoints: HashMap::new(),
             conns: HashMap::new(),
@@ -305,10 +304,16 @@ impl Transport {
         })
     }
 
-    /// True for the transport's tokens: its connections'
-    /// (`[WEBHOOK_TOKEN_BASE, WEBHOOK_TOKEN_BASE + 2^32)`) and [`WEBHOOK_WAKER`].
+    /// True for the transport's tokens, its connections'
+    /// (`[WEBHOOK_TOKEN_BASE, WEBHOOK_TOKEN_BASE + 2^32)`).
     pub fn owns(token: Token) -> bool {
-        token == WEBHOOK_WAKER || conn_id(token).is_some()
+        conn_id(token).is_some()
+    }
+
+    /// The poll's waker fired: takes the resolver's answers, and starts or ends
+    /// the requests that waited for them (those that ended go to `done`).
+    pub fn woken(&mut self, registry: &Registry, now: Instant, done: &mut Vec<Done>) {
+        self.resolved(registry, now, done);
     }
 
     /// Starts `request` for `endpoint`. At most one request is in flight per
@@ -346,10 +351,6 @@ impl Transport {
         now: Instant,
         done: &mut Vec<Done>,
     ) {
-        if event.token() == self.waker_token {
-            self.resolved(registry, now, done);
-            return;
-        }
         let Some(endpoint) = conn_id(event.token()).and_then(|id| self.conns.get(&id)) else {
             return;
         };

@@ -3,6 +3,7 @@
 //! outcome, and an idle connection's watch for the server closing it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::{Interest, Registry};
@@ -61,7 +62,7 @@ impl Transport {
             return self.connect_next(registry, ep, now);
         }
         if self.resolver.is_none() {
-            match Resolver::start(registry, self.waker_token) {
+            match Resolver::start(Arc::clone(&self.waker)) {
                 Ok(r) => self.resolver = Some(r),
                 Err(e) => return Some(failed(format!("cannot start the resolver: {e}"))),
             }
