@@ -84,10 +84,7 @@ impl Store {
         fields: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> std::result::Result<Option<Change>, StorageError> {
-        // While the index loads, a name it does not hold may be in the table.
-        if self.indexed(name)?.is_some() {
-            return Ok(None);
-        }
+        self.check_loaded(name)?;
         self.begin()?;
         let Some(user_id) = self.users.add(name, fields, now_ms) else {
             return Ok(None);
@@ -171,9 +168,7 @@ impl Store {
         name: &str,
         now_ms: i64,
     ) -> std::result::Result<Option<(Change, FieldMap)>, StorageError> {
-        if self.indexed(name)?.is_none() {
-            return Ok(None);
-        }
+        self.check_loaded(name)?;
         self.begin()?;
         self.flush()?;
         // Out of the index first: a failed write below rolls the index back too.

@@ -425,6 +425,16 @@ impl Store {
         }
     }
 
+    /// While the index loads, a name it does not hold yet may be in the table: a
+    /// [`StorageError::loading`]. Once loaded it costs no lookup, since the write
+    /// that follows looks the name up itself.
+    fn check_loaded(&self, name: &str) -> std::result::Result<(), StorageError> {
+        if self.warming.is_some() && self.users.get(name).is_none() {
+            return Err(StorageError::loading());
+        }
+        Ok(())
+    }
+
     /// How far the user index has loaded; `None` once it holds every user.
     pub fn loading(&self) -> Option<users::load::Progress> {
         self.warming.as_ref().map(users::load::Warming::progress)

@@ -23,9 +23,7 @@ impl Store {
         after: &BTreeMap<String, String>,
         now_ms: i64,
     ) -> std::result::Result<Option<(Change, FieldMap)>, StorageError> {
-        if self.indexed(name)?.is_none() {
-            return Ok(None);
-        }
+        self.check_loaded(name)?;
         self.begin()?;
         self.flush()?;
         // In the index first: a failed write below rolls the index back too.
