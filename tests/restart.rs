@@ -246,6 +246,11 @@ fn after_a_crash_the_server_serves_while_the_index_loads() {
         assert!(std::time::Instant::now() < deadline, "{}", server.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    // The log line is read from the server's stderr by another thread.
+    server.wait_line(
+        &["users from the users table in"],
+        std::time::Duration::from_secs(10),
+    );
     assert_eq!(server.lines_with("users from the users table in").len(), 1);
     let metrics = server.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(metrics.contains("\nuserbus_loading 0\n"), "{metrics}");
