@@ -9,7 +9,7 @@
 //!
 //! The table is split into [`SHARDS`] hash tables by bits of the name's hash, and each
 //! slot keeps that hash: a table that grows moves slots without touching the
-//! users' memory or hashing again. A table grows incrementally ([`shard`]): the
+//! users' memory or hashing again. A table grows incrementally ([`GrowingTable`]): the
 //! inserts after it filled move its slots into the new table a few buckets each,
 //! so no insert pauses for the whole table. (One table of two million users took
 //! over 800 ms to grow at once; one of 256 tables growing past 29 million users
@@ -28,11 +28,10 @@
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 
-use self::shard::Shard;
+use super::growing::GrowingTable;
 
 pub mod image;
 pub mod load;
-mod shard;
 
 /// How many hash tables the index is split into (a power of two). More tables make
 /// each growth shorter but cost memory per table (at 20M users, 4096 tables took
@@ -133,6 +132,14 @@ fn put(out: &mut Vec<u8>, s: &str) {
 struct Slot {
     hash: u64,
     rec: Rec,
+}
+
+/// One of the index's hash tables.
+type Shard = GrowingTable<Slot>;
+
+/// A slot's hash, which it keeps: a table that grows reads it, and hashes no name.
+fn slot_hash(slot: &Slot) -> u64 {
+    slot.hash
 }
 
 /// A registered user, borrowed from the index.
@@ -320,7 +327,7 @@ impl Users {
     /// to less than a quarter of its capacity).
     pub fn shrink_sparse(&mut self) {
         for shard in &mut self.shards {
-            shard.shrink_sparse();
+            shard.shrink_sparse(slot_hash);
         }
     }
 
@@ -396,6 +403,7 @@ impl Users {
                 hash,
                 rec: Rec::new(id, created_at, name, fields),
             },
+            slot_hash,
         );
         self.count += usize::from(inserted);
         inserted
@@ -456,7 +464,7 @@ impl Users {
             let (name, _) = slot.rec.split_bytes();
             match shard.find_mut(slot.hash, |s| s.rec.split_bytes().0 == name) {
                 Some(changed) => *changed = slot,
-                None => shard.insert_unique(slot),
+                None => shard.insert_unique(slot.hash, slot, slot_hash),
             }
         }
         self.count = self.shards.iter().map(Shard::len).sum();
@@ -644,7 +652,7 @@ pub(super) mod tests {
         let per_user = |bytes: f64| bytes / total as f64;
         let (rss, hwm) = (kib("VmRSS:") * 1024.0, kib("VmHWM:") * 1024.0);
         for shard in &mut u.shards {
-            shard.finish_growth();
+            shard.finish_growth(slot_hash);
         }
         let settled: usize = u.shards.iter().map(|s| s.allocation_size()).sum();
         println!(

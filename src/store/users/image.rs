@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use hashbrown::HashTable;
 
-use super::{MAX_REC_BYTES, NameHasher, Rec, SHARDS, Shard, Slot, Users, shard_of};
+use super::{MAX_REC_BYTES, NameHasher, Rec, SHARDS, Shard, Slot, Users, shard_of, slot_hash};
 
 const MAGIC: &[u8; 16] = b"userbus-users-1\n";
 const END: &[u8; 16] = b"userbus-users-1.";
@@ -175,7 +175,7 @@ pub fn read(path: &Path, stamp: &Stamp) -> io::Result<Option<Users>> {
             let mut rec = vec![0u8; size];
             input.read_exact(&mut rec)?;
             let rec = Rec(rec.into_boxed_slice());
-            shard.insert_unique(hash, Slot { hash, rec }, |s: &Slot| s.hash);
+            shard.insert_unique(hash, Slot { hash, rec }, slot_hash);
         }
         users.shards.push(Shard::from_table(shard));
     }
