@@ -616,21 +616,12 @@ pub fn assert_delivery(secret: &str, r: &Received) {
 /// note, or a panic under `USERBUS_WEBHOOK_TEST=1`.
 pub fn standardwebhooks_available() -> bool {
     static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let found = *FOUND.get_or_init(|| {
-        Command::new("python3")
-            .args(["-c", "import standardwebhooks"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !found {
-        let missing = "python3 cannot import standardwebhooks (pip install standardwebhooks)";
-        assert!(
-            std::env::var("USERBUS_WEBHOOK_TEST").as_deref() != Ok("1"),
-            "{missing} and USERBUS_WEBHOOK_TEST=1"
-        );
-        eprintln!("note: {missing}; skipping this test");
-    }
-    found
+    let found = *FOUND.get_or_init(|| super::python3_imports("standardwebhooks"));
+    super::found_or_skip(
+        found,
+        "python3 cannot import standardwebhooks (pip install standardwebhooks)",
+        "USERBUS_WEBHOOK_TEST",
+    )
 }
 
 /// `tests/webhook_py/receiver.py` running: it verifies each delivery with
