@@ -286,23 +286,36 @@ fn xinfo_stream_full_lists_entries_groups_consumers_and_pending_as_redis_does() 
 // ---------------------------------------------------------------------------
 // Dead letters in a consumer's history
 
+/// A Redis mirroring `all`, and a connection to `server` and one to that Redis (in
+/// RESP3 when `resp3`), on both of which consumer `w` of a new group `group` has
+/// read every entry once; `None` when there is no redis-server to compare with.
+fn group_read_once(
+    server: &TestServer,
+    all: &[Entry],
+    resp3: bool,
+    group: &str,
+) -> Option<(RedisServer, RawClient, RawClient)> {
+    let redis = RedisServer::start(&[])?;
+    redis.mirror(all);
+    let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
+    if resp3 {
+        hello3(&mut ub, &mut rd);
+    }
+    same_reply(&mut ub, &mut rd, &["XGROUP", "CREATE", EVENTS, group, "0"]);
+    let read = ["XREADGROUP", "GROUP", group, "w", "STREAMS", EVENTS, ">"];
+    same_reply(&mut ub, &mut rd, &read);
+    Some((redis, ub, rd))
+}
+
 #[test]
 fn a_dead_lettered_entry_comes_back_with_a_nil_body_as_redis_returns_a_deleted_one() {
     // Each entry may be delivered once; the history read would be the second.
     let (server, _c, all) = serve_log_with(|cfg| cfg.max_deliveries = 1, &["a", "b", "c"]);
     let (a, b, c) = (&all[0].id, &all[1].id, &all[2].id);
     for (resp3, group) in [(false, "g2"), (true, "g3")] {
-        let Some(redis) = RedisServer::start(&[]) else {
+        let Some((_redis, mut ub, mut rd)) = group_read_once(&server, &all, resp3, group) else {
             return;
         };
-        redis.mirror(&all);
-        let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
-        if resp3 {
-            hello3(&mut ub, &mut rd);
-        }
-        same_reply(&mut ub, &mut rd, &["XGROUP", "CREATE", EVENTS, group, "0"]);
-        let read = ["XREADGROUP", "GROUP", group, "w", "STREAMS", EVENTS, ">"];
-        same_reply(&mut ub, &mut rd, &read);
         // userbus gives up on a and b at this delivery; in Redis they are deleted.
         assert_eq!(rd.call(&["XDEL", EVENTS, a, b]), b":2\r\n");
         let history = [
@@ -344,17 +357,9 @@ fn xautoclaim_lists_a_dead_lettered_entry_as_redis_lists_a_deleted_one() {
     let (server, _c, all) = serve_log_with(|cfg| cfg.max_deliveries = 2, &["a", "b", "c", "d"]);
     let ids: Vec<&str> = all.iter().map(|e| e.id.as_str()).collect();
     for (resp3, group) in [(false, "g2"), (true, "g3")] {
-        let Some(redis) = RedisServer::start(&[]) else {
+        let Some((_redis, mut ub, mut rd)) = group_read_once(&server, &all, resp3, group) else {
             return;
         };
-        redis.mirror(&all);
-        let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
-        if resp3 {
-            hello3(&mut ub, &mut rd);
-        }
-        same_reply(&mut ub, &mut rd, &["XGROUP", "CREATE", EVENTS, group, "0"]);
-        let read = ["XREADGROUP", "GROUP", group, "w", "STREAMS", EVENTS, ">"];
-        same_reply(&mut ub, &mut rd, &read);
         // A second delivery of a, b and d; c has had one.
         let second = ["XCLAIM", EVENTS, group, "x", "0", ids[0], ids[1], ids[3]];
         same_reply(&mut ub, &mut rd, &second);

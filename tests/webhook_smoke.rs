@@ -1,77 +1,20 @@
 //! Webhooks end to end, smallest case: a receiver on loopback, `WEBHOOK ADD`, two
 //! REGISTERs; the receiver gets two POSTs in seq order with the Standard Webhooks
 //! headers and a signature it checks itself (ring's HMAC, base64 written here),
-//! and LIST counts them delivered.
+//! and LIST counts them delivered. The receiver is `common::webhook::Receiver`,
+//! answering 204.
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::TestServer;
+use common::nats::base64_decode;
+use common::webhook::{Received, Receiver, always};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// One request as the receiver saw it.
-#[derive(Debug)]
-struct Received {
-    request_line: String,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-/// Accepts connections on `listener` and answers every request 204, sending
-/// each request to `tx`.
-fn receive(listener: TcpListener, tx: mpsc::Sender<Received>) {
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { return };
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut writer = stream.try_clone().expect("clone");
-            let mut reader = BufReader::new(stream);
-            loop {
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-                    return;
-                }
-                let mut headers = BTreeMap::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let line = line.trim_end();
-                    if line.is_empty() {
-                        break;
-                    }
-                    let (k, v) = line.split_once(':').expect("header");
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                }
-                let len: usize = headers
-                    .get("content-length")
-                    .map_or(0, |v| v.parse().expect("length"));
-                let mut body = vec![0; len];
-                reader.read_exact(&mut body).expect("body");
-                writer
-                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                    .expect("answer");
-                if tx
-                    .send(Received {
-                        request_line: request_line.trim_end().to_string(),
-                        headers,
-                        body,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-    }
-}
-
+/// `bytes` in padded standard base64, as the signature header carries them.
 fn base64(bytes: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -90,42 +33,25 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-fn unbase64(text: &str) -> Vec<u8> {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in text.bytes().filter(|&c| c != b'=') {
-        bits = bits << 6 | A.iter().position(|&a| a == c).expect("base64") as u32;
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    out
-}
-
 /// Checks `r`'s signature as a receiver would.
 fn verify(r: &Received) {
-    let id = &r.headers["webhook-id"];
-    let ts = &r.headers["webhook-timestamp"];
+    let id = r.webhook_id();
+    let ts = r.header("webhook-timestamp").expect("webhook-timestamp");
     let key = ring::hmac::Key::new(
         ring::hmac::HMAC_SHA256,
-        &unbase64(SECRET.strip_prefix("whsec_").expect("prefix")),
+        &base64_decode(SECRET.strip_prefix("whsec_").expect("prefix")),
     );
     let mut signed = format!("{id}.{ts}.").into_bytes();
     signed.extend_from_slice(&r.body);
     let want = format!("v1,{}", base64(ring::hmac::sign(&key, &signed).as_ref()));
-    assert_eq!(r.headers["webhook-signature"], want, "{r:?}");
+    assert_eq!(r.header("webhook-signature"), Some(want.as_str()), "{r:?}");
 }
 
 #[test]
 fn a_registration_reaches_the_receiver_signed_and_in_order() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/hook?x=1", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || receive(listener, tx));
+    let receiver = Receiver::start();
+    receiver.script(always(204));
+    let url = receiver.url("/hook?x=1");
     let server = TestServer::start_fast(|c| c.webhook_allow_private = true);
     let mut c = server.redis();
     let added: Vec<redis::Value> = redis::cmd("WEBHOOK")
@@ -143,24 +69,21 @@ fn a_registration_reaches_the_receiver_signed_and_in_order() {
             .expect("registered");
         assert!(id > 0);
     }
-    let mut got = Vec::new();
-    for _ in 0..2 {
-        got.push(
-            rx.recv_timeout(Duration::from_secs(10))
-                .expect("a delivery"),
-        );
-    }
+    let got = receiver.wait_for(2, Duration::from_secs(10));
     for (r, (seq, name)) in got.iter().zip([(1, "alice"), (2, "bob")]) {
-        assert_eq!(r.request_line, "POST /hook?x=1 HTTP/1.1");
-        assert_eq!(r.headers["content-type"], "application/json");
-        assert!(r.headers["user-agent"].starts_with("userbus/"));
+        assert_eq!(r.request_line(), "POST /hook?x=1 HTTP/1.1");
+        assert_eq!(r.header("content-type"), Some("application/json"));
         assert!(
-            r.headers["webhook-id"].ends_with(&format!("_{seq}")),
-            "{r:?}"
+            r.header("user-agent")
+                .is_some_and(|a| a.starts_with("userbus/"))
         );
-        let ts: i64 = r.headers["webhook-timestamp"].parse().expect("seconds");
+        assert!(r.webhook_id().ends_with(&format!("_{seq}")), "{r:?}");
+        let ts: i64 = r
+            .header("webhook-timestamp")
+            .and_then(|t| t.parse().ok())
+            .expect("seconds");
         assert!((ts - common::now_ms() / 1000).abs() < 60);
-        let event: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+        let event = r.json();
         assert_eq!(
             (event["seq"].as_i64(), event["name"].as_str()),
             (Some(seq), Some(name))
@@ -168,7 +91,7 @@ fn a_registration_reaches_the_receiver_signed_and_in_order() {
         assert_eq!(event["kind"], "user.registered");
         verify(r);
     }
-    assert_ne!(got[0].headers["webhook-id"], got[1].headers["webhook-id"]);
+    assert_ne!(got[0].webhook_id(), got[1].webhook_id());
     // The outcome is committed in the tick after the answer: wait for LIST.
     let mut delivered = 0;
     for _ in 0..100 {
@@ -193,10 +116,9 @@ fn a_registration_reaches_the_receiver_signed_and_in_order() {
 
 #[test]
 fn replay_from_a_seq_delivers_again_in_order() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/r", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || receive(listener, tx));
+    let receiver = Receiver::start();
+    receiver.script(always(204));
+    let url = receiver.url("/r");
     let server = TestServer::start_fast(|c| c.webhook_allow_private = true);
     let mut c = server.redis();
     let added: BTreeMap<String, redis::Value> = redis::cmd("WEBHOOK")
@@ -213,15 +135,11 @@ fn replay_from_a_seq_delivers_again_in_order() {
             .query(&mut c)
             .expect("registered");
     }
-    let seq = |r: Received| -> i64 {
-        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
-        v["seq"].as_i64().expect("seq")
+    let seqs = |n: usize| -> Vec<i64> {
+        let got = receiver.wait_for(n, Duration::from_secs(10));
+        got.iter().map(Received::seq).collect()
     };
-    let next = || {
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("a delivery")
-    };
-    assert_eq!([seq(next()), seq(next()), seq(next())], [1, 2, 3]);
+    assert_eq!(seqs(3), [1, 2, 3]);
     let ok: String = redis::cmd("WEBHOOK")
         .arg("REPLAY")
         .arg(id)
@@ -229,6 +147,6 @@ fn replay_from_a_seq_delivers_again_in_order() {
         .query(&mut c)
         .expect("replay");
     assert_eq!(ok, "OK");
-    assert_eq!([seq(next()), seq(next())], [2, 3]);
+    assert_eq!(seqs(5)[3..], [2, 3]);
     server.stop();
 }

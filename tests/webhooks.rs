@@ -305,6 +305,7 @@ fn rust_signature_check_agrees_with_standardwebhooks() {
     let mut r = Received {
         method: "POST".into(),
         path: "/".into(),
+        version: 1,
         headers: vec![
             ("webhook-id".into(), "msg_1".into()),
             ("webhook-timestamp".into(), "1700000000".into()),

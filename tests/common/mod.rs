@@ -338,6 +338,28 @@ pub fn run_userbus(args: &[&str]) -> Output {
     userbus().args(args).output().expect("run userbus")
 }
 
+/// True when `python3` imports `module`.
+pub fn python3_imports(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `found`, for a test that needs an outside program: when it is missing, a note
+/// naming what is `missing` and the test skips, unless the environment variable
+/// `gate` is `1` (CI), where it fails.
+pub fn found_or_skip(found: bool, missing: &str, gate: &str) -> bool {
+    if !found {
+        assert!(
+            std::env::var(gate).as_deref() != Ok("1"),
+            "{missing} and {gate}=1"
+        );
+        eprintln!("note: {missing}; skipping this test");
+    }
+    found
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");

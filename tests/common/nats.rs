@@ -51,24 +51,12 @@ pub fn nats_available() -> bool {
 /// does not: false with a note, or a panic under `USERBUS_NATS_TEST=1`.
 pub fn nats_py_available() -> bool {
     static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let found = *FOUND.get_or_init(|| {
-        Command::new("python3")
-            .args(["-c", "import nats"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    let found = *FOUND.get_or_init(|| super::python3_imports("nats"));
     nats_available() && available(found, "python3 cannot import nats (pip install nats-py)")
 }
 
 fn available(found: bool, missing: &str) -> bool {
-    if !found {
-        assert!(
-            std::env::var("USERBUS_NATS_TEST").as_deref() != Ok("1"),
-            "{missing} and USERBUS_NATS_TEST=1"
-        );
-        eprintln!("note: {missing}; skipping this test");
-    }
-    found
+    super::found_or_skip(found, missing, "USERBUS_NATS_TEST")
 }
 
 /// Runs `tests/nats_py/consume.py`: nats-py connects to `url`, creates or binds

@@ -53,6 +53,8 @@ pub struct Received {
     pub method: String,
     /// The request target, e.g. `/hook`.
     pub path: String,
+    /// The HTTP/1 minor version: 1 for `HTTP/1.1`.
+    pub version: u8,
     /// Header fields in the order they came, names lower-cased.
     pub headers: Vec<(String, String)>,
     /// The body (its `Content-Length` bytes).
@@ -66,6 +68,11 @@ pub struct Received {
 }
 
 impl Received {
+    /// The request line as sent, e.g. `POST /hook HTTP/1.1`.
+    pub fn request_line(&self) -> String {
+        format!("{} {} HTTP/1.{}", self.method, self.path, self.version)
+    }
+
     /// The first value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -435,6 +442,7 @@ fn read_request(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<(Received, 
         if let httparse::Status::Complete(head) = req.parse(buf).ok()? {
             let method = req.method?.to_string();
             let path = req.path?.to_string();
+            let version = req.version?;
             let headers: Vec<(String, String)> = req
                 .headers
                 .iter()
@@ -462,6 +470,7 @@ fn read_request(stream: &mut impl Read, buf: &mut Vec<u8>) -> Option<(Received, 
             let received = Received {
                 method,
                 path,
+                version,
                 headers,
                 body,
                 at: Instant::now(),
@@ -607,21 +616,12 @@ pub fn assert_delivery(secret: &str, r: &Received) {
 /// note, or a panic under `USERBUS_WEBHOOK_TEST=1`.
 pub fn standardwebhooks_available() -> bool {
     static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let found = *FOUND.get_or_init(|| {
-        Command::new("python3")
-            .args(["-c", "import standardwebhooks"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !found {
-        let missing = "python3 cannot import standardwebhooks (pip install standardwebhooks)";
-        assert!(
-            std::env::var("USERBUS_WEBHOOK_TEST").as_deref() != Ok("1"),
-            "{missing} and USERBUS_WEBHOOK_TEST=1"
-        );
-        eprintln!("note: {missing}; skipping this test");
-    }
-    found
+    let found = *FOUND.get_or_init(|| super::python3_imports("standardwebhooks"));
+    super::found_or_skip(
+        found,
+        "python3 cannot import standardwebhooks (pip install standardwebhooks)",
+        "USERBUS_WEBHOOK_TEST",
+    )
 }
 
 /// `tests/webhook_py/receiver.py` running: it verifies each delivery with
