@@ -20,6 +20,7 @@
 //! (`floor`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -32,7 +33,7 @@ use crate::events::Event;
 use crate::store::{StorageError, Store};
 use crate::webhook::engine::{Attempt, Endpoint, Policy, Verdict};
 use crate::webhook::transport::{
-    Done, Outcome, Request, Tls, Transport, TransportConfig, Url, WEBHOOK_WAKER,
+    Done, Outcome, Request, Tls, Transport, TransportConfig, WEBHOOK_WAKER,
 };
 
 mod scan;
@@ -403,8 +404,9 @@ impl Reactor {
             let headers = e.headers(&writer, event.seq, now_ms / 1000, &body);
             e.sent(event.seq);
             w.changed = true;
-            match Url::parse(&e.url) {
+            match &e.target {
                 Ok(url) => {
+                    let url = Arc::clone(url);
                     let request = Request { url, headers, body };
                     w.transport.start(registry, e.id as u64, request, now);
                 }

@@ -14,6 +14,7 @@
 //! the next request starts from idle when the response allowed it. The steps
 //! are in `transport/steps.rs`; this file holds the API and the state.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -146,11 +147,12 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, E
 /// One request to send: always a `POST` to the URL's path and query.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// Where it goes.
-    pub url: Url,
+    /// Where it goes; shared with the endpoint, which parses its URL once.
+    pub url: Arc<Url>,
     /// Headers besides `Host`, `Content-Length` and `Connection`, which the
-    /// transport writes (and refuses from the caller).
-    pub headers: Vec<(String, String)>,
+    /// transport writes (and refuses from the caller). Names are fixed; fixed
+    /// values are borrowed.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -248,7 +250,7 @@ enum Stage {
 /// The request in flight for an endpoint.
 #[derive(Debug)]
 struct Flight {
-    url: Url,
+    url: Arc<Url>,
     /// The encoded request, kept to send again on a fresh connection.
     wire: Vec<u8>,
     stage: Stage,
