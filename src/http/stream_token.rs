@@ -9,8 +9,10 @@
 //! being spent by its first stream and dead after a minute keeps such a copy
 //! worthless.
 
-use std::io::Read;
+use std::fmt::Write;
 use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
 
 /// How long a token may wait for the stream it starts.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -31,8 +33,13 @@ impl StreamTokens {
     /// the system's random source cannot be read.
     pub fn issue(&mut self, now: Instant) -> std::io::Result<String> {
         let mut bytes = [0u8; TOKEN_BYTES];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| std::io::Error::other("the system's random generator failed"))?;
+        let mut token = String::with_capacity(2 * TOKEN_BYTES);
+        for b in bytes {
+            let _ = write!(token, "{b:02x}");
+        }
         self.issued.retain(|(_, until)| *until > now);
         if self.issued.len() >= MAX_TOKENS {
             self.issued.remove(0);
