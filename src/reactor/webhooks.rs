@@ -76,7 +76,7 @@ impl Webhooks {
                 max_response_body: MAX_WEBHOOK_RESPONSE_BYTES,
             },
             WEBHOOK_WAKER,
-        )?;
+        );
         let mut webhooks = Webhooks {
             endpoints: BTreeMap::new(),
             transport,

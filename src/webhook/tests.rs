@@ -164,7 +164,7 @@ impl Driver {
         Driver {
             poll: Poll::new().unwrap(),
             events: Events::with_capacity(64),
-            transport: Transport::new(config, WEBHOOK_WAKER).unwrap(),
+            transport: Transport::new(config, WEBHOOK_WAKER),
             ended: Vec::new(),
         }
     }

@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -292,8 +291,8 @@ pub struct Transport {
 impl Transport {
     /// A transport with no endpoints; the resolver thread starts when a host name
     /// first needs it, and answers at `waker_token` (normally [`WEBHOOK_WAKER`]).
-    pub fn new(config: TransportConfig, waker_token: Token) -> io::Result<Transport> {
-        Ok(Transport {
+    pub fn new(config: TransportConfig, waker_token: Token) -> Transport {
+        Transport {
             config,
             waker_token,
             resolver: None,
@@ -304,7 +303,7 @@ impl Transport {
             next_ticket: 0,
             answers: Vec::new(),
             early: Vec::new(),
-        })
+        }
     }
 
     /// True for the transport's tokens: its connections'
