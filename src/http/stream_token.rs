@@ -9,6 +9,7 @@
 //! being spent by its first stream and dead after a minute keeps such a copy
 //! worthless.
 
+use std::fmt::Write;
 use std::time::{Duration, Instant};
 
 /// How long a token may wait for the stream it starts.
@@ -31,7 +32,10 @@ impl StreamTokens {
     pub fn issue(&mut self, now: Instant) -> std::io::Result<String> {
         let mut bytes = [0u8; TOKEN_BYTES];
         crate::auth::random_fill(&mut bytes)?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut token = String::with_capacity(2 * TOKEN_BYTES);
+        for b in bytes {
+            let _ = write!(token, "{b:02x}");
+        }
         self.issued.retain(|(_, until)| *until > now);
         if self.issued.len() >= MAX_TOKENS {
             self.issued.remove(0);

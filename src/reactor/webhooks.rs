@@ -20,6 +20,7 @@
 //! (`floor`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
@@ -31,7 +32,7 @@ use crate::error::Result;
 use crate::events::Event;
 use crate::store::{StorageError, Store};
 use crate::webhook::engine::{Attempt, Endpoint, Policy, Verdict};
-use crate::webhook::transport::{Done, Outcome, Request, Tls, Transport, TransportConfig, Url};
+use crate::webhook::transport::{Done, Outcome, Request, Tls, Transport, TransportConfig};
 
 mod scan;
 
@@ -77,7 +78,7 @@ impl Webhooks {
                 max_response_body: MAX_WEBHOOK_RESPONSE_BYTES,
             },
             waker,
-        )?;
+        );
         let mut webhooks = Webhooks {
             endpoints: BTreeMap::new(),
             transport,
@@ -416,8 +417,9 @@ impl Reactor {
             let headers = e.headers(&writer, event.seq, now_ms / 1000, &body);
             e.sent(event.seq);
             w.changed = true;
-            match Url::parse(&e.url) {
+            match &e.target {
                 Ok(url) => {
+                    let url = Arc::clone(url);
                     let request = Request { url, headers, body };
                     w.transport.start(registry, e.id as u64, request, now);
                 }

@@ -12,10 +12,13 @@
 //! `--webhook-disable-after` without a success, disable it holding its place
 //! until it is enabled or rewound.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::sign::Secret;
+use super::url::Url;
 use crate::events::EventKind;
 use crate::store::{WebhookDeadLetter, WebhookRow, WebhookState};
 
@@ -149,6 +152,9 @@ pub struct Endpoint {
     pub id: i64,
     /// Its target, as given.
     pub url: String,
+    /// Its target, parsed once; the error when the stored text is not a URL
+    /// (each attempt then fails with it).
+    pub target: Result<Arc<Url>, String>,
     /// Its signing secret.
     pub secret: Secret,
     /// The kinds it receives.
@@ -173,6 +179,7 @@ impl Endpoint {
             id: row.id,
             secret: Secret::parse(&row.secret).map_err(|e| format!("secret: {e}"))?,
             filter: Filter::parse(&row.events)?,
+            target: Url::parse(&row.url).map(Arc::new),
             url: row.url,
             state: row.state,
             requeued: row.requeued.into(),
@@ -353,15 +360,15 @@ impl Endpoint {
         seq: i64,
         timestamp: i64,
         body: &[u8],
-    ) -> Vec<(String, String)> {
+    ) -> Vec<(&'static str, Cow<'static, str>)> {
         let id = message_id(writer, seq);
         let signature = self.secret.sign(&id, timestamp, body);
         vec![
-            ("webhook-id".into(), id),
-            ("webhook-timestamp".into(), timestamp.to_string()),
-            ("webhook-signature".into(), signature),
-            ("content-type".into(), "application/json".into()),
-            ("user-agent".into(), USER_AGENT.into()),
+            ("webhook-id", id.into()),
+            ("webhook-timestamp", timestamp.to_string().into()),
+            ("webhook-signature", signature.into()),
+            ("content-type", Cow::Borrowed("application/json")),
+            ("user-agent", Cow::Borrowed(USER_AGENT)),
         ]
     }
 }
@@ -530,7 +537,7 @@ mod tests {
     fn headers_carry_a_verifiable_signature() {
         let e = endpoint();
         let h = e.headers("abc", 42, 1_614_265_330, b"{}");
-        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_ref());
         assert_eq!(get("webhook-id"), Some("msg_abc_42"));
         assert_eq!(get("webhook-timestamp"), Some("1614265330"));
         assert_eq!(

@@ -167,15 +167,15 @@ impl Driver {
         Driver {
             poll,
             events: Events::with_capacity(64),
-            transport: Transport::new(config, waker).unwrap(),
+            transport: Transport::new(config, waker),
             ended: Vec::new(),
         }
     }
 
     fn start(&mut self, endpoint: u64, url: Url) {
         let request = Request {
-            url,
-            headers: vec![("webhook-id".into(), format!("msg_{endpoint}"))],
+            url: Arc::new(url),
+            headers: vec![("webhook-id", format!("msg_{endpoint}").into())],
             body: br#"{"kind":"user.registered"}"#.to_vec(),
         };
         self.transport
@@ -347,7 +347,7 @@ fn endpoints_run_side_by_side_and_a_large_body_goes_out_whole() {
     let big = vec![b'x'; 4 * 1024 * 1024];
     for endpoint in 1..=3 {
         let request = Request {
-            url: server.url("http", "/"),
+            url: Arc::new(server.url("http", "/")),
             headers: Vec::new(),
             body: big.clone(),
         };
@@ -475,8 +475,8 @@ fn bad_caller_headers_fail_the_request() {
         ("Host", "evil"),
     ] {
         let request = Request {
-            url: url.clone(),
-            headers: vec![(name.to_string(), value.to_string())],
+            url: Arc::new(url.clone()),
+            headers: vec![(name, value.into())],
             body: Vec::new(),
         };
         d.transport

@@ -14,8 +14,8 @@
 //! the next request starts from idle when the response allowed it. The steps
 //! are in `transport/steps.rs`; this file holds the API and the state.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -143,11 +143,12 @@ pub fn tls_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, E
 /// One request to send: always a `POST` to the URL's path and query.
 #[derive(Debug, Clone)]
 pub struct Request {
-    /// Where it goes.
-    pub url: Url,
+    /// Where it goes; shared with the endpoint, which parses its URL once.
+    pub url: Arc<Url>,
     /// Headers besides `Host`, `Content-Length` and `Connection`, which the
-    /// transport writes (and refuses from the caller).
-    pub headers: Vec<(String, String)>,
+    /// transport writes (and refuses from the caller). Names are fixed; fixed
+    /// values are borrowed.
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -245,7 +246,7 @@ enum Stage {
 /// The request in flight for an endpoint.
 #[derive(Debug)]
 struct Flight {
-    url: Url,
+    url: Arc<Url>,
     /// The encoded request, kept to send again on a fresh connection.
     wire: Vec<u8>,
     stage: Stage,
@@ -289,8 +290,8 @@ impl Transport {
     /// A transport with no endpoints; the resolver thread starts when a host name
     /// first needs it, and wakes the poll through `waker` when it answers (then
     /// [`Transport::woken`] takes the answers).
-    pub fn new(config: TransportConfig, waker: Arc<Waker>) -> io::Result<Transport> {
-        Ok(Transport {
+    pub fn new(config: TransportConfig, waker: Arc<Waker>) -> Transport {
+        Transport {
             config,
             waker,
             resolver: None,
@@ -301,7 +302,7 @@ impl Transport {
             next_ticket: 0,
             answers: Vec::new(),
             early: Vec::new(),
-        })
+        }
     }
 
     /// True for the transport's tokens, its connections'

@@ -24,6 +24,8 @@ pub struct Url {
     pub path_and_query: String,
     /// The URL as given.
     text: String,
+    /// The `Host` header's value, made once: each request writes it.
+    host_header: String,
 }
 
 impl Url {
@@ -77,12 +79,14 @@ impl Url {
             None if target.is_empty() => "/".to_string(),
             None => target.to_string(),
         };
+        let host_header = host_header(&host, port, https);
         Ok(Url {
             https,
             host,
             port,
             path_and_query,
             text: s.to_string(),
+            host_header,
         })
     }
 
@@ -99,18 +103,23 @@ impl Url {
 
     /// The `Host` header's value: the host (IPv6 in brackets), with the port
     /// unless it is the scheme's default.
-    pub fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        let default = if self.https { 443 } else { 80 };
-        if self.port == default {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
+    pub fn host_header(&self) -> &str {
+        &self.host_header
+    }
+}
+
+/// See [`Url::host_header`].
+fn host_header(host: &str, port: u16, https: bool) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let default = if https { 443 } else { 80 };
+    if port == default {
+        host
+    } else {
+        format!("{host}:{port}")
     }
 }
 

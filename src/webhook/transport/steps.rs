@@ -30,7 +30,7 @@ impl Transport {
         let wire = encode(&request);
         let url = request.url;
         ep.flight = Some(Flight {
-            url: url.clone(),
+            url: Arc::clone(&url),
             wire: Vec::new(),
             stage: Stage::Connecting,
             deadline: now + self.config.connect_timeout,
@@ -103,7 +103,7 @@ impl Transport {
                 (_, None) => None,
                 (Err(e), Some(f)) => Some(failed(format!("cannot resolve {}: {e}", f.url.host))),
                 (Ok(addrs), Some(f)) => {
-                    let url = f.url.clone();
+                    let url = Arc::clone(&f.url);
                     let allowed: Vec<SocketAddr> = addrs
                         .iter()
                         .copied()
