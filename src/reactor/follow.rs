@@ -480,6 +480,16 @@ impl Reactor {
         for h in &mut self.handlers.durable {
             h.offset = h.offset.min(keep);
         }
+        // INFO's copy: a follower runs no handler, which would refresh it.
+        for (slot, h) in self
+            .shared
+            .stats
+            .durable_offsets
+            .iter_mut()
+            .zip(&self.handlers.durable)
+        {
+            slot.1 = h.offset;
+        }
         self.shared.stats.replica.fenced += 1;
         self.shared.stats.replica.nats = true;
         match Follow::new(&self.shared.config, &mut self.shared.store, keep + 1, true) {
