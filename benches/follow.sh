@@ -5,19 +5,20 @@
 # Starts nats-server with JetStream on a temp dir, a primary (`--nats`, normal
 # durability) and a follower (`--follow`), loads the primary with
 # `userbus bench -t register -P 16 --duration SECS`, and samples once a second
-# the primary's last seq (INFO nats: confirmed + lag) and the follower's applied
-# seq (INFO replication). Prints, per second, the primary's last seq, the
-# stream's (the relay's confirmed seq) and the follower's applied seq;
-# then the follower's apply rate during the burst, its largest lag and the time
-# it took to catch up after the burst ended. Last, a second follower starts on an
-# empty database after the burst and is timed until it has applied the whole
-# stream (the catch-up rate from empty).
+# the primary's last seq (INFO nats: confirmed + lag), the stream's (the relay's
+# confirmed seq) and the follower's applied seq (INFO replication). Prints the
+# three rates during the burst, the follower's largest lag behind the primary
+# and behind the stream, the time it took to catch up after the burst, and its
+# CPU time per event (the figure to compare when others load the machine). Last,
+# a second follower starts on an empty database after the burst and is timed
+# until it has applied the whole stream (the catch-up rate from empty).
 #
 # usage: benches/follow.sh [--duration SECS] [--quiet]
 #   --duration SECS  length of the burst (default 10)
 #   --quiet          no per-second lines
 #   run from the project root; builds target/release/userbus unless USERBUS_BIN is
-#   set; TMPDIR decides where the databases and the stream go (about 1 GB).
+#   set; TMPDIR decides where the databases and the stream go (about 1 GB for a
+#   10 s burst; removed at the end).
 set -euo pipefail
 
 duration=10 quiet=0
@@ -25,8 +26,8 @@ while (($#)); do
   case $1 in
     --duration) duration=$2; shift 2 ;;
     --quiet) quiet=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
-    *) sed -n '15,19p' "$0" >&2; exit 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) sed -n '15,21p' "$0" >&2; exit 2 ;;
   esac
 done
 bin=${USERBUS_BIN:-}
@@ -97,6 +98,12 @@ def applied(port):
     r = info(port, "replication") or {}
     return int(r.get("userbus_applied_seq", 0)), int(r.get("userbus_apply_commits", 0))
 
+def cpu_seconds(p):
+    """User and system CPU time of process `p` so far."""
+    with open(f"/proc/{p.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 def serve(port, db, log, *extra):
     p = start([binary, "serve", "--port", str(port), "--http-port", "0",
                "--db", os.path.join(tmp, db), "--durability", "normal",
@@ -112,12 +119,13 @@ try:
     time.sleep(0.5)
     pport, fport = free_port(), free_port()
     serve(pport, "primary.db", "primary.log")
-    serve(fport, "follower.db", "follower.log", "--follow")
+    follower = serve(fport, "follower.db", "follower.log", "--follow")
 
     bench = subprocess.Popen([binary, "bench", "-p", str(pport), "-t", "register",
                               "-P", "16", "--duration", str(duration), "-q"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
+    cpu0 = cpu_seconds(follower)
     samples = []  # (t, primary last, stream last, follower applied, commits)
     end_t = None
     caught_t = None
@@ -137,6 +145,7 @@ try:
         if now > duration + 300:
             break
         time.sleep(max(0.0, 1.0 - (time.monotonic() - t0 - now)))
+    cpu = cpu_seconds(follower) - cpu0
     burst = [s for s in samples if s[0] <= end_t]
     (ta, pa, sa, fa, ca), (tb, pb, sb, fb, cb) = burst[0], burst[-1]
     final = samples[-1][1]
@@ -150,7 +159,8 @@ try:
         print("the follower did not catch up")
     else:
         print(f"caught up {caught_t - end_t:.1f} s after the burst "
-              f"(stream ends at seq {final:,})")
+              f"(stream ends at seq {final:,}); follower CPU {cpu:.1f} s, "
+              f"{cpu * 1e6 / max(1, final):.2f} us per event")
     # Once the primary stops, the follower chases the stream as it fills.
     after = [s for s in samples if s[0] >= end_t]
     if len(after) > 2:
@@ -161,15 +171,17 @@ try:
     # A follower from an empty database, after the burst: the catch-up rate.
     cport = free_port()
     t1 = time.monotonic()
-    serve(cport, "late.db", "late.log", "--follow")
+    late = serve(cport, "late.db", "late.log", "--follow")
     while applied(cport)[0] < final:
         if time.monotonic() - t1 > 600:
             break
         time.sleep(0.05)
     took = time.monotonic() - t1
+    cpu = cpu_seconds(late)
     seq, commits = applied(cport)
     print(f"from empty: {seq:,} events in {took:.1f} s, {seq / took:,.0f} events/s "
-          f"({seq / max(1, commits):,.0f} events per commit)")
+          f"({seq / max(1, commits):,.0f} events per commit); CPU {cpu:.1f} s, "
+          f"{cpu * 1e6 / max(1, seq):.2f} us per event")
 finally:
     for p in reversed(procs):
         p.terminate()
