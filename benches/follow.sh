@@ -114,18 +114,18 @@ def serve(port, db, log, *extra):
 try:
     nats_port = free_port()
     nats_url = f"nats://127.0.0.1:{nats_port}"
-    start(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(nats_port),
+    nats = start(["nats-server", "-js", "-a", "127.0.0.1", "-p", str(nats_port),
            "-sd", os.path.join(tmp, "js")], "nats.log")
     time.sleep(0.5)
     pport, fport = free_port(), free_port()
-    serve(pport, "primary.db", "primary.log")
+    primary = serve(pport, "primary.db", "primary.log")
     follower = serve(fport, "follower.db", "follower.log", "--follow")
 
     bench = subprocess.Popen([binary, "bench", "-p", str(pport), "-t", "register",
                               "-P", "16", "--duration", str(duration), "-q"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
-    cpu0 = cpu_seconds(follower)
+    cpu0 = [cpu_seconds(p) for p in (follower, primary, nats)]
     samples = []  # (t, primary last, stream last, follower applied, commits)
     end_t = None
     caught_t = None
@@ -145,7 +145,8 @@ try:
         if now > duration + 300:
             break
         time.sleep(max(0.0, 1.0 - (time.monotonic() - t0 - now)))
-    cpu = cpu_seconds(follower) - cpu0
+    cpu, cpu_primary, cpu_nats = (cpu_seconds(p) - c
+                                  for p, c in zip((follower, primary, nats), cpu0))
     burst = [s for s in samples if s[0] <= end_t]
     (ta, pa, sa, fa, ca), (tb, pb, sb, fb, cb) = burst[0], burst[-1]
     final = samples[-1][1]
@@ -160,7 +161,8 @@ try:
     else:
         print(f"caught up {caught_t - end_t:.1f} s after the burst "
               f"(stream ends at seq {final:,}); follower CPU {cpu:.1f} s, "
-              f"{cpu * 1e6 / max(1, final):.2f} us per event")
+              f"{cpu * 1e6 / max(1, final):.2f} us per event (primary {cpu_primary:.1f} s, "
+              f"nats-server {cpu_nats:.1f} s)")
     # Once the primary stops, the follower chases the stream as it fills.
     after = [s for s in samples if s[0] >= end_t]
     if len(after) > 2:
