@@ -118,6 +118,9 @@ fn a_fenced_node_forgets_the_discarded_events_and_handles_the_streams_once_promo
     wait_applied(&mut bc, 5);
     promote(&mut bc);
     assert_eq!(register(&mut bc, "new1", &[]), 6);
+    wait_info(&mut bc, "nats", WAIT, "b's event in the stream", |i| {
+        info_num(i, "nats_confirmed_seq") >= 6
+    });
     // `a` commits and handles its own seq 6, then meets `b`'s in the stream.
     assert_eq!(register(&mut ac, "old1", &[]), 6);
     assert_eq!(calls_until(&a_calls, 6), [(6, "old1".to_string())]);
