@@ -24,9 +24,10 @@
 //!                     Creating (CONSUMER.CREATE) ──▶ Following ──gap/stall──▶ Creating
 //!  trimmed stream, a local log that is not a prefix, an unreadable event ──▶ Stopped
 //! ```
-//! Flow-control requests are answered once the reactor has taken what was
-//! delivered (at most [`MAX_BUFFERED`] wait), so the stream never outruns the
-//! applying.
+//! Flow-control requests are answered as soon as they are read while fewer
+//! than [`MAX_BUFFERED`] events wait for the reactor, else once it has taken
+//! half of them, so the stream never outruns the applying by more than that
+//! and the server's window.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -183,9 +184,14 @@ impl Consumer {
         }
     }
 
-    /// Readiness of the client's socket.
+    /// Readiness of the client's socket: reads what came and hands it over at
+    /// once, so that a flow-control request read with it is answered now, not
+    /// after the tick applied and committed the messages before it; the server
+    /// then keeps sending while the reactor applies.
     pub fn ready(&mut self, registry: &Registry, readable: bool, writable: bool, now: Instant) {
         self.client.ready(registry, readable, writable, now);
+        self.process(now);
+        self.client.flush(registry, now);
     }
 
     /// Writes what the client queued.

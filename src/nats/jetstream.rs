@@ -233,18 +233,41 @@ pub struct AckInfo {
 /// Reads a `$JS.ACK` reply subject: `$JS.ACK.<stream>.<consumer>.<delivered>.
 /// <stream seq>.<consumer seq>.<time>.<pending>` (nats-server 2.9), or the form
 /// with a domain and account hash after `ACK` and a random token at the end.
+///
+/// It runs for every message a follower applies: no allocation, one pass.
 pub fn parse_ack_subject(subject: &str) -> Option<AckInfo> {
-    let tokens: Vec<&str> = subject.split('.').collect();
-    if tokens.len() < 9 || tokens[0] != "$JS" || tokens[1] != "ACK" {
+    // The numbers end at token 10 at most; `n` counts every token.
+    let mut tokens: [&[u8]; 11] = [&[]; 11];
+    let mut n = 0;
+    for token in subject.as_bytes().split(|&b| b == b'.') {
+        if let Some(slot) = tokens.get_mut(n) {
+            *slot = token;
+        }
+        n += 1;
+    }
+    if n < 9 || tokens[0] != b"$JS" || tokens[1] != b"ACK" {
         return None;
     }
-    let at = if tokens.len() == 9 { 4 } else { 6 };
-    let num = |i: usize| tokens.get(at + i)?.parse::<u64>().ok();
+    let at = if n == 9 { 4 } else { 6 };
+    if at + 4 >= n {
+        return None;
+    }
     Some(AckInfo {
-        stream_seq: num(1)?,
-        consumer_seq: num(2)?,
-        stored_ns: tokens.get(at + 3)?.parse().ok()?,
-        pending: num(4)?,
+        stream_seq: ack_number(tokens[at + 1])?,
+        consumer_seq: ack_number(tokens[at + 2])?,
+        stored_ns: i64::try_from(ack_number(tokens[at + 3])?).ok()?,
+        pending: ack_number(tokens[at + 4])?,
+    })
+}
+
+/// A token of decimal digits (nothing else, not empty), without overflow.
+fn ack_number(token: &[u8]) -> Option<u64> {
+    if token.is_empty() {
+        return None;
+    }
+    token.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
     })
 }
 
@@ -613,6 +636,19 @@ mod tests {
         assert_eq!(parse_ack_subject(new).map(|a| a.stream_seq), Some(42));
         assert_eq!(parse_ack_subject("_INBOX.x.1"), None);
         assert_eq!(parse_ack_subject("$JS.ACK.S.c.1.x.7.1.3"), None);
+        // An empty or signed number, one past u64, a token short of the new form.
+        assert_eq!(parse_ack_subject("$JS.ACK.S.c.1..7.1.3"), None);
+        assert_eq!(parse_ack_subject("$JS.ACK.S.c.1.+42.7.1.3"), None);
+        assert_eq!(
+            parse_ack_subject("$JS.ACK.S.c.1.18446744073709551616.7.1.3"),
+            None
+        );
+        assert_eq!(parse_ack_subject("$JS.ACK.hub.ACC.S.c.1.42.7.1"), None);
+        let long = "$JS.ACK.hub.ACC.S.c.1.18446744073709551615.7.1.3.xyz.more";
+        assert_eq!(
+            parse_ack_subject(long).map(|a| a.stream_seq),
+            Some(u64::MAX)
+        );
     }
 
     use super::*;

@@ -210,11 +210,13 @@ impl Reactor {
         }
         let store = &mut self.shared.store;
         let mut applied = 0;
-        for d in &batch {
+        let mut last = None;
+        for d in batch {
             match store.apply(&d.event) {
                 Ok(()) => {
                     applied += 1;
-                    self.shared.events.push(d.event.clone());
+                    last = Some((d.event.seq, d.msg_id));
+                    self.shared.events.push(d.event);
                 }
                 Err(crate::store::replica::ApplyError::Misfit(why)) => {
                     follow.consumer.halt(&format!(
@@ -229,14 +231,14 @@ impl Reactor {
                 }
             }
         }
-        let Some(last) = batch[..applied].last() else {
+        let Some((seq, msg_id)) = last else {
             return;
         };
         let stream = &self.shared.config.nats_stream;
-        if let Err(e) = store.set_follow_position(stream, last.event.seq, &last.msg_id) {
+        if let Err(e) = store.set_follow_position(stream, seq, &msg_id) {
             log::warn!("follower: cannot store the stream position: {e}");
         }
-        follow.applying = Some((last.event.seq, last.msg_id.clone(), applied));
+        follow.applying = Some((seq, msg_id, applied));
     }
 
     /// After the commit: the follower's feed, its status, a promotion under way;
@@ -477,6 +479,16 @@ impl Reactor {
         // gone, and takes the stream's from there (at-least-once).
         for h in &mut self.handlers.durable {
             h.offset = h.offset.min(keep);
+        }
+        // INFO's copy: a follower runs no handler, which would refresh it.
+        for (slot, h) in self
+            .shared
+            .stats
+            .durable_offsets
+            .iter_mut()
+            .zip(&self.handlers.durable)
+        {
+            slot.1 = h.offset;
         }
         self.shared.stats.replica.fenced += 1;
         self.shared.stats.replica.nats = true;

@@ -47,11 +47,20 @@ impl Reactor {
         });
         let now = Instant::now();
         let reached = relay.is_publishing();
+        let confirmed = relay.confirmed();
         let mut side = relay.side();
         for reply in side.take_replies() {
             writer.answer(&mut side, &reply, now);
         }
-        writer.set_offsets(self.handlers.durable.iter().map(|h| h.offset));
+        // Never past what the stream confirmed: a fenced node discards the rest,
+        // and a node promoted later must not skip the other writer's events at
+        // those seqs.
+        writer.set_offsets(
+            self.handlers
+                .durable
+                .iter()
+                .map(|h| h.offset.min(confirmed)),
+        );
         writer.step(&mut side, reached, now, now_all);
         relay.flush(self.poll.registry(), now);
         let status = self

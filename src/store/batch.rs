@@ -96,18 +96,33 @@ impl Store {
         // Sorted keys make the stored JSON canonical; a string map always serializes.
         let json = serde_json::to_string(fields).unwrap_or_else(|_| "{}".to_string());
         let seq = self.tick.last_seq + 1;
+        self.queue_registration(user_id, seq, name, json, now_ms)?;
+        Ok(Some(Change { user_id, seq }))
+    }
+
+    /// Queues the rows of registration `seq` of user `id`, already in the index,
+    /// for the tick's next statement or its commit (a follower queues the
+    /// stream's registrations with their own ids and seqs).
+    pub(super) fn queue_registration(
+        &mut self,
+        id: i64,
+        seq: i64,
+        name: &str,
+        json: String,
+        at: i64,
+    ) -> std::result::Result<(), StorageError> {
         self.queued.push(Queued {
-            id: user_id,
+            id,
             seq,
             name: name.to_string(),
             json,
-            at: now_ms,
+            at,
         });
         self.note_event(seq);
         if self.queued.len() >= MAX_QUEUED {
             self.flush()?;
         }
-        Ok(Some(Change { user_id, seq }))
+        Ok(())
     }
 
     /// Writes the queued registrations: users in statements of `BATCH_SIZES`

@@ -85,12 +85,29 @@ impl Store {
         }
         let json = serde_json::to_string(&event.fields).unwrap_or_else(|_| "{}".to_string());
         match event.kind {
+            EventKind::Registered if event.before.is_none() => {
+                self.check_unique(event)?;
+                self.begin()?;
+                // One probe: the index refuses a taken name and changes nothing.
+                if !self
+                    .users
+                    .add_with_id(event.user_id, &event.name, &event.fields, event.at_ms)
+                {
+                    return Err(self.registered_already(event));
+                }
+                self.tick_user_delta += 1;
+                if !self.unique.is_empty() {
+                    self.unique.change(&event.name, None, Some(&event.fields));
+                }
+                // Written with the tick's other registrations, as REGISTER's are
+                // (store/batch.rs); a failure there loses the tick and rolls the
+                // index back.
+                self.queue_registration(event.user_id, event.seq, &event.name, json, event.at_ms)?;
+                return Ok(());
+            }
             EventKind::Registered => {
-                if let Some(u) = self.users.get(&event.name) {
-                    return Err(ApplyError::Misfit(format!(
-                        "event {} registers '{}', which is registered already (id {})",
-                        event.seq, event.name, u.id
-                    )));
+                if self.users.get(&event.name).is_some() {
+                    return Err(self.registered_already(event));
                 }
                 self.check_unique(event)?;
                 self.begin()?;
@@ -148,6 +165,16 @@ impl Store {
         }
         self.note_event(event.seq);
         Ok(())
+    }
+
+    /// The refusal of a registration whose name is taken.
+    fn registered_already(&self, event: &Event) -> ApplyError {
+        ApplyError::Misfit(format!(
+            "event {} registers '{}', which is registered already (id {})",
+            event.seq,
+            event.name,
+            self.users.get(&event.name).map_or(0, |u| u.id)
+        ))
     }
 
     /// Refuses an event whose user is not registered with its id.
