@@ -3,7 +3,9 @@
 //! connection after each tick (once a second per handler at most, and once more
 //! at a clean shutdown); a promotion reads them through the follower's
 //! connection before its `+OK`, so the handlers resume where the old primary's
-//! stopped (at-least-once).
+//! stopped (at-least-once). The webhook endpoints' writer
+//! (`webhooks::kv`) shares the relay's connection: its replies are taken here
+//! once a tick for both.
 
 use std::time::Instant;
 
@@ -25,19 +27,36 @@ pub(super) struct HandlerKv {
 }
 
 impl Reactor {
-    /// After the relay's step: takes in the bucket's answers and puts the
-    /// offsets that moved (`now_all`: without waiting for the interval).
-    pub(super) fn step_handler_offsets(&mut self, now_all: bool) {
+    /// After the relay's step: takes in the buckets' answers and puts the
+    /// handler offsets and webhook endpoints that changed (`now_all`: without
+    /// waiting for the interval).
+    pub(super) fn step_kv_writers(&mut self, now_all: bool) {
+        let config = &self.shared.config;
+        let stats = &mut self.shared.stats;
         let Some(relay) = self.relay.as_mut() else {
-            // Fenced or a follower: a later relay starts a writer of its own.
+            // Fenced or a follower: a later relay starts writers of its own.
             self.handler_kv.writer = None;
-            self.shared.stats.handler_offsets = None;
+            stats.handler_offsets = None;
+            let none: Option<(&mut crate::nats::side::Side<'_>, _, _)> = None;
+            self.webhooks
+                .step_kv(none, config, now_all, &mut stats.webhook_kv);
             return;
         };
+        let now = Instant::now();
+        let reached = relay.is_publishing();
+        let mut side = relay.side();
+        // Both writers' replies come on this connection: taken once, offered to each.
+        let replies = side.take_replies();
+        self.webhooks.step_kv(
+            Some((&mut side, &replies, reached)),
+            config,
+            now_all,
+            &mut stats.webhook_kv,
+        );
         if self.handlers.durable.is_empty() {
+            relay.flush(self.poll.registry(), now);
             return;
         }
-        let config = &self.shared.config;
         let writer = self.handler_kv.writer.get_or_insert_with(|| {
             OffsetWriter::new(
                 &config.nats_stream,
@@ -45,25 +64,20 @@ impl Reactor {
                 self.handlers.durable.iter().map(|h| h.name.as_str()),
             )
         });
-        let now = Instant::now();
-        let reached = relay.is_publishing();
-        let mut side = relay.side();
-        for reply in side.take_replies() {
-            writer.answer(&mut side, &reply, now);
+        for reply in &replies {
+            writer.answer(&mut side, reply, now);
         }
         writer.set_offsets(self.handlers.durable.iter().map(|h| h.offset));
         writer.step(&mut side, reached, now, now_all);
         relay.flush(self.poll.registry(), now);
-        let status = self
-            .shared
-            .stats
+        let status = stats
             .handler_offsets
             .get_or_insert_with(WriterStatus::default);
         writer.status_into(status);
     }
 
-    /// When the writer or a promotion's reader next has something to do.
-    pub(super) fn handler_offsets_deadline(&self) -> Option<Instant> {
+    /// When a writer or a promotion's reader next has something to do.
+    pub(super) fn kv_deadline(&self) -> Option<Instant> {
         let writer = self
             .handler_kv
             .writer
@@ -76,36 +90,47 @@ impl Reactor {
             .as_ref()
             .filter(|_| self.shared.stats.replica.promote_asked)
             .and_then(|(_, r)| r.next_deadline());
-        writer.into_iter().chain(reader).min()
+        let promoting = self.shared.stats.replica.promote_asked;
+        let webhooks = self.webhooks.kv_deadline(promoting);
+        writer.into_iter().chain(reader).chain(webhooks).min()
     }
 
-    /// At a clean shutdown: puts every offset that moved since its last put and
-    /// waits for the acks, for `SHUTDOWN_FLUSH_TIMEOUT` at most (not at all when
-    /// the relay does not publish: disconnected, reconciling or stopped).
-    pub(super) fn settle_handler_offsets(&mut self) {
-        if self.handlers.durable.is_empty() || !writing(self.relay.as_ref()) {
+    /// At a clean shutdown: puts every offset and webhook position that moved
+    /// since its last put and waits for the acks, for `SHUTDOWN_FLUSH_TIMEOUT`
+    /// at most (not at all when the relay does not publish: disconnected,
+    /// reconciling or stopped).
+    pub(super) fn settle_kv_writers(&mut self) {
+        if !writing(self.relay.as_ref()) {
             return;
         }
         let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
         let mut events = Events::with_capacity(64);
         loop {
-            self.step_handler_offsets(true);
-            let Some(writer) = self.handler_kv.writer.as_ref() else {
+            self.step_kv_writers(true);
+            let writer = self.handler_kv.writer.as_ref();
+            let handlers = writer.is_some_and(OffsetWriter::pending);
+            let webhooks = self.webhooks.kv_pending();
+            if !handlers && !webhooks {
                 return;
-            };
+            }
             let now = Instant::now();
-            if !writer.pending() {
-                return;
-            }
             if now >= deadline || !writing(self.relay.as_ref()) {
-                log::warn!(
-                    "nats: durable handler offsets not all stored in KV bucket '{}' at shutdown; \
-                     a promoted node may run the last events again",
-                    writer.bucket()
-                );
+                if let Some(writer) = writer.filter(|_| handlers) {
+                    log::warn!(
+                        "nats: durable handler offsets not all stored in KV bucket '{}' at \
+                         shutdown; a promoted node may run the last events again",
+                        writer.bucket()
+                    );
+                }
+                if let Some(bucket) = self.webhooks.kv_bucket().filter(|_| webhooks) {
+                    log::warn!(
+                        "nats: webhook endpoints not all stored in KV bucket '{bucket}' at \
+                         shutdown; a promoted node may deliver the last events again"
+                    );
+                }
                 return;
             }
-            let wake = writer.next_deadline();
+            let wake = self.kv_deadline();
             if !self.poll_relay_only(&mut events, wake, deadline) {
                 return;
             }
