@@ -172,6 +172,7 @@ fn discard_tail(store: &mut Store, keep: i64, stream: &str) -> Result<()> {
             discarded(&done, stream)
         );
     }
+    super::webhooks::cut_back(store, keep);
     Ok(())
 }
 
@@ -487,6 +488,7 @@ impl Reactor {
         for h in &mut self.handlers.durable {
             h.offset = h.offset.min(keep);
         }
+        self.webhooks.cut_back(&mut self.shared.store, keep);
         self.shared.stats.replica.fenced += 1;
         self.shared.stats.replica.nats = true;
         match Follow::new(&self.shared.config, &mut self.shared.store, keep + 1, true) {

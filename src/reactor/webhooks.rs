@@ -38,6 +38,8 @@ use crate::webhook::transport::{Done, Outcome, Request, Tls, Transport, Transpor
 mod kv;
 mod scan;
 
+pub(super) use kv::cut_back;
+
 use scan::next_event;
 
 /// How long deliveries pause after their state could not be stored (a failed

@@ -503,6 +503,47 @@ impl Store {
         Ok(done)
     }
 
+    /// After the log was cut back to `keep` (a fenced or restarted primary's
+    /// tail discarded), between ticks: no endpoint stays past `keep`, so the
+    /// events that take those seqs from the stream are delivered; the attempts
+    /// and dead letters of the discarded events go. Committed at once; how many
+    /// endpoints moved back.
+    pub fn webhooks_cut_back(&mut self, keep: i64) -> Result<usize, StorageError> {
+        if self.tick_has_writes() {
+            return Err(StorageError::new(
+                super::StorageErrorKind::Other,
+                "a tick transaction is open",
+            ));
+        }
+        let moved = self.write(|c| {
+            c.execute(
+                "UPDATE webhooks SET attempt_seq = 0, attempts = 0, next_attempt_at = 0 \
+                 WHERE attempt_seq > ?1",
+                params![keep],
+            )?;
+            c.execute(
+                "DELETE FROM webhook_dead_letters WHERE seq > ?1",
+                params![keep],
+            )?;
+            let ids: Vec<i64> = c
+                .prepare("SELECT id FROM webhooks WHERE position > ?1")?
+                .query_map(params![keep], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            c.execute(
+                "UPDATE webhooks SET position = ?1 WHERE position > ?1",
+                params![keep],
+            )?;
+            Ok(ids)
+        });
+        if let Ok(ids) = &moved {
+            self.webhook_changes.extend_from_slice(ids);
+        }
+        let committed = self.finish_tick();
+        let moved = moved?;
+        committed?;
+        Ok(moved.len())
+    }
+
     /// The endpoints that committed administrative writes changed since the
     /// last call (see the module's doc).
     pub fn take_webhook_changes(&mut self) -> Vec<i64> {
@@ -666,6 +707,47 @@ mod tests {
             .webhook_add("http://10.0.0.1/next", "whsec_x", "*", 1)
             .expect("add");
         assert_eq!(next, 12, "ids the bucket names are not given out again");
+    }
+
+    #[test]
+    fn a_cut_back_log_takes_the_positions_and_dead_letters_past_it_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = store(&dir);
+        let ahead = s
+            .webhook_add("http://10.0.0.1/a", "whsec_x", "*", 1)
+            .expect("add");
+        let behind = s
+            .webhook_add("http://10.0.0.1/b", "whsec_x", "*", 1)
+            .expect("add");
+        let state = |position, attempt_seq| WebhookState {
+            position,
+            attempt_seq,
+            attempts: 1,
+            ..WebhookState::default()
+        };
+        s.webhook_save(ahead, &state(30, 31)).expect("save");
+        s.webhook_save(behind, &state(10, 11)).expect("save");
+        for seq in [5, 25] {
+            let dead = WebhookDeadLetter {
+                seq,
+                attempts: 3,
+                last_status: 500,
+                last_error: "HTTP 500".into(),
+                at: 1,
+            };
+            s.webhook_dead_letter(ahead, &dead).expect("dead letter");
+        }
+        s.finish_tick().expect("commit");
+        s.take_webhook_changes();
+        assert_eq!(s.webhooks_cut_back(20).expect("cut back"), 1);
+        assert_eq!(s.take_webhook_changes(), vec![ahead]);
+        let a = s.webhook(ahead).expect("read").expect("there");
+        assert_eq!(
+            (a.state.position, a.state.attempt_seq, a.dead_letters),
+            (20, 0, 1)
+        );
+        let b = s.webhook(behind).expect("read").expect("there");
+        assert_eq!((b.state.position, b.state.attempt_seq), (10, 11));
     }
 
     #[test]

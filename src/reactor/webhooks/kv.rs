@@ -165,6 +165,14 @@ impl Webhooks {
         writer.into_iter().chain(reader).min()
     }
 
+    /// The log was cut back to `keep` (fenced): no endpoint stays past it, so
+    /// the stream's events at those seqs are delivered after a promotion.
+    pub(in crate::reactor) fn cut_back(&mut self, store: &mut Store, keep: i64) {
+        cut_back(store, keep);
+        self.reload_all = true;
+        self.behind = true;
+    }
+
     /// A promotion whose stream is applied: reads the bucket through the
     /// follower's connection, then takes its endpoints in (same ids, their
     /// configuration, each at the furthest of its local position and the
@@ -220,5 +228,18 @@ impl Webhooks {
         self.reload_all = true;
         self.behind = true;
         true
+    }
+}
+
+/// Moves every endpoint stored past `keep` back to it (see
+/// [`Store::webhooks_cut_back`]), loudly.
+pub(in crate::reactor) fn cut_back(store: &mut Store, keep: i64) {
+    match store.webhooks_cut_back(keep) {
+        Ok(0) => {}
+        Ok(n) => log::warn!(
+            "webhooks: {n} endpoint(s) moved back to seq {keep} with the log; the events \
+             that take those seqs are delivered to them"
+        ),
+        Err(e) => log::error!("webhooks: cannot move the endpoints back to seq {keep}: {e}"),
     }
 }
