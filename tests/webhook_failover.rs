@@ -336,3 +336,60 @@ fn the_bucket_holds_each_endpoint_its_state_and_a_delete_marker() {
     let m = kv_msg(&mut client, dead).expect("the key");
     assert_eq!(m.json()["position"], json!(5), "{}", m.text());
 }
+
+#[test]
+fn a_node_fenced_after_its_promotion_delivers_the_stream_event_that_took_its_seq() {
+    if !nats_available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = args(&nats.url());
+    let old = start(&dir.path().join("old.db"), &args, false);
+    let new = start(&dir.path().join("new.db"), &args, true);
+    let receiver = Receiver::start();
+    let mut o = old.redis();
+    add(&mut o, &receiver.url("/hook"), &["SECRET", SECRET]);
+    for i in 1..=5 {
+        register(&mut o, &format!("u{i}"), &[]);
+    }
+    receiver.wait_until("events 1 to 5", WAIT, |r| delivered(r, "/hook").len() >= 5);
+    old.wait_relayed();
+    new.wait_applied(5);
+    promote(&new);
+    // The old primary's write lands in the stream first, as a publish in flight
+    // when it died would. The promoted node meets it (its relay's first look at
+    // the stream, or the refused publish of its own seq 6, committed locally and
+    // perhaps delivered): it is fenced, discards its seq 6, applies the old
+    // primary's and promotes itself again.
+    register(&mut o, "late", &[]);
+    old.wait_relayed();
+    let mut n = new.redis();
+    let _ = call(&mut n, &["REGISTER", "refused"]);
+    new.wait_line(&["promoting again"], WAIT);
+    let deadline = Instant::now() + WAIT;
+    let seq = loop {
+        match call(&mut n, &["REGISTER", "accepted"]) {
+            Value::Int(seq) => break seq,
+            other => assert!(Instant::now() < deadline, "{other:?}\n{}", new.log()),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let name_of = |r: &Received| r.json()["name"].as_str().unwrap_or_default().to_string();
+    let old_writer = sender(&receiver.received()[0]);
+    let new_writer = |r: &Received| sender(r) != old_writer;
+    let got = receiver.wait_until("'late' and 'accepted' from the promoted node", WAIT, |rs| {
+        let from_new: Vec<String> = rs
+            .iter()
+            .filter(|r| r.succeeded() && new_writer(r))
+            .map(name_of)
+            .collect();
+        from_new.iter().any(|n| n == "late") && from_new.iter().any(|n| n == "accepted")
+    });
+    let late = got
+        .iter()
+        .find(|r| new_writer(r) && name_of(r) == "late")
+        .expect("late");
+    assert_eq!(late.seq(), 6);
+    assert_eq!(seq, 7);
+}
