@@ -369,7 +369,7 @@ fn the_bucket_holds_each_endpoint_its_state_and_a_delete_marker() {
 }
 
 #[test]
-fn a_node_fenced_after_its_promotion_delivers_the_stream_event_that_took_its_seq() {
+fn a_node_fenced_right_after_its_promotion_skips_no_event_of_the_stream() {
     if !nats_available() {
         return;
     }
