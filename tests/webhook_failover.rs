@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::TestServer;
 use common::nats::{NatsServer, NatsTestClient, StoredMsg, nats_available};
 use common::process::UserbusProcess;
-use common::reply::{call, error_text, int, pairs, register, text};
+use common::reply::{call, error_text, int, pairs, register, text, wait_applied};
 use common::webhook::{Answer, Received, Receiver, verify_signature};
 use redis::Value;
 use serde_json::json;
@@ -86,8 +87,8 @@ fn list(con: &mut redis::Connection) -> Vec<BTreeMap<String, String>> {
     }
 }
 
-fn promote(node: &UserbusProcess) {
-    let reply = call(&mut node.redis(), &["REPLICAOF", "NO", "ONE"]);
+fn promote(con: &mut redis::Connection) {
+    let reply = call(con, &["REPLICAOF", "NO", "ONE"]);
     assert_eq!(reply, Value::Okay, "REPLICAOF NO ONE: {reply:?}");
 }
 
@@ -214,7 +215,7 @@ fn a_promoted_follower_delivers_from_where_the_killed_primary_stopped() {
 
     primary.kill9();
     failing.store(false, Ordering::SeqCst);
-    promote(&follower);
+    promote(&mut f);
     for i in 16..=20 {
         assert_eq!(register(&mut f, &format!("u{i}"), &[]), i);
     }
@@ -387,7 +388,7 @@ fn a_node_fenced_right_after_its_promotion_skips_no_event_of_the_stream() {
     receiver.wait_until("events 1 to 5", WAIT, |r| delivered(r, "/hook").len() >= 5);
     old.wait_relayed();
     new.wait_applied(5);
-    promote(&new);
+    promote(&mut new.redis());
     // The old primary's write lands in the stream first, as a publish in flight
     // when it died would. The promoted node meets it (its relay's first look at
     // the stream, or the refused publish of its own seq 6, committed locally and
@@ -431,4 +432,65 @@ fn a_node_fenced_right_after_its_promotion_skips_no_event_of_the_stream() {
         "the promoted node delivers its own"
     );
     assert_eq!(name_of(accepted), "accepted");
+}
+
+/// An in-process server on `url` (following when `follow`) with the durable
+/// handler `mail` reporting each event's seq.
+fn node_with_handler(url: &str, follow: bool) -> (TestServer, std::sync::mpsc::Receiver<i64>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let url = url.to_string();
+    let server = TestServer::start_with(
+        move |c| {
+            c.nats = Some(url);
+            c.follow = follow;
+            c.webhook_allow_private = true;
+        },
+        move |b| {
+            b.durable_handler("mail", move |e| {
+                let _ = tx.send(e.seq);
+            })
+        },
+    );
+    (server, rx)
+}
+
+#[test]
+fn a_promotion_reads_the_handler_offsets_then_the_webhook_endpoints() {
+    if !nats_available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (primary, _primary_seqs) = node_with_handler(&url, false);
+    let (follower, follower_seqs) = node_with_handler(&url, true);
+    let receiver = Receiver::start();
+    let mut p = primary.redis();
+    let id = add(&mut p, &receiver.url("/hook"), &["SECRET", SECRET]);
+    for i in 1..=3 {
+        register(&mut p, &format!("u{i}"), &[]);
+    }
+    receiver.wait_until("events 1 to 3", WAIT, |r| delivered(r, "/hook").len() >= 3);
+    let mut f = follower.redis();
+    wait_applied(&mut f, 3);
+    drop(p);
+    // A clean stop puts the last offset and position.
+    primary.stop();
+    promote(&mut f);
+    assert_eq!(register(&mut f, "u4", &[]), 4);
+    assert_eq!(
+        follower_seqs
+            .recv_timeout(WAIT)
+            .expect("the handler resumes"),
+        4
+    );
+    let got = receiver.wait_until("event 4", WAIT, |r| delivered(r, "/hook").contains(&4));
+    let from_promoted: Vec<i64> = got
+        .iter()
+        .filter(|r| sender(r) != sender(&got[0]))
+        .map(Received::seq)
+        .collect();
+    assert_eq!(from_promoted, [4], "nothing delivered before it again");
+    let endpoints = list(&mut f);
+    assert_eq!(endpoints.len(), 1, "{endpoints:?}");
+    assert_eq!(endpoints[0]["id"], id.to_string());
 }

@@ -24,6 +24,10 @@ pub(super) struct HandlerKv {
     writer: Option<OffsetWriter>,
     /// The reader of the promotion asked at that instant.
     reader: Option<(Instant, OffsetReader)>,
+    /// The promotion (asked at that instant) whose offsets are read and set: the
+    /// webhook endpoints are read after them, on the same connection, and must
+    /// not see a new reader take their replies.
+    read_for: Option<Instant>,
 }
 
 impl Reactor {
@@ -37,9 +41,7 @@ impl Reactor {
             // Fenced or a follower: a later relay starts writers of its own.
             self.handler_kv.writer = None;
             stats.handler_offsets = None;
-            let none: Option<(&mut crate::nats::side::Side<'_>, _, _)> = None;
-            self.webhooks
-                .step_kv(none, config, now_all, &mut stats.webhook_kv);
+            self.webhooks.stop_kv(&mut stats.webhook_kv);
             return;
         };
         let now = Instant::now();
@@ -48,7 +50,9 @@ impl Reactor {
         // Both writers' replies come on this connection: taken once, offered to each.
         let replies = side.take_replies();
         self.webhooks.step_kv(
-            Some((&mut side, &replies, reached)),
+            &mut side,
+            &replies,
+            reached,
             config,
             now_all,
             &mut stats.webhook_kv,
@@ -146,8 +150,9 @@ fn writing(relay: Option<&Relay>) -> bool {
 /// A promotion whose stream is applied: reads each durable handler's offset
 /// from the bucket through the follower's connection, then sets each handler's
 /// offset to [`resume_offset`] of its own, the bucket's and `applied`, and
-/// stores it. True once done (at once without durable handlers); until then the
-/// promotion waits (and fails at its own deadline).
+/// stores it. True once done (at once without durable handlers, and again for
+/// the same promotion); until then the promotion waits (and fails at its own
+/// deadline).
 pub(super) fn read_handler_offsets(
     kv: &mut HandlerKv,
     consumer: &mut Consumer,
@@ -158,7 +163,7 @@ pub(super) fn read_handler_offsets(
     asked_at: Instant,
 ) -> bool {
     let now = Instant::now();
-    if durable.is_empty() {
+    if durable.is_empty() || kv.read_for == Some(asked_at) {
         return true;
     }
     if kv.reader.as_ref().is_none_or(|(at, _)| *at != asked_at) {
@@ -177,6 +182,7 @@ pub(super) fn read_handler_offsets(
         return false;
     };
     kv.reader = None;
+    kv.read_for = Some(asked_at);
     for (h, stored) in durable.iter_mut().zip(values) {
         let offset = resume_offset(h.offset, stored, applied);
         log::info!(

@@ -72,26 +72,30 @@ fn carried(e: &Endpoint) -> CarriedWebhook {
 }
 
 impl Webhooks {
+    /// Without a relay (a follower, fenced): the writer stops; a later relay
+    /// starts one of its own.
+    pub(in crate::reactor) fn stop_kv(&mut self, status: &mut Option<WriterStatus>) {
+        let kv = &mut self.kv;
+        kv.writer = None;
+        kv.given.clear();
+        kv.changed.clear();
+        *status = None;
+    }
+
     /// While this node relays: takes in the bucket's answers among `replies`,
-    /// gives the writer what changed and lets it send what is due
+    /// gives the writer what changed and lets it send what is due on `link`
     /// (`now_all`: without waiting for the interval). `reached`: the relay
-    /// publishes. Without a relay, `link` is `None`: the writer stops.
+    /// publishes.
     pub(in crate::reactor) fn step_kv(
         &mut self,
-        link: Option<(&mut impl SideLink, &[SideReply], bool)>,
+        link: &mut impl SideLink,
+        replies: &[SideReply],
+        reached: bool,
         config: &Config,
         now_all: bool,
         status: &mut Option<WriterStatus>,
     ) {
         let kv = &mut self.kv;
-        let Some((link, replies, reached)) = link else {
-            // Fenced or a follower: a later relay starts a writer of its own.
-            kv.writer = None;
-            kv.given.clear();
-            kv.changed.clear();
-            *status = None;
-            return;
-        };
         if kv.writer.is_none() && self.endpoints.is_empty() {
             return;
         }
