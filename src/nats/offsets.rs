@@ -524,7 +524,7 @@ impl OffsetWriter {
                 self.reported = None;
                 if put.value == Want::Deleted && slot.want == Want::Deleted {
                     // Nothing more to put for a deleted key.
-                    self.slots.swap_remove(i);
+                    self.slots.remove(i);
                 } else {
                     slot.stored = Some(put.value);
                 }
