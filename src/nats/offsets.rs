@@ -353,6 +353,18 @@ impl OffsetWriter {
         self.set(name, Want::Value(value), at_once);
     }
 
+    /// When key `name`'s next put may leave: its last one's time plus
+    /// [`PUT_INTERVAL`], or, while one is in flight, its timeout (its answer
+    /// comes sooner, and the caller asks again then); `None` for at once.
+    pub fn put_due_at(&self, name: &str) -> Option<Instant> {
+        let slot = self.slots.iter().find(|s| s.name == name)?;
+        match (&slot.in_flight, slot.last_sent) {
+            (Some(p), _) => Some(p.sent_at + ANSWER_TIMEOUT),
+            (None, Some(t)) => Some(t + PUT_INTERVAL),
+            (None, None) => None,
+        }
+    }
+
     /// Key `name` is to be deleted (a delete marker), at the next step.
     pub fn delete(&mut self, name: &str) {
         self.set(name, Want::Deleted, true);
@@ -1037,6 +1049,7 @@ pub(super) mod tests {
             "{body}"
         );
         w.answer(&mut link, &reply(id, CREATED), t0);
+        assert_eq!(w.put_due_at("1"), None, "a key not held goes at once");
         w.put("1", b"a".to_vec(), true);
         w.step(&mut link, true, t0, false);
         let (id, subject, payload) = link.last();
@@ -1044,7 +1057,9 @@ pub(super) mod tests {
             (subject.as_str(), payload.as_str()),
             ("$KV.S_webhooks.1", "a")
         );
+        assert_eq!(w.put_due_at("1"), Some(t0 + ANSWER_TIMEOUT), "in flight");
         w.answer(&mut link, &reply(id, PUT_ACK), t0);
+        assert_eq!(w.put_due_at("1"), Some(t0 + PUT_INTERVAL));
         // A position: within the interval, it waits.
         let sent = link.sent.len();
         w.put("1", b"b".to_vec(), false);

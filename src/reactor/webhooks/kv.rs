@@ -44,6 +44,8 @@ pub(in crate::reactor) struct WebhookKv {
     given: BTreeMap<i64, Given>,
     /// Endpoints a committed WEBHOOK command changed: put at once.
     changed: Vec<i64>,
+    /// When a position that moved may next be given to the writer.
+    next_give: Option<Instant>,
     /// The reader of the promotion asked at that instant.
     reader: Option<(Instant, WebhookReader)>,
 }
@@ -79,6 +81,7 @@ impl Webhooks {
         kv.writer = None;
         kv.given.clear();
         kv.changed.clear();
+        kv.next_give = None;
         *status = None;
     }
 
@@ -111,6 +114,7 @@ impl Webhooks {
         for reply in replies {
             writer.answer(link, reply, now);
         }
+        kv.next_give = None;
         let mut changed = std::mem::take(&mut kv.changed);
         changed.sort_unstable();
         changed.dedup();
@@ -120,20 +124,26 @@ impl Webhooks {
                 || given.is_none_or(|g| g.disabled != e.state.disabled);
             let moved = given
                 .is_none_or(|g| g.position != e.state.position || g.requeued != e.requeued.len());
-            if at_once || moved {
-                writer.put(
-                    &webhook_kv::key(id),
-                    webhook_kv::value(&carried(e)),
-                    at_once,
-                );
-                kv.given.insert(id, Given::of(e));
+            if !at_once && !moved {
+                continue;
             }
+            let mut digits = itoa::Buffer::new();
+            let key = digits.format(id);
+            // A position moves with every delivery: its value is built only when
+            // the writer may send it, not at every tick.
+            let wait = writer.put_due_at(key).filter(|&t| t > now);
+            if let Some(t) = wait.filter(|_| !at_once && !now_all) {
+                kv.next_give = Some(kv.next_give.map_or(t, |n| n.min(t)));
+                continue;
+            }
+            writer.put(key, webhook_kv::value(&carried(e)), at_once);
+            kv.given.insert(id, Given::of(e));
         }
         let endpoints = &self.endpoints;
         kv.given.retain(|id, _| {
             let kept = endpoints.contains_key(id);
             if !kept {
-                writer.delete(&webhook_kv::key(*id));
+                writer.delete(itoa::Buffer::new().format(*id));
             }
             kept
         });
@@ -159,6 +169,7 @@ impl Webhooks {
             .writer
             .as_ref()
             .and_then(OffsetWriter::next_deadline);
+        let writer = writer.into_iter().chain(self.kv.next_give).min();
         // A reader left by a promotion that failed is no longer stepped.
         let reader = self
             .kv
