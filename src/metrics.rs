@@ -149,6 +149,9 @@ pub struct Stats {
     /// The writer of durable handler offsets into the KV bucket `<stream>_handlers`
     /// as of the last tick (with `--nats`, durable handlers, and this node relaying).
     pub handler_offsets: Option<crate::nats::offsets::WriterStatus>,
+    /// The writer of webhook endpoints into the KV bucket `<stream>_webhooks` as
+    /// of the last tick (with `--nats`, endpoints, and this node relaying).
+    pub webhook_kv: Option<crate::nats::offsets::WriterStatus>,
     /// Writes held for JetStream (with `--durability replicated`).
     pub replication: Option<ReplicationStats>,
     /// The webhook endpoints' figures, as of the last tick that changed them.
@@ -221,6 +224,7 @@ impl Stats {
             durable_offsets: Vec::new(),
             nats: None,
             handler_offsets: None,
+            webhook_kv: None,
             replication: None,
             webhooks: Vec::new(),
             replica: crate::replica::Replica::default(),
@@ -251,6 +255,7 @@ impl Stats {
             nats: self.nats.take(),
             webhooks: std::mem::take(&mut self.webhooks),
             handler_offsets: self.handler_offsets.take(),
+            webhook_kv: self.webhook_kv.take(),
             replication: self.replication.as_ref().map(|r| ReplicationStats {
                 waiting_ticks: r.waiting_ticks,
                 ..ReplicationStats::default()
@@ -647,6 +652,37 @@ pub fn prometheus(v: &View<'_>) -> String {
                     "userbus_nats_handler_offsets_pending",
                     "gauge",
                     "Durable handlers whose offset the KV bucket does not hold yet.",
+                    h.pending,
+                ),
+            ],
+        );
+    }
+    if let Some(h) = &s.webhook_kv {
+        write_samples(
+            &mut out,
+            &[
+                (
+                    "userbus_nats_webhook_kv_ready",
+                    "gauge",
+                    "1 while webhook endpoints are put into the KV bucket.",
+                    u64::from(h.state == "ready"),
+                ),
+                (
+                    "userbus_nats_webhook_kv_failing",
+                    "gauge",
+                    "1 while the last put or bucket check of webhook endpoints failed.",
+                    u64::from(h.last_error.is_some()),
+                ),
+                (
+                    "userbus_nats_webhook_kv_puts_total",
+                    "counter",
+                    "Webhook endpoint values and deletes the KV bucket acknowledged.",
+                    h.puts,
+                ),
+                (
+                    "userbus_nats_webhook_kv_pending",
+                    "gauge",
+                    "Webhook endpoints whose value the KV bucket does not hold yet.",
                     h.pending,
                 ),
             ],

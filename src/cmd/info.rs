@@ -262,6 +262,22 @@ fn render_nats(ctx: &mut Ctx<'_>, t: &mut String) {
                 .replace(['\r', '\n'], " "),
         );
     }
+    if let Some(h) = &ctx.stats.webhook_kv {
+        let _ = write!(
+            t,
+            "nats_webhook_kv_bucket:{}\r\nnats_webhook_kv_state:{}\r\n\
+             nats_webhook_kv_puts:{}\r\nnats_webhook_kv_pending:{}\r\n\
+             nats_webhook_kv_last_error:{}\r\n",
+            h.bucket,
+            h.state,
+            h.puts,
+            h.pending,
+            h.last_error
+                .as_deref()
+                .unwrap_or("")
+                .replace(['\r', '\n'], " "),
+        );
+    }
     if let Some(r) = &ctx.stats.replication {
         let _ = write!(
             t,

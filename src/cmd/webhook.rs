@@ -19,7 +19,9 @@
 //!
 //! Unknown ids answer `-ERR no such webhook` (DEL: `:0`). Endpoints live in
 //! SQLite and change in the tick's transaction; deliveries see a change once it
-//! is committed. A follower holds no webhooks: WEBHOOK is a write (`-READONLY`).
+//! is committed. WEBHOOK is a write: a follower answers `-READONLY`. With
+//! `--nats` the primary also keeps the endpoints in a JetStream KV bucket, which
+//! a promoted follower takes in (`nats::webhook_kv`, `reactor::webhooks`).
 
 use super::{Ctx, Outcome, Spec, int_arg, not_an_integer, syntax_error, unknown_subcommand};
 use crate::protocol::Args;

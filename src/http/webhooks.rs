@@ -10,7 +10,7 @@
 //! - `GET /webhooks/{id}/dead-letters` → 200, an array of dead letters
 //!
 //! Bad input is 400 `{"error":..}`, a body that is not `application/json` 415;
-//! a follower answers 503 (it holds no webhooks).
+//! a follower answers 503 (endpoints change on the primary only).
 
 use serde_json::{Value, json};
 

@@ -17,7 +17,8 @@
 //! - [`relay`]: the primary's relay into the stream; [`consumer`]: a follower's
 //!   ordered push consumer reading it back; [`offsets`]: durable handler offsets
 //!   in a KV bucket, through the relay's or the consumer's connection lent as a
-//!   [`side::Side`].
+//!   [`side::Side`]; [`webhook_kv`]: the webhook endpoints in a KV bucket, the
+//!   same way.
 //!
 //! # The state machine
 //! ```text
@@ -65,6 +66,7 @@ pub mod relay;
 mod servers;
 pub mod side;
 pub mod url;
+pub mod webhook_kv;
 
 #[cfg(test)]
 mod tests;

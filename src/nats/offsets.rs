@@ -60,9 +60,9 @@ const BUCKET_RETRY_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between attempts at the bucket.
 const BUCKET_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Wait before asking again for a key whose read failed (no leader, ...).
-const READ_RETRY: Duration = Duration::from_millis(250);
+pub(super) const READ_RETRY: Duration = Duration::from_millis(250);
 /// Header nats KV clients mark a deleted or purged key with.
-const KV_OPERATION: &str = "KV-Operation";
+pub(super) const KV_OPERATION: &str = "KV-Operation";
 
 /// The bucket of `stream`'s durable handler offsets.
 pub fn bucket_name(stream: &str) -> String {
@@ -175,32 +175,69 @@ pub struct WriterStatus {
     pub last_error: Option<String>,
 }
 
+/// What a key is to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Want {
+    /// A value.
+    Value(Vec<u8>),
+    /// Nothing: a delete marker (`KV-Operation: DEL`), as `nats kv del` puts.
+    Deleted,
+}
+
 /// A put waiting for its ack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Put {
     request: RequestId,
-    value: i64,
+    value: Want,
     sent_at: Instant,
 }
 
-/// One handler's key.
+/// One key.
 #[derive(Debug, Clone)]
 struct Slot {
     name: String,
     subject: String,
-    /// The offset to put.
-    want: i64,
+    /// What to put.
+    want: Want,
     /// The last value the bucket acknowledged from this writer.
-    stored: Option<i64>,
+    stored: Option<Want>,
     in_flight: Option<Put>,
     last_sent: Option<Instant>,
+    /// Put at the next step, without waiting for the interval (a configuration
+    /// change).
+    urgent: bool,
 }
 
-/// The primary's writer of handler offsets into the bucket.
+impl Slot {
+    fn new(bucket: &str, name: &str, want: Want) -> Slot {
+        Slot {
+            name: name.to_string(),
+            subject: key_subject(bucket, name),
+            want,
+            stored: None,
+            in_flight: None,
+            last_sent: None,
+            urgent: false,
+        }
+    }
+
+    /// True while the bucket does not hold what the slot wants.
+    fn unsettled(&self) -> bool {
+        self.stored.as_ref() != Some(&self.want) || self.in_flight.is_some()
+    }
+}
+
+/// The primary's writer of keys into a bucket: the durable handlers' offsets
+/// ([`OffsetWriter::new`]), or values given key by key
+/// ([`OffsetWriter::for_bucket`], the webhook endpoints of `nats::webhook_kv`).
 #[derive(Debug)]
 pub struct OffsetWriter {
     bucket: String,
     replicas: u32,
+    /// What the bucket holds, for the log: `durable handler offsets`.
+    contents: &'static str,
+    /// What one key holds, for the log: `the offset of durable handler`.
+    item: &'static str,
     state: Bucket,
     slots: Vec<Slot>,
     retry_wait: Duration,
@@ -223,22 +260,36 @@ impl OffsetWriter {
         names: impl IntoIterator<Item = &'a str>,
     ) -> OffsetWriter {
         let bucket = bucket_name(stream);
-        let slots = names
+        let mut writer = OffsetWriter::for_bucket(
+            bucket,
+            replicas,
+            "durable handler offsets",
+            "the offset of durable handler",
+        );
+        writer.slots = names
             .into_iter()
-            .map(|name| Slot {
-                name: name.to_string(),
-                subject: key_subject(&bucket, name),
-                want: 0,
-                stored: None,
-                in_flight: None,
-                last_sent: None,
-            })
+            .map(|name| Slot::new(&writer.bucket, name, Want::Value(b"0".to_vec())))
             .collect();
+        writer
+    }
+
+    /// A writer into `bucket` (created with `replicas` copies when missing) of
+    /// the keys given to [`OffsetWriter::put`] and [`OffsetWriter::delete`];
+    /// `contents` and `item` name what it holds in the log (`webhook
+    /// endpoints`, `webhook endpoint`).
+    pub fn for_bucket(
+        bucket: String,
+        replicas: u32,
+        contents: &'static str,
+        item: &'static str,
+    ) -> OffsetWriter {
         OffsetWriter {
             bucket,
             replicas,
+            contents,
+            item,
+            slots: Vec::new(),
             state: Bucket::Unchecked,
-            slots,
             retry_wait: BUCKET_RETRY_MIN,
             reported: None,
             connected: false,
@@ -272,11 +323,7 @@ impl OffsetWriter {
             Bucket::Unusable => "unusable",
         };
         status.puts = self.puts;
-        status.pending = self
-            .slots
-            .iter()
-            .filter(|s| s.stored != Some(s.want) || s.in_flight.is_some())
-            .count() as u64;
+        status.pending = self.slots.iter().filter(|s| s.unsettled()).count() as u64;
         if status.last_error != self.reported {
             status.last_error = self.reported.clone();
         }
@@ -285,18 +332,60 @@ impl OffsetWriter {
     /// The handlers' current offsets, in the order of their names.
     pub fn set_offsets(&mut self, offsets: impl IntoIterator<Item = i64>) {
         for (slot, offset) in self.slots.iter_mut().zip(offsets) {
-            slot.want = offset;
+            // Runs every tick: the decimal is written on the stack and copied
+            // only when it changed.
+            let mut buf = [0u8; 24];
+            let len = {
+                let mut rest = &mut buf[..];
+                let _ = std::io::Write::write_fmt(&mut rest, format_args!("{offset}"));
+                24 - rest.len()
+            };
+            let digits = &buf[..len];
+            if !matches!(&slot.want, Want::Value(v) if v.as_slice() == digits) {
+                slot.want = Want::Value(digits.to_vec());
+            }
         }
+    }
+
+    /// Key `name` is to hold `value`: put at the next step with `at_once` (a
+    /// configuration change), within [`PUT_INTERVAL`] otherwise.
+    pub fn put(&mut self, name: &str, value: Vec<u8>, at_once: bool) {
+        self.set(name, Want::Value(value), at_once);
+    }
+
+    /// When key `name`'s next put may leave: its last one's time plus
+    /// [`PUT_INTERVAL`], or, while one is in flight, its timeout (its answer
+    /// comes sooner, and the caller asks again then); `None` for at once.
+    pub fn put_due_at(&self, name: &str) -> Option<Instant> {
+        let slot = self.slots.iter().find(|s| s.name == name)?;
+        match (&slot.in_flight, slot.last_sent) {
+            (Some(p), _) => Some(p.sent_at + ANSWER_TIMEOUT),
+            (None, Some(t)) => Some(t + PUT_INTERVAL),
+            (None, None) => None,
+        }
+    }
+
+    /// Key `name` is to be deleted (a delete marker), at the next step.
+    pub fn delete(&mut self, name: &str) {
+        self.set(name, Want::Deleted, true);
+    }
+
+    fn set(&mut self, name: &str, want: Want, at_once: bool) {
+        let slot = match self.slots.iter().position(|s| s.name == name) {
+            Some(i) => &mut self.slots[i],
+            None => {
+                self.slots.push(Slot::new(&self.bucket, name, want.clone()));
+                self.slots.last_mut().expect("invariant: just pushed")
+            }
+        };
+        slot.want = want;
+        slot.urgent |= at_once;
     }
 
     /// True while an offset differs from what the bucket acknowledged and the
     /// bucket is usable.
     pub fn pending(&self) -> bool {
-        self.state != Bucket::Unusable
-            && self
-                .slots
-                .iter()
-                .any(|s| s.stored != Some(s.want) || s.in_flight.is_some())
+        self.state != Bucket::Unusable && self.slots.iter().any(Slot::unsettled)
     }
 
     /// Sends what is due while `stream_reached` (the relay publishes: this node
@@ -333,16 +422,24 @@ impl OffsetWriter {
             Bucket::Ready if stream_reached => {
                 for i in 0..self.slots.len() {
                     let slot = &self.slots[i];
-                    let due = slot.stored != Some(slot.want)
+                    let due = slot.stored.as_ref() != Some(&slot.want)
                         && slot.in_flight.is_none()
-                        && (now_all || slot.last_sent.is_none_or(|t| now >= t + PUT_INTERVAL));
+                        && (now_all
+                            || slot.urgent
+                            || slot.last_sent.is_none_or(|t| now >= t + PUT_INTERVAL));
                     if !due {
                         continue;
                     }
-                    let value = slot.want;
-                    let sent = link.side_request(&slot.subject, value.to_string().as_bytes());
+                    let value = slot.want.clone();
+                    let sent = match &value {
+                        Want::Value(v) => link.side_request(&slot.subject, v),
+                        Want::Deleted => {
+                            link.side_request_with(&slot.subject, &[(KV_OPERATION, "DEL")], b"")
+                        }
+                    };
                     let slot = &mut self.slots[i];
                     slot.last_sent = Some(now);
+                    slot.urgent = false;
                     match sent {
                         Ok(request) => {
                             slot.in_flight = Some(Put {
@@ -352,10 +449,7 @@ impl OffsetWriter {
                             })
                         }
                         Err(e) => {
-                            let why = format!(
-                                "cannot put the offset of durable handler '{}': {e}",
-                                slot.name
-                            );
+                            let why = format!("cannot put {} '{}': {e}", self.item, slot.name);
                             self.report(&why);
                         }
                     }
@@ -375,18 +469,16 @@ impl OffsetWriter {
                     Ok(info) => {
                         let subjects = format!("$KV.{}.>", self.bucket);
                         if info.config.subjects.contains(&subjects) {
-                            log::info!(
-                                "nats: durable handler offsets go to KV bucket '{}'",
-                                self.bucket
-                            );
+                            log::info!("nats: {} go to KV bucket '{}'", self.contents, self.bucket);
                             self.ready();
                         } else {
                             let why = format!(
                                 "stream '{}' exists with subjects {:?}, not {subjects}: it is \
-                                 no KV bucket '{}'; durable handler offsets stay local",
+                                 no KV bucket '{}'; {} stay local",
                                 bucket_stream(&self.bucket),
                                 info.config.subjects,
-                                self.bucket
+                                self.bucket,
+                                self.contents
                             );
                             log::error!("nats: {why}");
                             self.reported = Some(why);
@@ -414,10 +506,10 @@ impl OffsetWriter {
                 match parse_stream_info(status, &reply.payload) {
                     Ok(_) => {
                         log::info!(
-                            "nats: created KV bucket '{}' ({} replica(s)) for durable handler \
-                             offsets",
+                            "nats: created KV bucket '{}' ({} replica(s)) for {}",
                             self.bucket,
-                            self.replicas
+                            self.replicas,
+                            self.contents
                         );
                         self.ready();
                     }
@@ -427,21 +519,27 @@ impl OffsetWriter {
             }
             _ => {}
         }
-        let Some(slot) = self
+        let Some(i) = self
             .slots
-            .iter_mut()
-            .find(|s| s.in_flight.is_some_and(|p| p.request == reply.id))
+            .iter()
+            .position(|s| s.in_flight.as_ref().is_some_and(|p| p.request == reply.id))
         else {
             return;
         };
+        let slot = &mut self.slots[i];
         let Some(put) = slot.in_flight.take() else {
             return;
         };
         match parse_pub_ack(status, &reply.payload) {
             Ok(_) => {
-                slot.stored = Some(put.value);
                 self.puts += 1;
                 self.reported = None;
+                if put.value == Want::Deleted && slot.want == Want::Deleted {
+                    // Nothing more to put for a deleted key.
+                    self.slots.remove(i);
+                } else {
+                    slot.stored = Some(put.value);
+                }
             }
             Err(JsError::NoResponders) => {
                 let why = format!(
@@ -456,8 +554,8 @@ impl OffsetWriter {
             }
             Err(e) => {
                 let why = format!(
-                    "the put of durable handler '{}' offset {} was refused: {e}; retrying",
-                    slot.name, put.value
+                    "the put of {} '{}' was refused: {e}; retrying",
+                    self.item, slot.name
                 );
                 self.report(&why);
             }
@@ -479,9 +577,11 @@ impl OffsetWriter {
         let slots = self
             .slots
             .iter()
-            .filter_map(|s| match (s.in_flight, s.last_sent) {
+            .filter_map(|s| match (&s.in_flight, s.last_sent) {
                 (Some(p), _) => Some(p.sent_at + ANSWER_TIMEOUT),
-                (None, Some(t)) if puts_flow && s.stored != Some(s.want) => Some(t + PUT_INTERVAL),
+                (None, Some(t)) if puts_flow && s.stored.as_ref() != Some(&s.want) => {
+                    Some(if s.urgent { t } else { t + PUT_INTERVAL })
+                }
                 _ => None,
             });
         own.into_iter().chain(slots).min()
@@ -501,7 +601,7 @@ impl OffsetWriter {
         }
         let mut timed_out = None;
         for slot in &mut self.slots {
-            if let Some(put) = slot.in_flight
+            if let Some(put) = &slot.in_flight
                 && now >= put.sent_at + ANSWER_TIMEOUT
             {
                 link.side_forget(put.request);
@@ -511,8 +611,9 @@ impl OffsetWriter {
         }
         if let Some(name) = timed_out {
             self.report(&format!(
-                "the put of durable handler '{name}' offset was not acknowledged within \
-                 {ANSWER_TIMEOUT:?}; retrying"
+                "the put of {} '{name}' was not acknowledged within {ANSWER_TIMEOUT:?}; \
+                 retrying",
+                self.item
             ));
         }
     }
@@ -548,7 +649,7 @@ impl OffsetWriter {
 
 /// Where one key's read is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Read {
+pub(super) enum Read {
     /// To ask at `at`.
     Due { at: Instant },
     /// Asked.
@@ -575,7 +676,7 @@ pub struct OffsetReader {
 
 /// Sends `read`'s request when it is due, asks again when its answer did not
 /// come in time.
-fn drive(
+pub(super) fn drive(
     read: &mut Read,
     link: &mut impl SideLink,
     subject: &str,
@@ -733,7 +834,7 @@ impl OffsetReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::nats::event::PublishError;
     use crate::nats::headers::Status;
@@ -755,10 +856,12 @@ mod tests {
 
     /// A connection that records what is sent.
     #[derive(Default)]
-    struct FakeLink {
-        connected: bool,
-        sent: Vec<(RequestId, String, Vec<u8>)>,
-        forgotten: Vec<RequestId>,
+    pub(in crate::nats) struct FakeLink {
+        pub(in crate::nats) connected: bool,
+        pub(in crate::nats) sent: Vec<(RequestId, String, Vec<u8>)>,
+        pub(in crate::nats) forgotten: Vec<RequestId>,
+        /// Requests that carried a delete marker.
+        pub(in crate::nats) deletes: Vec<RequestId>,
     }
 
     impl SideLink for FakeLink {
@@ -766,13 +869,17 @@ mod tests {
             self.connected
         }
 
-        fn side_request(
+        fn side_request_with(
             &mut self,
             subject: &str,
+            headers: &[(&str, &str)],
             payload: &[u8],
         ) -> Result<RequestId, PublishError> {
             let id = self.sent.len() as RequestId + 100;
             self.sent.push((id, subject.to_string(), payload.to_vec()));
+            if headers.contains(&(KV_OPERATION, "DEL")) {
+                self.deletes.push(id);
+            }
             Ok(id)
         }
 
@@ -782,7 +889,7 @@ mod tests {
     }
 
     impl FakeLink {
-        fn up() -> FakeLink {
+        pub(in crate::nats) fn up() -> FakeLink {
             FakeLink {
                 connected: true,
                 ..FakeLink::default()
@@ -790,7 +897,7 @@ mod tests {
         }
 
         /// The last request sent: its id, subject and payload as text.
-        fn last(&self) -> (RequestId, String, String) {
+        pub(in crate::nats) fn last(&self) -> (RequestId, String, String) {
             let (id, subject, payload) = self.sent.last().expect("a request was sent");
             (
                 *id,
@@ -800,7 +907,7 @@ mod tests {
         }
     }
 
-    fn reply(id: RequestId, payload: &[u8]) -> SideReply {
+    pub(in crate::nats) fn reply(id: RequestId, payload: &[u8]) -> SideReply {
         SideReply {
             id,
             status: None,
@@ -923,6 +1030,66 @@ mod tests {
         w.step(&mut link, false, t0 + PUT_INTERVAL * 5, true);
         assert_eq!(link.sent.len(), sent);
         assert_eq!(w.next_deadline(), None);
+    }
+
+    #[test]
+    fn keys_given_one_by_one_go_at_once_on_a_change_and_a_delete_leaves_a_marker() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut link = FakeLink::up();
+        let mut w = OffsetWriter::for_bucket("S_webhooks".into(), 1, "webhooks", "webhook");
+        w.step(&mut link, true, t0, false);
+        let (id, subject, _) = link.last();
+        assert_eq!(subject, "$JS.API.STREAM.INFO.KV_S_webhooks");
+        w.answer(&mut link, &reply(id, INFO_MISSING), t0);
+        let (id, subject, body) = link.last();
+        assert_eq!(subject, "$JS.API.STREAM.CREATE.KV_S_webhooks");
+        assert!(
+            body.contains(r#""subjects":["$KV.S_webhooks.>"]"#),
+            "{body}"
+        );
+        w.answer(&mut link, &reply(id, CREATED), t0);
+        assert_eq!(w.put_due_at("1"), None, "a key not held goes at once");
+        w.put("1", b"a".to_vec(), true);
+        w.step(&mut link, true, t0, false);
+        let (id, subject, payload) = link.last();
+        assert_eq!(
+            (subject.as_str(), payload.as_str()),
+            ("$KV.S_webhooks.1", "a")
+        );
+        assert_eq!(w.put_due_at("1"), Some(t0 + ANSWER_TIMEOUT), "in flight");
+        w.answer(&mut link, &reply(id, PUT_ACK), t0);
+        assert_eq!(w.put_due_at("1"), Some(t0 + PUT_INTERVAL));
+        // A position: within the interval, it waits.
+        let sent = link.sent.len();
+        w.put("1", b"b".to_vec(), false);
+        w.step(&mut link, true, t0 + ms(10), false);
+        assert_eq!(link.sent.len(), sent);
+        assert_eq!(w.next_deadline(), Some(t0 + PUT_INTERVAL));
+        // A configuration change: at once.
+        w.put("1", b"c".to_vec(), true);
+        assert_eq!(w.next_deadline(), Some(t0));
+        w.step(&mut link, true, t0 + ms(20), false);
+        let (id, _, payload) = link.last();
+        assert_eq!(payload, "c");
+        w.answer(&mut link, &reply(id, PUT_ACK), t0 + ms(20));
+        assert!(!w.pending());
+        w.delete("1");
+        w.step(&mut link, true, t0 + ms(30), false);
+        let (id, subject, payload) = link.last();
+        assert_eq!(
+            (subject.as_str(), payload.as_str()),
+            ("$KV.S_webhooks.1", "")
+        );
+        assert_eq!(link.deletes, [id]);
+        assert!(w.pending());
+        w.answer(&mut link, &reply(id, PUT_ACK), t0 + ms(30));
+        assert!(!w.pending());
+        assert!(
+            w.slots.is_empty(),
+            "a deleted key is forgotten once the marker is stored"
+        );
+        assert_eq!(w.puts(), 3);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Side requests: requests of their own that a state machine owning a NATS
 //! connection (the relay, the follower's consumer) lets others send on it (the
-//! durable handler offsets of `nats::offsets`). The owner keeps their ids in a
+//! durable handler offsets of `nats::offsets`, the webhook endpoints of
+//! `nats::webhook_kv`). The owner keeps their ids in a
 //! [`SideRequests`] and hands their replies over untouched: they never enter its
 //! own accounting (the relay's publish window, its acks).
 
@@ -32,14 +33,15 @@ pub struct SideRequests {
 }
 
 impl SideRequests {
-    /// Sends a request through `client` and waits for its reply.
+    /// Sends a request with `headers` through `client` and waits for its reply.
     pub fn send(
         &mut self,
         client: &mut Client,
         subject: &str,
+        headers: &[(&str, &str)],
         payload: &[u8],
     ) -> Result<RequestId, PublishError> {
-        let id = client.request(subject, &[], payload)?;
+        let id = client.request(subject, headers, payload)?;
         if self.waiting.len() >= MAX_SIDE_WAITING {
             self.waiting.remove(0);
         }
@@ -79,7 +81,16 @@ pub trait SideLink {
     /// connection).
     fn side_connected(&self) -> bool;
     /// Sends a side request.
-    fn side_request(&mut self, subject: &str, payload: &[u8]) -> Result<RequestId, PublishError>;
+    fn side_request(&mut self, subject: &str, payload: &[u8]) -> Result<RequestId, PublishError> {
+        self.side_request_with(subject, &[], payload)
+    }
+    /// Sends a side request with headers (a KV delete marker's `KV-Operation`).
+    fn side_request_with(
+        &mut self,
+        subject: &str,
+        headers: &[(&str, &str)],
+        payload: &[u8],
+    ) -> Result<RequestId, PublishError>;
     /// Stops waiting for side request `id`.
     fn side_forget(&mut self, id: RequestId);
 }
@@ -109,8 +120,13 @@ impl SideLink for Side<'_> {
         self.client.is_connected()
     }
 
-    fn side_request(&mut self, subject: &str, payload: &[u8]) -> Result<RequestId, PublishError> {
-        self.requests.send(self.client, subject, payload)
+    fn side_request_with(
+        &mut self,
+        subject: &str,
+        headers: &[(&str, &str)],
+        payload: &[u8],
+    ) -> Result<RequestId, PublishError> {
+        self.requests.send(self.client, subject, headers, payload)
     }
 
     fn side_forget(&mut self, id: RequestId) {

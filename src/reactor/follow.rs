@@ -172,6 +172,7 @@ fn discard_tail(store: &mut Store, keep: i64, stream: &str) -> Result<()> {
             discarded(&done, stream)
         );
     }
+    super::webhooks::cut_back(store, keep);
     Ok(())
 }
 
@@ -337,12 +338,21 @@ impl Reactor {
         let target = follow.consumer.stream_end_since(promotion.asked_at);
         let reached = target.is_some_and(|t| applied >= t);
         // Before the role changes: durable handlers resume where the old
-        // primary's stopped (reactor/offsets.rs).
+        // primary's stopped (reactor/offsets.rs), then the webhook endpoints are
+        // taken in (reactor/webhooks/kv.rs); one at a time, as both read their
+        // replies on the consumer's connection.
         if reached
             && super::offsets::read_handler_offsets(
                 &mut self.handler_kv,
                 &mut follow.consumer,
                 &mut self.handlers.durable,
+                &mut self.shared.store,
+                &self.shared.config.nats_stream,
+                applied,
+                promotion.asked_at,
+            )
+            && self.webhooks.read_kv(
+                &mut follow.consumer,
                 &mut self.shared.store,
                 &self.shared.config.nats_stream,
                 applied,
@@ -359,8 +369,8 @@ impl Reactor {
                 )
             } else if reached {
                 format!(
-                    "the durable handlers' offsets were not read from JetStream within \
-                     {timeout} (NATS unreachable?); still a follower"
+                    "the durable handlers' offsets or the webhook endpoints were not read \
+                     from JetStream within {timeout} (NATS unreachable?); still a follower"
                 )
             } else if target.is_none() {
                 format!(
@@ -490,6 +500,7 @@ impl Reactor {
         {
             slot.1 = h.offset;
         }
+        self.webhooks.cut_back(&mut self.shared.store, keep);
         self.shared.stats.replica.fenced += 1;
         self.shared.stats.replica.nats = true;
         match Follow::new(&self.shared.config, &mut self.shared.store, keep + 1, true) {

@@ -691,7 +691,7 @@ impl Reactor {
         }
         self.step_relay(&fresh);
         self.step_webhooks(&fresh);
-        self.step_handler_offsets(false);
+        self.step_kv_writers(false);
         self.release_held(&mut fresh);
         self.step_follow();
         fresh.clear();

@@ -3,7 +3,9 @@
 //! connection after each tick (once a second per handler at most, and once more
 //! at a clean shutdown); a promotion reads them through the follower's
 //! connection before its `+OK`, so the handlers resume where the old primary's
-//! stopped (at-least-once).
+//! stopped (at-least-once). The webhook endpoints' writer
+//! (`webhooks::kv`) shares the relay's connection: its replies are taken here
+//! once a tick for both.
 
 use std::time::Instant;
 
@@ -22,22 +24,48 @@ pub(super) struct HandlerKv {
     writer: Option<OffsetWriter>,
     /// The reader of the promotion asked at that instant.
     reader: Option<(Instant, OffsetReader)>,
+    /// The promotion (asked at that instant) whose offsets are read and set: the
+    /// webhook endpoints are read after them, on the same connection, and must
+    /// not see a new reader take their replies.
+    read_for: Option<Instant>,
 }
 
 impl Reactor {
-    /// After the relay's step: takes in the bucket's answers and puts the
-    /// offsets that moved (`now_all`: without waiting for the interval).
-    pub(super) fn step_handler_offsets(&mut self, now_all: bool) {
+    /// After the relay's step: takes in the buckets' answers and puts the
+    /// handler offsets and webhook endpoints that changed (`now_all`: without
+    /// waiting for the interval).
+    pub(super) fn step_kv_writers(&mut self, now_all: bool) {
+        let config = &self.shared.config;
+        let stats = &mut self.shared.stats;
         let Some(relay) = self.relay.as_mut() else {
-            // Fenced or a follower: a later relay starts a writer of its own.
+            // Fenced or a follower: a later relay starts writers of its own.
             self.handler_kv.writer = None;
-            self.shared.stats.handler_offsets = None;
+            stats.handler_offsets = None;
+            self.webhooks.stop_kv(&mut stats.webhook_kv);
             return;
         };
+        let now = Instant::now();
+        let reached = relay.is_publishing();
+        // Offsets and positions put are never past what the stream confirmed: a
+        // fenced node discards the rest, and a node promoted later must not skip
+        // the other writer's events at those seqs.
+        let confirmed = relay.confirmed();
+        let mut side = relay.side();
+        // Both writers' replies come on this connection: taken once, offered to each.
+        let replies = side.take_replies();
+        self.webhooks.step_kv(
+            &mut side,
+            &replies,
+            reached,
+            confirmed,
+            config,
+            now_all,
+            &mut stats.webhook_kv,
+        );
         if self.handlers.durable.is_empty() {
+            relay.flush(self.poll.registry(), now);
             return;
         }
-        let config = &self.shared.config;
         let writer = self.handler_kv.writer.get_or_insert_with(|| {
             OffsetWriter::new(
                 &config.nats_stream,
@@ -45,16 +73,9 @@ impl Reactor {
                 self.handlers.durable.iter().map(|h| h.name.as_str()),
             )
         });
-        let now = Instant::now();
-        let reached = relay.is_publishing();
-        let confirmed = relay.confirmed();
-        let mut side = relay.side();
-        for reply in side.take_replies() {
-            writer.answer(&mut side, &reply, now);
+        for reply in &replies {
+            writer.answer(&mut side, reply, now);
         }
-        // Never past what the stream confirmed: a fenced node discards the rest,
-        // and a node promoted later must not skip the other writer's events at
-        // those seqs.
         writer.set_offsets(
             self.handlers
                 .durable
@@ -63,16 +84,14 @@ impl Reactor {
         );
         writer.step(&mut side, reached, now, now_all);
         relay.flush(self.poll.registry(), now);
-        let status = self
-            .shared
-            .stats
+        let status = stats
             .handler_offsets
             .get_or_insert_with(WriterStatus::default);
         writer.status_into(status);
     }
 
-    /// When the writer or a promotion's reader next has something to do.
-    pub(super) fn handler_offsets_deadline(&self) -> Option<Instant> {
+    /// When a writer or a promotion's reader next has something to do.
+    pub(super) fn kv_deadline(&self) -> Option<Instant> {
         let writer = self
             .handler_kv
             .writer
@@ -85,36 +104,47 @@ impl Reactor {
             .as_ref()
             .filter(|_| self.shared.stats.replica.promote_asked)
             .and_then(|(_, r)| r.next_deadline());
-        writer.into_iter().chain(reader).min()
+        let promoting = self.shared.stats.replica.promote_asked;
+        let webhooks = self.webhooks.kv_deadline(promoting);
+        writer.into_iter().chain(reader).chain(webhooks).min()
     }
 
-    /// At a clean shutdown: puts every offset that moved since its last put and
-    /// waits for the acks, for `SHUTDOWN_FLUSH_TIMEOUT` at most (not at all when
-    /// the relay does not publish: disconnected, reconciling or stopped).
-    pub(super) fn settle_handler_offsets(&mut self) {
-        if self.handlers.durable.is_empty() || !writing(self.relay.as_ref()) {
+    /// At a clean shutdown: puts every offset and webhook position that moved
+    /// since its last put and waits for the acks, for `SHUTDOWN_FLUSH_TIMEOUT`
+    /// at most (not at all when the relay does not publish: disconnected,
+    /// reconciling or stopped).
+    pub(super) fn settle_kv_writers(&mut self) {
+        if !writing(self.relay.as_ref()) {
             return;
         }
         let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
         let mut events = Events::with_capacity(64);
         loop {
-            self.step_handler_offsets(true);
-            let Some(writer) = self.handler_kv.writer.as_ref() else {
+            self.step_kv_writers(true);
+            let writer = self.handler_kv.writer.as_ref();
+            let handlers = writer.is_some_and(OffsetWriter::pending);
+            let webhooks = self.webhooks.kv_pending();
+            if !handlers && !webhooks {
                 return;
-            };
+            }
             let now = Instant::now();
-            if !writer.pending() {
-                return;
-            }
             if now >= deadline || !writing(self.relay.as_ref()) {
-                log::warn!(
-                    "nats: durable handler offsets not all stored in KV bucket '{}' at shutdown; \
-                     a promoted node may run the last events again",
-                    writer.bucket()
-                );
+                if let Some(writer) = writer.filter(|_| handlers) {
+                    log::warn!(
+                        "nats: durable handler offsets not all stored in KV bucket '{}' at \
+                         shutdown; a promoted node may run the last events again",
+                        writer.bucket()
+                    );
+                }
+                if let Some(bucket) = self.webhooks.kv_bucket().filter(|_| webhooks) {
+                    log::warn!(
+                        "nats: webhook endpoints not all stored in KV bucket '{bucket}' at \
+                         shutdown; a promoted node may deliver the last events again"
+                    );
+                }
                 return;
             }
-            let wake = writer.next_deadline();
+            let wake = self.kv_deadline();
             if !self.poll_relay_only(&mut events, wake, deadline) {
                 return;
             }
@@ -130,8 +160,9 @@ fn writing(relay: Option<&Relay>) -> bool {
 /// A promotion whose stream is applied: reads each durable handler's offset
 /// from the bucket through the follower's connection, then sets each handler's
 /// offset to [`resume_offset`] of its own, the bucket's and `applied`, and
-/// stores it. True once done (at once without durable handlers); until then the
-/// promotion waits (and fails at its own deadline).
+/// stores it. True once done (at once without durable handlers, and again for
+/// the same promotion); until then the promotion waits (and fails at its own
+/// deadline).
 pub(super) fn read_handler_offsets(
     kv: &mut HandlerKv,
     consumer: &mut Consumer,
@@ -142,7 +173,7 @@ pub(super) fn read_handler_offsets(
     asked_at: Instant,
 ) -> bool {
     let now = Instant::now();
-    if durable.is_empty() {
+    if durable.is_empty() || kv.read_for == Some(asked_at) {
         return true;
     }
     if kv.reader.as_ref().is_none_or(|(at, _)| *at != asked_at) {
@@ -161,6 +192,7 @@ pub(super) fn read_handler_offsets(
         return false;
     };
     kv.reader = None;
+    kv.read_for = Some(asked_at);
     for (h, stored) in durable.iter_mut().zip(values) {
         let offset = resume_offset(h.offset, stored, applied);
         log::info!(

@@ -46,7 +46,7 @@ impl Reactor {
             relay,
             held,
             self.follow_deadline(),
-            self.handler_offsets_deadline(),
+            self.kv_deadline(),
             self.webhooks
                 .next_deadline(self.shared.stats.replica.read_only()),
             self.shared
@@ -175,7 +175,7 @@ impl Reactor {
     /// stops the checkpointer thread, checkpoints.
     pub(super) fn finish(&mut self) {
         self.settle_held();
-        self.settle_handler_offsets();
+        self.settle_kv_writers();
         self.store_relay_position();
         if let Some(relay) = self.relay.as_mut() {
             relay.shutdown(self.poll.registry());

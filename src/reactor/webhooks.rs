@@ -13,7 +13,8 @@
 //! A request for the next event leaves only after the outcome of the previous one
 //! is committed, so after kill -9 an endpoint resumes at its stored position and
 //! at most the one request in flight is delivered again. Only a primary
-//! delivers; a follower holds no webhooks.
+//! delivers; it keeps its endpoints in a JetStream KV bucket (`kv`), which a
+//! promotion takes in, so a promoted follower carries on.
 //!
 //! Events gone from the log before delivery (trimmed, XDEL) are skipped with a
 //! warning; retention keeps the events an enabled endpoint has not passed
@@ -34,7 +35,10 @@ use crate::store::{StorageError, Store};
 use crate::webhook::engine::{Attempt, Endpoint, Policy, Verdict};
 use crate::webhook::transport::{Done, Outcome, Request, Tls, Transport, TransportConfig};
 
+mod kv;
 mod scan;
+
+pub(super) use kv::cut_back;
 
 use scan::next_event;
 
@@ -59,6 +63,8 @@ pub(super) struct Webhooks {
     behind: bool,
     /// The figures changed since `stats.webhooks` was refreshed.
     changed: bool,
+    /// The endpoints in JetStream (`--nats`).
+    kv: kv::WebhookKv,
 }
 
 impl Webhooks {
@@ -92,6 +98,7 @@ impl Webhooks {
             paused_until: None,
             behind: true,
             changed: true,
+            kv: kv::WebhookKv::default(),
         };
         for row in store
             .webhooks()
@@ -201,6 +208,7 @@ impl Webhooks {
         }
         ids.sort_unstable();
         ids.dedup();
+        self.kv.note_changed(&ids);
         for id in ids {
             match store.webhook(id) {
                 Ok(Some(row)) => {

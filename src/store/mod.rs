@@ -62,7 +62,9 @@ pub use groups::{ConsumerFull, ConsumerInfo, Delivery, GroupFull, GroupInfo};
 pub use pending::{ClaimOptions, DeadLetter, Delivered, Pending};
 pub use schema::SCHEMA_VERSION;
 use users::{UserRef, Users};
-pub use webhooks::{WebhookDeadLetter, WebhookRow, WebhookState};
+pub use webhooks::{
+    Adopted, CarriedWebhook, WebhookAdoption, WebhookDeadLetter, WebhookRow, WebhookState,
+};
 
 /// A user's fields by name.
 pub type FieldMap = BTreeMap<String, String>;

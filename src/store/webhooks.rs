@@ -9,8 +9,13 @@
 //! endpoint's id; once the tick commits, the reactor takes those ids
 //! ([`Store::take_webhook_changes`]) and reloads the endpoints from here, so a
 //! change reaches the deliveries only once it is durable.
+//!
+//! At a promotion, [`Store::webhooks_adopt`] takes in the endpoints the old
+//! primary kept in JetStream (`nats::webhook_kv`): same ids, its configuration,
+//! the furthest position.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
 
 use super::{StorageError, Store};
 
@@ -74,6 +79,50 @@ pub struct WebhookDeadLetter {
     pub last_error: String,
     /// When it was dead-lettered, Unix ms.
     pub at: i64,
+}
+
+/// An endpoint as the primary carries it to the other nodes (the value of its
+/// key in the `<stream>_webhooks` bucket): its configuration and how far it
+/// delivered. Its counters, retry state and dead letters stay on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarriedWebhook {
+    /// Its id, the same on every node.
+    pub id: i64,
+    /// Where events are posted.
+    pub url: String,
+    /// The secret as written (`whsec_...`).
+    pub secret: String,
+    /// The event kinds it receives: `*`, or kinds separated by commas.
+    pub events: String,
+    /// Why it is disabled; `None` while it is enabled.
+    #[serde(default)]
+    pub disabled: Option<String>,
+    /// The last seq done (delivered, dead-lettered, or skipped by the filter).
+    pub position: i64,
+    /// Dead letters requeued by `WEBHOOK REPLAY id` and not delivered yet.
+    #[serde(default)]
+    pub requeued: Vec<i64>,
+}
+
+/// What a promotion takes in from the bucket ([`Store::webhooks_adopt`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookAdoption {
+    /// The endpoints the bucket holds.
+    pub endpoints: Vec<CarriedWebhook>,
+    /// Local endpoints to keep as they are (their key could not be read).
+    pub keep: Vec<i64>,
+    /// The highest id the bucket names, deleted keys included: no later
+    /// `WEBHOOK ADD` here takes an id the old primary gave out.
+    pub max_id: i64,
+}
+
+/// What [`Store::webhooks_adopt`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Endpoints added or updated from the bucket.
+    pub taken: usize,
+    /// Local endpoints deleted (not in the bucket).
+    pub deleted: usize,
 }
 
 /// Schema version 6: the endpoints and their dead letters.
@@ -353,6 +402,148 @@ impl Store {
         })
     }
 
+    /// At a promotion, between ticks: the endpoints become those of `adoption`
+    /// (same ids; their url, secret, kinds and state; requeued dead letters
+    /// added), each at the furthest of its local position and the carried one,
+    /// never past `applied` (the last seq the node holds); local endpoints
+    /// neither carried nor kept are deleted. Committed at once; the changes are
+    /// reloaded like a WEBHOOK command's.
+    pub fn webhooks_adopt(
+        &mut self,
+        adoption: &WebhookAdoption,
+        applied: i64,
+        now_ms: i64,
+    ) -> Result<Adopted, StorageError> {
+        if self.tick_has_writes() {
+            return Err(StorageError::new(
+                super::StorageErrorKind::Other,
+                "a tick transaction is open",
+            ));
+        }
+        let adopted = self.adopt(adoption, applied, now_ms);
+        // Committed, or (after a failed write) rolled back: no tick is left open.
+        let committed = self.finish_tick();
+        let adopted = adopted?;
+        committed?;
+        Ok(adopted)
+    }
+
+    fn adopt(
+        &mut self,
+        adoption: &WebhookAdoption,
+        applied: i64,
+        now_ms: i64,
+    ) -> Result<Adopted, StorageError> {
+        let local = self.webhooks()?;
+        let mut done = Adopted::default();
+        let mut changed = Vec::new();
+        for row in &local {
+            let carried = adoption.endpoints.iter().any(|c| c.id == row.id);
+            if !carried && !adoption.keep.contains(&row.id) && self.webhook_delete(row.id)? {
+                done.deleted += 1;
+            }
+        }
+        for c in &adoption.endpoints {
+            let old = local.iter().find(|r| r.id == c.id);
+            let position = old
+                .map_or(c.position, |r| r.state.position.max(c.position))
+                .min(applied)
+                .max(0);
+            self.write(|conn| {
+                match old {
+                    // Another position, or enabled again: the attempts start over.
+                    Some(r) => conn.execute(
+                        "UPDATE webhooks SET url = ?2, secret = ?3, events = ?4, disabled = ?5, \
+                         position = ?6, \
+                         attempt_seq = CASE WHEN position = ?6 THEN attempt_seq ELSE 0 END, \
+                         attempts = CASE WHEN position = ?6 THEN attempts ELSE 0 END, \
+                         next_attempt_at = CASE WHEN position = ?6 THEN next_attempt_at ELSE 0 END, \
+                         failing_since = CASE WHEN ?5 IS NULL THEN failing_since END \
+                         WHERE id = ?1",
+                        params![r.id, c.url, c.secret, c.events, c.disabled, position],
+                    )?,
+                    None => conn.execute(
+                        "INSERT INTO webhooks (id, url, secret, events, created_at, disabled, \
+                         position) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            c.id, c.url, c.secret, c.events, now_ms, c.disabled, position
+                        ],
+                    )?,
+                };
+                let mut requeue = conn.prepare_cached(
+                    "INSERT INTO webhook_dead_letters \
+                     (webhook, seq, attempts, last_status, last_error, at, requeued) \
+                     VALUES (?1, ?2, 0, 0, 'requeued on the former primary', ?3, 1) \
+                     ON CONFLICT (webhook, seq) DO UPDATE SET requeued = 1",
+                )?;
+                for &seq in c.requeued.iter().filter(|&&s| s <= applied) {
+                    requeue.execute(params![c.id, seq, now_ms])?;
+                }
+                Ok(())
+            })?;
+            changed.push(c.id);
+            done.taken += 1;
+        }
+        // AUTOINCREMENT's counter: ids the old primary gave out stay its own.
+        let max_id = adoption.max_id;
+        self.write(|conn| {
+            let raised = conn.execute(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?1) WHERE name = 'webhooks'",
+                params![max_id],
+            )?;
+            if raised == 0 && max_id > 0 {
+                conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('webhooks', ?1)",
+                    params![max_id],
+                )?;
+            }
+            Ok(())
+        })?;
+        self.webhook_changes.extend(changed);
+        Ok(done)
+    }
+
+    /// After the log was cut back to `keep` (a fenced or restarted primary's
+    /// tail discarded), between ticks: no endpoint stays past `keep`, so the
+    /// events that take those seqs from the stream are delivered; the attempts
+    /// and dead letters of the discarded events go. Committed at once; how many
+    /// endpoints moved back.
+    pub fn webhooks_cut_back(&mut self, keep: i64) -> Result<usize, StorageError> {
+        if self.tick_has_writes() {
+            return Err(StorageError::new(
+                super::StorageErrorKind::Other,
+                "a tick transaction is open",
+            ));
+        }
+        let moved = self.write(|c| {
+            c.execute(
+                "UPDATE webhooks SET attempt_seq = 0, attempts = 0, next_attempt_at = 0 \
+                 WHERE attempt_seq > ?1",
+                params![keep],
+            )?;
+            c.execute(
+                "DELETE FROM webhook_dead_letters WHERE seq > ?1",
+                params![keep],
+            )?;
+            let ids: Vec<i64> = c
+                .prepare("SELECT id FROM webhooks WHERE position > ?1")?
+                .query_map(params![keep], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            c.execute(
+                "UPDATE webhooks SET position = ?1 WHERE position > ?1",
+                params![keep],
+            )?;
+            Ok(ids)
+        });
+        if let Ok(ids) = &moved {
+            self.webhook_changes.extend_from_slice(ids);
+        }
+        let committed = self.finish_tick();
+        let moved = moved?;
+        committed?;
+        Ok(moved.len())
+    }
+
     /// The endpoints that committed administrative writes changed since the
     /// last call (see the module's doc).
     pub fn take_webhook_changes(&mut self) -> Vec<i64> {
@@ -429,6 +620,134 @@ mod tests {
         s.finish_tick().expect("commit");
         assert_eq!(s.take_webhook_changes(), vec![id, id, id]);
         assert!(s.webhooks().expect("list").is_empty());
+    }
+
+    #[test]
+    fn a_promotion_takes_in_the_carried_endpoints_with_their_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = store(&dir);
+        let stale = s
+            .webhook_add("http://10.0.0.1/old", "whsec_x", "*", 1)
+            .expect("add");
+        let mine = s
+            .webhook_add("http://10.0.0.1/mine", "whsec_x", "*", 1)
+            .expect("add");
+        let ahead = s
+            .webhook_add("http://10.0.0.1/ahead", "whsec_x", "*", 1)
+            .expect("add");
+        let kept = s
+            .webhook_add("http://10.0.0.1/kept", "whsec_x", "*", 1)
+            .expect("add");
+        s.webhook_save(
+            ahead,
+            &WebhookState {
+                position: 30,
+                attempt_seq: 31,
+                attempts: 2,
+                ..WebhookState::default()
+            },
+        )
+        .expect("save");
+        s.finish_tick().expect("commit");
+        s.take_webhook_changes();
+        let carried = |id, url: &str, position, requeued: Vec<i64>| CarriedWebhook {
+            id,
+            url: url.into(),
+            secret: "whsec_y".into(),
+            events: "user.registered".into(),
+            disabled: None,
+            position,
+            requeued,
+        };
+        let adoption = WebhookAdoption {
+            endpoints: vec![
+                carried(mine, "http://10.0.0.1/moved", 12, vec![3, 99]),
+                carried(ahead, "http://10.0.0.1/ahead", 20, vec![]),
+                carried(9, "http://10.0.0.1/new", 50, vec![]),
+            ],
+            keep: vec![kept],
+            max_id: 11,
+        };
+        assert!(s.webhooks().expect("list").len() == 4 && stale == 1);
+        let done = s.webhooks_adopt(&adoption, 40, 5).expect("adopt");
+        assert_eq!(
+            done,
+            Adopted {
+                taken: 3,
+                deleted: 1
+            }
+        );
+        let mut changes = s.take_webhook_changes();
+        changes.sort_unstable();
+        assert_eq!(changes, vec![stale, mine, ahead, 9]);
+        let rows = s.webhooks().expect("list");
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![mine, ahead, kept, 9]);
+        let mine_row = &rows[0];
+        assert_eq!(
+            (
+                mine_row.url.as_str(),
+                mine_row.secret.as_str(),
+                mine_row.events.as_str()
+            ),
+            ("http://10.0.0.1/moved", "whsec_y", "user.registered")
+        );
+        assert_eq!(mine_row.state.position, 12);
+        assert_eq!(
+            mine_row.requeued,
+            vec![3],
+            "a seq past the applied one is not there"
+        );
+        // The local position was further: kept, with its attempts.
+        assert_eq!((rows[1].state.position, rows[1].state.attempts), (30, 2));
+        // Never past the applied seq.
+        assert_eq!(rows[3].state.position, 40);
+        assert_eq!(rows[2].url, "http://10.0.0.1/kept");
+        let next = s
+            .webhook_add("http://10.0.0.1/next", "whsec_x", "*", 1)
+            .expect("add");
+        assert_eq!(next, 12, "ids the bucket names are not given out again");
+    }
+
+    #[test]
+    fn a_cut_back_log_takes_the_positions_and_dead_letters_past_it_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = store(&dir);
+        let ahead = s
+            .webhook_add("http://10.0.0.1/a", "whsec_x", "*", 1)
+            .expect("add");
+        let behind = s
+            .webhook_add("http://10.0.0.1/b", "whsec_x", "*", 1)
+            .expect("add");
+        let state = |position, attempt_seq| WebhookState {
+            position,
+            attempt_seq,
+            attempts: 1,
+            ..WebhookState::default()
+        };
+        s.webhook_save(ahead, &state(30, 31)).expect("save");
+        s.webhook_save(behind, &state(10, 11)).expect("save");
+        for seq in [5, 25] {
+            let dead = WebhookDeadLetter {
+                seq,
+                attempts: 3,
+                last_status: 500,
+                last_error: "HTTP 500".into(),
+                at: 1,
+            };
+            s.webhook_dead_letter(ahead, &dead).expect("dead letter");
+        }
+        s.finish_tick().expect("commit");
+        s.take_webhook_changes();
+        assert_eq!(s.webhooks_cut_back(20).expect("cut back"), 1);
+        assert_eq!(s.take_webhook_changes(), vec![ahead]);
+        let a = s.webhook(ahead).expect("read").expect("there");
+        assert_eq!(
+            (a.state.position, a.state.attempt_seq, a.dead_letters),
+            (20, 0, 1)
+        );
+        let b = s.webhook(behind).expect("read").expect("there");
+        assert_eq!((b.state.position, b.state.attempt_seq), (10, 11));
     }
 
     #[test]
