@@ -22,7 +22,9 @@
 //! touches the table and one block of memory.
 //!
 //! Built at start from the users table ([`load`]), or, after a clean stop, from
-//! the image that stop wrote ([`image`]). Loaded from the table, it may be
+//! the image that stop wrote ([`image`]), or after a crash from the base image
+//! the imager thread writes while the server runs and the events after it
+//! ([`base`]). Loaded from the table, it may be
 //! partial for a while after the server starts serving (*warming*, see [`load`]).
 
 use std::collections::BTreeMap;
@@ -30,6 +32,7 @@ use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 
 use super::growing::GrowingTable;
 
+pub mod base;
 pub mod image;
 pub mod load;
 

@@ -1,0 +1,394 @@
+//! The user index's *base image*: the users table packed as the index packs it,
+//! written beside the database by the imager thread (`store::imager`) while the
+//! server runs, so that a start after a crash loads it and replays the events
+//! after it instead of scanning the users table.
+//!
+//! **What it holds.** The thread reads, in one read transaction, the database's
+//! writer id, its history epoch (`meta`, bumped by every rewrite of history: a
+//! discarded tail) and its last event seq `S0`; then the users table in id order,
+//! in chunks, each its own short read transaction (a long one would keep the
+//! checkpointer from copying the WAL). Later chunks see later commits, so the
+//! image is not the table at `S0`, but for every name:
+//!
+//! - a name no event after `S0` touches is the same in every state from `S0` on
+//!   (each user change writes its event in the same transaction), so the image
+//!   holds it as it was at `S0` and as it is now;
+//! - a name events after `S0` touch may be held as of any state from `S0` on (or
+//!   twice, under an old id read before its unregistration and a new one read
+//!   after its registration again, or not at all); replaying every event after
+//!   `S0` in seq order ends it as its last event says: a registration puts the
+//!   user (id, creation time, fields) in place of whatever the name held, an
+//!   unregistration removes it, an update gives the held user the event's fields
+//!   (an update event carries the whole field set after it). An update finds no
+//!   user only when the scan read the row after a later unregistration, which
+//!   the replay then applies anyway.
+//!
+//! So the image and the events after `S0` rebuild exactly the index of the last
+//! event, as long as every one of them is still in the log (retention trims the
+//! oldest) and no history was rewritten since (the epoch, which the thread reads
+//! again after the scan and which the start compares).
+//!
+//! Layout, integers little-endian; records in the table's id order:
+//! ```text
+//! MAGIC  key0 u64  key1 u64  check u64 (the hash of CHECK_NAME)
+//! seq i64  epoch i64  users u64  writer (u32 length, bytes)
+//! users × (record length u32, hash u64, record)
+//! u32::MAX  END
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use super::{HEAD, MAX_REC_BYTES, NameHasher, Rec, Slot, Users, shard_of, slot_hash};
+
+const MAGIC: &[u8; 16] = b"userbus-ubase-1\n";
+const END: &[u8; 16] = b"userbus-ubase-1.";
+/// A name hashed with the image's key: a different hash at reading means the
+/// hash function changed since it was written.
+const CHECK_NAME: &str = "userbus base image check";
+/// Where the users count sits, filled in once the records are written.
+const USERS_AT: u64 = 16 + 8 * 3 + 8 * 2;
+/// The record length that ends the records.
+const LAST: u32 = u32::MAX;
+const BUFFER_BYTES: usize = 1 << 20;
+/// A bound for reading the writer id (the comparison with the database checks it).
+const MAX_WRITER_BYTES: usize = 256;
+
+/// What the database says about its history; a base image serves only a
+/// database with the same writer id and epoch, at or after its seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Basis {
+    /// The database's writer id (`meta`).
+    pub writer: String,
+    /// The database's history epoch (`meta`; 0 before any rewrite).
+    pub epoch: i64,
+    /// The highest event seq ever assigned.
+    pub seq: i64,
+}
+
+/// A base image's header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// The database's writer, epoch and last seq when the image was begun.
+    pub basis: Basis,
+    /// Records that follow.
+    pub users: u64,
+    key: [u64; 2],
+}
+
+/// The base image's file for the database at `db`: `<db>-users-base`.
+pub fn path_for(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-users-base");
+    PathBuf::from(name)
+}
+
+/// An image being written: records go to a temporary file that takes the
+/// image's name once finished and synced. Dropped unfinished, it removes the
+/// temporary file.
+#[derive(Debug)]
+pub struct Writer {
+    out: Option<BufWriter<File>>,
+    hasher: NameHasher,
+    users: u64,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Writer {
+    /// Begins the image at `path` of a database at `basis`, under a fresh hash key.
+    pub fn create(path: &Path, basis: &Basis) -> io::Result<Writer> {
+        let tmp = super::image::tmp_path_for(path);
+        let mut writer = Writer {
+            out: None,
+            hasher: NameHasher::random(),
+            users: 0,
+            tmp,
+            path: path.to_path_buf(),
+        };
+        let mut out = BufWriter::with_capacity(BUFFER_BYTES, File::create(&writer.tmp)?);
+        out.write_all(MAGIC)?;
+        out.write_all(&writer.hasher.key[0].to_le_bytes())?;
+        out.write_all(&writer.hasher.key[1].to_le_bytes())?;
+        out.write_all(&writer.hasher.hash(CHECK_NAME).to_le_bytes())?;
+        out.write_all(&basis.seq.to_le_bytes())?;
+        out.write_all(&basis.epoch.to_le_bytes())?;
+        out.write_all(&0u64.to_le_bytes())?;
+        write_len(&mut out, basis.writer.len())?;
+        out.write_all(basis.writer.as_bytes())?;
+        writer.out = Some(out);
+        Ok(writer)
+    }
+
+    /// Adds a user row: its fields as the users table stores them (a JSON
+    /// object of strings). Fields that are not such an object are an error.
+    pub fn push(&mut self, id: i64, name: &str, fields: &str, created_at: i64) -> io::Result<()> {
+        let rec = match serde_json::from_str::<BTreeMap<&str, &str>>(fields) {
+            Ok(map) => Rec::new(id, created_at, name, map.iter().map(|(k, v)| (*k, *v))),
+            // Escapes in the JSON need owned strings.
+            Err(_) => {
+                let map: BTreeMap<String, String> = serde_json::from_str(fields).map_err(|e| {
+                    corrupt_owned(format!("user {id} has unreadable fields: {e}"))
+                })?;
+                let pairs = map.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+                Rec::new(id, created_at, name, pairs)
+            }
+        };
+        if rec.0.len() > MAX_REC_BYTES {
+            return Err(corrupt_owned(format!("user {id} is larger than a user can be")));
+        }
+        let hash = self.hasher.hash(name);
+        let out = self.out()?;
+        write_len(out, rec.0.len())?;
+        out.write_all(&hash.to_le_bytes())?;
+        out.write_all(&rec.0)?;
+        self.users += 1;
+        Ok(())
+    }
+
+    /// Ends the records, syncs the file and gives it the image's name; the
+    /// number of users written.
+    pub fn finish(mut self) -> io::Result<u64> {
+        let users = self.users;
+        let out = self.out()?;
+        out.write_all(&LAST.to_le_bytes())?;
+        out.write_all(END)?;
+        let out = self.out.take().ok_or_else(|| corrupt("writer state"))?;
+        let mut file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        file.seek(SeekFrom::Start(USERS_AT))?;
+        file.write_all(&users.to_le_bytes())?;
+        file.sync_all()?;
+        fs::rename(&self.tmp, &self.path)?;
+        Ok(users)
+    }
+
+    fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
+        self.out.as_mut().ok_or_else(|| corrupt("writer state"))
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.out.is_some() || self.tmp.exists() {
+            self.out = None;
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// An opened base image, its header read, positioned at its records.
+#[derive(Debug)]
+pub struct Opened {
+    /// The header.
+    pub header: Header,
+    input: BufReader<File>,
+}
+
+/// Opens the base image at `path`: `Ok(None)` when there is none or its hash
+/// function is not this build's; `Err` when its header is torn or corrupt.
+pub fn open(path: &Path) -> io::Result<Option<Opened>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut input = BufReader::with_capacity(BUFFER_BYTES, file);
+    let mut magic = [0u8; 16];
+    input.read_exact(&mut magic)?;
+    if &magic != MAGIC {
+        return Err(corrupt("magic (not a base image of this version)"));
+    }
+    let key = [read_u64(&mut input)?, read_u64(&mut input)?];
+    if read_u64(&mut input)? != NameHasher::new(key).hash(CHECK_NAME) {
+        log::info!("user index: the name hash changed since the base image was written");
+        return Ok(None);
+    }
+    let seq = read_u64(&mut input)? as i64;
+    let epoch = read_u64(&mut input)? as i64;
+    let users = read_u64(&mut input)?;
+    let writer_len = read_len(&mut input, MAX_WRITER_BYTES)?;
+    let mut writer = vec![0u8; writer_len];
+    input.read_exact(&mut writer)?;
+    let writer = String::from_utf8(writer).map_err(|_| corrupt("writer id"))?;
+    Ok(Some(Opened {
+        header: Header {
+            basis: Basis { writer, epoch, seq },
+            users,
+            key,
+        },
+        input,
+    }))
+}
+
+impl Opened {
+    /// Reads the records into an index whose next id is `next_id` (the
+    /// database's), its tables sized for `capacity` users. A name held twice
+    /// keeps its first record: such a name is one events after the image's seq
+    /// touch (see the module), and the replay puts it right.
+    pub fn read(mut self, next_id: i64, capacity: usize) -> io::Result<Users> {
+        let total = self.header.users;
+        // Ids are unique and below the next id: a larger count is corrupt.
+        if total >= next_id.max(1) as u64 {
+            return Err(corrupt("users count"));
+        }
+        let mut users = Users {
+            hasher: NameHasher::new(self.header.key),
+            ..Users::with_capacity(next_id, capacity)
+        };
+        let input = &mut self.input;
+        let mut seen = 0u64;
+        loop {
+            let mut len = [0u8; 4];
+            input.read_exact(&mut len)?;
+            let len = u32::from_le_bytes(len);
+            if len == LAST {
+                break;
+            }
+            let len = len as usize;
+            if !(HEAD + 4..=MAX_REC_BYTES).contains(&len) {
+                return Err(corrupt("record length"));
+            }
+            seen += 1;
+            if seen > total {
+                return Err(corrupt("users count (more records)"));
+            }
+            let hash = read_u64(input)?;
+            let mut rec = vec![0u8; len];
+            input.read_exact(&mut rec)?;
+            let rec = Rec(rec.into_boxed_slice());
+            if !well_formed(&rec) || rec.id() <= 0 || rec.id() >= next_id {
+                return Err(corrupt("record"));
+            }
+            let (name, _) = rec.split_bytes();
+            let name = name.to_vec();
+            let inserted = users.shards[shard_of(hash)].insert_new(
+                hash,
+                |s| s.rec.split_bytes().0 == name.as_slice(),
+                || Slot { hash, rec },
+                slot_hash,
+            );
+            users.count += usize::from(inserted);
+        }
+        let mut end = [0u8; 16];
+        input.read_exact(&mut end)?;
+        if seen != total || &end != END || input.read(&mut [0u8; 1])? != 0 {
+            return Err(corrupt("end"));
+        }
+        Ok(users)
+    }
+}
+
+/// True when `rec` is a name and field pairs, each a length and UTF-8 bytes,
+/// with nothing left over.
+fn well_formed(rec: &Rec) -> bool {
+    let mut it = super::FieldIter {
+        rest: rec.0.get(HEAD..).unwrap_or_default(),
+    };
+    if it.next_str().is_none() {
+        return false;
+    }
+    while !it.rest.is_empty() {
+        if it.next_str().is_none() || it.next_str().is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Replays into `users` the events after `after` up to `last`, in seq order (see
+/// the module); the number replayed. A missing seq or an unreadable event is an
+/// error.
+pub fn replay(conn: &Connection, users: &mut Users, after: i64, last: i64) -> rusqlite::Result<u64> {
+    use crate::store::event_log::{REGISTERED, UNREGISTERED, UPDATED};
+    let mut stmt = conn.prepare(
+        "SELECT seq, kind, user_id, name, fields, at FROM events \
+         WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![after, last])?;
+    let mut expect = after + 1;
+    let misfit = |why: String| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
+            Some(why),
+        )
+    };
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        if seq != expect {
+            return Err(misfit(format!("event {expect} is missing (found {seq})")));
+        }
+        expect += 1;
+        let kind = row.get_ref(1)?.as_str()?;
+        let id: i64 = row.get(2)?;
+        let name = row.get_ref(3)?.as_str()?;
+        let fields: BTreeMap<String, String> = serde_json::from_str(row.get_ref(4)?.as_str()?)
+            .map_err(|e| misfit(format!("event {seq} has unreadable fields: {e}")))?;
+        let at: i64 = row.get(5)?;
+        let pairs = fields.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let hash = users.hasher.hash(name);
+        let shard = &mut users.shards[shard_of(hash)];
+        if kind == REGISTERED {
+            let rec = Rec::new(id, at, name, pairs);
+            match shard.find_mut(hash, |s| s.rec.has_name(name)) {
+                Some(held) => held.rec = rec,
+                None => {
+                    shard.insert_unique(hash, Slot { hash, rec }, slot_hash);
+                    users.count += 1;
+                }
+            }
+            users.next_id = users.next_id.max(id + 1);
+        } else if kind == UNREGISTERED {
+            if shard.remove(hash, |s| s.rec.has_name(name)).is_some() {
+                users.count -= 1;
+            }
+        } else if kind == UPDATED {
+            if let Some(held) = shard.find_mut(hash, |s| s.rec.has_name(name)) {
+                let created_at = held.rec.created_at();
+                held.rec = Rec::new(held.rec.id(), created_at, name, pairs);
+            }
+        } else {
+            return Err(misfit(format!("event {seq} has the unknown kind '{kind}'")));
+        }
+    }
+    if expect != last + 1 {
+        return Err(misfit(format!("event {expect} is missing")));
+    }
+    users.committed_next_id = users.next_id;
+    Ok((last - after) as u64)
+}
+
+fn corrupt(what: &str) -> io::Error {
+    corrupt_owned(format!("base image: bad {what}"))
+}
+
+fn corrupt_owned(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
+}
+
+fn write_len(out: &mut impl Write, len: usize) -> io::Result<()> {
+    let len = u32::try_from(len)
+        .ok()
+        .filter(|&l| l != LAST)
+        .ok_or_else(|| corrupt("length (too large to write)"))?;
+    out.write_all(&len.to_le_bytes())
+}
+
+fn read_len(input: &mut impl Read, max: usize) -> io::Result<usize> {
+    let mut b = [0u8; 4];
+    input.read_exact(&mut b)?;
+    let len = u32::from_le_bytes(b) as usize;
+    if len > max {
+        return Err(corrupt("length"));
+    }
+    Ok(len)
+}
+
+fn read_u64(input: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    input.read_exact(&mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
