@@ -124,6 +124,10 @@ impl Imager {
     /// Opens a read-only connection to the database at `db` and starts the
     /// thread, which writes `users::base::path_for(db)`.
     pub fn start(db: &Path) -> rusqlite::Result<Imager> {
+        Imager::start_with(db, Policy::from_env())
+    }
+
+    fn start_with(db: &Path, policy: Policy) -> rusqlite::Result<Imager> {
         let conn = Connection::open(db)?;
         conn.busy_timeout(crate::config::SQLITE_BUSY_TIMEOUT)?;
         conn.execute_batch("PRAGMA query_only = 1")?;
@@ -133,7 +137,6 @@ impl Imager {
         });
         let shared = Arc::clone(&state);
         let path = base::path_for(db);
-        let policy = Policy::from_env();
         let thread = std::thread::Builder::new()
             .name("imager".into())
             .spawn(move || run(&conn, &path, &shared, policy))
@@ -262,10 +265,9 @@ fn run(conn: &Connection, path: &Path, state: &State, policy: Policy) {
                     .last_seq
                     .store(basis.seq.max(0) as u64, Ordering::Relaxed);
                 state.last_users.store(users, Ordering::Relaxed);
-                state.last_at_ms.store(
-                    crate::clock::now_ms().max(0) as u64,
-                    Ordering::Relaxed,
-                );
+                state
+                    .last_at_ms
+                    .store(crate::clock::now_ms().max(0) as u64, Ordering::Relaxed);
                 state.last_micros.store(
                     u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
                     Ordering::Relaxed,
@@ -337,7 +339,10 @@ fn write(
         let mut rows = stmt
             .query(rusqlite::params![after, chunk_rows])
             .map_err(|e| format!("reading the users table: {e}"))?;
-        while let Some(row) = rows.next().map_err(|e| format!("reading the users table: {e}"))? {
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| format!("reading the users table: {e}"))?
+        {
             let user = (|| {
                 Ok::<_, rusqlite::Error>((
                     row.get::<_, i64>(0)?,
@@ -365,4 +370,252 @@ fn write(
         .finish()
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     Ok(Outcome::Written(basis, users))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::Durability;
+    use crate::store::Store;
+    use crate::store::users::tests::map;
+
+    /// Names the tests use, registered or not.
+    const NAMES: usize = 400;
+
+    /// Every name's user as the store answers it.
+    type Answer = Option<(i64, i64, BTreeMap<String, String>)>;
+
+    fn answers(store: &Store) -> Vec<Answer> {
+        (0..NAMES)
+            .map(|i| {
+                store
+                    .lookup(&format!("u{i}"))
+                    .expect("loaded")
+                    .map(|u| (u.id, u.created_at, u.fields.to_map()))
+            })
+            .collect()
+    }
+
+    /// The index a full scan of the users table builds, as answers.
+    fn scanned(path: &Path) -> Vec<Answer> {
+        let conn = Connection::open(path).expect("open");
+        let next = schema::highest_user_id(&conn).expect("id").unwrap_or(0) + 1;
+        let users = super::super::users::load::scan(&conn, path, next).expect("scan");
+        (0..NAMES)
+            .map(|i| {
+                users
+                    .get(&format!("u{i}"))
+                    .map(|u| (u.id, u.created_at, u.fields.to_map()))
+            })
+            .collect()
+    }
+
+    /// A database of `u0..u299`, each with a field, committed.
+    fn database() -> (tempfile::TempDir, PathBuf, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("i.db");
+        let mut store = Store::open(&path, Durability::Normal, 0).expect("open");
+        for i in 0..300 {
+            let f = map(&[("k", &i.to_string())]);
+            store
+                .register(&format!("u{i}"), &f, 1_000 + i as i64)
+                .expect("register")
+                .expect("free");
+        }
+        store.finish_tick().expect("commit");
+        (dir, path, store)
+    }
+
+    /// Writes a base image of the database at `path` as the thread does,
+    /// `chunk` rows a read.
+    fn write_image(path: &Path, chunk: i64) -> Basis {
+        let conn = Connection::open(path).expect("open");
+        conn.execute_batch("PRAGMA query_only = 1")
+            .expect("query_only");
+        match write(&conn, &base::path_for(path), &State::default(), chunk) {
+            Ok(Outcome::Written(basis, _)) => basis,
+            Ok(_) => panic!("not written"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Unregisters, updates, registers, and registers again a name unregistered
+    /// (which gets a new id), in several ticks.
+    fn more_writes(store: &mut Store) {
+        for i in (0..300).step_by(7) {
+            store.unregister(&format!("u{i}"), 5).expect("unregister");
+        }
+        store.finish_tick().expect("commit");
+        for i in (1..300).step_by(5) {
+            let f = map(&[("k", "new"), ("x", &format!("\"{i}\" é"))]);
+            if store.lookup(&format!("u{i}")).expect("loaded").is_some() {
+                store
+                    .update_fields(&format!("u{i}"), &f, 6)
+                    .expect("update");
+            }
+        }
+        store.finish_tick().expect("commit");
+        for i in 300..NAMES - 10 {
+            store
+                .register(&format!("u{i}"), &map(&[]), 7)
+                .expect("register");
+        }
+        store
+            .register("u14", &map(&[("again", "1")]), 8)
+            .expect("register")
+            .expect("free");
+        store.unregister("u301", 9).expect("unregister");
+        store
+            .update_fields("u14", &map(&[("again", "2")]), 10)
+            .expect("update");
+        store.finish_tick().expect("commit");
+    }
+
+    /// The store reopened after a crash (no clean-stop image).
+    fn reopen(path: &Path) -> Store {
+        Store::open_warming(path, Durability::Normal, 0).expect("open")
+    }
+
+    #[test]
+    fn a_start_after_a_crash_loads_the_base_image_and_replays_the_events_after_it() {
+        let (_dir, path, mut store) = database();
+        let at = write_image(&path, 64);
+        assert_eq!(at.seq, 300);
+        more_writes(&mut store);
+        let want = answers(&store);
+        let next = store.users.next_id();
+        drop(store);
+        assert_eq!(scanned(&path), want);
+        let mut store = reopen(&path);
+        assert!(store.loading().is_none(), "whole from the start");
+        assert_eq!(answers(&store), want);
+        assert_eq!(store.user_count(), want.iter().flatten().count() as i64);
+        let c = store.register("fresh", &map(&[]), 0).expect("register");
+        assert_eq!(c.map(|c| c.user_id), Some(next));
+        store.finish_tick().expect("commit");
+        drop(store);
+        assert!(
+            base::path_for(&path).exists(),
+            "it serves the next start too"
+        );
+        assert_eq!(answers(&reopen(&path)), want);
+    }
+
+    #[test]
+    fn rows_read_after_later_commits_end_as_the_events_say() {
+        let (_dir, path, mut store) = database();
+        let conn = Connection::open(&path).expect("open");
+        let at = read_basis(&conn).expect("basis");
+        let rows = |conn: &Connection, from: i64, to: i64| -> Vec<(i64, String, String, i64)> {
+            conn.prepare(
+                "SELECT id, name, fields, created_at FROM users \
+                 WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
+            )
+            .expect("prepare")
+            .query_map([from, to], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows")
+        };
+        // The first chunk is read at the basis, the rest after every change.
+        let early = rows(&conn, 1, 150);
+        more_writes(&mut store);
+        let late = rows(&conn, 151, i64::MAX);
+        let mut w = base::Writer::create(&base::path_for(&path), &at).expect("create");
+        for (id, name, fields, created_at) in early.iter().chain(&late) {
+            w.push(*id, name, fields, *created_at).expect("push");
+        }
+        w.finish().expect("finish");
+        let want = answers(&store);
+        drop(store);
+        let store = reopen(&path);
+        assert!(store.loading().is_none());
+        assert_eq!(answers(&store), want);
+    }
+
+    #[test]
+    fn a_discarded_tail_makes_older_base_images_unusable() {
+        let (_dir, path, mut store) = database();
+        write_image(&path, 1_000);
+        let before = meta::history_epoch(&store.conn).expect("epoch");
+        // Events after the image, discarded, then others with the same seqs.
+        for i in 300..320 {
+            store
+                .register(&format!("u{i}"), &map(&[]), 0)
+                .expect("register");
+        }
+        store.finish_tick().expect("commit");
+        store.discard_after(290).expect("discard");
+        assert_eq!(meta::history_epoch(&store.conn).expect("epoch"), before + 1);
+        for i in 330..345 {
+            store
+                .register(&format!("u{i}"), &map(&[]), 0)
+                .expect("register");
+        }
+        store.finish_tick().expect("commit");
+        let want = answers(&store);
+        drop(store);
+        let mut store = Store::open_cold(&path, Durability::Normal, 0).expect("open");
+        assert!(store.loading().is_some(), "the base image was not used");
+        store.finish_warming().expect("load");
+        assert_eq!(answers(&store), want);
+        assert!(store.lookup("u305").expect("loaded").is_none());
+        assert!(store.lookup("u295").expect("loaded").is_none());
+    }
+
+    #[test]
+    fn a_base_image_older_than_the_retained_events_is_not_used() {
+        let (_dir, path, mut store) = database();
+        write_image(&path, 1_000);
+        more_writes(&mut store);
+        assert!(store.trim(Some(10), None, i64::MAX, 100_000).expect("trim") > 0);
+        drop(store);
+        let store = Store::open_cold(&path, Durability::Normal, 0).expect("open");
+        assert!(store.loading().is_some(), "the base image was not used");
+    }
+
+    #[test]
+    fn the_thread_writes_an_image_once_enough_changed_and_stops() {
+        let (_dir, path, mut store) = database();
+        let policy = Policy {
+            events: Some(100),
+            interval: Duration::ZERO,
+            poll: Duration::from_millis(5),
+            chunk_rows: 50,
+        };
+        let mut imager = Imager::start_with(&path, policy).expect("start");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while imager.stats().images == 0 {
+            assert!(Instant::now() < deadline, "{:?}", imager.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stats = imager.stats();
+        assert_eq!((stats.last_seq, stats.last_users), (300, 300));
+        assert!(stats.running && stats.last_error.is_none());
+        // 99 more events are not enough for the next; 100 are.
+        for i in 300..399 {
+            store
+                .register(&format!("u{i}"), &map(&[]), 0)
+                .expect("register");
+        }
+        store.finish_tick().expect("commit");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(imager.stats().images, 1);
+        store.unregister("u0", 0).expect("unregister");
+        store.finish_tick().expect("commit");
+        while imager.stats().images == 1 {
+            assert!(Instant::now() < deadline, "{:?}", imager.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(imager.stats().last_seq, 400);
+        imager.stop();
+        assert!(!imager.stats().running);
+        let want = answers(&store);
+        drop(store);
+        assert_eq!(answers(&reopen(&path)), want);
+    }
 }

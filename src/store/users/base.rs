@@ -131,15 +131,16 @@ impl Writer {
             Ok(map) => Rec::new(id, created_at, name, map.iter().map(|(k, v)| (*k, *v))),
             // Escapes in the JSON need owned strings.
             Err(_) => {
-                let map: BTreeMap<String, String> = serde_json::from_str(fields).map_err(|e| {
-                    corrupt_owned(format!("user {id} has unreadable fields: {e}"))
-                })?;
+                let map: BTreeMap<String, String> = serde_json::from_str(fields)
+                    .map_err(|e| corrupt_owned(format!("user {id} has unreadable fields: {e}")))?;
                 let pairs = map.iter().map(|(k, v)| (k.as_str(), v.as_str()));
                 Rec::new(id, created_at, name, pairs)
             }
         };
         if rec.0.len() > MAX_REC_BYTES {
-            return Err(corrupt_owned(format!("user {id} is larger than a user can be")));
+            return Err(corrupt_owned(format!(
+                "user {id} is larger than a user can be"
+            )));
         }
         let hash = self.hasher.hash(name);
         let out = self.out()?;
@@ -302,7 +303,12 @@ fn well_formed(rec: &Rec) -> bool {
 /// Replays into `users` the events after `after` up to `last`, in seq order (see
 /// the module); the number replayed. A missing seq or an unreadable event is an
 /// error.
-pub fn replay(conn: &Connection, users: &mut Users, after: i64, last: i64) -> rusqlite::Result<u64> {
+pub fn replay(
+    conn: &Connection,
+    users: &mut Users,
+    after: i64,
+    last: i64,
+) -> rusqlite::Result<u64> {
     use crate::store::event_log::{REGISTERED, UNREGISTERED, UPDATED};
     let mut stmt = conn.prepare(
         "SELECT seq, kind, user_id, name, fields, at FROM events \
@@ -391,4 +397,144 @@ fn read_u64(input: &mut impl Read) -> io::Result<u64> {
     let mut b = [0u8; 8];
     input.read_exact(&mut b)?;
     Ok(u64::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basis(seq: i64) -> Basis {
+        Basis {
+            writer: "w1".to_string(),
+            epoch: 2,
+            seq,
+        }
+    }
+
+    /// `n0..n{count}` with ids 1.., every third with fields (one needing escapes
+    /// in JSON), written as rows of the users table.
+    fn write_sample(path: &Path, count: i64) -> u64 {
+        let mut w = Writer::create(path, &basis(9)).expect("create");
+        for i in 0..count {
+            let fields = if i % 3 == 0 {
+                format!(r#"{{"email":"{i}@example.com","q":"a\"b é"}}"#)
+            } else {
+                "{}".to_string()
+            };
+            w.push(i + 1, &format!("n{i}"), &fields, i * 10)
+                .expect("push");
+        }
+        w.finish().expect("finish")
+    }
+
+    #[test]
+    fn a_base_image_reads_back_every_row_and_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        assert_eq!(write_sample(&path, 3_000), 3_000);
+        assert!(!super::super::image::tmp_path_for(&path).exists());
+        let opened = open(&path).expect("open").expect("there");
+        assert_eq!(opened.header.basis, basis(9));
+        assert_eq!(opened.header.users, 3_000);
+        let users = opened.read(3_001, 3_000).expect("read");
+        assert!(path.exists(), "a base image serves more than one start");
+        assert_eq!(users.len(), 3_000);
+        let n3 = users.get("n3").expect("n3");
+        assert_eq!((n3.id, n3.created_at), (4, 30));
+        assert_eq!(
+            n3.fields.to_map().get("q").map(String::as_str),
+            Some("a\"b é")
+        );
+        assert_eq!(users.get("n4").map(|u| u.fields.len()), Some(0));
+        let want: Vec<_> = (0..3_001)
+            .map(|i| users.get(&format!("n{i}")).map(|u| u.id))
+            .collect();
+        let ids: Vec<_> = (0..3_001).map(|i| (i < 3_000).then_some(i + 1)).collect();
+        assert_eq!(want, ids);
+        // The next id is the database's, whatever the rows.
+        let mut users = open(&path)
+            .expect("open")
+            .expect("there")
+            .read(5_000, 10)
+            .expect("read");
+        assert_eq!(users.add("fresh", &BTreeMap::new(), 0), Some(5_000));
+        assert_eq!(users.add("n1", &BTreeMap::new(), 0), None);
+    }
+
+    #[test]
+    fn a_torn_or_altered_base_image_is_an_error_never_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        write_sample(&path, 500);
+        let bytes = fs::read(&path).expect("image");
+        let read = |b: &[u8]| -> io::Result<Option<Users>> {
+            fs::write(&path, b).expect("write");
+            open(&path)?.map(|o| o.read(501, 500)).transpose()
+        };
+        for cut in [
+            0,
+            10,
+            60,
+            bytes.len() / 3,
+            bytes.len() - 17,
+            bytes.len() - 1,
+        ] {
+            assert!(read(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(read(&longer).is_err(), "trailing bytes");
+        // Ids at or above the database's next id: not this database.
+        fs::write(&path, &bytes).expect("write");
+        let o = open(&path).expect("open").expect("there");
+        assert!(o.read(400, 500).is_err());
+        for at in (0..bytes.len()).step_by(7) {
+            let mut b = bytes.clone();
+            b[at] ^= 0x41;
+            let _ = read(&b);
+        }
+    }
+
+    #[test]
+    fn a_base_image_of_another_hash_function_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        write_sample(&path, 10);
+        let mut bytes = fs::read(&path).expect("image");
+        // The check value follows the magic and the key.
+        bytes[32] ^= 1;
+        fs::write(&path, &bytes).expect("write");
+        assert!(open(&path).expect("no error").is_none());
+    }
+
+    #[test]
+    fn an_unfinished_base_image_leaves_no_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        let mut w = Writer::create(&path, &basis(1)).expect("create");
+        w.push(1, "a", "{}", 0).expect("push");
+        assert!(w.push(2, "b", "not json", 0).is_err());
+        drop(w);
+        assert!(!path.exists());
+        assert!(!super::super::image::tmp_path_for(&path).exists());
+        assert!(open(&path).expect("none").is_none());
+    }
+
+    #[test]
+    fn a_name_read_twice_keeps_one_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        let mut w = Writer::create(&path, &basis(1)).expect("create");
+        w.push(1, "a", "{}", 0).expect("push");
+        w.push(2, "b", "{}", 0).expect("push");
+        w.push(3, "a", r#"{"k":"v"}"#, 0).expect("push");
+        w.finish().expect("finish");
+        let users = open(&path)
+            .expect("open")
+            .expect("there")
+            .read(4, 3)
+            .expect("read");
+        assert_eq!(users.len(), 2);
+        assert_eq!(users.get("a").map(|u| u.id), Some(1));
+    }
 }
