@@ -280,6 +280,12 @@ impl Default for Users {
     }
 }
 
+/// The capacity of each table of an index sized for `users` users. Shards fill
+/// unevenly (by about 1% at 20M users): a margin of 1/16.
+fn per_shard(users: usize) -> usize {
+    users / SHARDS + users / SHARDS / 16 + 1
+}
+
 /// The shard of a hash: bits the tables do not use for their own positions (the
 /// low bits) or tags (the top seven).
 fn shard_of(hash: u64) -> usize {
@@ -299,8 +305,7 @@ impl Users {
     /// An empty index whose first id is `next_id`, sized for `users` users so that
     /// loading them grows no table.
     pub fn with_capacity(next_id: i64, users: usize) -> Users {
-        // Shards fill unevenly (by about 1% at 20M users): a margin of 1/16.
-        let per_shard = users / SHARDS + users / SHARDS / 16 + 1;
+        let per_shard = per_shard(users);
         Users {
             shards: (0..SHARDS)
                 .map(|_| Shard::with_capacity(per_shard))

@@ -28,7 +28,8 @@
 //! oldest) and no history was rewritten since (the epoch, which the thread reads
 //! again after the scan and which the start compares).
 //!
-//! Layout, integers little-endian; records in the table's id order:
+//! Layout, integers little-endian; records grouped by the index's tables they go
+//! to (see [`PARTS`]), in id order within a group:
 //! ```text
 //! MAGIC  key0 u64  key1 u64  check u64 (the hash of CHECK_NAME)
 //! seq i64  epoch i64  users u64  writer (u32 length, bytes)
@@ -43,15 +44,21 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use super::{HEAD, MAX_REC_BYTES, NameHasher, Rec, Slot, Users, shard_of, slot_hash};
+use super::{HEAD, MAX_REC_BYTES, NameHasher, Rec, SHARDS, Slot, Users, shard_of, slot_hash};
 
 const MAGIC: &[u8; 16] = b"userbus-ubase-1\n";
 const END: &[u8; 16] = b"userbus-ubase-1.";
 /// A name hashed with the image's key: a different hash at reading means the
 /// hash function changed since it was written.
 const CHECK_NAME: &str = "userbus base image check";
-/// Where the users count sits, filled in once the records are written.
-const USERS_AT: u64 = 16 + 8 * 3 + 8 * 2;
+/// The temporary files records are sorted into by their table while written;
+/// each is then read back whole (about a 64th of the image: 27 MB at 22M users),
+/// sorted by table and bucket, and appended to the image. Reading the image
+/// then fills each table from start to end, as reading a clean stop's image
+/// does, rather than all of them at random (six times slower at 20M users).
+const PARTS: usize = 64;
+/// The buffer of each of those files.
+const PART_BUFFER_BYTES: usize = 64 << 10;
 /// The record length that ends the records.
 const LAST: u32 = u32::MAX;
 const BUFFER_BYTES: usize = 1 << 20;
@@ -87,13 +94,15 @@ pub fn path_for(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// An image being written: records go to a temporary file that takes the
-/// image's name once finished and synced. Dropped unfinished, it removes the
-/// temporary file.
+/// An image being written. Records go first to [`PARTS`] temporary files by
+/// their table (`shard_of`), then one after the other into the image's
+/// temporary file, which takes the image's name once synced. Dropped
+/// unfinished, it removes its temporary files.
 #[derive(Debug)]
 pub struct Writer {
-    out: Option<BufWriter<File>>,
+    parts: Vec<BufWriter<File>>,
     hasher: NameHasher,
+    basis: Basis,
     users: u64,
     tmp: PathBuf,
     path: PathBuf,
@@ -102,26 +111,31 @@ pub struct Writer {
 impl Writer {
     /// Begins the image at `path` of a database at `basis`, under a fresh hash key.
     pub fn create(path: &Path, basis: &Basis) -> io::Result<Writer> {
-        let tmp = super::image::tmp_path_for(path);
         let mut writer = Writer {
-            out: None,
+            parts: Vec::with_capacity(PARTS),
             hasher: NameHasher::random(),
+            basis: basis.clone(),
             users: 0,
-            tmp,
+            tmp: super::image::tmp_path_for(path),
             path: path.to_path_buf(),
         };
-        let mut out = BufWriter::with_capacity(BUFFER_BYTES, File::create(&writer.tmp)?);
-        out.write_all(MAGIC)?;
-        out.write_all(&writer.hasher.key[0].to_le_bytes())?;
-        out.write_all(&writer.hasher.key[1].to_le_bytes())?;
-        out.write_all(&writer.hasher.hash(CHECK_NAME).to_le_bytes())?;
-        out.write_all(&basis.seq.to_le_bytes())?;
-        out.write_all(&basis.epoch.to_le_bytes())?;
-        out.write_all(&0u64.to_le_bytes())?;
-        write_len(&mut out, basis.writer.len())?;
-        out.write_all(basis.writer.as_bytes())?;
-        writer.out = Some(out);
+        for part in 0..PARTS {
+            // Read back by `finish`.
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(writer.part_path(part))?;
+            writer
+                .parts
+                .push(BufWriter::with_capacity(PART_BUFFER_BYTES, file));
+        }
         Ok(writer)
+    }
+
+    fn part_path(&self, part: usize) -> PathBuf {
+        part_path(&self.tmp, part)
     }
 
     /// Adds a user row: its fields as the users table stores them (a JSON
@@ -143,7 +157,10 @@ impl Writer {
             )));
         }
         let hash = self.hasher.hash(name);
-        let out = self.out()?;
+        let out = self
+            .parts
+            .get_mut(shard_of(hash) / (SHARDS / PARTS))
+            .ok_or_else(|| corrupt("writer state"))?;
         write_len(out, rec.0.len())?;
         out.write_all(&hash.to_le_bytes())?;
         out.write_all(&rec.0)?;
@@ -151,34 +168,103 @@ impl Writer {
         Ok(())
     }
 
-    /// Ends the records, syncs the file and gives it the image's name; the
-    /// number of users written.
+    /// Writes the header and the parts in table order into one file, syncs
+    /// it and gives it the image's name; the number of users written.
     pub fn finish(mut self) -> io::Result<u64> {
-        let users = self.users;
-        let out = self.out()?;
+        let mut out = BufWriter::with_capacity(BUFFER_BYTES, File::create(&self.tmp)?);
+        out.write_all(MAGIC)?;
+        out.write_all(&self.hasher.key[0].to_le_bytes())?;
+        out.write_all(&self.hasher.key[1].to_le_bytes())?;
+        out.write_all(&self.hasher.hash(CHECK_NAME).to_le_bytes())?;
+        out.write_all(&self.basis.seq.to_le_bytes())?;
+        out.write_all(&self.basis.epoch.to_le_bytes())?;
+        out.write_all(&self.users.to_le_bytes())?;
+        write_len(&mut out, self.basis.writer.len())?;
+        out.write_all(self.basis.writer.as_bytes())?;
+        let mask = bucket_mask(self.users);
+        let parts = std::mem::take(&mut self.parts);
+        let mut bytes = Vec::new();
+        for (index, part) in parts.into_iter().enumerate() {
+            let mut part = part.into_inner().map_err(io::IntoInnerError::into_error)?;
+            part.seek(SeekFrom::Start(0))?;
+            bytes.clear();
+            part.read_to_end(&mut bytes)?;
+            drop(part);
+            for range in table_order(&bytes, mask)? {
+                out.write_all(bytes.get(range).ok_or_else(|| corrupt("part"))?)?;
+            }
+            fs::remove_file(self.part_path(index))?;
+        }
         out.write_all(&LAST.to_le_bytes())?;
         out.write_all(END)?;
-        let out = self.out.take().ok_or_else(|| corrupt("writer state"))?;
-        let mut file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
-        file.seek(SeekFrom::Start(USERS_AT))?;
-        file.write_all(&users.to_le_bytes())?;
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         fs::rename(&self.tmp, &self.path)?;
-        Ok(users)
+        Ok(self.users)
     }
+}
 
-    fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
-        self.out.as_mut().ok_or_else(|| corrupt("writer state"))
+/// The bucket mask of the tables an index of `users` users gets (as
+/// `Users::with_capacity` sizes them, in hashbrown's buckets: a power of two at
+/// least 8/7 of the capacity). Near enough serves as well: a mask one bit longer
+/// or shorter still fills a table in two sequential sweeps.
+fn bucket_mask(users: u64) -> u64 {
+    let per_shard = super::per_shard(usize::try_from(users).unwrap_or(usize::MAX)) as u64;
+    let buckets = if per_shard < 8 {
+        8
+    } else {
+        (per_shard.saturating_mul(8) / 7).next_power_of_two()
+    };
+    buckets - 1
+}
+
+/// The byte ranges of the records in `part`, in the order the reader's tables
+/// hold them: by table, then by bucket (`hash & mask`).
+fn table_order(part: &[u8], mask: u64) -> io::Result<Vec<std::ops::Range<usize>>> {
+    let mut keyed = Vec::new();
+    let mut at = 0;
+    while at < part.len() {
+        let head = part
+            .get(at..at + 12)
+            .ok_or_else(|| corrupt("part record"))?;
+        let (len, hash) = head.split_at(4);
+        let len = u32::from_le_bytes(len.try_into().map_err(|_| corrupt("part record"))?);
+        let hash = u64::from_le_bytes(hash.try_into().map_err(|_| corrupt("part record"))?);
+        let end = at + 12 + len as usize;
+        keyed.push(((shard_of(hash), hash & mask), at..end));
+        at = end;
     }
+    keyed.sort_unstable_by_key(|(key, _)| *key);
+    Ok(keyed.into_iter().map(|(_, range)| range).collect())
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if self.out.is_some() || self.tmp.exists() {
-            self.out = None;
-            let _ = fs::remove_file(&self.tmp);
+        // After `finish` only the renamed image is left; before, every
+        // temporary file goes.
+        self.parts.clear();
+        for part in 0..PARTS {
+            let _ = fs::remove_file(self.part_path(part));
         }
+        let _ = fs::remove_file(&self.tmp);
     }
+}
+
+/// Removes the temporary files a writer killed mid-way (a crash) left beside
+/// the image at `path`.
+pub fn remove_temporary(path: &Path) {
+    let tmp = super::image::tmp_path_for(path);
+    for part in 0..PARTS {
+        let _ = fs::remove_file(part_path(&tmp, part));
+    }
+    let _ = fs::remove_file(tmp);
+}
+
+/// The temporary file of part `part` beside the temporary file `tmp`.
+fn part_path(tmp: &Path, part: usize) -> PathBuf {
+    let mut name = tmp.as_os_str().to_owned();
+    name.push(format!(".{part}"));
+    PathBuf::from(name)
 }
 
 /// An opened base image, its header read, positioned at its records.
@@ -264,15 +350,15 @@ impl Opened {
             if !well_formed(&rec) || rec.id() <= 0 || rec.id() >= next_id {
                 return Err(corrupt("record"));
             }
+            let shard = &mut users.shards[shard_of(hash)];
             let (name, _) = rec.split_bytes();
-            let name = name.to_vec();
-            let inserted = users.shards[shard_of(hash)].insert_new(
-                hash,
-                |s| s.rec.split_bytes().0 == name.as_slice(),
-                || Slot { hash, rec },
-                slot_hash,
-            );
-            users.count += usize::from(inserted);
+            if shard
+                .find(hash, |s| s.rec.split_bytes().0 == name)
+                .is_none()
+            {
+                shard.insert_unique(hash, Slot { hash, rec }, slot_hash);
+                users.count += 1;
+            }
         }
         let mut end = [0u8; 16];
         input.read_exact(&mut end)?;
@@ -283,17 +369,18 @@ impl Opened {
     }
 }
 
-/// True when `rec` is a name and field pairs, each a length and UTF-8 bytes,
-/// with nothing left over.
+/// True when `rec` is a name and field pairs, each a length and that many
+/// bytes, with nothing left over. (Bytes that are not UTF-8 cannot panic the
+/// index: it reads strings with `from_utf8`.)
 fn well_formed(rec: &Rec) -> bool {
     let mut it = super::FieldIter {
         rest: rec.0.get(HEAD..).unwrap_or_default(),
     };
-    if it.next_str().is_none() {
+    if it.next_bytes().is_none() {
         return false;
     }
     while !it.rest.is_empty() {
-        if it.next_str().is_none() || it.next_str().is_none() {
+        if it.next_bytes().is_none() || it.next_bytes().is_none() {
             return false;
         }
     }
@@ -518,6 +605,43 @@ mod tests {
         assert!(!path.exists());
         assert!(!super::super::image::tmp_path_for(&path).exists());
         assert!(open(&path).expect("none").is_none());
+    }
+
+    #[test]
+    fn a_crashed_writer_leaves_files_the_next_start_removes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        let mut w = Writer::create(&path, &basis(1)).expect("create");
+        w.push(1, "a", "{}", 0).expect("push");
+        // A crash runs no destructor.
+        std::mem::forget(w);
+        let left = || fs::read_dir(dir.path()).expect("dir").count();
+        assert_eq!(left(), PARTS);
+        remove_temporary(&path);
+        assert_eq!(left(), 0);
+    }
+
+    #[test]
+    fn records_come_out_by_table_and_bucket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = path_for(&dir.path().join("db"));
+        write_sample(&path, 5_000);
+        let mut o = open(&path).expect("open").expect("there");
+        let mask = bucket_mask(5_000);
+        let mut keys = Vec::new();
+        loop {
+            let mut len = [0u8; 4];
+            o.input.read_exact(&mut len).expect("len");
+            if u32::from_le_bytes(len) == LAST {
+                break;
+            }
+            let hash = read_u64(&mut o.input).expect("hash");
+            let mut rec = vec![0u8; u32::from_le_bytes(len) as usize];
+            o.input.read_exact(&mut rec).expect("rec");
+            keys.push((shard_of(hash), hash & mask));
+        }
+        assert_eq!(keys.len(), 5_000);
+        assert!(keys.is_sorted());
     }
 
     #[test]

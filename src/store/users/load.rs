@@ -189,8 +189,8 @@ pub(in crate::store) fn open_index(
 fn from_base(conn: &Connection, path: &Path, stamp: &Stamp) -> Result<Option<Users>> {
     let started = Instant::now();
     let base_path = base::path_for(path);
-    // A crash while the thread wrote one leaves its temporary file.
-    let _ = std::fs::remove_file(image::tmp_path_for(&base_path));
+    // A crash while the thread wrote one leaves its temporary files.
+    base::remove_temporary(&base_path);
     let Some(opened) = base::open(&base_path)? else {
         return Ok(None);
     };
