@@ -471,3 +471,101 @@ fn a_base_image_older_than_the_retained_events_is_not_used() {
     let mut con = server.redis();
     assert_eq!(snapshot(&mut con), before);
 }
+
+/// A fenced primary discards the tail that never reached the stream; a base
+/// image written before the discard holds users of that tail, and events with
+/// the same seqs follow. After a crash, the start must not use it: no discarded
+/// user comes back. (Needs nats-server; skipped without it unless
+/// `USERBUS_NATS_TEST=1`.)
+#[test]
+fn a_base_image_from_before_a_discarded_tail_is_not_used() {
+    use common::nats::{NatsServer, nats_available};
+    use common::reply::info_num;
+    if !nats_available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (_dir, pdb) = temp_db();
+    let fdb = pdb.with_file_name("f.db");
+    let mut primary = UserbusProcess::start(&pdb, &["--nats", url.as_str()]);
+    let mut con = primary.redis();
+    for i in 0..20 {
+        register(&mut con, &format!("a{i}"), &[]);
+    }
+    primary.wait_relayed();
+    let follower = UserbusProcess::start(&fdb, &["--nats", url.as_str(), "--follow"]);
+    follower.wait_applied(20);
+    primary.stop();
+
+    // Writes that never reach the stream, and a base image holding them.
+    let env = [
+        ("USERBUS_BASE_IMAGE_EVENTS", "3"),
+        ("USERBUS_BASE_IMAGE_INTERVAL_MS", "0"),
+        ("USERBUS_BASE_IMAGE_POLL_MS", "20"),
+    ];
+    let mut offline = UserbusProcess::start_with_env(&pdb, &[], &env);
+    let mut con = offline.redis();
+    for i in 0..10 {
+        register(&mut con, &format!("lost{i}"), &[]);
+    }
+    offline.wait_info("persistence", "a base image at seq 30", |i| {
+        info_num(i, "index_image_last_seq") == 30
+    });
+    offline.kill9();
+
+    // The stream goes on past the image's seq with other events.
+    let mut fcon = follower.redis();
+    assert_eq!(
+        redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query::<String>(&mut fcon)
+            .expect("promote"),
+        "OK"
+    );
+    for i in 0..12 {
+        register(&mut fcon, &format!("after{i}"), &[]);
+    }
+    follower.wait_relayed();
+
+    // The old primary comes back fenced, discards seqs 21..30 and applies the
+    // stream's 21..32; it writes no image of its own.
+    let quiet = [("USERBUS_BASE_IMAGE_EVENTS", "0")];
+    let mut old = UserbusProcess::start_with_env(&pdb, &["--nats", url.as_str()], &quiet);
+    let i = old.wait_info("replication", "the old primary to follow", |i| {
+        info_num(i, "userbus_applied_seq") >= 32
+    });
+    assert_eq!(info_num(&i, "userbus_discarded_events"), 10, "{i:?}");
+    old.kill9();
+
+    let server = UserbusProcess::start_with_env(&pdb, &["--durability", "normal"], &quiet);
+    assert_eq!(
+        server.lines_with("from the base image").len(),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.lines_with("not used").len(), 1, "{}", server.log());
+    server.wait_line(
+        &["users from the users table in"],
+        std::time::Duration::from_secs(10),
+    );
+    let mut con = server.redis();
+    for i in 0..10 {
+        let lost: Value = redis::cmd("LOOKUP")
+            .arg(format!("lost{i}"))
+            .query(&mut con)
+            .expect("LOOKUP");
+        assert_eq!(lost, Value::Nil, "lost{i} came back");
+    }
+    for i in 0..12 {
+        let after: Value = redis::cmd("LOOKUP")
+            .arg(format!("after{i}"))
+            .query(&mut con)
+            .expect("LOOKUP");
+        assert_ne!(after, Value::Nil, "after{i} is missing");
+    }
+    let count: i64 = redis::cmd("USERCOUNT").query(&mut con).expect("USERCOUNT");
+    assert_eq!(count, 32);
+}
