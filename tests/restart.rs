@@ -305,26 +305,33 @@ fn base_image_of(db: &Path) -> std::path::PathBuf {
     name.into()
 }
 
-/// A base image every 500 events, looked for every 20 ms.
-const IMAGE_EVERY_500: [(&str, &str); 3] = [
-    ("USERBUS_BASE_IMAGE_EVENTS", "500"),
+/// A base image every 686 events (all of `imaged`'s writes: the image holds
+/// them all, whichever ticks they commit in), looked for every 20 ms.
+const IMAGE_EVERY_686: [(&str, &str); 3] = [
+    ("USERBUS_BASE_IMAGE_EVENTS", "686"),
     ("USERBUS_BASE_IMAGE_INTERVAL_MS", "0"),
     ("USERBUS_BASE_IMAGE_POLL_MS", "20"),
 ];
 
-/// Starts a server on a fresh database that writes a base image once 500
-/// events are in, writes `user-0..user-600` (and unregisters every seventh),
-/// and waits for the image; `args` go to `serve`.
+/// Starts a server on a fresh database that writes a base image once 686
+/// events are in, writes `user-0..user-600` (and unregisters every seventh: 686
+/// events), and waits for the image; `args` go to `serve`.
 fn imaged(db: &Path, args: &[&str]) -> UserbusProcess {
     let mut all = vec!["--durability", "normal"];
     all.extend_from_slice(args);
-    let server = UserbusProcess::start_with_env(db, &all, &IMAGE_EVERY_500);
+    let server = UserbusProcess::start_with_env(db, &all, &IMAGE_EVERY_686);
     let mut con = server.redis();
     write_users(&mut con, 0, 600);
     let info = server.wait_info("persistence", "a base image", |i| {
         i.get("index_images").is_some_and(|n| n != "0")
     });
     assert_eq!(info.get("index_image").map(String::as_str), Some("running"));
+    let metrics = server.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(
+        metrics.contains("\nuserbus_index_image_written_total ")
+            && metrics.contains("\nuserbus_index_image_last_users 514\n"),
+        "{metrics}"
+    );
     assert_eq!(
         info.get("index_image_last_users").map(String::as_str),
         Some("514")
@@ -335,7 +342,7 @@ fn imaged(db: &Path, args: &[&str]) -> UserbusProcess {
 
 /// After the image: unregisters, updates (a set and a removal), registrations,
 /// a name unregistered and registered again (a new id) and updated, all fewer
-/// than the 500 events that call for the next image.
+/// than the 686 events that call for the next image.
 fn writes_after_the_image(con: &mut Connection) {
     let mut pipe = redis::pipe();
     for i in (1..600).step_by(11) {
@@ -498,9 +505,10 @@ fn a_base_image_from_before_a_discarded_tail_is_not_used() {
     follower.wait_applied(20);
     primary.stop();
 
-    // Writes that never reach the stream, and a base image holding them.
+    // Writes that never reach the stream, and a base image holding them (once
+    // all 30 events are in).
     let env = [
-        ("USERBUS_BASE_IMAGE_EVENTS", "3"),
+        ("USERBUS_BASE_IMAGE_EVENTS", "30"),
         ("USERBUS_BASE_IMAGE_INTERVAL_MS", "0"),
         ("USERBUS_BASE_IMAGE_POLL_MS", "20"),
     ];

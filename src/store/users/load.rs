@@ -179,7 +179,9 @@ pub(in crate::store) fn open_index(
     let bound = usize::try_from(last).unwrap_or(0);
     // Sized as a blocking scan sizes it: loading grows no table.
     let users = Users::with_capacity(stamp.next_id, bound);
-    log::info!("user index: no image to load; warming scan of the users table");
+    if last > 0 {
+        log::info!("user index: no image to load; warming scan of the users table");
+    }
     Ok((users, Some(Warming::new(last))))
 }
 
