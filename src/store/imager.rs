@@ -366,10 +366,13 @@ fn write(
     if end.writer != basis.writer || end.epoch != basis.epoch || end.seq < basis.seq {
         return Ok(Outcome::Stale);
     }
-    let users = out
-        .finish()
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    Ok(Outcome::Written(basis, users))
+    match out
+        .finish(|| stopping(state))
+        .map_err(|e| format!("writing {}: {e}", path.display()))?
+    {
+        Some(users) => Ok(Outcome::Written(basis, users)),
+        None => Ok(Outcome::Stopped),
+    }
 }
 
 #[cfg(test)]
@@ -529,7 +532,7 @@ mod tests {
         for (id, name, fields, created_at) in early.iter().chain(&late) {
             w.push(*id, name, fields, *created_at).expect("push");
         }
-        w.finish().expect("finish");
+        w.finish(|| false).expect("finish");
         let want = answers(&store);
         drop(store);
         let store = reopen(&path);

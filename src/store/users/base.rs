@@ -169,8 +169,9 @@ impl Writer {
     }
 
     /// Writes the header and the parts in table order into one file, syncs
-    /// it and gives it the image's name; the number of users written.
-    pub fn finish(mut self) -> io::Result<u64> {
+    /// it and gives it the image's name; the number of users written, or
+    /// `None` when `stopped` turned true between two parts (nothing written).
+    pub fn finish(mut self, stopped: impl Fn() -> bool) -> io::Result<Option<u64>> {
         let mut out = BufWriter::with_capacity(BUFFER_BYTES, File::create(&self.tmp)?);
         out.write_all(MAGIC)?;
         out.write_all(&self.hasher.key[0].to_le_bytes())?;
@@ -185,6 +186,9 @@ impl Writer {
         let parts = std::mem::take(&mut self.parts);
         let mut bytes = Vec::new();
         for (index, part) in parts.into_iter().enumerate() {
+            if stopped() {
+                return Ok(None);
+            }
             let mut part = part.into_inner().map_err(io::IntoInnerError::into_error)?;
             part.seek(SeekFrom::Start(0))?;
             bytes.clear();
@@ -200,7 +204,7 @@ impl Writer {
         let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         fs::rename(&self.tmp, &self.path)?;
-        Ok(self.users)
+        Ok(Some(self.users))
     }
 }
 
@@ -511,7 +515,7 @@ mod tests {
             w.push(i + 1, &format!("n{i}"), &fields, i * 10)
                 .expect("push");
         }
-        w.finish().expect("finish")
+        w.finish(|| false).expect("finish").expect("not stopped")
     }
 
     #[test]
@@ -652,7 +656,7 @@ mod tests {
         w.push(1, "a", "{}", 0).expect("push");
         w.push(2, "b", "{}", 0).expect("push");
         w.push(3, "a", r#"{"k":"v"}"#, 0).expect("push");
-        w.finish().expect("finish");
+        w.finish(|| false).expect("finish").expect("not stopped");
         let users = open(&path)
             .expect("open")
             .expect("there")
