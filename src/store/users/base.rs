@@ -28,8 +28,8 @@
 //! oldest) and no history was rewritten since (the epoch, which the thread reads
 //! again after the scan and which the start compares).
 //!
-//! Layout, integers little-endian; records grouped by the index's tables they go
-//! to (see [`PARTS`]), in id order within a group:
+//! Layout, integers little-endian; records in the order of the index's tables
+//! and, within each, of its buckets (see `PARTS`):
 //! ```text
 //! MAGIC  key0 u64  key1 u64  check u64 (the hash of CHECK_NAME)
 //! seq i64  epoch i64  users u64  writer (u32 length, bytes)
