@@ -94,7 +94,7 @@ pub fn path_for(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// An image being written. Records go first to [`PARTS`] temporary files by
+/// An image being written. Records go first to `PARTS` temporary files by
 /// their table (`shard_of`), then one after the other into the image's
 /// temporary file, which takes the image's name once synced. Dropped
 /// unfinished, it removes its temporary files.
