@@ -7,7 +7,9 @@
 # CPU time (user + system) and VmRSS from /proc once the user index is loaded (after
 # a crash it loads while the server serves), then stops the server and times the
 # stop: with SIGTERM (a clean stop, which writes the user index's image) or, with
-# --crash, with SIGKILL (the next start finds no image and scans the users table).
+# --crash, with SIGKILL (the next start finds no clean-stop image: it reads the base
+# image the imager thread wrote, or scans the users table when there is none; set
+# USERBUS_BASE_IMAGE_EVENTS=0 to write none).
 #
 # usage: benches/restart.sh [--runs N] [--grow SECS] [--crash] DB
 #   --grow SECS  first grow DB with `userbus bench -t register -P 16 --duration SECS`
@@ -23,11 +25,11 @@ while (($#)); do
     --runs) runs=$2; shift 2 ;;
     --grow) grow=$2; shift 2 ;;
     --crash) signal=KILL; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) db=$1; shift ;;
   esac
 done
-[[ -n $db ]] || { sed -n '11,16p' "$0" >&2; exit 2; }
+[[ -n $db ]] || { sed -n '14,19p' "$0" >&2; exit 2; }
 bin=${USERBUS_BIN:-}
 if [[ -z $bin ]]; then
   cargo build --release --quiet

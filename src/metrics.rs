@@ -298,6 +298,9 @@ pub struct View<'a> {
     /// While the user index loads after a start without its image: the share of
     /// the users table loaded, 0 to 100; `None` once loaded.
     pub loading_percent: Option<f64>,
+    /// The imager thread's counters (base images of the user index); `None`
+    /// when it never started.
+    pub index_image: Option<crate::store::ImageStats>,
 }
 
 /// Writes each `(name, kind, help, value)` sample with its HELP and TYPE lines.
@@ -415,6 +418,44 @@ pub fn prometheus(v: &View<'_>) -> String {
         "1 while the last commit succeeded, 0 after a failed one.",
         f64::from(u8::from(v.storage_error.is_none())),
     );
+    if let Some(i) = &v.index_image {
+        metric(
+            "index_image_written_total",
+            "counter",
+            "Base images of the user index written (a start after a crash loads the last).",
+            i.images as f64,
+        );
+        metric(
+            "index_image_failures_total",
+            "counter",
+            "Attempts to write a base image of the user index that failed.",
+            i.failures as f64,
+        );
+        metric(
+            "index_image_last_seq",
+            "gauge",
+            "The event seq the last base image of the user index was begun at.",
+            i.last_seq as f64,
+        );
+        metric(
+            "index_image_last_users",
+            "gauge",
+            "Users in the last base image of the user index.",
+            i.last_users as f64,
+        );
+        metric(
+            "index_image_last_timestamp_seconds",
+            "gauge",
+            "When the last base image of the user index was written (Unix seconds).",
+            i.last_at_ms as f64 / 1000.0,
+        );
+        metric(
+            "index_image_last_duration_seconds",
+            "gauge",
+            "How long writing the last base image of the user index took.",
+            i.last_micros as f64 / 1e6,
+        );
+    }
     metric(
         "subscribed_channels",
         "gauge",

@@ -298,3 +298,282 @@ fn after_a_crash_the_server_serves_while_the_index_loads() {
         "a stop once loaded writes the image"
     );
 }
+
+fn base_image_of(db: &Path) -> std::path::PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-users-base");
+    name.into()
+}
+
+/// A base image every 686 events (all of `imaged`'s writes: the image holds
+/// them all, whichever ticks they commit in), looked for every 20 ms.
+const IMAGE_EVERY_686: [(&str, &str); 3] = [
+    ("USERBUS_BASE_IMAGE_EVENTS", "686"),
+    ("USERBUS_BASE_IMAGE_INTERVAL_MS", "0"),
+    ("USERBUS_BASE_IMAGE_POLL_MS", "20"),
+];
+
+/// Starts a server on a fresh database that writes a base image once 686
+/// events are in, writes `user-0..user-600` (and unregisters every seventh: 686
+/// events), and waits for the image; `args` go to `serve`.
+fn imaged(db: &Path, args: &[&str]) -> UserbusProcess {
+    let mut all = vec!["--durability", "normal"];
+    all.extend_from_slice(args);
+    let server = UserbusProcess::start_with_env(db, &all, &IMAGE_EVERY_686);
+    let mut con = server.redis();
+    write_users(&mut con, 0, 600);
+    let info = server.wait_info("persistence", "a base image", |i| {
+        i.get("index_images").is_some_and(|n| n != "0")
+    });
+    assert_eq!(info.get("index_image").map(String::as_str), Some("running"));
+    let metrics = server.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(
+        metrics.contains("\nuserbus_index_image_written_total ")
+            && metrics.contains("\nuserbus_index_image_last_users 514\n"),
+        "{metrics}"
+    );
+    assert_eq!(
+        info.get("index_image_last_users").map(String::as_str),
+        Some("514")
+    );
+    assert!(base_image_of(db).exists());
+    server
+}
+
+/// After the image: unregisters, updates (a set and a removal), registrations,
+/// a name unregistered and registered again (a new id) and updated, all fewer
+/// than the 686 events that call for the next image.
+fn writes_after_the_image(con: &mut Connection) {
+    let mut pipe = redis::pipe();
+    for i in (1..600).step_by(11) {
+        pipe.cmd("UNREGISTER").arg(format!("user-{i}"));
+    }
+    for i in (2..600).step_by(13) {
+        pipe.cmd("UPDATE")
+            .arg(format!("user-{i}"))
+            .arg("email")
+            .arg(format!("new-{i}@example.com"))
+            .arg("plan")
+            .arg("pro");
+        pipe.cmd("DELFIELDS")
+            .arg(format!("user-{}", i + 1))
+            .arg("note");
+    }
+    for i in 600..700 {
+        pipe.cmd("REGISTER")
+            .arg(format!("user-{i}"))
+            .arg("k")
+            .arg("v");
+    }
+    pipe.cmd("REGISTER").arg("user-7").arg("again").arg("1");
+    pipe.cmd("UPDATE").arg("user-7").arg("again").arg("2");
+    pipe.cmd("UNREGISTER").arg("user-12");
+    pipe.cmd("REGISTER").arg("user-12");
+    let _: Vec<Value> = pipe.query(con).expect("writes");
+}
+
+/// After a kill -9 with a base image and later writes, the start loads the
+/// image and replays the events after it before it serves: every user is as
+/// acknowledged, and a new name registers at once, with the next id.
+#[test]
+fn after_a_crash_the_base_image_and_the_events_after_it_load_before_serving() {
+    let (_dir, db) = temp_db();
+    let mut server = imaged(&db, &[]);
+    let mut con = server.redis();
+    writes_after_the_image(&mut con);
+    let before = snapshot(&mut con);
+    let next: i64 = register(&mut con, "probe", &[]) + 1;
+    let _: Value = redis::cmd("UNREGISTER")
+        .arg("probe")
+        .query(&mut con)
+        .expect("UNREGISTER");
+    assert_eq!(
+        server
+            .info("persistence")
+            .get("index_images")
+            .map(String::as_str),
+        Some("1"),
+        "no second image: the start replays the later events"
+    );
+    server.kill9();
+    assert!(
+        !image_of(&db).exists(),
+        "a crash leaves no clean-stop image"
+    );
+
+    let mut server = start_saying(&db, "from the base image");
+    assert!(
+        server.lines_with("warming scan").is_empty(),
+        "{}",
+        server.log()
+    );
+    let mut con = server.redis();
+    assert_eq!(loading_flag(&server), "0");
+    assert_eq!(
+        reply(&mut con, redis::cmd("REGISTER").arg("fresh")),
+        Ok(Value::Int(next))
+    );
+    let _: Value = redis::cmd("UNREGISTER")
+        .arg("fresh")
+        .query(&mut con)
+        .expect("UNREGISTER");
+    assert_eq!(snapshot(&mut con), before);
+    server.kill9();
+    assert!(
+        base_image_of(&db).exists(),
+        "a base image serves more starts"
+    );
+    let mut server = start_saying(&db, "from the base image");
+    let mut con = server.redis();
+    assert_eq!(snapshot(&mut con), before);
+    server.stop();
+}
+
+/// A corrupt base image is logged and ignored: the start scans the users table.
+#[test]
+fn a_corrupt_base_image_falls_back_to_the_warming_scan() {
+    let (_dir, db) = temp_db();
+    let mut server = imaged(&db, &[]);
+    let mut con = server.redis();
+    writes_after_the_image(&mut con);
+    let before = snapshot(&mut con);
+    server.kill9();
+    let path = base_image_of(&db);
+    let bytes = std::fs::read(&path).expect("base image");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("tear it");
+
+    let server = start_saying(&db, "is not usable");
+    server.wait_line(
+        &["users from the users table in"],
+        std::time::Duration::from_secs(10),
+    );
+    let mut con = server.redis();
+    assert_eq!(snapshot(&mut con), before);
+    assert_eq!(
+        reply(&mut con, redis::cmd("REGISTER").arg("fresh")),
+        Ok(Value::Int(1 + 600 + 100 + 2))
+    );
+}
+
+/// Retention trimmed events after the base image: it cannot be brought up to
+/// date, and the start scans the users table.
+#[test]
+fn a_base_image_older_than_the_retained_events_is_not_used() {
+    let (_dir, db) = temp_db();
+    let mut server = imaged(&db, &["--retain-events", "50"]);
+    let mut con = server.redis();
+    writes_after_the_image(&mut con);
+    let before = snapshot(&mut con);
+    server.wait_info("events", "retention", |i| {
+        i.get("events_length")
+            .is_some_and(|n| n.parse::<i64>().is_ok_and(|n| n <= 50))
+    });
+    server.kill9();
+
+    let server = start_saying(&db, "were trimmed; not used");
+    server.wait_line(
+        &["users from the users table in"],
+        std::time::Duration::from_secs(10),
+    );
+    let mut con = server.redis();
+    assert_eq!(snapshot(&mut con), before);
+}
+
+/// A fenced primary discards the tail that never reached the stream; a base
+/// image written before the discard holds users of that tail, and events with
+/// the same seqs follow. After a crash, the start must not use it: no discarded
+/// user comes back. (Needs nats-server; skipped without it unless
+/// `USERBUS_NATS_TEST=1`.)
+#[test]
+fn a_base_image_from_before_a_discarded_tail_is_not_used() {
+    use common::nats::{NatsServer, nats_available};
+    use common::reply::info_num;
+    if !nats_available() {
+        return;
+    }
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (_dir, pdb) = temp_db();
+    let fdb = pdb.with_file_name("f.db");
+    let mut primary = UserbusProcess::start(&pdb, &["--nats", url.as_str()]);
+    let mut con = primary.redis();
+    for i in 0..20 {
+        register(&mut con, &format!("a{i}"), &[]);
+    }
+    primary.wait_relayed();
+    let follower = UserbusProcess::start(&fdb, &["--nats", url.as_str(), "--follow"]);
+    follower.wait_applied(20);
+    primary.stop();
+
+    // Writes that never reach the stream, and a base image holding them (once
+    // all 30 events are in).
+    let env = [
+        ("USERBUS_BASE_IMAGE_EVENTS", "30"),
+        ("USERBUS_BASE_IMAGE_INTERVAL_MS", "0"),
+        ("USERBUS_BASE_IMAGE_POLL_MS", "20"),
+    ];
+    let mut offline = UserbusProcess::start_with_env(&pdb, &[], &env);
+    let mut con = offline.redis();
+    for i in 0..10 {
+        register(&mut con, &format!("lost{i}"), &[]);
+    }
+    offline.wait_info("persistence", "a base image at seq 30", |i| {
+        info_num(i, "index_image_last_seq") == 30
+    });
+    offline.kill9();
+
+    // The stream goes on past the image's seq with other events.
+    let mut fcon = follower.redis();
+    assert_eq!(
+        redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query::<String>(&mut fcon)
+            .expect("promote"),
+        "OK"
+    );
+    for i in 0..12 {
+        register(&mut fcon, &format!("after{i}"), &[]);
+    }
+    follower.wait_relayed();
+
+    // The old primary comes back fenced, discards seqs 21..30 and applies the
+    // stream's 21..32; it writes no image of its own.
+    let quiet = [("USERBUS_BASE_IMAGE_EVENTS", "0")];
+    let mut old = UserbusProcess::start_with_env(&pdb, &["--nats", url.as_str()], &quiet);
+    let i = old.wait_info("replication", "the old primary to follow", |i| {
+        info_num(i, "userbus_applied_seq") >= 32
+    });
+    assert_eq!(info_num(&i, "userbus_discarded_events"), 10, "{i:?}");
+    old.kill9();
+
+    let server = UserbusProcess::start_with_env(&pdb, &["--durability", "normal"], &quiet);
+    assert_eq!(
+        server.lines_with("from the base image").len(),
+        0,
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.lines_with("not used").len(), 1, "{}", server.log());
+    server.wait_line(
+        &["users from the users table in"],
+        std::time::Duration::from_secs(10),
+    );
+    let mut con = server.redis();
+    for i in 0..10 {
+        let lost: Value = redis::cmd("LOOKUP")
+            .arg(format!("lost{i}"))
+            .query(&mut con)
+            .expect("LOOKUP");
+        assert_eq!(lost, Value::Nil, "lost{i} came back");
+    }
+    for i in 0..12 {
+        let after: Value = redis::cmd("LOOKUP")
+            .arg(format!("after{i}"))
+            .query(&mut con)
+            .expect("LOOKUP");
+        assert_ne!(after, Value::Nil, "after{i} is missing");
+    }
+    let count: i64 = redis::cmd("USERCOUNT").query(&mut con).expect("USERCOUNT");
+    assert_eq!(count, 32);
+}

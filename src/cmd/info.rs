@@ -122,7 +122,8 @@ fn render(section: &str, ctx: &mut Ctx<'_>, t: &mut String) {
             s.commits,
             s.failed_commits,
         )
-        .and_then(|()| render_checkpointer(ctx, t)),
+        .and_then(|()| render_checkpointer(ctx, t))
+        .and_then(|()| render_index_image(ctx, t)),
         "stats" => write!(
             t,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
@@ -213,6 +214,33 @@ fn render_checkpointer(ctx: &Ctx<'_>, t: &mut String) -> std::fmt::Result {
         c.finishes,
         ms(c.finish_last_micros),
         ms(c.finish_max_micros),
+    )
+}
+
+/// The imager's lines in `# Persistence` (none when it never started).
+fn render_index_image(ctx: &Ctx<'_>, t: &mut String) -> std::fmt::Result {
+    let Some(i) = ctx.store_view().image_stats() else {
+        return Ok(());
+    };
+    write!(
+        t,
+        "index_image:{}\r\nindex_images:{}\r\nindex_image_last_seq:{}\r\n\
+         index_image_last_users:{}\r\nindex_image_last_time:{}\r\n\
+         index_image_last_ms:{:.3}\r\nindex_image_failures:{}\r\n\
+         index_image_dropped:{}\r\nindex_image_last_error:{}\r\n",
+        if i.running { "running" } else { "stopped" },
+        i.images,
+        i.last_seq,
+        i.last_users,
+        i.last_at_ms / 1000,
+        i.last_micros as f64 / 1000.0,
+        i.failures,
+        i.dropped,
+        // One line: INFO fields end at CRLF.
+        i.last_error
+            .as_deref()
+            .unwrap_or("none")
+            .replace(['\r', '\n'], " "),
     )
 }
 

@@ -147,6 +147,7 @@ fn metrics(env: &mut Env<'_>) -> Response {
         pubsub: env.pubsub,
         storage_error: env.store_view().last_error(),
         loading_percent: env.store_view().loading().map(|p| p.percent),
+        index_image: env.store_view().image_stats(),
     });
     Response {
         status: 200,

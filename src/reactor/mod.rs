@@ -371,6 +371,10 @@ impl Reactor {
         store
             .start_checkpointer(config.durability)
             .map_err(|e| Error::Config(format!("cannot start the WAL checkpointer: {e}")))?;
+        // Base images of the user index are written on their own thread too.
+        store
+            .start_imager()
+            .map_err(|e| Error::Config(format!("cannot start the imager: {e}")))?;
         let mut handlers = handlers;
         for h in &mut handlers.durable {
             h.offset = store.handler_offset(&h.name)?;

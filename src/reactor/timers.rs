@@ -209,6 +209,7 @@ impl Reactor {
         }
         self.shared.stats.connected_clients = 0;
         self.shared.store.stop_checkpointer();
+        self.shared.store.stop_imager();
         let _ = self.shared.store.checkpoint();
         self.shared.store.save_index();
         log::info!("stopped");

@@ -1,5 +1,6 @@
 //! Facts about the database itself, in the `meta` table: the writer id it got when
-//! it was created, and the JetStream relay's confirmed position in each stream.
+//! it was created, the epoch of its history (moved by every rewrite of it), and
+//! the JetStream relay's confirmed position in each stream.
 //! [`value`] and [`put`] read and write a row for every module that keeps a fact
 //! there (a follower's position, a snapshot's origin).
 //!
@@ -41,6 +42,26 @@ pub(super) fn put(conn: &Connection, key: &str, value: &str) -> rusqlite::Result
     conn.prepare_cached(UPSERT_VALUE)?
         .execute(params![key, value])
         .map(drop)
+}
+
+/// The row counting rewrites of the database's history (see [`history_epoch`]).
+const HISTORY_EPOCH_KEY: &str = "history_epoch";
+
+/// How many times the database's history was rewritten (a discarded tail): 0
+/// before the first. A base image of the user index (`users::base`) serves only
+/// the epoch it was written in, since events it would replay may be gone and
+/// their seqs given again to others.
+pub(super) fn history_epoch(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1")?
+        .query_row(params![HISTORY_EPOCH_KEY], |r| r.get(0))
+        .optional()
+        .map(Option::unwrap_or_default)
+}
+
+/// Moves the history epoch on; in the transaction that rewrites history.
+pub(super) fn bump_history_epoch(conn: &Connection) -> rusqlite::Result<()> {
+    let next = history_epoch(conn)? + 1;
+    put(conn, HISTORY_EPOCH_KEY, &next.to_string())
 }
 
 /// Reads the writer id the schema made. It goes into message ids and headers,

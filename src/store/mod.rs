@@ -24,6 +24,8 @@
 //! - [`replica`]: a follower applying the stream's events, a fenced primary
 //!   discarding its tail;
 //! - [`checkpointer`]: the WAL checkpointer thread and its own connection;
+//! - [`imager`]: the thread that writes the user index's base image, which a
+//!   start after a crash loads instead of scanning the users table;
 //! - [`webhooks`]: webhook endpoints, their delivery state and dead letters.
 
 use rusqlite::{Connection, params};
@@ -45,6 +47,7 @@ pub mod error;
 pub mod event_log;
 pub mod groups;
 mod growing;
+pub mod imager;
 pub mod meta;
 pub mod pending;
 pub mod replica;
@@ -59,6 +62,7 @@ pub use checkpointer::{CheckpointStats, Checkpointer};
 pub use error::{StorageError, StorageErrorKind};
 pub use event_log::{EventRef, EventRow};
 pub use groups::{ConsumerFull, ConsumerInfo, Delivery, GroupFull, GroupInfo};
+pub use imager::{ImageStats, Imager};
 pub use pending::{ClaimOptions, DeadLetter, Delivered, Pending};
 pub use schema::SCHEMA_VERSION;
 use users::{UserRef, Users};
@@ -141,6 +145,8 @@ pub struct Store {
     /// The checkpointer thread, once started; without it the store checkpoints
     /// on its own connection (`checkpoint_due`).
     checkpointer: Option<Checkpointer>,
+    /// The imager thread (base images of the user index), once started.
+    imager: Option<Imager>,
     /// Webhook endpoints the tick's administrative writes changed (`webhooks`).
     webhook_changes: Vec<i64>,
     /// Webhook endpoints committed changes changed, until the reactor takes them.
@@ -242,7 +248,7 @@ impl Store {
             last_seq,
             next_id: schema::highest_user_id(&conn)?.unwrap_or(0) + 1,
         };
-        let (users, warming) = users::load::open_index(path, &stamp)?;
+        let (users, warming) = users::load::open_index(&conn, path, &stamp)?;
         let user_rows = if warming.is_some() {
             conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?
         } else {
@@ -282,6 +288,7 @@ impl Store {
             writer,
             path: path.to_path_buf(),
             checkpointer: None,
+            imager: None,
             webhook_changes: Vec::new(),
             webhook_committed: Vec::new(),
         })
@@ -350,6 +357,28 @@ impl Store {
         if let Some(mut c) = self.checkpointer.take() {
             c.stop();
         }
+    }
+
+    /// Starts the imager thread on its own read-only connection to the file this
+    /// store opened (`imager`).
+    pub fn start_imager(&mut self) -> std::result::Result<(), StorageError> {
+        if self.imager.is_none() {
+            self.imager = Some(Imager::start(&self.path)?);
+        }
+        Ok(())
+    }
+
+    /// Stops the imager thread and waits for it; an image it was writing is
+    /// abandoned (the last one written stays).
+    pub fn stop_imager(&mut self) {
+        if let Some(mut i) = self.imager.take() {
+            i.stop();
+        }
+    }
+
+    /// The imager thread's counters; `None` when it was never started.
+    pub fn image_stats(&self) -> Option<ImageStats> {
+        self.imager.as_ref().map(Imager::stats)
     }
 
     /// The checkpointer thread's counters; `None` when it was never started.

@@ -311,6 +311,8 @@ impl Store {
             done.first = rows.last().map_or(0, |r| r.seq);
             done.last = rows.first().map_or(0, |r| r.seq);
             c.execute("DELETE FROM events WHERE seq > ?1", params![keep])?;
+            // Seqs after `keep` will be given again: base images go stale.
+            meta::bump_history_epoch(c)?;
             c.execute(
                 "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'events'",
                 params![keep],

@@ -22,7 +22,9 @@
 //! touches the table and one block of memory.
 //!
 //! Built at start from the users table ([`load`]), or, after a clean stop, from
-//! the image that stop wrote ([`image`]). Loaded from the table, it may be
+//! the image that stop wrote ([`image`]), or after a crash from the base image
+//! the imager thread writes while the server runs and the events after it
+//! ([`base`]). Loaded from the table, it may be
 //! partial for a while after the server starts serving (*warming*, see [`load`]).
 
 use std::collections::BTreeMap;
@@ -30,6 +32,7 @@ use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 
 use super::growing::GrowingTable;
 
+pub mod base;
 pub mod image;
 pub mod load;
 
@@ -277,6 +280,12 @@ impl Default for Users {
     }
 }
 
+/// The capacity of each table of an index sized for `users` users. Shards fill
+/// unevenly (by about 1% at 20M users): a margin of 1/16.
+fn per_shard(users: usize) -> usize {
+    users / SHARDS + users / SHARDS / 16 + 1
+}
+
 /// The shard of a hash: bits the tables do not use for their own positions (the
 /// low bits) or tags (the top seven).
 fn shard_of(hash: u64) -> usize {
@@ -296,8 +305,7 @@ impl Users {
     /// An empty index whose first id is `next_id`, sized for `users` users so that
     /// loading them grows no table.
     pub fn with_capacity(next_id: i64, users: usize) -> Users {
-        // Shards fill unevenly (by about 1% at 20M users): a margin of 1/16.
-        let per_shard = users / SHARDS + users / SHARDS / 16 + 1;
+        let per_shard = per_shard(users);
         Users {
             shards: (0..SHARDS)
                 .map(|_| Shard::with_capacity(per_shard))

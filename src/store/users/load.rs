@@ -1,5 +1,6 @@
 //! Building the user index at start: from the image a clean stop left when it
-//! still describes the database, else by scanning the users table.
+//! still describes the database, else from the base image the imager thread
+//! wrote and the events after it (`base`), else by scanning the users table.
 //!
 //! The scan of a start without a usable image (after a crash) does not run before
 //! the server serves: the index starts empty and *warming*, and the loop reads the
@@ -32,8 +33,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::Users;
+use super::base;
 use super::image::{self, Stamp};
 use crate::error::{Error, Result};
+use crate::store::meta;
 
 /// Rows a warming slice reads at most (`USERBUS_WARM_ROWS` overrides it).
 const SLICE_ROWS: usize = 4096;
@@ -45,6 +48,10 @@ const SLICE_BUDGET: Duration = Duration::from_millis(1);
 /// (`USERBUS_WARM_START_MS` overrides it): a table that loads within it is whole
 /// before the first request.
 const START_BUDGET: Duration = Duration::from_millis(500);
+
+/// Events a base image may be behind whatever its users count: replaying this
+/// many costs less than a start's budget (`START_BUDGET`).
+const REPLAY_FLOOR_EVENTS: u64 = 10_000;
 
 /// How long loading waits after a failed read before the next slice, so that a
 /// read failing every time is not retried on every turn of the loop.
@@ -127,12 +134,19 @@ impl Warming {
     }
 }
 
-/// The user index of the database at `path`, whose writer id, last event seq and
-/// next user id `stamp` gives, and, when it must come from the users table, the
-/// [`Warming`] that loads it (the index is then empty). The image is read once:
-/// it is removed whether it served or not, so it can never describe a later state
-/// of the database.
-pub(in crate::store) fn open_index(path: &Path, stamp: &Stamp) -> Result<(Users, Option<Warming>)> {
+/// The user index of the database at `path` (open on `conn`), whose writer id,
+/// last event seq and next user id `stamp` gives, and, when it must come from
+/// the users table, the [`Warming`] that loads it (the index is then empty).
+///
+/// The first choice is the image a clean stop wrote, read once: it is removed
+/// whether it served or not, so it can never describe a later state of the
+/// database. The second is the base image the imager thread wrote (`base`) and
+/// the events after it; it stays, since more events only add to its replay.
+pub(in crate::store) fn open_index(
+    conn: &Connection,
+    path: &Path,
+    stamp: &Stamp,
+) -> Result<(Users, Option<Warming>)> {
     let started = Instant::now();
     let image_path = image::path_for(path);
     // A stop killed while writing the image leaves its temporary file.
@@ -153,11 +167,88 @@ pub(in crate::store) fn open_index(path: &Path, stamp: &Stamp) -> Result<(Users,
             image_path.display()
         ),
     }
+    match from_base(conn, path, stamp) {
+        Ok(Some(users)) => return Ok((users, None)),
+        Ok(None) => {}
+        Err(e) => log::warn!(
+            "user index: the base image {} is not usable ({e}); loading the users table",
+            base::path_for(path).display()
+        ),
+    }
     let last = stamp.next_id.saturating_sub(1);
     let bound = usize::try_from(last).unwrap_or(0);
     // Sized as a blocking scan sizes it: loading grows no table.
     let users = Users::with_capacity(stamp.next_id, bound);
+    if last > 0 {
+        log::info!("user index: no image to load; warming scan of the users table");
+    }
     Ok((users, Some(Warming::new(last))))
+}
+
+/// The index from the base image and the events after it; `None` when there is
+/// no base image or it does not serve this database (another writer or
+/// history epoch, events after it trimmed, or more of them than users).
+fn from_base(conn: &Connection, path: &Path, stamp: &Stamp) -> Result<Option<Users>> {
+    let started = Instant::now();
+    let base_path = base::path_for(path);
+    // A crash while the thread wrote one leaves its temporary files.
+    base::remove_temporary(&base_path);
+    let Some(opened) = base::open(&base_path)? else {
+        return Ok(None);
+    };
+    let now = base::Basis {
+        writer: stamp.writer.clone(),
+        epoch: meta::history_epoch(conn)?,
+        seq: stamp.last_seq,
+    };
+    let at = &opened.header.basis;
+    if at.writer != now.writer || at.epoch != now.epoch || at.seq > now.seq {
+        log::info!(
+            "user index: the base image was written at {at:?}, the database is at {now:?}; \
+             not used"
+        );
+        return Ok(None);
+    }
+    let behind = now.seq - at.seq;
+    let kept: i64 = conn.query_row(
+        "SELECT count(*) FROM events WHERE seq > ?1",
+        [at.seq],
+        |r| r.get(0),
+    )?;
+    if kept != behind {
+        log::info!(
+            "user index: the base image is at seq {}, and {} of the {behind} events after \
+             it were trimmed; not used",
+            at.seq,
+            behind - kept
+        );
+        return Ok(None);
+    }
+    let users_then = opened.header.users;
+    if behind as u64 > users_then.max(REPLAY_FLOOR_EVENTS) {
+        log::info!(
+            "user index: the base image is {behind} events behind, more than its \
+             {users_then} users; not used"
+        );
+        return Ok(None);
+    }
+    let seq = at.seq;
+    // Each event adds a user at most; ids bound the count too.
+    let capacity = users_then
+        .saturating_add(behind as u64)
+        .min(stamp.next_id.saturating_sub(1).max(0) as u64);
+    let mut users = opened.read(stamp.next_id, usize::try_from(capacity).unwrap_or(0))?;
+    let read_in = started.elapsed();
+    let replayed = base::replay(conn, &mut users, seq, now.seq)?;
+    users.shrink_sparse();
+    log::info!(
+        "user index: {} users from the base image {} at seq {seq} plus {replayed} events \
+         in {:?} ({read_in:?} reading the image)",
+        users.len(),
+        base_path.display(),
+        started.elapsed()
+    );
+    Ok(Some(users))
 }
 
 /// One slice of warming: loads the next rows of the table into `users`, within
