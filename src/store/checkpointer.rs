@@ -261,6 +261,7 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
 /// The thread: wait, checkpoint when the WAL grew by a batch or the loop went
 /// quiet, report, until stopped.
 fn run(conn: Connection, state: &State, wal_path: &Path) {
+    super::background::step_aside("checkpointer");
     // Frames known to be in the database (the last checkpoint's count).
     let mut done = 0u64;
     let mut seen = 0u64;

@@ -217,6 +217,7 @@ enum Outcome {
 }
 
 fn run(conn: &Connection, path: &Path, state: &State, policy: Policy) {
+    super::background::step_aside("imager");
     // The image already there, when it is one this thread would have written.
     let mut last: Option<(Basis, u64)> = match base::open(path) {
         Ok(Some(o)) => Some((o.header.basis, o.header.users)),

@@ -40,6 +40,7 @@ use crate::config::{
 };
 use crate::error::{Error, Result};
 
+mod background;
 pub mod backup;
 mod batch;
 pub mod checkpointer;

@@ -125,8 +125,7 @@ impl Webhooks {
             let given = kv.given.get(&id);
             let at_once = changed.binary_search(&id).is_ok()
                 || given.is_none_or(|g| g.disabled != e.state.disabled);
-            let moved = given
-                .is_none_or(|g| {
+            let moved = given.is_none_or(|g| {
                 g.position != e.state.position.min(confirmed) || g.requeued != e.requeued.len()
             });
             if !at_once && !moved {
