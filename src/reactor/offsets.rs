@@ -56,8 +56,7 @@ impl Reactor {
         self.webhooks.step_kv(
             &mut side,
             &replies,
-            reached,
-            confirmed,
+            (reached, confirmed),
             config,
             now_all,
             &mut stats.webhook_kv,

@@ -88,15 +88,13 @@ impl Webhooks {
 
     /// While this node relays: takes in the bucket's answers among `replies`,
     /// gives the writer what changed and lets it send what is due on `link`
-    /// (`now_all`: without waiting for the interval). `reached`: the relay
-    /// publishes; `confirmed`: the stream's confirmed seq, past which no
-    /// position is put.
+    /// (`now_all`: without waiting for the interval). `relay`: whether the relay
+    /// publishes, and the stream's confirmed seq, past which no position is put.
     pub(in crate::reactor) fn step_kv(
         &mut self,
         link: &mut impl SideLink,
         replies: &[SideReply],
-        reached: bool,
-        confirmed: i64,
+        (reached, confirmed): (bool, i64),
         config: &Config,
         now_all: bool,
         status: &mut Option<WriterStatus>,
