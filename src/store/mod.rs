@@ -154,6 +154,17 @@ pub struct Store {
     webhook_committed: Vec<i64>,
 }
 
+/// The events table's row count, on a read-only connection of its own (see
+/// `open_cold`).
+fn count_events(path: &Path) -> rusqlite::Result<i64> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(1))?;
+    conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+}
+
 /// Gives a connection to the database the settings the loop's connection and the
 /// checkpointer's share: the busy timeout, `synchronous` as `durability` asks,
 /// and no automatic checkpoint: checkpoints run between ticks (see
@@ -249,15 +260,35 @@ impl Store {
             last_seq,
             next_id: schema::highest_user_id(&conn)?.unwrap_or(0) + 1,
         };
-        let (users, warming) = users::load::open_index(&conn, path, &stamp)?;
+        // Counting the events reads the whole table (over a second at 20M): it
+        // runs on a connection of its own while this one loads the user index.
+        // Nothing writes before the store is open, so both see the same state.
+        let (loaded, events) = std::thread::scope(|s| {
+            let counter = std::thread::Builder::new()
+                .name("count-events".into())
+                .spawn_scoped(s, || count_events(path));
+            let loaded = users::load::open_index(&conn, path, &stamp);
+            let events = counter.ok().and_then(|t| t.join().ok());
+            (loaded, events)
+        });
+        let (users, warming) = loaded?;
         let user_rows = if warming.is_some() {
             conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?
         } else {
             users.len() as i64
         };
+        let events = match events {
+            Some(Ok(n)) => n,
+            other => {
+                if let Some(Err(e)) = other {
+                    log::debug!("counting the events on a second connection failed: {e}");
+                }
+                conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?
+            }
+        };
         let counts = Counts {
             users: user_rows,
-            events: conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?,
+            events,
             last_seq,
         };
         if let Some(o) = backup::origin(&conn)? {
