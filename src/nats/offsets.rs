@@ -744,6 +744,15 @@ pub(super) fn answer_bucket(
     true
 }
 
+/// True when a MSG.GET's error `e` says there is no such message: the key, or
+/// the whole bucket, holds nothing.
+pub(super) fn no_message(e: &JsError) -> bool {
+    matches!(
+        e.err_code(),
+        Some(ERR_NO_MESSAGE_FOUND | ERR_STREAM_NOT_FOUND)
+    )
+}
+
 /// When `read` next wants the reactor: when it is due (only while
 /// `connected`: a connection wakes the reactor anyway) or its answer is late.
 pub(super) fn deadline(read: &Read, connected: bool) -> Option<Instant> {
@@ -822,14 +831,7 @@ impl OffsetReader {
                     Read::Done(None)
                 }
             },
-            Err(e)
-                if matches!(
-                    e.err_code(),
-                    Some(ERR_NO_MESSAGE_FOUND | ERR_STREAM_NOT_FOUND)
-                ) =>
-            {
-                Read::Done(None)
-            }
+            Err(e) if no_message(&e) => Read::Done(None),
             Err(e) => {
                 log::debug!("nats: reading {subject}: {e}; asking again");
                 retry

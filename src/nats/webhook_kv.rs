@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::jetstream::{self, ERR_NO_MESSAGE_FOUND, ERR_STREAM_NOT_FOUND, parse_msg_get};
+use super::jetstream::{self, parse_msg_get};
 use super::offsets::{self, KV_OPERATION, READ_RETRY, Read, bucket_stream, drive};
 use super::side::{SideLink, SideReply};
 use crate::store::{CarriedWebhook, WebhookAdoption};
@@ -150,14 +150,7 @@ impl WebhookReader {
                 self.next_seq = msg.seq + 1;
                 Read::Due { at: now }
             }
-            Err(e)
-                if matches!(
-                    e.err_code(),
-                    Some(ERR_NO_MESSAGE_FOUND | ERR_STREAM_NOT_FOUND)
-                ) =>
-            {
-                Read::Done(None)
-            }
+            Err(e) if offsets::no_message(&e) => Read::Done(None),
             Err(e) => {
                 log::debug!(
                     "nats: reading {} at seq {}: {e}; asking again",
