@@ -13,9 +13,8 @@ use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use common::nats::{NatsServer, NatsTestClient, StoredMsg, nats_available};
-use common::reply::{info, info_num, register, wait_applied, wait_info};
-use serde_json::json;
+use common::nats::{NatsServer, NatsTestClient, nats_available};
+use common::reply::{info, info_num, promote, register, wait_applied, wait_info};
 
 /// How long catching up, a promotion or a handler call may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -45,15 +44,6 @@ fn node(url: &str, follow: bool, handler: bool) -> (TestServer, Receiver<(i64, S
     (server, rx)
 }
 
-fn promote(c: &mut redis::Connection) {
-    let ok: String = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query(c)
-        .expect("REPLICAOF NO ONE");
-    assert_eq!(ok, "OK");
-}
-
 /// The offset of durable handler `mail` in `INFO events`.
 fn local_offset(c: &mut redis::Connection) -> i64 {
     let events = info(c, "events");
@@ -66,14 +56,9 @@ fn local_offset(c: &mut redis::Connection) -> i64 {
 
 /// The bucket's offset of `mail`; `None` while it holds none.
 fn kv_offset(client: &mut NatsTestClient) -> Option<i64> {
-    let reply = client
-        .try_api(
-            &format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET}"),
-            &json!({ "last_by_subj": format!("$KV.{BUCKET}.mail") }),
-            Duration::from_secs(2),
-        )
-        .ok()?;
-    StoredMsg::from_api(&reply).and_then(|m| m.text().parse().ok())
+    client
+        .kv_last(BUCKET, "mail")
+        .and_then(|m| m.text().parse().ok())
 }
 
 /// Handler calls until one with seq `last`.

@@ -14,11 +14,9 @@ use std::process::Command;
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use common::nats::{
-    NatsCluster, NatsServer, NatsTestClient, StoredMsg, nats_available, nats_py_available,
-};
+use common::nats::{NatsCluster, NatsServer, NatsTestClient, nats_available, nats_py_available};
 use common::process::UserbusProcess;
-use common::reply::{info_num, register, wait_applied, wait_info};
+use common::reply::{info_num, promote, register, wait_applied, wait_info};
 use common::{TestServer, free_port};
 use serde_json::json;
 use userbus::Durability;
@@ -32,14 +30,7 @@ const BUCKET: &str = "USERBUS_handlers";
 /// when the key or the bucket is missing (a cluster does not answer a MSG.GET
 /// from a missing stream).
 fn kv_get(client: &mut NatsTestClient, key: &str) -> Option<String> {
-    let reply = client
-        .try_api(
-            &format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET}"),
-            &json!({ "last_by_subj": format!("$KV.{BUCKET}.{key}") }),
-            Duration::from_secs(2),
-        )
-        .ok()?;
-    StoredMsg::from_api(&reply).map(|m| m.text())
+    client.kv_last(BUCKET, key).map(|m| m.text())
 }
 
 /// Polls the bucket until `key` holds `want`.
@@ -63,15 +54,6 @@ fn recv_seqs(rx: &Receiver<i64>, n: usize) -> Vec<i64> {
     (0..n)
         .map(|_| rx.recv_timeout(WAIT).expect("a durable handler call"))
         .collect()
-}
-
-fn promote(c: &mut redis::Connection) {
-    let ok: String = redis::cmd("REPLICAOF")
-        .arg("NO")
-        .arg("ONE")
-        .query(c)
-        .expect("REPLICAOF NO ONE");
-    assert_eq!(ok, "OK");
 }
 
 /// A server with `--nats url`, following when `follow`, with the durable

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::TestServer;
 use common::nats::{NatsServer, NatsTestClient, StoredMsg, nats_available};
 use common::process::UserbusProcess;
-use common::reply::{call, error_text, int, pairs, register, text, wait_applied};
+use common::reply::{call, error_text, int, pairs, promote, register, text, wait_applied};
 use common::webhook::{Answer, Received, Receiver, verify_signature};
 use redis::Value;
 use serde_json::json;
@@ -87,21 +87,9 @@ fn list(con: &mut redis::Connection) -> Vec<BTreeMap<String, String>> {
     }
 }
 
-fn promote(con: &mut redis::Connection) {
-    let reply = call(con, &["REPLICAOF", "NO", "ONE"]);
-    assert_eq!(reply, Value::Okay, "REPLICAOF NO ONE: {reply:?}");
-}
-
 /// The last message on `key` in the bucket; `None` when there is none.
 fn kv_msg(client: &mut NatsTestClient, key: i64) -> Option<StoredMsg> {
-    let reply = client
-        .try_api(
-            &format!("$JS.API.STREAM.MSG.GET.KV_{BUCKET}"),
-            &json!({ "last_by_subj": format!("$KV.{BUCKET}.{key}") }),
-            Duration::from_secs(2),
-        )
-        .ok()?;
-    StoredMsg::from_api(&reply)
+    client.kv_last(BUCKET, &key.to_string())
 }
 
 /// Polls until the bucket's stream exists. nats-server 2.9.10 can crash on a

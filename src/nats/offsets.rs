@@ -708,6 +708,61 @@ pub(super) fn drive(
     };
 }
 
+/// Drives the read of the bucket's STREAM.INFO (`stream` is the bucket's
+/// stream); true once the bucket is found, when its keys are read.
+pub(super) fn drive_bucket(
+    bucket: &mut Read,
+    link: &mut impl SideLink,
+    stream: &str,
+    now: Instant,
+) -> bool {
+    let info = jetstream::stream_info_subject(stream);
+    drive(bucket, link, &info, b"", stream, now);
+    *bucket == Read::Done(Some(1))
+}
+
+/// Takes in `reply` if it answers the bucket's STREAM.INFO; true when it did.
+pub(super) fn answer_bucket(
+    bucket: &mut Read,
+    stream: &str,
+    reply: &SideReply,
+    now: Instant,
+) -> bool {
+    if !matches!(*bucket, Read::Waiting { request, .. } if request == reply.id) {
+        return false;
+    }
+    *bucket = match parse_stream_info(reply.status.as_ref(), &reply.payload) {
+        Ok(_) => Read::Done(Some(1)),
+        Err(e) if e.err_code() == Some(ERR_STREAM_NOT_FOUND) => Read::Done(None),
+        Err(e) => {
+            log::debug!("nats: stream info of {stream}: {e}; asking again");
+            Read::Due {
+                at: now + READ_RETRY,
+            }
+        }
+    };
+    true
+}
+
+/// True when a MSG.GET's error `e` says there is no such message: the key, or
+/// the whole bucket, holds nothing.
+pub(super) fn no_message(e: &JsError) -> bool {
+    matches!(
+        e.err_code(),
+        Some(ERR_NO_MESSAGE_FOUND | ERR_STREAM_NOT_FOUND)
+    )
+}
+
+/// When `read` next wants the reactor: when it is due (only while
+/// `connected`: a connection wakes the reactor anyway) or its answer is late.
+pub(super) fn deadline(read: &Read, connected: bool) -> Option<Instant> {
+    match *read {
+        Read::Due { at } if connected => Some(at),
+        Read::Waiting { sent_at, .. } => Some(sent_at + ANSWER_TIMEOUT),
+        Read::Due { .. } | Read::Done(_) => None,
+    }
+}
+
 impl OffsetReader {
     /// A reader of the keys of handlers `names` in `stream`'s bucket.
     pub fn new<'a>(
@@ -730,9 +785,7 @@ impl OffsetReader {
     /// Sends the requests that are due, and asks again for unanswered ones.
     pub fn step(&mut self, link: &mut impl SideLink, now: Instant) {
         self.connected = link.side_connected();
-        let info = jetstream::stream_info_subject(&self.stream);
-        drive(&mut self.bucket, link, &info, b"", &self.stream, now);
-        if self.bucket != Read::Done(Some(1)) {
+        if !drive_bucket(&mut self.bucket, link, &self.stream, now) {
             return;
         }
         let api = jetstream::stream_msg_get_subject(&self.stream);
@@ -753,15 +806,7 @@ impl OffsetReader {
         let retry = Read::Due {
             at: now + READ_RETRY,
         };
-        if matches!(self.bucket, Read::Waiting { request, .. } if request == reply.id) {
-            self.bucket = match parse_stream_info(reply.status.as_ref(), &reply.payload) {
-                Ok(_) => Read::Done(Some(1)),
-                Err(e) if e.err_code() == Some(ERR_STREAM_NOT_FOUND) => Read::Done(None),
-                Err(e) => {
-                    log::debug!("nats: stream info of {}: {e}; asking again", self.stream);
-                    retry
-                }
-            };
+        if answer_bucket(&mut self.bucket, &self.stream, reply, now) {
             return;
         }
         let Some((subject, read)) = self
@@ -786,14 +831,7 @@ impl OffsetReader {
                     Read::Done(None)
                 }
             },
-            Err(e)
-                if matches!(
-                    e.err_code(),
-                    Some(ERR_NO_MESSAGE_FOUND | ERR_STREAM_NOT_FOUND)
-                ) =>
-            {
-                Read::Done(None)
-            }
+            Err(e) if no_message(&e) => Read::Done(None),
             Err(e) => {
                 log::debug!("nats: reading {subject}: {e}; asking again");
                 retry
@@ -824,11 +862,7 @@ impl OffsetReader {
         let keys = keys.filter(|_| self.bucket == Read::Done(Some(1)));
         std::iter::once(&self.bucket)
             .chain(keys)
-            .filter_map(|r| match *r {
-                Read::Due { at } if self.connected => Some(at),
-                Read::Waiting { sent_at, .. } => Some(sent_at + ANSWER_TIMEOUT),
-                Read::Due { .. } | Read::Done(_) => None,
-            })
+            .filter_map(|r| deadline(r, self.connected))
             .min()
     }
 }

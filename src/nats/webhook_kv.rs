@@ -31,7 +31,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::jetstream::{self, ERR_NO_MESSAGE_FOUND, ERR_STREAM_NOT_FOUND, parse_msg_get};
+use super::jetstream::{self, parse_msg_get};
 use super::offsets::{self, KV_OPERATION, READ_RETRY, Read, bucket_stream, drive};
 use super::side::{SideLink, SideReply};
 use crate::store::{CarriedWebhook, WebhookAdoption};
@@ -121,9 +121,7 @@ impl WebhookReader {
     /// Sends the requests that are due, and asks again for unanswered ones.
     pub fn step(&mut self, link: &mut impl SideLink, now: Instant) {
         self.connected = link.side_connected();
-        let info = jetstream::stream_info_subject(&self.stream);
-        drive(&mut self.bucket, link, &info, b"", &self.stream, now);
-        if self.bucket != Read::Done(Some(1)) {
+        if !offsets::drive_bucket(&mut self.bucket, link, &self.stream, now) {
             return;
         }
         let api = jetstream::stream_msg_get_subject(&self.stream);
@@ -136,22 +134,13 @@ impl WebhookReader {
         let retry = Read::Due {
             at: now + READ_RETRY,
         };
-        let status = reply.status.as_ref();
-        if matches!(self.bucket, Read::Waiting { request, .. } if request == reply.id) {
-            self.bucket = match jetstream::parse_stream_info(status, &reply.payload) {
-                Ok(_) => Read::Done(Some(1)),
-                Err(e) if e.err_code() == Some(ERR_STREAM_NOT_FOUND) => Read::Done(None),
-                Err(e) => {
-                    log::debug!("nats: stream info of {}: {e}; asking again", self.stream);
-                    retry
-                }
-            };
+        if offsets::answer_bucket(&mut self.bucket, &self.stream, reply, now) {
             return;
         }
         if !matches!(self.walk, Read::Waiting { request, .. } if request == reply.id) {
             return;
         }
-        self.walk = match parse_msg_get(status, &reply.payload) {
+        self.walk = match parse_msg_get(reply.status.as_ref(), &reply.payload) {
             Ok(msg) => {
                 self.take(
                     &msg.subject,
@@ -161,14 +150,7 @@ impl WebhookReader {
                 self.next_seq = msg.seq + 1;
                 Read::Due { at: now }
             }
-            Err(e)
-                if matches!(
-                    e.err_code(),
-                    Some(ERR_NO_MESSAGE_FOUND | ERR_STREAM_NOT_FOUND)
-                ) =>
-            {
-                Read::Done(None)
-            }
+            Err(e) if offsets::no_message(&e) => Read::Done(None),
             Err(e) => {
                 log::debug!(
                     "nats: reading {} at seq {}: {e}; asking again",
@@ -239,11 +221,7 @@ impl WebhookReader {
         let walk = Some(&self.walk).filter(|_| self.bucket == Read::Done(Some(1)));
         std::iter::once(&self.bucket)
             .chain(walk)
-            .filter_map(|r| match *r {
-                Read::Due { at } if self.connected => Some(at),
-                Read::Waiting { sent_at, .. } => Some(sent_at + offsets::ANSWER_TIMEOUT),
-                Read::Due { .. } | Read::Done(_) => None,
-            })
+            .filter_map(|r| offsets::deadline(r, self.connected))
             .min()
     }
 

@@ -1,5 +1,5 @@
-//! What the store's background threads (the checkpointer, the imager) do first:
-//! step aside for the loop.
+//! How the store's background threads (the checkpointer, the imager) start,
+//! step aside for the loop, and are joined.
 //!
 //! They run beside the reactor, often on the same core (a server pinned to one
 //! CPU, or more busy threads than cores). At the same priority the scheduler
@@ -11,8 +11,37 @@
 //! a late image only means a longer replay after a crash (`imager`).
 //! docs/BENCHMARKS.md ("Tail latency against Redis") has the figures.
 
+use std::thread::JoinHandle;
+
 /// The nice value the background threads take (the lowest priority).
 const NICE: i32 = 19;
+
+/// Starts the thread `name` running `run`; a failure to start is a store error,
+/// as the store's other failures to open are.
+pub(super) fn spawn(
+    name: &str,
+    run: impl FnOnce() + Send + 'static,
+) -> rusqlite::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(format!("cannot start the {name} thread: {e}")),
+            )
+        })
+}
+
+/// Waits for the thread `name` (told to stop) to end, if it still runs; a
+/// panic in it is logged, as the stop goes on either way.
+pub(super) fn join(thread: &mut Option<JoinHandle<()>>, name: &str) {
+    if let Some(thread) = thread.take()
+        && thread.join().is_err()
+    {
+        log::error!("the {name} thread panicked");
+    }
+}
 
 /// Lowers the calling thread's priority to the lowest (`NICE`). On Linux the
 /// nice value belongs to the thread, so the loop keeps its own; elsewhere it

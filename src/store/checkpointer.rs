@@ -123,15 +123,8 @@ impl Checkpointer {
         });
         let wal_path = wal_path(path);
         let shared = Arc::clone(&state);
-        let thread = std::thread::Builder::new()
-            .name("checkpointer".into())
-            .spawn(move || run(conn, &shared, &wal_path))
-            .map_err(|e| {
-                rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-                    Some(format!("cannot start the checkpointer thread: {e}")),
-                )
-            })?;
+        let thread =
+            super::background::spawn("checkpointer", move || run(conn, &shared, &wal_path))?;
         Ok(Checkpointer {
             state,
             thread: Some(thread),
@@ -144,11 +137,7 @@ impl Checkpointer {
             *stop = true;
         }
         self.state.wake.notify_all();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            log::error!("the checkpointer thread panicked");
-        }
+        super::background::join(&mut self.thread, "checkpointer");
         self.state.running.store(false, Ordering::Relaxed);
     }
 

@@ -137,15 +137,8 @@ impl Imager {
         });
         let shared = Arc::clone(&state);
         let path = base::path_for(db);
-        let thread = std::thread::Builder::new()
-            .name("imager".into())
-            .spawn(move || run(&conn, &path, &shared, policy))
-            .map_err(|e| {
-                rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-                    Some(format!("cannot start the imager thread: {e}")),
-                )
-            })?;
+        let thread =
+            super::background::spawn("imager", move || run(&conn, &path, &shared, policy))?;
         Ok(Imager {
             state,
             thread: Some(thread),
@@ -158,11 +151,7 @@ impl Imager {
             *stop = true;
         }
         self.state.wake.notify_all();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
-            log::error!("the imager thread panicked");
-        }
+        super::background::join(&mut self.thread, "imager");
         self.state.running.store(false, Ordering::Relaxed);
     }
 

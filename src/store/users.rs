@@ -33,6 +33,7 @@ use std::hash::{BuildHasher, DefaultHasher, Hasher, RandomState};
 use super::growing::GrowingTable;
 
 pub mod base;
+mod codec;
 pub mod image;
 pub mod load;
 

@@ -181,6 +181,16 @@ pub fn wait_info(
     }
 }
 
+/// Promotes the follower behind `c` (`REPLICAOF NO ONE`), which must answer OK.
+pub fn promote(c: &mut redis::Connection) {
+    let ok: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(c)
+        .expect("REPLICAOF NO ONE");
+    assert_eq!(ok, "OK");
+}
+
 /// Waits until the follower behind `c` applied up to `seq` (INFO replication).
 pub fn wait_applied(c: &mut redis::Connection, seq: i64) -> Info {
     wait_info(

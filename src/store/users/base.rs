@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
+use super::codec::{self, read_u64};
 use super::{HEAD, MAX_REC_BYTES, NameHasher, Rec, SHARDS, Slot, Users, shard_of, slot_hash};
 
 const MAGIC: &[u8; 16] = b"userbus-ubase-1\n";
@@ -61,6 +62,8 @@ const PARTS: usize = 64;
 const PART_BUFFER_BYTES: usize = 64 << 10;
 /// The record length that ends the records.
 const LAST: u32 = u32::MAX;
+/// How errors name the file.
+const FILE: &str = "base image";
 const BUFFER_BYTES: usize = 1 << 20;
 /// A bound for reading the writer id (the comparison with the database checks it).
 const MAX_WRITER_BYTES: usize = 256;
@@ -89,9 +92,7 @@ pub struct Header {
 
 /// The base image's file for the database at `db`: `<db>-users-base`.
 pub fn path_for(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push("-users-base");
-    PathBuf::from(name)
+    codec::suffixed(db, "-users-base")
 }
 
 /// An image being written. Records go first to `PARTS` temporary files by
@@ -266,9 +267,7 @@ pub fn remove_temporary(path: &Path) {
 
 /// The temporary file of part `part` beside the temporary file `tmp`.
 fn part_path(tmp: &Path, part: usize) -> PathBuf {
-    let mut name = tmp.as_os_str().to_owned();
-    name.push(format!(".{part}"));
-    PathBuf::from(name)
+    codec::suffixed(tmp, &format!(".{part}"))
 }
 
 /// An opened base image, its header read, positioned at its records.
@@ -459,35 +458,21 @@ pub fn replay(
 }
 
 fn corrupt(what: &str) -> io::Error {
-    corrupt_owned(format!("base image: bad {what}"))
+    codec::corrupt(FILE, what)
 }
 
 fn corrupt_owned(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
+/// Writes a record's or the writer id's length; `LAST` is the end marker, so
+/// no length may be it.
 fn write_len(out: &mut impl Write, len: usize) -> io::Result<()> {
-    let len = u32::try_from(len)
-        .ok()
-        .filter(|&l| l != LAST)
-        .ok_or_else(|| corrupt("length (too large to write)"))?;
-    out.write_all(&len.to_le_bytes())
+    codec::write_len(out, len, LAST - 1, FILE)
 }
 
 fn read_len(input: &mut impl Read, max: usize) -> io::Result<usize> {
-    let mut b = [0u8; 4];
-    input.read_exact(&mut b)?;
-    let len = u32::from_le_bytes(b) as usize;
-    if len > max {
-        return Err(corrupt("length"));
-    }
-    Ok(len)
-}
-
-fn read_u64(input: &mut impl Read) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    input.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
+    codec::read_len(input, max, FILE)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use hashbrown::HashTable;
 
+use super::codec::{self, read_u64};
 use super::{MAX_REC_BYTES, NameHasher, Rec, SHARDS, Shard, Slot, Users, shard_of, slot_hash};
 
 const MAGIC: &[u8; 16] = b"userbus-users-1\n";
@@ -35,6 +36,8 @@ const END: &[u8; 16] = b"userbus-users-1.";
 /// A name hashed with the image's key: a different hash at reading means the
 /// hash function changed (a new Rust release may change `DefaultHasher`).
 const CHECK_NAME: &str = "userbus image check";
+/// How errors name the file.
+const FILE: &str = "user index image";
 const BUFFER_BYTES: usize = 1 << 20;
 /// A bound for reading the writer id (the stamp's comparison checks it).
 const MAX_WRITER_BYTES: usize = 256;
@@ -52,16 +55,12 @@ pub struct Stamp {
 
 /// The image's file for the database at `db`: `<db>-users`.
 pub fn path_for(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push("-users");
-    PathBuf::from(name)
+    codec::suffixed(db, "-users")
 }
 
 /// The temporary file `write` fills before renaming it to `path`.
 pub fn tmp_path_for(path: &Path) -> PathBuf {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    PathBuf::from(tmp)
+    codec::suffixed(path, ".tmp")
 }
 
 /// Writes `users` (committed: no tick open) with `stamp` to `path`, through a
@@ -189,31 +188,15 @@ pub fn read(path: &Path, stamp: &Stamp) -> io::Result<Option<Users>> {
 }
 
 fn corrupt(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("user index image: bad {what}"),
-    )
+    codec::corrupt(FILE, what)
 }
 
 fn write_len(out: &mut impl Write, len: usize) -> io::Result<()> {
-    let len = u32::try_from(len).map_err(|_| corrupt("length (too large to write)"))?;
-    out.write_all(&len.to_le_bytes())
+    codec::write_len(out, len, u32::MAX, FILE)
 }
 
 fn read_len(input: &mut impl Read, max: usize) -> io::Result<usize> {
-    let mut b = [0u8; 4];
-    input.read_exact(&mut b)?;
-    let len = u32::from_le_bytes(b) as usize;
-    if len > max {
-        return Err(corrupt("length"));
-    }
-    Ok(len)
-}
-
-fn read_u64(input: &mut impl Read) -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    input.read_exact(&mut b)?;
-    Ok(u64::from_le_bytes(b))
+    codec::read_len(input, max, FILE)
 }
 
 #[cfg(test)]

@@ -346,6 +346,20 @@ impl NatsTestClient {
         )
     }
 
+    /// The last message on `key` in KV bucket `bucket`, read as `nats kv get`
+    /// reads it; `None` when the key or the bucket is missing, or no answer came
+    /// within 2 s (a cluster does not answer a MSG.GET from a missing stream).
+    pub fn kv_last(&mut self, bucket: &str, key: &str) -> Option<StoredMsg> {
+        let reply = self
+            .try_api(
+                &format!("$JS.API.STREAM.MSG.GET.KV_{bucket}"),
+                &json!({ "last_by_subj": format!("$KV.{bucket}.{key}") }),
+                Duration::from_secs(2),
+            )
+            .ok()?;
+        StoredMsg::from_api(&reply)
+    }
+
     /// Every message the stream holds, from `first_seq` to `last_seq`, in order.
     pub fn all_msgs(&mut self, name: &str) -> Vec<StoredMsg> {
         let info = self.stream_info(name);
