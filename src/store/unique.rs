@@ -80,6 +80,13 @@ impl Index {
         self.holders.remove(hash, |(v, _)| &**v == value)
     }
 
+    /// Takes `value` from `holder` when `holder` holds it: (value, holder).
+    fn remove_held(&mut self, value: &str, holder: &str) -> Option<(Box<str>, Box<str>)> {
+        let hash = self.keys.hash_one(value);
+        self.holders
+            .remove(hash, |(v, h)| &**v == value && &**h == holder)
+    }
+
     /// Gives `value` to `holder`; returns the holder it had.
     fn insert(&mut self, value: Box<str>, holder: Box<str>) -> Option<Box<str>> {
         let hash = self.keys.hash_one(&*value);
@@ -199,8 +206,7 @@ impl Unique {
                 continue;
             }
             if let Some(old) = old
-                && index.get(old).is_some_and(|h| h == name)
-                && let Some((value, holder)) = index.remove(old)
+                && let Some((value, holder)) = index.remove_held(old, name)
             {
                 self.undo.push(Undo::Put(n, value, holder));
             }
