@@ -173,6 +173,33 @@ impl<T> GrowingTable<T> {
         }
     }
 
+    /// Puts `value`, whose hash is `hash`, in the place of the element that
+    /// `same` pairs with it, or inserts it when none is; the element it replaced.
+    /// `rehash` gives any element's hash. Moves a step of a growth in progress first.
+    pub fn replace(
+        &mut self,
+        hash: u64,
+        value: T,
+        same: impl Fn(&T, &T) -> bool,
+        rehash: impl Fn(&T) -> u64,
+    ) -> Option<T> {
+        self.make_room(&rehash);
+        let held = match &mut self.old {
+            Some(old) => old.find_mut(hash, |e| same(e, &value)),
+            None => None,
+        };
+        if let Some(held) = held {
+            return Some(std::mem::replace(held, value));
+        }
+        match self.table.entry(hash, |e| same(e, &value), rehash) {
+            Entry::Occupied(mut held) => Some(std::mem::replace(held.get_mut(), value)),
+            Entry::Vacant(vacant) => {
+                vacant.insert(value);
+                None
+            }
+        }
+    }
+
     /// Inserts `value`, whose hash is `hash` and which is in neither table; `rehash`
     /// gives any element's hash. Moves a step of a growth in progress first.
     pub fn insert_unique(&mut self, hash: u64, value: T, rehash: impl Fn(&T) -> u64) {
@@ -270,13 +297,21 @@ mod tests {
         std::hash::BuildHasherDefault::default()
     }
 
-    /// Inserts `k` unless it is there, by `insert_new` for even keys and by
-    /// `find` then `insert_unique` for odd ones, so that every test takes both.
+    /// Inserts `k` unless it is there, by `insert_new` for even keys, by `find`
+    /// then `replace` for keys of 1 modulo 4 and by `find` then `insert_unique`
+    /// for the others, so that every test takes all three.
     fn insert(t: &mut GrowingTable<(u32, i64)>, k: u32, v: i64) -> bool {
         let h = hasher();
         let hash = h.hash_one(k);
         if k.is_multiple_of(2) {
             return t.insert_new(hash, |e| e.0 == k, || (k, v), |e| h.hash_one(e.0));
+        }
+        if k % 4 == 1 {
+            let had = t.find(hash, |e| e.0 == k).copied();
+            let kept = (k, had.map_or(v, |e| e.1));
+            let replaced = t.replace(hash, kept, |a, b| a.0 == b.0, |e| h.hash_one(e.0));
+            assert_eq!(replaced, had);
+            return had.is_none();
         }
         if t.find(hash, |e| e.0 == k).is_some() {
             return false;

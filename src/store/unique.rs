@@ -89,14 +89,15 @@ impl Index {
 
     /// Gives `value` to `holder`; returns the holder it had.
     fn insert(&mut self, value: Box<str>, holder: Box<str>) -> Option<Box<str>> {
-        let hash = self.keys.hash_one(&*value);
-        if let Some((_, had)) = self.holders.find_mut(hash, |(v, _)| *v == value) {
-            return Some(std::mem::replace(had, holder));
-        }
-        let keys = &self.keys;
+        let (hash, keys) = (self.keys.hash_one(&*value), &self.keys);
         self.holders
-            .insert_unique(hash, (value, holder), |(v, _)| keys.hash_one(&**v));
-        None
+            .replace(
+                hash,
+                (value, holder),
+                |a, b| a.0 == b.0,
+                |(v, _)| keys.hash_one(&**v),
+            )
+            .map(|(_, had)| had)
     }
 }
 
