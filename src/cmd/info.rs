@@ -15,6 +15,7 @@
 use std::fmt::Write;
 
 use super::{Ctx, Outcome, Spec};
+use crate::nats::offsets::WriterStatus;
 use crate::protocol::Args;
 use crate::store::StorageErrorKind;
 
@@ -275,36 +276,10 @@ fn render_nats(ctx: &mut Ctx<'_>, t: &mut String) {
             .replace(['\r', '\n'], " "),
     );
     if let Some(h) = &ctx.stats.handler_offsets {
-        let _ = write!(
-            t,
-            "nats_handler_offsets_bucket:{}\r\nnats_handler_offsets_state:{}\r\n\
-             nats_handler_offsets_puts:{}\r\nnats_handler_offsets_pending:{}\r\n\
-             nats_handler_offsets_last_error:{}\r\n",
-            h.bucket,
-            h.state,
-            h.puts,
-            h.pending,
-            h.last_error
-                .as_deref()
-                .unwrap_or("")
-                .replace(['\r', '\n'], " "),
-        );
+        render_kv_writer("handler_offsets", h, t);
     }
     if let Some(h) = &ctx.stats.webhook_kv {
-        let _ = write!(
-            t,
-            "nats_webhook_kv_bucket:{}\r\nnats_webhook_kv_state:{}\r\n\
-             nats_webhook_kv_puts:{}\r\nnats_webhook_kv_pending:{}\r\n\
-             nats_webhook_kv_last_error:{}\r\n",
-            h.bucket,
-            h.state,
-            h.puts,
-            h.pending,
-            h.last_error
-                .as_deref()
-                .unwrap_or("")
-                .replace(['\r', '\n'], " "),
-        );
+        render_kv_writer("webhook_kv", h, t);
     }
     if let Some(r) = &ctx.stats.replication {
         let _ = write!(
@@ -317,6 +292,24 @@ fn render_nats(ctx: &mut Ctx<'_>, t: &mut String) {
             r.noreplicas,
         );
     }
+}
+
+/// The lines `nats_{name}_*` of a writer that puts values into a KV bucket.
+fn render_kv_writer(name: &str, h: &WriterStatus, t: &mut String) {
+    let _ = write!(
+        t,
+        "nats_{name}_bucket:{}\r\nnats_{name}_state:{}\r\nnats_{name}_puts:{}\r\n\
+         nats_{name}_pending:{}\r\nnats_{name}_last_error:{}\r\n",
+        h.bucket,
+        h.state,
+        h.puts,
+        h.pending,
+        // One line: INFO fields end at CRLF.
+        h.last_error
+            .as_deref()
+            .unwrap_or("")
+            .replace(['\r', '\n'], " "),
+    );
 }
 
 /// The `# Events` section: the log, consumer groups, durable handlers.
