@@ -11,6 +11,7 @@
 //! a late image only means a longer replay after a crash (`imager`).
 //! docs/BENCHMARKS.md ("Tail latency against Redis") has the figures.
 
+use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 
 /// The nice value the background threads take (the lowest priority).
@@ -33,9 +34,19 @@ pub(super) fn spawn(
         })
 }
 
-/// Waits for the thread `name` (told to stop) to end, if it still runs; a
-/// panic in it is logged, as the stop goes on either way.
-pub(super) fn join(thread: &mut Option<JoinHandle<()>>, name: &str) {
+/// Tells the thread `name` to stop (sets `stop`, wakes it through `wake`) and
+/// waits for it to end, if it still runs; a panic in it is logged, as the stop
+/// goes on either way.
+pub(super) fn stop(
+    stop: &Mutex<bool>,
+    wake: &Condvar,
+    thread: &mut Option<JoinHandle<()>>,
+    name: &str,
+) {
+    if let Ok(mut stop) = stop.lock() {
+        *stop = true;
+    }
+    wake.notify_all();
     if let Some(thread) = thread.take()
         && thread.join().is_err()
     {

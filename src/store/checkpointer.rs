@@ -133,11 +133,8 @@ impl Checkpointer {
 
     /// Stops the thread after its current checkpoint and waits for it.
     pub fn stop(&mut self) {
-        if let Ok(mut stop) = self.state.stop.lock() {
-            *stop = true;
-        }
-        self.state.wake.notify_all();
-        super::background::join(&mut self.thread, "checkpointer");
+        let s = &*self.state;
+        super::background::stop(&s.stop, &s.wake, &mut self.thread, "checkpointer");
         self.state.running.store(false, Ordering::Relaxed);
     }
 

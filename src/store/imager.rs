@@ -147,11 +147,8 @@ impl Imager {
 
     /// Stops the thread (an image being written is abandoned) and waits for it.
     pub fn stop(&mut self) {
-        if let Ok(mut stop) = self.state.stop.lock() {
-            *stop = true;
-        }
-        self.state.wake.notify_all();
-        super::background::join(&mut self.thread, "imager");
+        let s = &*self.state;
+        super::background::stop(&s.stop, &s.wake, &mut self.thread, "imager");
         self.state.running.store(false, Ordering::Relaxed);
     }
 
