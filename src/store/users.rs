@@ -469,12 +469,8 @@ impl Users {
         }
         // Newest first: a user the tick changed twice ends as it was committed.
         while let Some(slot) = self.removed.pop() {
-            let shard = &mut self.shards[shard_of(slot.hash)];
-            let (name, _) = slot.rec.split_bytes();
-            match shard.find_mut(slot.hash, |s| s.rec.split_bytes().0 == name) {
-                Some(changed) => *changed = slot,
-                None => shard.insert_unique(slot.hash, slot, slot_hash),
-            }
+            let same = |a: &Slot, b: &Slot| a.rec.split_bytes().0 == b.rec.split_bytes().0;
+            self.shards[shard_of(slot.hash)].replace(slot.hash, slot, same, slot_hash);
         }
         self.count = self.shards.iter().map(Shard::len).sum();
     }

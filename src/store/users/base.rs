@@ -429,12 +429,12 @@ pub fn replay(
         let shard = &mut users.shards[shard_of(hash)];
         if kind == REGISTERED {
             let rec = Rec::new(id, at, name, pairs);
-            match shard.find_mut(hash, |s| s.rec.has_name(name)) {
-                Some(held) => held.rec = rec,
-                None => {
-                    shard.insert_unique(hash, Slot { hash, rec }, slot_hash);
-                    users.count += 1;
-                }
+            let slot = Slot { hash, rec };
+            if shard
+                .replace(hash, slot, |s, _| s.rec.has_name(name), slot_hash)
+                .is_none()
+            {
+                users.count += 1;
             }
             users.next_id = users.next_id.max(id + 1);
         } else if kind == UNREGISTERED {
