@@ -80,9 +80,7 @@ impl Store {
         }
         // A follower loads its index before it applies (`finish_warming`); this
         // keeps a misfit from being judged on a partial index.
-        if self.warming.is_some() && self.users.get(&event.name).is_none() {
-            return Err(ApplyError::Storage(StorageError::loading()));
-        }
+        self.check_loaded(&event.name)?;
         let json = serde_json::to_string(&event.fields).unwrap_or_else(|_| "{}".to_string());
         match event.kind {
             EventKind::Registered if event.before.is_none() => {
