@@ -116,12 +116,11 @@ impl Webhooks {
             writer.answer(link, reply, now);
         }
         kv.next_give = None;
-        let mut changed = std::mem::take(&mut kv.changed);
-        changed.sort_unstable();
-        changed.dedup();
+        kv.changed.sort_unstable();
+        kv.changed.dedup();
         for (&id, e) in &self.endpoints {
             let given = kv.given.get(&id);
-            let at_once = changed.binary_search(&id).is_ok()
+            let at_once = kv.changed.binary_search(&id).is_ok()
                 || given.is_none_or(|g| g.disabled != e.state.disabled);
             let moved = given.is_none_or(|g| {
                 g.position != e.state.position.min(confirmed) || g.requeued != e.requeued.len()
@@ -141,14 +140,19 @@ impl Webhooks {
             writer.put(key, webhook_kv::value(&carried(e, confirmed)), at_once);
             kv.given.insert(id, Given::of(e, confirmed));
         }
-        let endpoints = &self.endpoints;
-        kv.given.retain(|id, _| {
-            let kept = endpoints.contains_key(id);
-            if !kept {
-                writer.delete(itoa::Buffer::new().format(*id));
-            }
-            kept
-        });
+        kv.changed.clear();
+        // Every endpoint was given above (a new one at once): only more given
+        // than there are endpoints means some were deleted.
+        if kv.given.len() > self.endpoints.len() {
+            let endpoints = &self.endpoints;
+            kv.given.retain(|id, _| {
+                let kept = endpoints.contains_key(id);
+                if !kept {
+                    writer.delete(itoa::Buffer::new().format(*id));
+                }
+                kept
+            });
+        }
         writer.step(link, reached, now, now_all);
         writer.status_into(status.get_or_insert_with(WriterStatus::default));
     }
