@@ -129,7 +129,7 @@ impl Webhooks {
                 continue;
             }
             let mut digits = itoa::Buffer::new();
-            let key = digits.format(id);
+            let key = webhook_kv::key(id, &mut digits);
             // A position moves with every delivery: its value is built only when
             // the writer may send it, not at every tick.
             let wait = writer.put_due_at(key).filter(|&t| t > now);
@@ -148,7 +148,7 @@ impl Webhooks {
             kv.given.retain(|id, _| {
                 let kept = endpoints.contains_key(id);
                 if !kept {
-                    writer.delete(itoa::Buffer::new().format(*id));
+                    writer.delete(webhook_kv::key(*id, &mut itoa::Buffer::new()));
                 }
                 kept
             });
