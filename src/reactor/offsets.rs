@@ -44,6 +44,10 @@ impl Reactor {
             self.webhooks.stop_kv(&mut stats.webhook_kv);
             return;
         };
+        // No side request of either writer is out, and the relay's step flushed.
+        if self.handlers.durable.is_empty() && self.webhooks.kv_idle() {
+            return;
+        }
         let now = Instant::now();
         let reached = relay.is_publishing();
         // Offsets and positions put are never past what the stream confirmed: a

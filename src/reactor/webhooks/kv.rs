@@ -99,10 +99,10 @@ impl Webhooks {
         now_all: bool,
         status: &mut Option<WriterStatus>,
     ) {
-        let kv = &mut self.kv;
-        if kv.writer.is_none() && self.endpoints.is_empty() {
+        if self.kv_idle() {
             return;
         }
+        let kv = &mut self.kv;
         let now = Instant::now();
         let writer = kv.writer.get_or_insert_with(|| {
             OffsetWriter::for_bucket(
@@ -155,6 +155,12 @@ impl Webhooks {
         }
         writer.step(link, reached, now, now_all);
         writer.status_into(status.get_or_insert_with(WriterStatus::default));
+    }
+
+    /// True while there is nothing to write: no writer, and no endpoint to
+    /// start one for.
+    pub(in crate::reactor) fn kv_idle(&self) -> bool {
+        self.kv.writer.is_none() && self.endpoints.is_empty()
     }
 
     /// True while the writer has puts the bucket has not acknowledged.
