@@ -101,13 +101,13 @@ impl Reactor {
             .as_ref()
             .and_then(OffsetWriter::next_deadline);
         // A reader left by a promotion that failed is no longer stepped.
+        let promoting = self.shared.stats.replica.promote_asked;
         let reader = self
             .handler_kv
             .reader
             .as_ref()
-            .filter(|_| self.shared.stats.replica.promote_asked)
+            .filter(|_| promoting)
             .and_then(|(_, r)| r.next_deadline());
-        let promoting = self.shared.stats.replica.promote_asked;
         let webhooks = self.webhooks.kv_deadline(promoting);
         writer.into_iter().chain(reader).chain(webhooks).min()
     }
