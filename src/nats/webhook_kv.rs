@@ -46,9 +46,10 @@ pub fn bucket_name(stream: &str) -> String {
     format!("{stream}_webhooks")
 }
 
-/// The key of endpoint `id`: its id in decimal.
-pub fn key(id: i64) -> String {
-    id.to_string()
+/// The key of endpoint `id`: its id in decimal, written in `buf` (keys are
+/// looked at every tick, so nothing is allocated).
+pub fn key(id: i64, buf: &mut itoa::Buffer) -> &str {
+    buf.format(id)
 }
 
 /// The value of an endpoint's key: `carried` as JSON, its requeued dead
@@ -291,7 +292,7 @@ mod tests {
     #[test]
     fn names_keys_and_values() {
         assert_eq!(bucket_name("USERBUS"), "USERBUS_webhooks");
-        assert_eq!(key(12), "12");
+        assert_eq!(key(12, &mut itoa::Buffer::new()), "12");
         let v: serde_json::Value = serde_json::from_slice(&value(&carried(3, 9))).expect("JSON");
         assert_eq!(v["id"], 3);
         assert_eq!(v["position"], 9);

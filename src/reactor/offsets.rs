@@ -44,6 +44,10 @@ impl Reactor {
             self.webhooks.stop_kv(&mut stats.webhook_kv);
             return;
         };
+        // No side request of either writer is out, and the relay's step flushed.
+        if self.handlers.durable.is_empty() && self.webhooks.kv_idle() {
+            return;
+        }
         let now = Instant::now();
         let reached = relay.is_publishing();
         // Offsets and positions put are never past what the stream confirmed: a
@@ -97,13 +101,13 @@ impl Reactor {
             .as_ref()
             .and_then(OffsetWriter::next_deadline);
         // A reader left by a promotion that failed is no longer stepped.
+        let promoting = self.shared.stats.replica.promote_asked;
         let reader = self
             .handler_kv
             .reader
             .as_ref()
-            .filter(|_| self.shared.stats.replica.promote_asked)
+            .filter(|_| promoting)
             .and_then(|(_, r)| r.next_deadline());
-        let promoting = self.shared.stats.replica.promote_asked;
         let webhooks = self.webhooks.kv_deadline(promoting);
         writer.into_iter().chain(reader).chain(webhooks).min()
     }

@@ -417,7 +417,8 @@ impl Reactor {
         let writer = store.writer_id().to_string();
         let now_ms = crate::clock::now_ms();
         for e in w.endpoints.values_mut() {
-            let Some(event) = next_event(e, store, fresh, last, &mut w.gone, &mut w.behind) else {
+            let Some(event) = next_event(e, store, fresh, last, &mut w.gone, &mut w.behind, now_ms)
+            else {
                 continue;
             };
             let mut body = Vec::with_capacity(256);

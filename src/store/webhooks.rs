@@ -414,18 +414,26 @@ impl Store {
         applied: i64,
         now_ms: i64,
     ) -> Result<Adopted, StorageError> {
+        self.committed_at_once(|s| s.adopt(adoption, applied, now_ms))
+    }
+
+    /// Runs `writes` between ticks and commits them at once, or (after a
+    /// failed write) rolls them back: no tick is left open either way.
+    fn committed_at_once<T>(
+        &mut self,
+        writes: impl FnOnce(&mut Store) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
         if self.tick_has_writes() {
             return Err(StorageError::new(
                 super::StorageErrorKind::Other,
                 "a tick transaction is open",
             ));
         }
-        let adopted = self.adopt(adoption, applied, now_ms);
-        // Committed, or (after a failed write) rolled back: no tick is left open.
+        let done = writes(self);
         let committed = self.finish_tick();
-        let adopted = adopted?;
+        let done = done?;
         committed?;
-        Ok(adopted)
+        Ok(done)
     }
 
     fn adopt(
@@ -509,13 +517,11 @@ impl Store {
     /// and dead letters of the discarded events go. Committed at once; how many
     /// endpoints moved back.
     pub fn webhooks_cut_back(&mut self, keep: i64) -> Result<usize, StorageError> {
-        if self.tick_has_writes() {
-            return Err(StorageError::new(
-                super::StorageErrorKind::Other,
-                "a tick transaction is open",
-            ));
-        }
-        let moved = self.write(|c| {
+        self.committed_at_once(|s| s.cut_back(keep))
+    }
+
+    fn cut_back(&mut self, keep: i64) -> Result<usize, StorageError> {
+        let ids = self.write(|c| {
             c.execute(
                 "UPDATE webhooks SET attempt_seq = 0, attempts = 0, next_attempt_at = 0 \
                  WHERE attempt_seq > ?1",
@@ -534,14 +540,9 @@ impl Store {
                 params![keep],
             )?;
             Ok(ids)
-        });
-        if let Ok(ids) = &moved {
-            self.webhook_changes.extend_from_slice(ids);
-        }
-        let committed = self.finish_tick();
-        let moved = moved?;
-        committed?;
-        Ok(moved.len())
+        })?;
+        self.webhook_changes.extend_from_slice(&ids);
+        Ok(ids.len())
     }
 
     /// The endpoints that committed administrative writes changed since the

@@ -99,10 +99,10 @@ impl Webhooks {
         now_all: bool,
         status: &mut Option<WriterStatus>,
     ) {
-        let kv = &mut self.kv;
-        if kv.writer.is_none() && self.endpoints.is_empty() {
+        if self.kv_idle() {
             return;
         }
+        let kv = &mut self.kv;
         let now = Instant::now();
         let writer = kv.writer.get_or_insert_with(|| {
             OffsetWriter::for_bucket(
@@ -116,12 +116,11 @@ impl Webhooks {
             writer.answer(link, reply, now);
         }
         kv.next_give = None;
-        let mut changed = std::mem::take(&mut kv.changed);
-        changed.sort_unstable();
-        changed.dedup();
+        kv.changed.sort_unstable();
+        kv.changed.dedup();
         for (&id, e) in &self.endpoints {
             let given = kv.given.get(&id);
-            let at_once = changed.binary_search(&id).is_ok()
+            let at_once = kv.changed.binary_search(&id).is_ok()
                 || given.is_none_or(|g| g.disabled != e.state.disabled);
             let moved = given.is_none_or(|g| {
                 g.position != e.state.position.min(confirmed) || g.requeued != e.requeued.len()
@@ -130,7 +129,7 @@ impl Webhooks {
                 continue;
             }
             let mut digits = itoa::Buffer::new();
-            let key = digits.format(id);
+            let key = webhook_kv::key(id, &mut digits);
             // A position moves with every delivery: its value is built only when
             // the writer may send it, not at every tick.
             let wait = writer.put_due_at(key).filter(|&t| t > now);
@@ -141,16 +140,27 @@ impl Webhooks {
             writer.put(key, webhook_kv::value(&carried(e, confirmed)), at_once);
             kv.given.insert(id, Given::of(e, confirmed));
         }
-        let endpoints = &self.endpoints;
-        kv.given.retain(|id, _| {
-            let kept = endpoints.contains_key(id);
-            if !kept {
-                writer.delete(itoa::Buffer::new().format(*id));
-            }
-            kept
-        });
+        kv.changed.clear();
+        // Every endpoint was given above (a new one at once): only more given
+        // than there are endpoints means some were deleted.
+        if kv.given.len() > self.endpoints.len() {
+            let endpoints = &self.endpoints;
+            kv.given.retain(|id, _| {
+                let kept = endpoints.contains_key(id);
+                if !kept {
+                    writer.delete(webhook_kv::key(*id, &mut itoa::Buffer::new()));
+                }
+                kept
+            });
+        }
         writer.step(link, reached, now, now_all);
         writer.status_into(status.get_or_insert_with(WriterStatus::default));
+    }
+
+    /// True while there is nothing to write: no writer, and no endpoint to
+    /// start one for.
+    pub(in crate::reactor) fn kv_idle(&self) -> bool {
+        self.kv.writer.is_none() && self.endpoints.is_empty()
     }
 
     /// True while the writer has puts the bucket has not acknowledged.

@@ -15,8 +15,9 @@ use crate::webhook::engine::{Endpoint, Target};
 const READS: [usize; 3] = [1, 16, 256];
 
 /// The event endpoint `e` sends next, up to `last`; `None` when it has none
-/// (or is disabled, or busy, or its retry is not yet due). Events its filter skips move its position;
-/// requeued dead letters gone from the log go to `gone`.
+/// (or is disabled, or busy, or its retry is not yet due at `now_ms`). Events
+/// its filter skips move its position; requeued dead letters gone from the log
+/// go to `gone`.
 pub(super) fn next_event(
     e: &mut Endpoint,
     store: &mut Store,
@@ -24,8 +25,8 @@ pub(super) fn next_event(
     last: i64,
     gone: &mut Vec<(i64, i64)>,
     behind: &mut bool,
+    now_ms: i64,
 ) -> Option<Event> {
-    let now_ms = crate::clock::now_ms();
     loop {
         match e.target()? {
             // A retry waits for its time without a read.
@@ -110,6 +111,7 @@ fn after(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::now_ms;
     use crate::config::Durability;
     use crate::metrics::Stats;
     use crate::store::{WebhookRow, WebhookState};
@@ -158,12 +160,12 @@ mod tests {
         let mut store = store_with_events(&dir);
         let (mut gone, mut behind) = (Vec::new(), false);
         let mut e = endpoint("user.unregistered", 0);
-        let next = next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind);
+        let next = next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind, now_ms());
         assert_eq!(next.map(|ev| ev.seq), Some(3));
         assert_eq!(e.state.position, 2, "1 and 2 passed over");
         e.skip_to(3);
         assert_eq!(
-            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind),
+            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind, now_ms()),
             None
         );
         assert_eq!(e.state.position, 4, "4 passed over: nothing left");
@@ -172,7 +174,7 @@ mod tests {
         let mut e = endpoint("*", 0);
         e.sent(1);
         assert_eq!(
-            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind),
+            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind, now_ms()),
             None
         );
     }
@@ -196,13 +198,29 @@ mod tests {
         store.finish_tick().expect("commit");
         let (mut gone, mut behind) = (Vec::new(), false);
         let mut e = endpoint("user.unregistered", 0);
-        let next = next_event(&mut e, &mut store, &[], 300, &mut gone, &mut behind);
+        let next = next_event(
+            &mut e,
+            &mut store,
+            &[],
+            300,
+            &mut gone,
+            &mut behind,
+            now_ms(),
+        );
         assert_eq!(next, None);
         let stretch: usize = READS.iter().sum();
         assert_eq!(e.state.position, stretch as i64);
         assert!(behind, "more to look through");
         behind = false;
-        let next = next_event(&mut e, &mut store, &[], 300, &mut gone, &mut behind);
+        let next = next_event(
+            &mut e,
+            &mut store,
+            &[],
+            300,
+            &mut gone,
+            &mut behind,
+            now_ms(),
+        );
         assert_eq!((next, e.state.position, behind), (None, 300, false));
     }
 
@@ -213,12 +231,12 @@ mod tests {
         let (mut gone, mut behind) = (Vec::new(), false);
         let mut e = endpoint("*", 4);
         e.requeued = [2, 9].into();
-        let next = next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind);
+        let next = next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind, now_ms());
         assert_eq!(next.map(|ev| ev.seq), Some(2));
         e.drop_requeued(2);
         // 9 is not in the log: dropped, and the endpoint is done.
         assert_eq!(
-            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind),
+            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind, now_ms()),
             None
         );
         assert_eq!(gone, [(1, 9)]);
@@ -236,11 +254,11 @@ mod tests {
         e.state.attempts = 1;
         e.state.next_attempt_at = i64::MAX;
         assert_eq!(
-            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind),
+            next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind, now_ms()),
             None
         );
         e.state.next_attempt_at = 0;
-        let next = next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind);
+        let next = next_event(&mut e, &mut store, &[], 4, &mut gone, &mut behind, now_ms());
         assert_eq!(next.map(|ev| ev.seq), Some(2));
     }
 }
