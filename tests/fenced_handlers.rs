@@ -10,7 +10,7 @@
 mod common;
 
 use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::TestServer;
 use common::nats::{NatsServer, NatsTestClient, nats_available};
@@ -89,11 +89,9 @@ fn a_fenced_node_forgets_the_discarded_events_and_handles_the_streams_once_promo
     }
     let first: Vec<i64> = calls_until(&a_calls, 5).iter().map(|c| c.0).collect();
     assert_eq!(first, [1, 2, 3, 4, 5]);
-    let deadline = Instant::now() + WAIT;
-    while kv_offset(&mut client) != Some(5) {
-        assert!(Instant::now() < deadline, "the bucket never held 5");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    client.wait_kv(BUCKET, "mail", WAIT, "offset 5", |m| {
+        m.text().parse::<i64>() == Ok(5)
+    });
     // Past the put interval: the next offset is put as soon as it moves.
     std::thread::sleep(Duration::from_millis(1200));
 

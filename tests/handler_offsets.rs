@@ -35,18 +35,7 @@ fn kv_get(client: &mut NatsTestClient, key: &str) -> Option<String> {
 
 /// Polls the bucket until `key` holds `want`.
 fn wait_kv(client: &mut NatsTestClient, key: &str, want: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = kv_get(client, key);
-        if got.as_deref() == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "key {key} holds {got:?}, not {want:?}, after {WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    client.wait_kv(BUCKET, key, WAIT, want, |m| m.text() == want);
 }
 
 /// The next `n` seqs a handler was called with.

@@ -120,19 +120,7 @@ fn wait_kv(
     what: &str,
     done: impl Fn(&StoredMsg) -> bool,
 ) -> StoredMsg {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = kv_msg(client, key);
-        if let Some(m) = got.as_ref().filter(|m| done(m)) {
-            return m.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "key {key}: waited {WAIT:?} for {what}; it holds {:?}",
-            got.map(|m| m.text())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    client.wait_kv(BUCKET, &key.to_string(), WAIT, what, done)
 }
 
 /// The node that sent `r`: its `webhook-id` without the `_<seq>` at its end.
