@@ -329,7 +329,7 @@ fn the_bucket_holds_each_endpoint_its_state_and_a_delete_marker() {
     assert_eq!(info["nats_webhook_kv_last_error"], "");
     let puts: u64 = info["nats_webhook_kv_puts"].parse().expect("puts");
     assert!(puts >= 4, "{info:?}");
-    let metrics = primary.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let metrics = primary.http_get("/metrics", "");
     assert!(
         metrics.contains("\nuserbus_nats_webhook_kv_ready 1\n"),
         "{metrics}"

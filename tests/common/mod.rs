@@ -177,10 +177,7 @@ impl TestServer {
     /// `GET path` on the HTTP port with extra header lines (each ending in CRLF),
     /// on a connection of its own: the whole response, head and body.
     pub fn http_get(&self, path: &str, headers: &str) -> String {
-        http_once(
-            self.http_addr(),
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"),
-        )
+        http_get(self.http_addr(), path, headers)
     }
 
     /// `method path` on the HTTP port with extra header lines (each ending in
@@ -254,6 +251,15 @@ pub fn http_once(addr: impl std::net::ToSocketAddrs, request: &str) -> String {
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("read response");
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET path` with extra header lines (each ending in CRLF) on a connection of
+/// its own to `addr`: the whole response, head and body.
+pub fn http_get(addr: impl std::net::ToSocketAddrs, path: &str, headers: &str) -> String {
+    http_once(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"),
+    )
 }
 
 /// `method path` with extra header lines (each ending in CRLF) and `body` on a
