@@ -413,21 +413,8 @@ fn a_node_fenced_right_after_its_promotion_skips_no_event_of_the_stream() {
 /// An in-process server on `url` (following when `follow`) with the durable
 /// handler `mail` reporting each event's seq.
 fn node_with_handler(url: &str, follow: bool) -> (TestServer, std::sync::mpsc::Receiver<i64>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let url = url.to_string();
-    let server = TestServer::start_with(
-        move |c| {
-            c.nats = Some(url);
-            c.follow = follow;
-            c.webhook_allow_private = true;
-        },
-        move |b| {
-            b.durable_handler("mail", move |e| {
-                let _ = tx.send(e.seq);
-            })
-        },
-    );
-    (server, rx)
+    let allow_private = |c: &mut userbus::Config| c.webhook_allow_private = true;
+    TestServer::start_nats_handler(url, follow, "mail", allow_private, |e| e.seq)
 }
 
 #[test]

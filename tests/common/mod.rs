@@ -29,11 +29,12 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use userbus::config::MAX_FIELD_VALUE_BYTES;
-use userbus::{Builder, Config, Durability, Server, ShutdownHandle};
+use userbus::{Builder, Config, Durability, Event, Server, ShutdownHandle};
 
 /// How long a test waits for bytes that should come before calling it a hang.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,6 +140,32 @@ impl TestServer {
         let mut s = Self::start_config(self.config.clone(), builder);
         s._dir = self._dir.take();
         s
+    }
+
+    /// A fresh database, `--nats url` and following when `follow`; `config`
+    /// adjusts the other settings, and the durable handler `name` sends
+    /// `report(event)` for each event it is called with to the returned receiver.
+    pub fn start_nats_handler<T: Send + 'static>(
+        url: &str,
+        follow: bool,
+        name: &'static str,
+        config: impl FnOnce(&mut Config),
+        report: impl Fn(&Event) -> T + Send + 'static,
+    ) -> (TestServer, Receiver<T>) {
+        let (tx, rx) = channel();
+        let server = Self::start_with(
+            |c| {
+                c.nats = Some(url.to_string());
+                c.follow = follow;
+                config(c);
+            },
+            move |b| {
+                b.durable_handler(name, move |e| {
+                    let _ = tx.send(report(e));
+                })
+            },
+        );
+        (server, rx)
     }
 
     /// A server with the HTTP side on, default settings and a fresh database.
