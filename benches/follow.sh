@@ -30,13 +30,8 @@ while (($#)); do
     *) sed -n '15,21p' "$0" >&2; exit 2 ;;
   esac
 done
-bin=${USERBUS_BIN:-}
-if [[ -z $bin ]]; then
-  cargo build --release --quiet
-  bin=target/release/userbus
-fi
-command -v nats-server >/dev/null || { echo "nats-server is required" >&2; exit 2; }
-command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 2; }
+. "$(dirname "$0")/bin.sh"
+need nats-server python3
 
 PYTHONPATH="$(dirname "$0")" python3 - "$bin" "$duration" "$quiet" <<'EOF'
 import os, shutil, socket, subprocess, sys, tempfile, time

@@ -30,12 +30,8 @@ while (($#)); do
   esac
 done
 [[ -n $db ]] || { sed -n '14,19p' "$0" >&2; exit 2; }
-bin=${USERBUS_BIN:-}
-if [[ -z $bin ]]; then
-  cargo build --release --quiet
-  bin=target/release/userbus
-fi
-command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 2; }
+. "$(dirname "$0")/bin.sh"
+need python3
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

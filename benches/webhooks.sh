@@ -42,12 +42,8 @@ while (($#)); do
     *) sed -n '23,30p' "$0" >&2; exit 2 ;;
   esac
 done
-bin=${USERBUS_BIN:-}
-if [[ -z $bin ]]; then
-  cargo build --release --quiet
-  bin=target/release/userbus
-fi
-command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 2; }
+. "$(dirname "$0")/bin.sh"
+need python3
 
 PYTHONPATH="$(dirname "$0")" exec python3 - "$bin" "$events" "$pairs" "$duration" "$durability" "$receiver" <<'EOF'
 import asyncio, json, os, socket, statistics, subprocess, sys, tempfile, threading, time
