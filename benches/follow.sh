@@ -30,27 +30,17 @@ while (($#)); do
     *) sed -n '15,21p' "$0" >&2; exit 2 ;;
   esac
 done
-bin=${USERBUS_BIN:-}
-if [[ -z $bin ]]; then
-  cargo build --release --quiet
-  bin=target/release/userbus
-fi
-command -v nats-server >/dev/null || { echo "nats-server is required" >&2; exit 2; }
-command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 2; }
+. "$(dirname "$0")/bin.sh"
+need nats-server python3
 
-python3 - "$bin" "$duration" "$quiet" <<'EOF'
+PYTHONPATH="$(dirname "$0")" python3 - "$bin" "$duration" "$quiet" <<'EOF'
 import os, shutil, socket, subprocess, sys, tempfile, time
+
+from procs import cpu_seconds, free_port
 
 binary, duration, quiet = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 tmp = tempfile.mkdtemp(prefix="userbus-follow-")
 procs = []
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 def start(args, log):
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL,
@@ -98,12 +88,6 @@ def applied(port):
     r = info(port, "replication") or {}
     return int(r.get("userbus_applied_seq", 0)), int(r.get("userbus_apply_commits", 0))
 
-def cpu_seconds(p):
-    """User and system CPU time of process `p` so far."""
-    with open(f"/proc/{p.pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 def serve(port, db, log, *extra):
     p = start([binary, "serve", "--port", str(port), "--http-port", "0",
                "--db", os.path.join(tmp, db), "--durability", "normal",
@@ -125,7 +109,7 @@ try:
                               "-P", "16", "--duration", str(duration), "-q"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
-    cpu0 = [cpu_seconds(p) for p in (follower, primary, nats)]
+    cpu0 = [cpu_seconds(p.pid) for p in (follower, primary, nats)]
     samples = []  # (t, primary last, stream last, follower applied, commits)
     end_t = None
     caught_t = None
@@ -145,7 +129,7 @@ try:
         if now > duration + 300:
             break
         time.sleep(max(0.0, 1.0 - (time.monotonic() - t0 - now)))
-    cpu, cpu_primary, cpu_nats = (cpu_seconds(p) - c
+    cpu, cpu_primary, cpu_nats = (cpu_seconds(p.pid) - c
                                   for p, c in zip((follower, primary, nats), cpu0))
     burst = [s for s in samples if s[0] <= end_t]
     (ta, pa, sa, fa, ca), (tb, pb, sb, fb, cb) = burst[0], burst[-1]
@@ -179,7 +163,7 @@ try:
             break
         time.sleep(0.05)
     took = time.monotonic() - t1
-    cpu = cpu_seconds(late)
+    cpu = cpu_seconds(late.pid)
     seq, commits = applied(cport)
     print(f"from empty: {seq:,} events in {took:.1f} s, {seq / took:,.0f} events/s "
           f"({seq / max(1, commits):,.0f} events per commit); CPU {cpu:.1f} s, "

@@ -40,11 +40,7 @@ done
 for tool in redis-server redis-benchmark redis-cli taskset; do
   command -v "$tool" >/dev/null || { echo "$tool is required (apt-get install redis-server redis-tools)" >&2; exit 2; }
 done
-bin=${USERBUS_BIN:-}
-if [[ -z $bin ]]; then
-  cargo build --release --quiet
-  bin=target/release/userbus
-fi
+. "$(dirname "$0")/bin.sh"
 
 work=$(mktemp -d /tmp/latency.XXXXXX)
 pids=()

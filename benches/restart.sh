@@ -30,12 +30,8 @@ while (($#)); do
   esac
 done
 [[ -n $db ]] || { sed -n '14,19p' "$0" >&2; exit 2; }
-bin=${USERBUS_BIN:-}
-if [[ -z $bin ]]; then
-  cargo build --release --quiet
-  bin=target/release/userbus
-fi
-command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 2; }
+. "$(dirname "$0")/bin.sh"
+need python3
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -52,8 +48,10 @@ fi
 
 for ((i = 1; i <= runs; i++)); do
   port=$(free_port)
-  python3 - "$bin" "$db" "$port" "$signal" <<'EOF'
-import os, signal, socket, subprocess, sys, time
+  PYTHONPATH="$(dirname "$0")" python3 - "$bin" "$db" "$port" "$signal" <<'EOF'
+import signal, socket, subprocess, sys, time
+
+from procs import cpu_seconds
 
 binary, db, port, sig = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
@@ -99,9 +97,7 @@ def info_loading():
 while info_loading():
     time.sleep(0.01)
 loaded = time.monotonic() - t0
-with open(f"/proc/{proc.pid}/stat") as f:
-    fields = f.read().rsplit(")", 1)[1].split()
-cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+cpu = cpu_seconds(proc.pid)
 rss_kib = 0
 with open(f"/proc/{proc.pid}/status") as f:
     for line in f:

@@ -42,15 +42,13 @@ while (($#)); do
     *) sed -n '23,30p' "$0" >&2; exit 2 ;;
   esac
 done
-bin=${USERBUS_BIN:-}
-if [[ -z $bin ]]; then
-  cargo build --release --quiet
-  bin=target/release/userbus
-fi
-command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 2; }
+. "$(dirname "$0")/bin.sh"
+need python3
 
-exec python3 - "$bin" "$events" "$pairs" "$duration" "$durability" "$receiver" <<'EOF'
+PYTHONPATH="$(dirname "$0")" exec python3 - "$bin" "$events" "$pairs" "$duration" "$durability" "$receiver" <<'EOF'
 import asyncio, json, os, socket, statistics, subprocess, sys, tempfile, threading, time
+
+from procs import cpu_seconds, free_port
 
 binary = sys.argv[1]
 events, pairs, duration = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -99,14 +97,6 @@ def start_receiver():
 
 
 # --- the server ---------------------------------------------------------------
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 class Server:
     def __init__(self, mode):
@@ -180,13 +170,6 @@ def add_endpoints(server, receiver, n):
 
 
 # --- deliveries per second ----------------------------------------------------
-
-def cpu_seconds(pid):
-    """User + system CPU seconds process `pid` has used."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 receiver = given_receiver or start_receiver()
 which = "given" if given_receiver else "built-in asyncio"

@@ -9,8 +9,8 @@
 //! `USERBUS_NATS_TEST=1`.
 mod common;
 
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
 
 use common::TestServer;
 use common::nats::{NatsServer, NatsTestClient, nats_available};
@@ -20,29 +20,6 @@ use common::reply::{info, info_num, promote, register, wait_applied, wait_info};
 const WAIT: Duration = Duration::from_secs(30);
 /// The bucket of the default stream `USERBUS`.
 const BUCKET: &str = "USERBUS_handlers";
-
-/// A server on `url`, following when `follow`; with `handler`, the durable
-/// handler `mail` reports each event's seq and name.
-fn node(url: &str, follow: bool, handler: bool) -> (TestServer, Receiver<(i64, String)>) {
-    let (tx, rx) = channel();
-    let url = url.to_string();
-    let server = TestServer::start_with(
-        move |c| {
-            c.nats = Some(url);
-            c.follow = follow;
-        },
-        move |b| {
-            if handler {
-                b.durable_handler("mail", move |e| {
-                    let _ = tx.send((e.seq, e.name.clone()));
-                })
-            } else {
-                b
-            }
-        },
-    );
-    (server, rx)
-}
 
 /// The offset of durable handler `mail` in `INFO events`.
 fn local_offset(c: &mut redis::Connection) -> i64 {
@@ -82,23 +59,29 @@ fn a_fenced_node_forgets_the_discarded_events_and_handles_the_streams_once_promo
     let nats = NatsServer::start();
     let url = nats.url();
     let mut client = nats.client();
-    let (a, a_calls) = node(&url, false, true);
+    // `a`'s durable handler `mail` reports each event's seq and name.
+    let (a, a_calls) =
+        TestServer::start_nats_handler(&url, false, "mail", |_| {}, |e| (e.seq, e.name.clone()));
     let mut ac = a.redis();
     for i in 1..=5 {
         register(&mut ac, &format!("u{i}"), &[]);
     }
     let first: Vec<i64> = calls_until(&a_calls, 5).iter().map(|c| c.0).collect();
     assert_eq!(first, [1, 2, 3, 4, 5]);
-    let deadline = Instant::now() + WAIT;
-    while kv_offset(&mut client) != Some(5) {
-        assert!(Instant::now() < deadline, "the bucket never held 5");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    client.wait_kv(BUCKET, "mail", WAIT, "offset 5", |m| {
+        m.text().parse::<i64>() == Ok(5)
+    });
     // Past the put interval: the next offset is put as soon as it moves.
     std::thread::sleep(Duration::from_millis(1200));
 
     // A second primary, promoted while `a` runs; its event takes seq 6.
-    let (b, _) = node(&url, true, false);
+    let b = TestServer::start_with(
+        |c| {
+            c.nats = Some(url.clone());
+            c.follow = true;
+        },
+        |b| b,
+    );
     let mut bc = b.redis();
     wait_applied(&mut bc, 5);
     promote(&mut bc);

@@ -35,18 +35,7 @@ fn kv_get(client: &mut NatsTestClient, key: &str) -> Option<String> {
 
 /// Polls the bucket until `key` holds `want`.
 fn wait_kv(client: &mut NatsTestClient, key: &str, want: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = kv_get(client, key);
-        if got.as_deref() == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "key {key} holds {got:?}, not {want:?}, after {WAIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    client.wait_kv(BUCKET, key, WAIT, want, |m| m.text() == want);
 }
 
 /// The next `n` seqs a handler was called with.
@@ -59,20 +48,7 @@ fn recv_seqs(rx: &Receiver<i64>, n: usize) -> Vec<i64> {
 /// A server with `--nats url`, following when `follow`, with the durable
 /// handler `name` reporting each event's seq.
 fn node(url: &str, follow: bool, name: &'static str) -> (TestServer, Receiver<i64>) {
-    let (tx, rx) = channel();
-    let url = url.to_string();
-    let server = TestServer::start_with(
-        move |c| {
-            c.nats = Some(url);
-            c.follow = follow;
-        },
-        move |b| {
-            b.durable_handler(name, move |e| {
-                let _ = tx.send(e.seq);
-            })
-        },
-    );
-    (server, rx)
+    TestServer::start_nats_handler(url, follow, name, |_| {}, |e| e.seq)
 }
 
 #[test]
@@ -327,20 +303,12 @@ fn a_promotion_on_a_cluster_without_a_bucket_keeps_local_offsets_and_creates_it_
     for i in 1..=3 {
         register(&mut p, &format!("u{i}"), &[]);
     }
-    let (tx, rx) = channel();
-    let follower = TestServer::start_with(
-        move |c| {
-            c.nats = Some(urls);
-            c.nats_replicas = 3;
-            c.durability = Durability::Replicated;
-            c.follow = true;
-        },
-        move |b| {
-            b.durable_handler("welcome-mail", move |e| {
-                let _ = tx.send(e.seq);
-            })
-        },
-    );
+    let replicated = |c: &mut userbus::Config| {
+        c.nats_replicas = 3;
+        c.durability = Durability::Replicated;
+    };
+    let (follower, rx) =
+        TestServer::start_nats_handler(&urls, true, "welcome-mail", replicated, |e| e.seq);
     let mut f = follower.redis();
     wait_applied(&mut f, 3);
     drop(p);

@@ -450,12 +450,19 @@ fn reset_leaves_subscribed_mode_and_clears_the_connection_as_redis_does() {
 // ---------------------------------------------------------------------------
 // Before AUTH
 
+/// A redis-server and a userbus that both require the password `s3cret`; `None`
+/// when there is no redis-server to compare with.
+fn both_with_password() -> Option<(RedisServer, TestServer)> {
+    let redis = RedisServer::start(&["--requirepass", "s3cret"])?;
+    let server = TestServer::start_with(|cfg| cfg.requirepass = Some("s3cret".into()), |b| b);
+    Some((redis, server))
+}
+
 #[test]
 fn before_auth_only_auth_hello_quit_and_reset_are_answered_as_redis_does() {
-    let Some(redis) = RedisServer::start(&["--requirepass", "s3cret"]) else {
+    let Some((redis, server)) = both_with_password() else {
         return;
     };
-    let server = TestServer::start_with(|cfg| cfg.requirepass = Some("s3cret".into()), |b| b);
     let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
     for args in [
         &["PING"][..],
@@ -521,10 +528,9 @@ fn before_auth_only_auth_hello_quit_and_reset_are_answered_as_redis_does() {
 
 #[test]
 fn reset_logs_out_when_a_password_is_required_as_redis_does() {
-    let Some(redis) = RedisServer::start(&["--requirepass", "s3cret"]) else {
+    let Some((redis, server)) = both_with_password() else {
         return;
     };
-    let server = TestServer::start_with(|cfg| cfg.requirepass = Some("s3cret".into()), |b| b);
     let (mut ub, mut rd) = (RawClient::connect(server.addr), redis.client());
     // RESET needs no authentication.
     assert_eq!(same_reply(&mut ub, &mut rd, &["RESET"]), b"+RESET\r\n");

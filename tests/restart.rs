@@ -209,12 +209,10 @@ fn after_a_crash_the_server_serves_while_the_index_loads() {
         redis::cmd("UPDATE").arg(&last).arg("n").arg("x")
     )));
     assert_eq!(count(&mut con), N as i64);
-    let http = server.http(&format!(
-        "GET /users/{last} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    ));
+    let http = server.http_get(&format!("/users/{last}"), "");
     assert!(http.starts_with("HTTP/1.1 503"), "{http}");
     assert!(http.contains("Retry-After: 1"), "{http}");
-    let metrics = server.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let metrics = server.http_get("/metrics", "");
     assert!(metrics.contains("\nuserbus_loading 1\n"), "{metrics}");
 
     // The first users load first: they answer and take writes.
@@ -252,7 +250,7 @@ fn after_a_crash_the_server_serves_while_the_index_loads() {
         std::time::Duration::from_secs(10),
     );
     assert_eq!(server.lines_with("users from the users table in").len(), 1);
-    let metrics = server.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let metrics = server.http_get("/metrics", "");
     assert!(metrics.contains("\nuserbus_loading 0\n"), "{metrics}");
     assert!(
         metrics.contains("\nuserbus_loading_loaded_ratio 1\n"),
@@ -326,7 +324,7 @@ fn imaged(db: &Path, args: &[&str]) -> UserbusProcess {
         i.get("index_images").is_some_and(|n| n != "0")
     });
     assert_eq!(info.get("index_image").map(String::as_str), Some("running"));
-    let metrics = server.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let metrics = server.http_get("/metrics", "");
     assert!(
         metrics.contains("\nuserbus_index_image_written_total ")
             && metrics.contains("\nuserbus_index_image_last_users 514\n"),

@@ -120,19 +120,7 @@ fn wait_kv(
     what: &str,
     done: impl Fn(&StoredMsg) -> bool,
 ) -> StoredMsg {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = kv_msg(client, key);
-        if let Some(m) = got.as_ref().filter(|m| done(m)) {
-            return m.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "key {key}: waited {WAIT:?} for {what}; it holds {:?}",
-            got.map(|m| m.text())
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    client.wait_kv(BUCKET, &key.to_string(), WAIT, what, done)
 }
 
 /// The node that sent `r`: its `webhook-id` without the `_<seq>` at its end.
@@ -341,7 +329,7 @@ fn the_bucket_holds_each_endpoint_its_state_and_a_delete_marker() {
     assert_eq!(info["nats_webhook_kv_last_error"], "");
     let puts: u64 = info["nats_webhook_kv_puts"].parse().expect("puts");
     assert!(puts >= 4, "{info:?}");
-    let metrics = primary.http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let metrics = primary.http_get("/metrics", "");
     assert!(
         metrics.contains("\nuserbus_nats_webhook_kv_ready 1\n"),
         "{metrics}"
@@ -425,21 +413,8 @@ fn a_node_fenced_right_after_its_promotion_skips_no_event_of_the_stream() {
 /// An in-process server on `url` (following when `follow`) with the durable
 /// handler `mail` reporting each event's seq.
 fn node_with_handler(url: &str, follow: bool) -> (TestServer, std::sync::mpsc::Receiver<i64>) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let url = url.to_string();
-    let server = TestServer::start_with(
-        move |c| {
-            c.nats = Some(url);
-            c.follow = follow;
-            c.webhook_allow_private = true;
-        },
-        move |b| {
-            b.durable_handler("mail", move |e| {
-                let _ = tx.send(e.seq);
-            })
-        },
-    );
-    (server, rx)
+    let allow_private = |c: &mut userbus::Config| c.webhook_allow_private = true;
+    TestServer::start_nats_handler(url, follow, "mail", allow_private, |e| e.seq)
 }
 
 #[test]

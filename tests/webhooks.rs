@@ -1347,9 +1347,7 @@ fn info_and_metrics_count_deliveries_failures_and_dead_letters() {
         Some("state=enabled,delivered=0,failed=4,retrying=0,lag=0,last_status=500"),
         "{i:?}"
     );
-    let text = node
-        .p
-        .http("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let text = node.p.http_get("/metrics", "");
     for (line, want) in [
         (
             format!("userbus_webhook_delivered_total{{webhook=\"{ok}\"}}"),

@@ -29,11 +29,12 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::{Receiver, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use userbus::config::MAX_FIELD_VALUE_BYTES;
-use userbus::{Builder, Config, Durability, Server, ShutdownHandle};
+use userbus::{Builder, Config, Durability, Event, Server, ShutdownHandle};
 
 /// How long a test waits for bytes that should come before calling it a hang.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,6 +142,32 @@ impl TestServer {
         s
     }
 
+    /// A fresh database, `--nats url` and following when `follow`; `config`
+    /// adjusts the other settings, and the durable handler `name` sends
+    /// `report(event)` for each event it is called with to the returned receiver.
+    pub fn start_nats_handler<T: Send + 'static>(
+        url: &str,
+        follow: bool,
+        name: &'static str,
+        config: impl FnOnce(&mut Config),
+        report: impl Fn(&Event) -> T + Send + 'static,
+    ) -> (TestServer, Receiver<T>) {
+        let (tx, rx) = channel();
+        let server = Self::start_with(
+            |c| {
+                c.nats = Some(url.to_string());
+                c.follow = follow;
+                config(c);
+            },
+            move |b| {
+                b.durable_handler(name, move |e| {
+                    let _ = tx.send(report(e));
+                })
+            },
+        );
+        (server, rx)
+    }
+
     /// A server with the HTTP side on, default settings and a fresh database.
     pub fn start_http() -> TestServer {
         Self::start_http_with(|_| {})
@@ -177,10 +204,7 @@ impl TestServer {
     /// `GET path` on the HTTP port with extra header lines (each ending in CRLF),
     /// on a connection of its own: the whole response, head and body.
     pub fn http_get(&self, path: &str, headers: &str) -> String {
-        http_once(
-            self.http_addr(),
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"),
-        )
+        http_get(self.http_addr(), path, headers)
     }
 
     /// `method path` on the HTTP port with extra header lines (each ending in
@@ -254,6 +278,15 @@ pub fn http_once(addr: impl std::net::ToSocketAddrs, request: &str) -> String {
     let mut out = Vec::new();
     s.read_to_end(&mut out).expect("read response");
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET path` with extra header lines (each ending in CRLF) on a connection of
+/// its own to `addr`: the whole response, head and body.
+pub fn http_get(addr: impl std::net::ToSocketAddrs, path: &str, headers: &str) -> String {
+    http_once(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n"),
+    )
 }
 
 /// `method path` with extra header lines (each ending in CRLF) and `body` on a

@@ -166,6 +166,12 @@ impl UserbusProcess {
         super::http_once(("127.0.0.1", self.http_port()), request)
     }
 
+    /// `GET path` on the HTTP port with extra header lines (each ending in
+    /// CRLF), on a connection of its own: the whole response, head and body.
+    pub fn http_get(&self, path: &str, headers: &str) -> String {
+        super::http_get(("127.0.0.1", self.http_port()), path, headers)
+    }
+
     /// A `redis` crate connection.
     pub fn redis(&self) -> redis::Connection {
         redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))

@@ -360,6 +360,31 @@ impl NatsTestClient {
         StoredMsg::from_api(&reply)
     }
 
+    /// Polls `kv_last(bucket, key)` until its message satisfies `done` and returns
+    /// it; fails after `within`, naming `what` and what the key holds.
+    pub fn wait_kv(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&StoredMsg) -> bool,
+    ) -> StoredMsg {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.kv_last(bucket, key);
+            if let Some(m) = got.as_ref().filter(|m| done(m)) {
+                return m.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "key {key}: waited {within:?} for {what}; it holds {:?}",
+                got.map(|m| m.text())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Every message the stream holds, from `first_seq` to `last_seq`, in order.
     pub fn all_msgs(&mut self, name: &str) -> Vec<StoredMsg> {
         let info = self.stream_info(name);
